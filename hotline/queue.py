@@ -1,0 +1,104 @@
+"""Task hand-over: messages are buffered on the session and sent after its commit.
+
+The queue only carries wake-ups (a task name and ids); the database is the
+source of truth, so a message that cannot be sent is logged by name and ids and
+left for the sweeps. Domain packages wake each other by task name only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from celery import Celery
+from sqlmodel import Session
+
+from hotline.settings import Settings, get_settings
+
+OUTBOX_KEY = "hotline.outbox"
+log = logging.getLogger("hotline.queue")
+
+
+@dataclass(frozen=True)
+class Message:
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def enqueue(session: Session, name: str, **kwargs: Any) -> None:
+    """Buffer a task message; it is sent only if the session's unit of work commits."""
+    session.info.setdefault(OUTBOX_KEY, []).append(Message(name, kwargs))
+
+
+def buffered(session: Session) -> list[Message]:
+    return list(session.info.get(OUTBOX_KEY, []))
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "broker_url": settings.celery_broker_url,
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": settings.broker_publish_timeout_seconds,
+        "worker_hijack_root_logger": False,
+        "timezone": "UTC",
+    }
+    if not settings.broker_url:
+        folder = settings.broker_dir
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        config["broker_transport_options"] = {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+        }
+    elif settings.broker_url.startswith(("redis://", "rediss://")):
+        config["broker_transport_options"] = {
+            "visibility_timeout": 3600,
+            "socket_connect_timeout": settings.broker_publish_timeout_seconds,
+            "socket_timeout": settings.broker_publish_timeout_seconds,
+        }
+    return config
+
+
+def make_celery(settings: Settings, *, main: str = "hotline") -> Celery:
+    app = Celery(main, set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+@lru_cache
+def producer() -> Celery:
+    return make_celery(get_settings(), main="hotline-producer")
+
+
+def send_messages(messages: list[Message], app: Celery | None = None) -> int:
+    """Publish messages without retrying; returns how many were sent."""
+    if not messages:
+        return 0
+    app = app or producer()
+    sent = 0
+    try:
+        with app.connection_for_write() as connection:
+            for message in messages:
+                app.send_task(
+                    message.name, kwargs=message.kwargs, connection=connection, retry=False
+                )
+                sent += 1
+    except Exception as exc:  # the sweeps re-send whatever is still pending
+        unsent = messages[sent:]
+        log.warning(
+            "broker unavailable, %d message(s) left for the sweep: %s (%s)",
+            len(unsent),
+            ", ".join(f"{m.name}{sorted(m.kwargs.items())}" for m in unsent),
+            type(exc).__name__,
+        )
+    return sent

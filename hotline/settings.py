@@ -1,0 +1,168 @@
+"""Every setting of the hotline, read from ``HOTLINE_*`` environment variables.
+
+Each field has a default that works on a fresh machine (SQLite file and a
+filesystem broker under ``data_dir``) and a description; the README's settings
+table is checked against this class by a test. Production (``HOTLINE_ENV=production``)
+refuses the development fallbacks that would be unsafe or process-local.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _split_networks(value: object) -> object:
+    if isinstance(value, str):
+        return [ipaddress.ip_network(part.strip(), strict=False) for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HOTLINE_", extra="ignore")
+
+    env: Literal["development", "production"] = Field(
+        "development",
+        description="`production` refuses development fallbacks (generated keys, "
+        "SQLite, the filesystem broker, in-memory rate limits).",
+    )
+    data_dir: Path = Field(
+        Path("hotline-data"),
+        description="Directory for the embedded runtime's files: SQLite database, "
+        "filesystem broker, generated contact key, beat schedule.",
+    )
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy URL, e.g. `postgresql+psycopg://user@db/hotline`. "
+        "Empty: SQLite file `hotline.sqlite3` in the data directory.",
+    )
+    broker_url: str = Field(
+        "",
+        description="Celery broker, e.g. `redis://redis:6379/0`. Empty: kombu's "
+        "filesystem transport under `<data dir>/broker` (one machine only).",
+    )
+    redis_url: str = Field(
+        "",
+        description="Redis for rate-limit counters and the rotating rate-limit secret. "
+        "Empty: kept in the API process's memory (one process only).",
+    )
+    contact_keys: SecretStr = Field(
+        SecretStr(""),
+        description="Comma-separated Fernet keys encrypting reporters' optional contact "
+        "details; the first encrypts, all decrypt (rotation). Empty in development: a key "
+        "is generated in `<data dir>/contact.key`.",
+    )
+    contact_retention_days: int = Field(
+        90, ge=1, description="Days after which a reporter's contact details are erased."
+    )
+    rate_limit: str = Field(
+        "20/minute;200/day",
+        description="Report submissions allowed per client, in `limits` notation "
+        "separated by `;`, or `off`.",
+    )
+    rate_limit_rotation_seconds: int = Field(
+        86400,
+        ge=60,
+        description="Lifetime of the secret that keys the hash of client addresses; "
+        "counters restart when it rotates.",
+    )
+    trusted_proxies: Annotated[list[IPNetwork], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated addresses or networks of reverse proxies whose "
+        "`X-Forwarded-For` is believed. Empty: the header is ignored.",
+    )
+    max_body_bytes: int = Field(
+        16384, ge=1024, description="Largest request body accepted; larger is refused with 413."
+    )
+    max_url_length: int = Field(
+        4096, ge=256, description="Longest reported URL accepted, in characters."
+    )
+    fetch_allow_networks: Annotated[list[IPNetwork], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated networks that intake and the fetcher accept although "
+        "they are not public (tests and demonstrations, e.g. `127.0.0.0/8`). Keep empty "
+        "in production.",
+    )
+    pending_requeue_after_seconds: int = Field(
+        300,
+        ge=1,
+        description="A target still `pending` this long after its last hand-over to the "
+        "workers is handed over again by the sweep.",
+    )
+    sweep_interval_seconds: float = Field(
+        60, gt=0, description="How often beat runs the sweep of pending targets."
+    )
+    broker_publish_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="How long the API waits for the broker when handing over a target; "
+        "on failure the report stays accepted and the sweep retries.",
+    )
+    worker_concurrency: int = Field(
+        2, ge=1, description="Worker processes started by `hotline serve`."
+    )
+    default_language: str = Field(
+        "en", description="Language of the public pages when the browser asks for none we have."
+    )
+    site_name: str = Field("Hotline", description="Name of the hotline shown on public pages.")
+    quick_exit_url: str = Field(
+        "https://www.google.com/",
+        description="Where the quick-exit button of the public pages leads.",
+    )
+    log_level: str = Field("INFO", description="Log level of all processes.")
+    secure_cookies: bool = Field(
+        True, description="Mark cookies Secure; turn off only for local plain-http use."
+    )
+
+    @field_validator("trusted_proxies", "fetch_allow_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        return _split_networks(value)
+
+    @model_validator(mode="after")
+    def _production_refuses_development_fallbacks(self) -> Settings:
+        if self.env != "production":
+            return self
+        missing = [
+            name
+            for name, empty in (
+                ("HOTLINE_DATABASE_URL", not self.database_url or self.database_url.startswith("sqlite")),
+                ("HOTLINE_BROKER_URL", not self.broker_url or self.broker_url.startswith("filesystem")),
+                ("HOTLINE_REDIS_URL", not self.redis_url and self.rate_limit.strip().lower() != "off"),
+                ("HOTLINE_CONTACT_KEYS", not self.contact_keys.get_secret_value()),
+            )
+            if empty
+        ]
+        if missing:
+            raise ValueError(
+                "production needs shared services and real secrets; set " + ", ".join(missing)
+            )
+        return self
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.resolved_data_dir / 'hotline.sqlite3'}"
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.resolved_data_dir / "broker"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,199 @@
+"""The FastAPI application: routers, the error handler, body cap, access log, health.
+
+Wiring only; imported by nothing but the ASGI server (``hotline.web:create_app``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import hotline
+from hotline.db import get_engine
+from hotline.errors import HotlineError, PayloadTooLarge
+from hotline.logging import configure_logging
+from hotline.queue import producer
+from hotline.settings import get_settings
+from reporting import api as reporting_api
+from reporting import pages as reporting_pages
+from reporting.errors import RateLimited
+
+access_log = logging.getLogger("hotline.access")
+
+
+def error_response(code: str, detail: str, status_code: int, **extra: Any) -> JSONResponse:
+    headers = extra.pop("headers", None)
+    return JSONResponse({"code": code, "detail": detail, **extra}, status_code, headers=headers)
+
+
+async def hotline_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HotlineError)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    return error_response(exc.code, exc.detail, exc.status_code, headers=headers)
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    # Only the field names: pydantic's messages would echo the submitted values.
+    fields = sorted({".".join(str(p) for p in err["loc"][1:]) or "body" for err in exc.errors()})
+    return error_response(
+        "validation_error", "Some fields are missing or invalid: " + ", ".join(fields) + ".", 422, fields=fields
+    )
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies above the cap with 413, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise PayloadTooLarge()
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except PayloadTooLarge:
+            if started:
+                raise
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        exc = PayloadTooLarge()
+        await error_response(exc.code, exc.detail, exc.status_code)(scope, receive, send)
+
+
+class AccessLogMiddleware:
+    """One line per request: method, route template, status, milliseconds. No address, no raw path."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "<unmatched>"
+            access_log.info(
+                "%s %s %d %.1fms", scope["method"], template, status, (time.perf_counter() - start) * 1000
+            )
+
+
+class SecurityHeadersMiddleware:
+    HEADERS = [
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-frame-options", b"DENY"),
+        (
+            b"content-security-policy",
+            b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            b"frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+        (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), interest-cohort=()"),
+    ]
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def add_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                names = {name.lower() for name, _ in message.get("headers", [])}
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + [
+                    (k, v) for k, v in self.HEADERS if k not in names
+                ]
+            await send(message)
+
+        await self.app(scope, receive, add_headers)
+
+
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def readyz() -> JSONResponse:
+    checks: dict[str, str] = {}
+    try:
+        with get_engine().connect() as connection:
+            connection.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"unavailable ({type(exc).__name__})"
+    try:
+        with producer().connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=get_settings().broker_publish_timeout_seconds)
+        checks["broker"] = "ok"
+    except Exception as exc:
+        checks["broker"] = f"unavailable ({type(exc).__name__})"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    app = FastAPI(
+        title=f"{settings.site_name} API",
+        version=hotline.__version__,
+        description="Anonymous reporting of child sexual abuse material found online.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+    app.add_exception_handler(HotlineError, hotline_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.include_router(reporting_api.router)
+    app.include_router(reporting_pages.router)
+    app.mount("/static", reporting_pages.static_files(), name="static")
+    app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessLogMiddleware)
+    return app

@@ -1,0 +1,39 @@
+"""The Celery application of the worker and beat processes (``celery -A hotline.worker``).
+
+Wiring only: tasks are declared with ``@shared_task`` in each package's tasks module
+and listed here; nothing imports this module.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import setup_logging
+
+from hotline.logging import configure_logging
+from hotline.queue import make_celery
+from hotline.settings import get_settings
+
+TASK_MODULES = ["reporting.tasks", "triage.tasks"]
+
+
+@setup_logging.connect
+def _configure_logging(**_: object) -> None:
+    configure_logging(get_settings().log_level)
+
+
+def create_worker_app() -> Celery:
+    settings = get_settings()
+    app = make_celery(settings, main="hotline")
+    app.conf.include = TASK_MODULES
+    app.conf.beat_schedule = {
+        "sweep-pending-targets": {
+            "task": "reporting.sweep_pending",
+            "schedule": settings.sweep_interval_seconds,
+        },
+        "purge-expired-contacts": {"task": "reporting.purge_contacts", "schedule": 3600.0},
+    }
+    app.set_default()
+    return app
+
+
+app = create_worker_app()

@@ -1,0 +1,59 @@
+"""Public intake JSON API under /api/v1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Path, status
+
+from hotline.deps import NowDep, PeerDep, SessionDep, SettingsDep
+from reporting import service
+from reporting.models import ReportSource
+from reporting.ratelimit import client_address, get_limiter
+from reporting.schemas import ErrorBody, ReportAccepted, ReportCreate, ReportStatusPublic
+
+router = APIRouter(prefix="/api/v1", tags=["public reports"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorBody, "description": "Request body too large (`payload_too_large`)."},
+    422: {
+        "model": ErrorBody,
+        "description": "Invalid input: `invalid_url`, `unsupported_scheme`, `url_not_public`, "
+        "`url_too_long`, `description_too_long`, `validation_error`.",
+    },
+}
+
+
+@router.post(
+    "/reports",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ReportAccepted,
+    responses={**ERRORS, 429: {"model": ErrorBody, "description": "Too many reports (`rate_limited`)."}},
+    summary="Report a web address anonymously",
+)
+def create_report(
+    data: ReportCreate, session: SessionDep, settings: SettingsDep, peer: PeerDep, now: NowDep
+) -> ReportAccepted:
+    """Accepted reports are stored before this answers; keep the receipt to check the status."""
+    get_limiter().hit(client_address(*peer, settings.trusted_proxies))
+    receipt, _ = service.submit_report(
+        session,
+        data,
+        source=ReportSource.api,
+        now=now,
+        max_url_length=settings.max_url_length,
+        allow_networks=settings.fetch_allow_networks,
+    )
+    return ReportAccepted(receipt=receipt, status_url=f"/api/v1/reports/{receipt}")
+
+
+@router.get(
+    "/reports/{receipt}",
+    response_model=ReportStatusPublic,
+    responses={404: {"model": ErrorBody, "description": "No report has this receipt (`receipt_not_found`)."}},
+    summary="Coarse status of a report",
+)
+def get_report_status(
+    session: SessionDep, receipt: str = Path(description="The receipt given when the report was made.")
+) -> ReportStatusPublic:
+    return ReportStatusPublic(status=service.report_status(session, receipt))

@@ -1,0 +1,79 @@
+"""Tables of public intake: one ``Target`` per canonical URL, one ``Report`` per submission.
+
+No reporter address, user agent or cookie has a column here. Contact details are
+stored only encrypted and erased after the retention period.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+from sqlalchemy import BigInteger, Column, ForeignKey, Index, String, Text
+from sqlmodel import Field, SQLModel
+
+from hotline.db import BigIntId, UTCDateTime, utcnow
+
+
+class TargetStatus(enum.StrEnum):
+    pending = "pending"
+    fetching = "fetching"
+    queued = "queued"
+    in_review = "in_review"
+    confirmed = "confirmed"
+    not_illegal = "not_illegal"
+    unreachable = "unreachable"
+    forwarded = "forwarded"
+    removed = "removed"
+
+
+class ReportCategory(enum.StrEnum):
+    csam = "csam"
+    grooming = "grooming"
+    trafficking = "trafficking"
+    other = "other"
+
+
+class ReportSource(enum.StrEnum):
+    public = "public"
+    api = "api"
+    partner = "partner"
+
+
+class Target(SQLModel, table=True):
+    __tablename__ = "target"
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True, autoincrement=True))
+    canonical_url: str = Field(sa_column=Column(Text, nullable=False))
+    # Unique on the digest, not the text: a btree cannot index arbitrarily long URLs.
+    url_sha256: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    host: str = Field(sa_column=Column(String(255), nullable=False))
+    registered_domain: str = Field(sa_column=Column(String(255), nullable=False, index=True))
+    status: TargetStatus = Field(
+        default=TargetStatus.pending, sa_column=Column(String(20), nullable=False)
+    )
+    status_reason: str | None = Field(default=None, sa_column=Column(String(64)))
+    priority: int = 0
+    report_count: int = 1
+    first_reported_at: dt.datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    last_reported_at: dt.datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    status_changed_at: dt.datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    handed_over_at: dt.datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+
+    __table_args__ = (Index("ix_target_status_handed_over", "status", "handed_over_at"),)
+
+
+class Report(SQLModel, table=True):
+    __tablename__ = "report"
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True, autoincrement=True))
+    receipt_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    target_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("target.id", ondelete="RESTRICT"), nullable=False, index=True)
+    )
+    category: ReportCategory = Field(sa_column=Column(String(20), nullable=False))
+    description: str | None = Field(default=None, sa_column=Column(Text))
+    language: str | None = Field(default=None, sa_column=Column(String(35)))
+    contact_encrypted: str | None = Field(default=None, sa_column=Column(Text))
+    source: ReportSource = Field(sa_column=Column(String(20), nullable=False))
+    created_at: dt.datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False, index=True))

@@ -1,0 +1,161 @@
+"""Public intake: accept a report, deduplicate its target, hand the target to the workers.
+
+Services never commit; ``hotline.db.session_scope`` does, and only then are the
+buffered task messages sent. A lost message is recovered by ``sweep_pending``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import Sequence
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
+
+from hotline.queue import enqueue
+from hotline.settings import IPNetwork
+from reporting.contacts import encrypt_contact
+from reporting.errors import DescriptionTooLong, ReceiptNotFound
+from reporting.models import Report, ReportSource, Target, TargetStatus
+from reporting.receipts import RECEIPT_MAX_LENGTH, new_receipt, receipt_digest
+from reporting.schemas import DESCRIPTION_MAX, PublicStatus, ReportCreate
+from reporting.urls import canonicalise
+
+PROCESS_TARGET = "triage.process_target"
+log = logging.getLogger("hotline.reporting")
+
+PUBLIC_STATUS = {
+    TargetStatus.pending: PublicStatus.received,
+    TargetStatus.fetching: PublicStatus.received,
+    TargetStatus.queued: PublicStatus.being_assessed,
+    TargetStatus.in_review: PublicStatus.being_assessed,
+    TargetStatus.confirmed: PublicStatus.action_taken,
+    TargetStatus.forwarded: PublicStatus.action_taken,
+    TargetStatus.removed: PublicStatus.action_taken,
+    TargetStatus.not_illegal: PublicStatus.no_action_possible,
+    TargetStatus.unreachable: PublicStatus.no_action_possible,
+}
+
+
+def upsert_target(session: Session, url: str, host: str, domain: str, *, now: dt.datetime) -> tuple[int, bool]:
+    """Insert the target or count one more report on it; returns (id, created). Race-free."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table = Target.__table__  # type: ignore[attr-defined]
+    statement = (
+        insert(table)
+        .values(
+            canonical_url=url,
+            url_sha256=hashlib.sha256(url.encode()).hexdigest(),
+            host=host,
+            registered_domain=domain,
+            status=TargetStatus.pending,
+            priority=0,
+            report_count=1,
+            first_reported_at=now,
+            last_reported_at=now,
+            status_changed_at=now,
+            handed_over_at=now,
+        )
+        .on_conflict_do_update(
+            index_elements=[table.c.url_sha256],
+            set_={"report_count": table.c.report_count + 1, "last_reported_at": now},
+        )
+        .returning(table.c.id, table.c.report_count)
+    )
+    target_id, count = session.execute(statement).one()
+    return int(target_id), count == 1
+
+
+def submit_report(
+    session: Session,
+    data: ReportCreate,
+    *,
+    source: ReportSource,
+    now: dt.datetime,
+    max_url_length: int,
+    allow_networks: Sequence[IPNetwork] = (),
+) -> tuple[str, Report]:
+    """Record a report and its target; a new target is handed to the workers after commit.
+
+    Returns the receipt (the only time it exists in clear) and the report row.
+    """
+    canonical = canonicalise(data.url, allow_networks=allow_networks, max_length=max_url_length)
+    if data.description is not None and len(data.description) > DESCRIPTION_MAX:
+        raise DescriptionTooLong()
+    target_id, created = upsert_target(
+        session, canonical.url, canonical.host, canonical.registered_domain, now=now
+    )
+    receipt = new_receipt()
+    description = (data.description or "").strip() or None
+    contact = (data.contact or "").strip()
+    report = Report(
+        receipt_hash=receipt_digest(receipt),
+        target_id=target_id,
+        category=data.category,
+        description=description,
+        language=data.language.lower() if data.language else None,
+        contact_encrypted=encrypt_contact(contact) if contact else None,
+        source=source,
+        created_at=now,
+    )
+    session.add(report)
+    session.flush()
+    if created:
+        enqueue(session, PROCESS_TARGET, target_id=target_id)
+    log.info("report %s accepted for target %s (new target: %s)", report.id, target_id, created)
+    return receipt, report
+
+
+def report_status(session: Session, receipt: str) -> PublicStatus:
+    """The coarse status of the report with this receipt; unknown and wrong receipts alike."""
+    if not receipt or len(receipt) > RECEIPT_MAX_LENGTH:
+        raise ReceiptNotFound()
+    row = session.execute(
+        select(Target.status)
+        .join(Report, Report.target_id == Target.id)  # type: ignore[arg-type]
+        .where(Report.receipt_hash == receipt_digest(receipt))  # type: ignore[arg-type]
+    ).first()
+    if row is None:
+        raise ReceiptNotFound()
+    return PUBLIC_STATUS[TargetStatus(row[0])]
+
+
+def sweep_pending(session: Session, *, now: dt.datetime, older_than: dt.timedelta, limit: int = 500) -> list[int]:
+    """Hand over again targets still pending since their last hand-over; returns their ids.
+
+    The rows are locked and skipped by concurrent sweeps on PostgreSQL, so two beats
+    never hand the same target over twice in one round.
+    """
+    cutoff = now - older_than
+    query = (
+        select(Target.id)
+        .where(Target.status == TargetStatus.pending)  # type: ignore[arg-type]
+        .where(Target.handed_over_at < cutoff)  # type: ignore[arg-type,operator]
+        .order_by(Target.handed_over_at)  # type: ignore[arg-type]
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    ids = [int(i) for i in session.execute(query).scalars()]
+    if ids:
+        session.execute(
+            update(Target).where(Target.id.in_(ids)).values(handed_over_at=now)  # type: ignore[union-attr]
+        )
+        for target_id in ids:
+            enqueue(session, PROCESS_TARGET, target_id=target_id)
+        log.info("sweep handed over %d pending target(s) again", len(ids))
+    return ids
+
+
+def purge_expired_contacts(session: Session, *, now: dt.datetime, retention: dt.timedelta) -> int:
+    """Erase contact details of reports older than the retention period; returns how many."""
+    result = session.execute(
+        update(Report)
+        .where(Report.contact_encrypted.is_not(None))  # type: ignore[union-attr]
+        .where(Report.created_at < now - retention)  # type: ignore[arg-type,operator]
+        .values(contact_encrypted=None)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
