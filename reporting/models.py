@@ -12,7 +12,7 @@ import enum
 from sqlalchemy import BigInteger, Column, ForeignKey, Index, String, Text
 from sqlmodel import Field, SQLModel
 
-from hotline.db import BigIntId, UTCDateTime, utcnow
+from hotline.db import BigIntId, UTCDateTime, str_enum, utcnow
 
 
 class TargetStatus(enum.StrEnum):
@@ -50,7 +50,7 @@ class Target(SQLModel, table=True):
     host: str = Field(sa_column=Column(String(255), nullable=False))
     registered_domain: str = Field(sa_column=Column(String(255), nullable=False, index=True))
     status: TargetStatus = Field(
-        default=TargetStatus.pending, sa_column=Column(String(20), nullable=False)
+        default=TargetStatus.pending, sa_column=Column(str_enum(TargetStatus), nullable=False)
     )
     status_reason: str | None = Field(default=None, sa_column=Column(String(64)))
     priority: int = 0
@@ -71,9 +71,9 @@ class Report(SQLModel, table=True):
     target_id: int = Field(
         sa_column=Column(BigInteger, ForeignKey("target.id", ondelete="RESTRICT"), nullable=False, index=True)
     )
-    category: ReportCategory = Field(sa_column=Column(String(20), nullable=False))
+    category: ReportCategory = Field(sa_column=Column(str_enum(ReportCategory), nullable=False))
     description: str | None = Field(default=None, sa_column=Column(Text))
     language: str | None = Field(default=None, sa_column=Column(String(35)))
     contact_encrypted: str | None = Field(default=None, sa_column=Column(Text))
-    source: ReportSource = Field(sa_column=Column(String(20), nullable=False))
+    source: ReportSource = Field(sa_column=Column(str_enum(ReportSource), nullable=False))
     created_at: dt.datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False, index=True))

@@ -80,11 +80,12 @@ def canonicalise(
     """
     if len(raw) > max_length:
         raise URLTooLong
-    text = _to_usv(raw).strip().strip(_C0_OR_SPACE)
+    text = _trim(_to_usv(raw))
     if not text:
         raise InvalidReportURL
-    if _SCHEME.match(text.translate(_TAB_OR_NEWLINE)) is None:
-        if text.translate(_TAB_OR_NEWLINE)[:1] in ("/", "\\", "?", "#"):
+    bare = text.translate(_TAB_OR_NEWLINE)
+    if _SCHEME.match(bare) is None:
+        if bare[:1] in ("/", "\\", "?", "#"):
             # A relative reference ("/path", "//host/x", "?q"): without a base there is
             # nothing to resolve it against.
             raise InvalidReportURL
@@ -261,10 +262,18 @@ def _parse(text: str) -> ada_url.URL:
 
 
 def _canonical_href(url: ada_url.URL) -> str:
-    # For the special schemes http/https the path always starts with "/" and the host is
-    # never empty, so the href is exactly these parts; leaving out username, password and
-    # hash removes the userinfo and the fragment.
-    return f"{url.protocol}//{url.host}{url.pathname}{url.search}"
+    # Through the setters rather than by joining the parts: the search getter says ""
+    # for both "no query" and an empty query, and "/?" must stay "/?".
+    url.username = ""
+    url.password = ""
+    url.hash = ""
+    return str(url.href)
+
+
+def _trim(text: str) -> str:
+    while (trimmed := text.strip().strip(_C0_OR_SPACE)) != text:
+        text = trimmed
+    return text
 
 
 def _to_usv(raw: str) -> str:

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from reporting.models import Report, Target
+
+
+def post(client: Any, **body: Any) -> Any:
+    return client.post("/api/v1/reports", json={"category": "csam", **body})
+
+
+def test_report_is_accepted_with_receipt_and_status(client: Any, committed: Any) -> None:
+    response = post(client, url="https://Example.com/a/../gallery?id=7#top", description="page 2")
+    assert response.status_code == 202
+    body = response.json()
+    assert len(body["receipt"]) >= 22
+    assert body["status_url"] == f"/api/v1/reports/{body['receipt']}"
+    assert client.get(body["status_url"]).json() == {"status": "received"}
+    with Session(committed) as session:
+        target = session.execute(select(Target)).scalar_one()
+        report = session.execute(select(Report)).scalar_one()
+    assert target.canonical_url == "https://example.com/gallery?id=7"
+    assert target.registered_domain == "example.com"
+    assert report.receipt_hash != body["receipt"]
+    assert body["receipt"] not in str(report.model_dump())
+
+
+def test_same_url_reported_again_counts_on_one_target(client: Any, committed: Any) -> None:
+    first = post(client, url="http://example.org/x")
+    second = post(client, url="HTTP://EXAMPLE.org:80/y/../x#frag", category="other")
+    assert first.status_code == second.status_code == 202
+    assert first.json()["receipt"] != second.json()["receipt"]
+    with Session(committed) as session:
+        target = session.execute(select(Target)).scalar_one()
+        reports = session.execute(select(func.count()).select_from(Report)).scalar_one()
+    assert (target.report_count, reports) == (2, 2)
+
+
+def test_unknown_and_wrong_receipts_answer_alike(client: Any) -> None:
+    good = post(client, url="http://example.org/x").json()["receipt"]
+    answers = [
+        client.get(f"/api/v1/reports/{receipt}")
+        for receipt in (good[:-1] + ("A" if good[-1] != "A" else "B"), "x" * 27, "x" * 500, "%00")
+    ]
+    assert {(a.status_code, a.text) for a in answers} == {
+        (404, '{"code":"receipt_not_found","detail":"No report has this receipt."}')
+    }
+
+
+def test_bad_input_gets_codes_without_echoing_the_url(client: Any, committed: Any) -> None:
+    secret = "http://10.0.0.7/very-secret-path"
+    cases = {
+        secret: "url_not_public",
+        "ftp://example.org/very-secret-path": "unsupported_scheme",
+        "http://exa mple.org/very-secret-path": "invalid_url",
+        "http://example.org/very-secret-path/" + "a" * 5000: "url_too_long",
+    }
+    for url, code in cases.items():
+        response = post(client, url=url)
+        assert (response.status_code, response.json()["code"]) == (422, code)
+        assert "very-secret-path" not in response.text
+    too_long = post(client, url="http://example.org/", description="d" * 2001)
+    assert (too_long.status_code, too_long.json()["code"]) == (422, "description_too_long")
+    missing = client.post("/api/v1/reports", json={"description": "very-secret-path"})
+    assert missing.status_code == 422
+    assert missing.json()["code"] == "validation_error"
+    assert set(missing.json()["fields"]) == {"url", "category"}
+    assert "very-secret-path" not in missing.text
+    not_json = client.post("/api/v1/reports", content=b"{", headers={"content-type": "application/json"})
+    assert (not_json.status_code, not_json.json()["code"]) == (422, "validation_error")
+    with Session(committed) as session:
+        assert session.execute(select(func.count()).select_from(Report)).scalar_one() == 0
+
+
+def test_oversized_body_is_refused_with_413(client: Any) -> None:
+    response = client.post(
+        "/api/v1/reports",
+        content=b'{"url": "http://example.org/", "category": "csam", "description": "' + b"x" * 20000 + b'"}',
+        headers={"content-type": "application/json"},
+    )
+    assert (response.status_code, response.json()["code"]) == (413, "payload_too_large")
+
+    def chunks() -> Any:
+        for _ in range(40):
+            yield b"x" * 1000
+
+    streamed = client.post("/api/v1/reports", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+
+
+def test_contact_is_stored_encrypted_and_never_returned(client: Any, committed: Any) -> None:
+    from reporting.contacts import decrypt_contact
+
+    response = post(client, url="http://example.org/", contact="me@example.net")
+    assert "me@example.net" not in response.text
+    with Session(committed) as session:
+        report = session.execute(select(Report)).scalar_one()
+    assert report.contact_encrypted is not None
+    assert "me@example.net" not in report.contact_encrypted
+    assert decrypt_contact(report.contact_encrypted) == "me@example.net"
+
+
+def test_rate_limit_answers_429_with_retry_after(client: Any, configure: Any) -> None:
+    configure(rate_limit="3/minute")
+    codes = [post(client, url=f"http://example.org/{i}").status_code for i in range(4)]
+    assert codes == [202, 202, 202, 429]
+    limited = post(client, url="http://example.org/5")
+    assert limited.json()["code"] == "rate_limited"
+    assert 1 <= int(limited.headers["retry-after"]) <= 60
+
+
+def test_health_and_readiness(client: Any) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}
+
+
+def test_readiness_fails_when_the_broker_is_down(client: Any, configure: Any) -> None:
+    configure(broker_url="redis://127.0.0.1:9/0", broker_publish_timeout_seconds="0.5")
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["database"] == "ok"
+    assert ready.json()["checks"]["broker"].startswith("unavailable")

@@ -1,0 +1,121 @@
+"""Intake as a reporter and an operator notice it: dedup under concurrency, the outbox, the sweep."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from hotline.db import session_scope, utcnow
+from hotline.queue import buffered
+from reporting import service
+from reporting.models import Report, ReportCategory, ReportSource, Target, TargetStatus
+from reporting.schemas import ReportCreate
+from tests.conftest import broker_backlog
+from tests.fixtures.spellings import SAME_URL_CANONICAL, SAME_URL_SPELLINGS
+
+
+def submit(session: Session, url: str, *, now: dt.datetime | None = None) -> tuple[str, Report]:
+    return service.submit_report(
+        session,
+        ReportCreate(url=url, category=ReportCategory.csam),
+        source=ReportSource.api,
+        now=now or utcnow(),
+        max_url_length=4096,
+    )
+
+
+def test_new_target_is_handed_over_once_and_only_after_commit(session: Session) -> None:
+    _, first = submit(session, "http://example.net/p")
+    _, second = submit(session, "http://EXAMPLE.net/p#again")
+    assert first.target_id == second.target_id
+    messages = buffered(session)
+    assert [(m.name, m.kwargs) for m in messages] == [
+        ("triage.process_target", {"target_id": first.target_id})
+    ]
+
+
+def test_rolled_back_report_sends_nothing(committed: Engine, backend_env: dict[str, str]) -> None:
+    before = broker_backlog(backend_env)
+    with pytest.raises(RuntimeError), session_scope() as session:
+        submit(session, "http://example.net/rolled-back")
+        raise RuntimeError("crash before commit")
+    with Session(committed) as check:
+        assert check.execute(select(func.count()).select_from(Target)).scalar_one() == 0
+    assert broker_backlog(backend_env) == before
+    with session_scope() as session:
+        submit(session, "http://example.net/committed")
+    assert broker_backlog(backend_env) == before + 1
+
+
+@pytest.mark.postgres
+def test_ten_spellings_at_once_make_one_target_with_ten_reports(
+    live_server: str, committed: Engine
+) -> None:
+    if committed.dialect.name != "postgresql":
+        pytest.skip("the race is meaningful on PostgreSQL (set HOTLINE_TEST_DATABASE_URL)")
+    assert len(SAME_URL_SPELLINGS) == 10
+    start = threading.Barrier(len(SAME_URL_SPELLINGS))
+
+    def report(url: str) -> int:
+        with httpx.Client(base_url=live_server, timeout=30) as http:
+            start.wait()
+            return http.post("/api/v1/reports", json={"url": url, "category": "csam"}).status_code
+
+    with ThreadPoolExecutor(len(SAME_URL_SPELLINGS)) as pool:
+        codes = list(pool.map(report, SAME_URL_SPELLINGS))
+    assert codes == [202] * 10
+    with Session(committed) as session:
+        targets = session.execute(select(Target)).scalars().all()
+        reports = session.execute(select(func.count()).select_from(Report)).scalar_one()
+    assert [(t.canonical_url, t.report_count) for t in targets] == [(SAME_URL_CANONICAL, 10)]
+    assert reports == 10
+
+
+def test_sweep_hands_over_only_targets_pending_too_long(session: Session) -> None:
+    now = utcnow()
+    _, old = submit(session, "http://example.net/old", now=now - dt.timedelta(minutes=10))
+    _, fresh = submit(session, "http://example.net/fresh", now=now - dt.timedelta(seconds=30))
+    _, done = submit(session, "http://example.net/done", now=now - dt.timedelta(hours=1))
+    finished = session.get(Target, done.target_id)
+    assert finished is not None
+    finished.status = TargetStatus.queued
+    session.flush()
+    session.info.clear()
+
+    swept = service.sweep_pending(session, now=now, older_than=dt.timedelta(minutes=5))
+
+    assert swept == [old.target_id]
+    assert [m.kwargs for m in buffered(session)] == [{"target_id": old.target_id}]
+    # Handed over again just now: the next sweep leaves it alone for another period.
+    assert service.sweep_pending(session, now=now, older_than=dt.timedelta(minutes=5)) == []
+    later = now + dt.timedelta(minutes=6)
+    assert set(service.sweep_pending(session, now=later, older_than=dt.timedelta(minutes=5))) == {
+        old.target_id,
+        fresh.target_id,
+    }
+
+
+def test_contacts_are_erased_after_retention(session: Session) -> None:
+    now = utcnow()
+    old = service.submit_report(
+        session,
+        ReportCreate(url="http://example.net/a", category=ReportCategory.other, contact="a@b.example"),
+        source=ReportSource.api, now=now - dt.timedelta(days=91), max_url_length=4096,
+    )[1]
+    new = service.submit_report(
+        session,
+        ReportCreate(url="http://example.net/b", category=ReportCategory.other, contact="c@d.example"),
+        source=ReportSource.api, now=now, max_url_length=4096,
+    )[1]
+    assert service.purge_expired_contacts(session, now=now, retention=dt.timedelta(days=90)) == 1
+    session.expire_all()
+    assert session.get(Report, old.id).contact_encrypted is None  # type: ignore[union-attr]
+    assert session.get(Report, new.id).contact_encrypted is not None  # type: ignore[union-attr]
