@@ -22,8 +22,11 @@ from sqlalchemy import func, select
 
 from hotline.settings import get_settings
 
-app = typer.Typer(help="Hotline: anonymous reporting and triage of child sexual abuse material online.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Hotline: anonymous reporting and triage of child sexual abuse material online.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 targets_app = typer.Typer(help="Reported targets (one per canonical URL).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -31,8 +34,13 @@ app.add_typer(targets_app, name="targets")
 
 DataDir = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="Directory of the embedded runtime's files (HOTLINE_DATA_DIR).",
-                 file_okay=False, dir_okay=True, show_default=False),
+    typer.Option(
+        "--data-dir",
+        help="Directory of the embedded runtime's files (HOTLINE_DATA_DIR).",
+        file_okay=False,
+        dir_okay=True,
+        show_default=False,
+    ),
 ]
 
 
@@ -110,7 +118,9 @@ def targets_list(
         if as_json:
             typer.echo(json.dumps(row))
         else:
-            typer.echo(f"{row['id']:>6}  {row['status']:<11} {row['report_count']:>4}  {row['url']}")
+            typer.echo(
+                f"{row['id']:>6}  {row['status']:<11} {row['report_count']:>4}  {row['url']}"
+            )
     if not as_json:
         typer.echo(f"{len(rows)} shown of {total}", err=True)
 
@@ -145,13 +155,49 @@ def _children(host: str, port: int) -> dict[str, list[str]]:
     py = sys.executable
     level = settings.log_level.lower()
     return {
-        "api": [py, "-m", "uvicorn", "hotline.web:create_app", "--factory", "--host", host,
-                "--port", str(port), "--no-access-log", "--no-proxy-headers", "--log-level", level],
-        "worker": [py, "-m", "celery", "-A", "hotline.worker", "worker", "--loglevel", level,
-                   "--concurrency", str(settings.worker_concurrency), "--without-gossip",
-                   "--without-mingle", "--hostname", f"worker-{os.getpid()}@%h"],
-        "beat": [py, "-m", "celery", "-A", "hotline.worker", "beat", "--loglevel", level,
-                 "--schedule", str(settings.resolved_data_dir / "celerybeat-schedule")],
+        "api": [
+            py,
+            "-m",
+            "uvicorn",
+            "hotline.web:create_app",
+            "--factory",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--no-proxy-headers",
+            "--log-level",
+            level,
+        ],
+        "worker": [
+            py,
+            "-m",
+            "celery",
+            "-A",
+            "hotline.worker",
+            "worker",
+            "--loglevel",
+            level,
+            "--concurrency",
+            str(settings.worker_concurrency),
+            "--without-gossip",
+            "--without-mingle",
+            "--hostname",
+            f"worker-{os.getpid()}@%h",
+        ],
+        "beat": [
+            py,
+            "-m",
+            "celery",
+            "-A",
+            "hotline.worker",
+            "beat",
+            "--loglevel",
+            level,
+            "--schedule",
+            str(settings.resolved_data_dir / "celerybeat-schedule"),
+        ],
     }
 
 
@@ -172,7 +218,10 @@ def serve(
         name: subprocess.Popen(argv, env=env, start_new_session=True)  # noqa: S603
         for name, argv in _children(host, port).items()
     }
-    typer.echo(f"hotline serving on http://{host}:{port}/ with data in {settings.resolved_data_dir}", err=True)
+    typer.echo(
+        f"hotline serving on http://{host}:{port}/ with data in {settings.resolved_data_dir}",
+        err=True,
+    )
     stopping = False
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -205,3 +254,7 @@ def serve(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

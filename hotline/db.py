@@ -8,12 +8,11 @@ dropped on rollback, so a worker never sees a row that is not there yet.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
-
-import enum
 
 from sqlalchemy import BigInteger, DateTime, Enum, Integer, event
 from sqlalchemy.engine import Dialect, Engine
@@ -21,7 +20,6 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
 
 from hotline.settings import get_settings
-
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
@@ -55,7 +53,9 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
             raise ValueError("naive datetime")
         return value.astimezone(dt.UTC)
 
-    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
         if value is None:
             return None
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)

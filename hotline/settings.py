@@ -21,7 +21,11 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 def _split_networks(value: object) -> object:
     if isinstance(value, str):
-        return [ipaddress.ip_network(part.strip(), strict=False) for part in value.split(",") if part.strip()]
+        return [
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in value.split(",")
+            if part.strip()
+        ]
     return value
 
 
@@ -133,9 +137,18 @@ class Settings(BaseSettings):
         missing = [
             name
             for name, empty in (
-                ("HOTLINE_DATABASE_URL", not self.database_url or self.database_url.startswith("sqlite")),
-                ("HOTLINE_BROKER_URL", not self.broker_url or self.broker_url.startswith("filesystem")),
-                ("HOTLINE_REDIS_URL", not self.redis_url and self.rate_limit.strip().lower() != "off"),
+                (
+                    "HOTLINE_DATABASE_URL",
+                    not self.database_url or self.database_url.startswith("sqlite"),
+                ),
+                (
+                    "HOTLINE_BROKER_URL",
+                    not self.broker_url or self.broker_url.startswith("filesystem"),
+                ),
+                (
+                    "HOTLINE_REDIS_URL",
+                    not self.redis_url and self.rate_limit.strip().lower() != "off",
+                ),
                 ("HOTLINE_CONTACT_KEYS", not self.contact_keys.get_secret_value()),
             )
             if empty

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import hotline
@@ -34,18 +35,37 @@ def error_response(code: str, detail: str, status_code: int, **extra: Any) -> JS
 
 
 async def hotline_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, HotlineError)
+    exc = cast(HotlineError, exc)
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
     return error_response(exc.code, exc.detail, exc.status_code, headers=headers)
 
 
 async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
+    exc = cast(RequestValidationError, exc)
     # Only the field names: pydantic's messages would echo the submitted values.
     fields = sorted({".".join(str(p) for p in err["loc"][1:]) or "body" for err in exc.errors()})
     return error_response(
-        "validation_error", "Some fields are missing or invalid: " + ", ".join(fields) + ".", 422, fields=fields
+        "validation_error",
+        "Some fields are missing or invalid: " + ", ".join(fields) + ".",
+        422,
+        fields=fields,
     )
+
+
+HTTP_CODES = {
+    400: ("invalid_body", "The request body could not be read."),
+    404: ("not_found", "Nothing is here."),
+    405: ("method_not_allowed", "This method is not allowed here."),
+}
+
+
+async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Framework errors (unreadable body, unknown path...) in the same {code, detail} shape."""
+    exc = cast(StarletteHTTPException, exc)
+    code, detail = HTTP_CODES.get(
+        exc.status_code, ("http_error", "The request could not be processed.")
+    )
+    return error_response(code, detail, exc.status_code, headers=getattr(exc, "headers", None))
 
 
 class BodyLimitMiddleware:
@@ -92,7 +112,7 @@ class BodyLimitMiddleware:
 
 
 class AccessLogMiddleware:
-    """One line per request: method, route template, status, milliseconds. No address, no raw path."""
+    """One line per request: method, route template, status, time. No address, no raw path."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -116,7 +136,11 @@ class AccessLogMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "<unmatched>"
             access_log.info(
-                "%s %s %d %.1fms", scope["method"], template, status, (time.perf_counter() - start) * 1000
+                "%s %s %d %.1fms",
+                scope["method"],
+                template,
+                status,
+                (time.perf_counter() - start) * 1000,
             )
 
 
@@ -167,12 +191,14 @@ def readyz() -> JSONResponse:
         checks["database"] = f"unavailable ({type(exc).__name__})"
     try:
         with producer().connection_for_write() as connection:
-            connection.ensure_connection(max_retries=1, timeout=get_settings().broker_publish_timeout_seconds)
+            connection.ensure_connection(max_retries=1)
         checks["broker"] = "ok"
     except Exception as exc:
         checks["broker"] = f"unavailable ({type(exc).__name__})"
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
+    return JSONResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503
+    )
 
 
 def create_app() -> FastAPI:
@@ -188,6 +214,7 @@ def create_app() -> FastAPI:
     )
     app.add_exception_handler(HotlineError, hotline_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.include_router(reporting_api.router)
     app.include_router(reporting_pages.router)
     app.mount("/static", reporting_pages.static_files(), name="static")

@@ -1,1 +1,1 @@
-"""Public intake: report form and API, URL canonicalisation, dedup at intake, rate limits, receipts."""
+"""Public intake: report form and API, canonical URLs, dedup at intake, rate limits, receipts."""

@@ -15,6 +15,7 @@ from reporting.schemas import ErrorBody, ReportAccepted, ReportCreate, ReportSta
 router = APIRouter(prefix="/api/v1", tags=["public reports"])
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Unreadable request body (`invalid_body`)."},
     413: {"model": ErrorBody, "description": "Request body too large (`payload_too_large`)."},
     422: {
         "model": ErrorBody,
@@ -28,7 +29,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     "/reports",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ReportAccepted,
-    responses={**ERRORS, 429: {"model": ErrorBody, "description": "Too many reports (`rate_limited`)."}},
+    responses={
+        **ERRORS,
+        429: {"model": ErrorBody, "description": "Too many reports (`rate_limited`)."},
+    },
     summary="Report a web address anonymously",
 )
 def create_report(
@@ -50,10 +54,16 @@ def create_report(
 @router.get(
     "/reports/{receipt}",
     response_model=ReportStatusPublic,
-    responses={404: {"model": ErrorBody, "description": "No report has this receipt (`receipt_not_found`)."}},
+    responses={
+        404: {
+            "model": ErrorBody,
+            "description": "No report has this receipt (`receipt_not_found`).",
+        }
+    },
     summary="Coarse status of a report",
 )
 def get_report_status(
-    session: SessionDep, receipt: str = Path(description="The receipt given when the report was made.")
+    session: SessionDep,
+    receipt: str = Path(description="The receipt given when the report was made."),
 ) -> ReportStatusPublic:
     return ReportStatusPublic(status=service.report_status(session, receipt))

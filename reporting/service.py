@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from hotline.queue import enqueue
 from hotline.settings import IPNetwork
@@ -40,7 +40,9 @@ PUBLIC_STATUS = {
 }
 
 
-def upsert_target(session: Session, url: str, host: str, domain: str, *, now: dt.datetime) -> tuple[int, bool]:
+def upsert_target(
+    session: Session, url: str, host: str, domain: str, *, now: dt.datetime
+) -> tuple[int, bool]:
     """Insert the target or count one more report on it; returns (id, created). Race-free."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -115,16 +117,18 @@ def report_status(session: Session, receipt: str) -> PublicStatus:
     if not receipt or len(receipt) > RECEIPT_MAX_LENGTH:
         raise ReceiptNotFound()
     row = session.execute(
-        select(Target.status)
-        .join(Report, Report.target_id == Target.id)  # type: ignore[arg-type]
-        .where(Report.receipt_hash == receipt_digest(receipt))  # type: ignore[arg-type]
+        select(col(Target.status))
+        .join(Report, col(Report.target_id) == col(Target.id))
+        .where(col(Report.receipt_hash) == receipt_digest(receipt))
     ).first()
     if row is None:
         raise ReceiptNotFound()
     return PUBLIC_STATUS[TargetStatus(row[0])]
 
 
-def sweep_pending(session: Session, *, now: dt.datetime, older_than: dt.timedelta, limit: int = 500) -> list[int]:
+def sweep_pending(
+    session: Session, *, now: dt.datetime, older_than: dt.timedelta, limit: int = 500
+) -> list[int]:
     """Hand over again targets still pending since their last hand-over; returns their ids.
 
     The rows are locked and skipped by concurrent sweeps on PostgreSQL, so two beats
@@ -132,17 +136,17 @@ def sweep_pending(session: Session, *, now: dt.datetime, older_than: dt.timedelt
     """
     cutoff = now - older_than
     query = (
-        select(Target.id)
-        .where(Target.status == TargetStatus.pending)  # type: ignore[arg-type]
-        .where(Target.handed_over_at < cutoff)  # type: ignore[arg-type,operator]
-        .order_by(Target.handed_over_at)  # type: ignore[arg-type]
+        select(col(Target.id))
+        .where(col(Target.status) == TargetStatus.pending)
+        .where(col(Target.handed_over_at) < cutoff)
+        .order_by(col(Target.handed_over_at))
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
     ids = [int(i) for i in session.execute(query).scalars()]
     if ids:
         session.execute(
-            update(Target).where(Target.id.in_(ids)).values(handed_over_at=now)  # type: ignore[union-attr]
+            update(Target).where(col(Target.id).in_(ids)).values(handed_over_at=now)
         )
         for target_id in ids:
             enqueue(session, PROCESS_TARGET, target_id=target_id)
@@ -154,8 +158,8 @@ def purge_expired_contacts(session: Session, *, now: dt.datetime, retention: dt.
     """Erase contact details of reports older than the retention period; returns how many."""
     result = session.execute(
         update(Report)
-        .where(Report.contact_encrypted.is_not(None))  # type: ignore[union-attr]
-        .where(Report.created_at < now - retention)  # type: ignore[arg-type,operator]
+        .where(col(Report.contact_encrypted).is_not(None))
+        .where(col(Report.created_at) < now - retention)
         .values(contact_encrypted=None)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -122,7 +122,9 @@ def truncate_all(engine: Engine) -> None:
 
 
 @pytest.fixture
-def configure(backend_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+def configure(
+    backend_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., None]]:
     """Override settings for one test: ``configure(rate_limit="2/minute")``."""
 
     def apply(**overrides: Any) -> None:
@@ -182,8 +184,14 @@ def live_server(committed: Engine, configure: Callable[..., None]) -> Iterator[s
     _clear_caches()
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_config=None,
-                       access_log=False, proxy_headers=False)
+        uvicorn.Config(
+            create_app(),
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -202,10 +210,25 @@ def worker(committed: Engine, backend_env: dict[str, str]) -> Iterator[subproces
     """A real Celery worker process on the test broker and database."""
     env = {**os.environ, **backend_env}
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "hotline.worker", "worker", "--loglevel", "INFO",
-         "--concurrency", "2", "--without-gossip", "--without-mingle", "--without-heartbeat",
-         "--hostname", f"test-{os.getpid()}-{time.monotonic_ns()}@%h"],
-        env=env, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "hotline.worker",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            "2",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--hostname",
+            f"test-{os.getpid()}-{time.monotonic_ns()}@%h",
+        ],
+        env=env,
+        cwd=REPO,
     )
     yield process
     process.terminate()

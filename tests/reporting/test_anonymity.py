@@ -25,9 +25,19 @@ def database_dump(engine: Engine) -> bytes:
     if engine.dialect.name == "postgresql":
         url = engine.url
         return subprocess.run(
-            ["pg_dump", "--data-only", "-h", url.host or "127.0.0.1", "-p", str(url.port or 5432),
-             "-U", url.username or "postgres", url.database or "test"],
-            check=True, capture_output=True,
+            [
+                "pg_dump",
+                "--data-only",
+                "-h",
+                url.host or "127.0.0.1",
+                "-p",
+                str(url.port or 5432),
+                "-U",
+                url.username or "postgres",
+                url.database or "test",
+            ],
+            check=True,
+            capture_output=True,
         ).stdout
     raw = engine.raw_connection()
     try:
@@ -59,7 +69,10 @@ def redis_dump() -> bytes:
 
 
 def test_no_reporter_address_anywhere_after_100_reports(
-    client: Any, configure: Any, committed: Engine, caplog: pytest.LogCaptureFixture,
+    client: Any,
+    configure: Any,
+    committed: Engine,
+    caplog: pytest.LogCaptureFixture,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     configure(trusted_proxies="127.0.0.1/32", rate_limit="1000/minute;5000/day")
@@ -68,8 +81,11 @@ def test_no_reporter_address_anywhere_after_100_reports(
     for i in range(100):
         response = client.post(
             "/api/v1/reports",
-            json={"url": f"http://example.org/page/{i % 7}", "category": "csam",
-                  "description": "seen it"},
+            json={
+                "url": f"http://example.org/page/{i % 7}",
+                "category": "csam",
+                "description": "seen it",
+            },
             headers=headers,
         )
         assert response.status_code == 202
@@ -93,24 +109,32 @@ def test_limits_follow_the_client_behind_a_trusted_proxy(client: Any, configure:
     configure(trusted_proxies="127.0.0.1/32", rate_limit="2/minute")
 
     def report(forwarded_for: str) -> int:
-        return int(client.post(
-            "/api/v1/reports", json={"url": "http://example.org/", "category": "csam"},
-            headers={"x-forwarded-for": forwarded_for},
-        ).status_code)
+        return int(
+            client.post(
+                "/api/v1/reports",
+                json={"url": "http://example.org/", "category": "csam"},
+                headers={"x-forwarded-for": forwarded_for},
+            ).status_code
+        )
 
     assert [report("203.0.113.10") for _ in range(3)] == [202, 202, 429]
     assert report("203.0.113.11") == 202
     # A forged left-most hop does not buy a fresh allowance: the proxy's hop is used.
     assert report("198.51.100.1, 203.0.113.10") == 429
     # IPv6 clients are counted by their /64.
-    assert [report("2001:db8:1:2::1"), report("2001:db8:1:2::ffff"), report("2001:db8:1:2:aaaa::9")] == [202, 202, 429]
+    assert [
+        report("2001:db8:1:2::1"),
+        report("2001:db8:1:2::ffff"),
+        report("2001:db8:1:2:aaaa::9"),
+    ] == [202, 202, 429]
 
 
 def test_forwarded_header_is_ignored_from_untrusted_peers(client: Any, configure: Any) -> None:
     configure(rate_limit="2/minute")
     codes = [
         client.post(
-            "/api/v1/reports", json={"url": "http://example.org/", "category": "csam"},
+            "/api/v1/reports",
+            json={"url": "http://example.org/", "category": "csam"},
             headers={"x-forwarded-for": f"203.0.113.{i}"},
         ).status_code
         for i in range(3)

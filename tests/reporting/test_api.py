@@ -69,7 +69,9 @@ def test_bad_input_gets_codes_without_echoing_the_url(client: Any, committed: An
     assert missing.json()["code"] == "validation_error"
     assert set(missing.json()["fields"]) == {"url", "category"}
     assert "very-secret-path" not in missing.text
-    not_json = client.post("/api/v1/reports", content=b"{", headers={"content-type": "application/json"})
+    not_json = client.post(
+        "/api/v1/reports", content=b"{", headers={"content-type": "application/json"}
+    )
     assert (not_json.status_code, not_json.json()["code"]) == (422, "validation_error")
     with Session(committed) as session:
         assert session.execute(select(func.count()).select_from(Report)).scalar_one() == 0
@@ -78,7 +80,9 @@ def test_bad_input_gets_codes_without_echoing_the_url(client: Any, committed: An
 def test_oversized_body_is_refused_with_413(client: Any) -> None:
     response = client.post(
         "/api/v1/reports",
-        content=b'{"url": "http://example.org/", "category": "csam", "description": "' + b"x" * 20000 + b'"}',
+        content=b'{"url": "http://example.org/", "category": "csam", "description": "'
+        + b"x" * 20000
+        + b'"}',
         headers={"content-type": "application/json"},
     )
     assert (response.status_code, response.json()["code"]) == (413, "payload_too_large")
@@ -87,7 +91,9 @@ def test_oversized_body_is_refused_with_413(client: Any) -> None:
         for _ in range(40):
             yield b"x" * 1000
 
-    streamed = client.post("/api/v1/reports", content=chunks(), headers={"content-type": "application/json"})
+    streamed = client.post(
+        "/api/v1/reports", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert streamed.status_code == 413
 
 
@@ -125,3 +131,12 @@ def test_readiness_fails_when_the_broker_is_down(client: Any, configure: Any) ->
     assert ready.status_code == 503
     assert ready.json()["checks"]["database"] == "ok"
     assert ready.json()["checks"]["broker"].startswith("unavailable")
+
+
+def test_framework_errors_use_the_same_error_shape(client: Any) -> None:
+    garbled = client.post(
+        "/api/v1/reports", content=b"\xff\xfe{", headers={"content-type": "application/json"}
+    )
+    assert (garbled.status_code, garbled.json()["code"]) == (400, "invalid_body")
+    assert client.get("/api/v1/nothing-here").json()["code"] == "not_found"
+    assert client.delete("/api/v1/reports").json()["code"] == "method_not_allowed"

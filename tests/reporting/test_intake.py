@@ -1,11 +1,10 @@
-"""Intake as a reporter and an operator notice it: dedup under concurrency, the outbox, the sweep."""
+"""Intake as reporters and operators see it: dedup under concurrency, the outbox, the sweep."""
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import httpx
 import pytest
@@ -44,9 +43,14 @@ def test_new_target_is_handed_over_once_and_only_after_commit(session: Session) 
 
 def test_rolled_back_report_sends_nothing(committed: Engine, backend_env: dict[str, str]) -> None:
     before = broker_backlog(backend_env)
-    with pytest.raises(RuntimeError), session_scope() as session:
-        submit(session, "http://example.net/rolled-back")
-        raise RuntimeError("crash before commit")
+
+    def crash_before_commit() -> None:
+        with session_scope() as session:
+            submit(session, "http://example.net/rolled-back")
+            raise RuntimeError("crash before commit")
+
+    with pytest.raises(RuntimeError):
+        crash_before_commit()
     with Session(committed) as check:
         assert check.execute(select(func.count()).select_from(Target)).scalar_one() == 0
     assert broker_backlog(backend_env) == before
@@ -107,13 +111,21 @@ def test_contacts_are_erased_after_retention(session: Session) -> None:
     now = utcnow()
     old = service.submit_report(
         session,
-        ReportCreate(url="http://example.net/a", category=ReportCategory.other, contact="a@b.example"),
-        source=ReportSource.api, now=now - dt.timedelta(days=91), max_url_length=4096,
+        ReportCreate(
+            url="http://example.net/a", category=ReportCategory.other, contact="a@b.example"
+        ),
+        source=ReportSource.api,
+        now=now - dt.timedelta(days=91),
+        max_url_length=4096,
     )[1]
     new = service.submit_report(
         session,
-        ReportCreate(url="http://example.net/b", category=ReportCategory.other, contact="c@d.example"),
-        source=ReportSource.api, now=now, max_url_length=4096,
+        ReportCreate(
+            url="http://example.net/b", category=ReportCategory.other, contact="c@d.example"
+        ),
+        source=ReportSource.api,
+        now=now,
+        max_url_length=4096,
     )[1]
     assert service.purge_expired_contacts(session, now=now, retention=dt.timedelta(days=90)) == 1
     session.expire_all()

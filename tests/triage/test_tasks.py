@@ -29,9 +29,11 @@ def report_target(engine: Engine, receipt_digest: str) -> int:
     from sqlalchemy import select
 
     with Session(engine) as session:
-        return int(session.execute(
-            select(Report.target_id).where(Report.receipt_hash == receipt_digest)  # type: ignore[arg-type]
-        ).scalar_one())
+        return int(
+            session.execute(
+                select(Report.target_id).where(Report.receipt_hash == receipt_digest)  # type: ignore[arg-type]
+            ).scalar_one()
+        )
 
 
 def test_worker_process_picks_up_a_new_report(
@@ -39,7 +41,9 @@ def test_worker_process_picks_up_a_new_report(
 ) -> None:
     from reporting.receipts import receipt_digest
 
-    response = client.post("/api/v1/reports", json={"url": "http://example.org/w", "category": "csam"})
+    response = client.post(
+        "/api/v1/reports", json={"url": "http://example.org/w", "category": "csam"}
+    )
     assert response.status_code == 202
     receipt = response.json()["receipt"]
     target_id = report_target(committed, receipt_digest(receipt))
@@ -48,14 +52,19 @@ def test_worker_process_picks_up_a_new_report(
 
 
 def test_broker_down_at_intake_loses_nothing(
-    client: Any, configure: Any, committed: Engine, backend_env: dict[str, str],
+    client: Any,
+    configure: Any,
+    committed: Engine,
+    backend_env: dict[str, str],
     worker: subprocess.Popen[bytes],
 ) -> None:
     from reporting.receipts import receipt_digest
 
     configure(broker_url="redis://127.0.0.1:9/0", broker_publish_timeout_seconds="1")
     started = time.monotonic()
-    response = client.post("/api/v1/reports", json={"url": "http://example.org/down", "category": "csam"})
+    response = client.post(
+        "/api/v1/reports", json={"url": "http://example.org/down", "category": "csam"}
+    )
     assert response.status_code == 202
     assert time.monotonic() - started < 10
     target_id = report_target(committed, receipt_digest(response.json()["receipt"]))
@@ -64,6 +73,8 @@ def test_broker_down_at_intake_loses_nothing(
 
     configure(broker_url=backend_env["HOTLINE_BROKER_URL"])
     with session_scope() as session:
-        swept = sweep_pending(session, now=utcnow() + dt.timedelta(minutes=10), older_than=dt.timedelta(minutes=5))
+        swept = sweep_pending(
+            session, now=utcnow() + dt.timedelta(minutes=10), older_than=dt.timedelta(minutes=5)
+        )
     assert swept == [target_id]
     wait_for(lambda: target_status(committed, target_id) == TargetStatus.queued, timeout=30)
