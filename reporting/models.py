@@ -43,7 +43,9 @@ class ReportSource(enum.StrEnum):
 class Target(SQLModel, table=True):
     __tablename__ = "target"
 
-    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True, autoincrement=True))
+    id: int | None = Field(
+        default=None, sa_column=Column(BigIntId, primary_key=True, autoincrement=True)
+    )
     canonical_url: str = Field(sa_column=Column(Text, nullable=False))
     # Unique on the digest, not the text: a btree cannot index arbitrarily long URLs.
     url_sha256: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
@@ -55,9 +57,15 @@ class Target(SQLModel, table=True):
     status_reason: str | None = Field(default=None, sa_column=Column(String(64)))
     priority: int = 0
     report_count: int = 1
-    first_reported_at: dt.datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
-    last_reported_at: dt.datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
-    status_changed_at: dt.datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False))
+    first_reported_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+    last_reported_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+    status_changed_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
     handed_over_at: dt.datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
 
     __table_args__ = (Index("ix_target_status_handed_over", "status", "handed_over_at"),)
@@ -66,14 +74,20 @@ class Target(SQLModel, table=True):
 class Report(SQLModel, table=True):
     __tablename__ = "report"
 
-    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True, autoincrement=True))
+    id: int | None = Field(
+        default=None, sa_column=Column(BigIntId, primary_key=True, autoincrement=True)
+    )
     receipt_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
     target_id: int = Field(
-        sa_column=Column(BigInteger, ForeignKey("target.id", ondelete="RESTRICT"), nullable=False, index=True)
+        sa_column=Column(
+            BigInteger, ForeignKey("target.id", ondelete="RESTRICT"), nullable=False, index=True
+        )
     )
     category: ReportCategory = Field(sa_column=Column(str_enum(ReportCategory), nullable=False))
     description: str | None = Field(default=None, sa_column=Column(Text))
     language: str | None = Field(default=None, sa_column=Column(String(35)))
     contact_encrypted: str | None = Field(default=None, sa_column=Column(Text))
     source: ReportSource = Field(sa_column=Column(str_enum(ReportSource), nullable=False))
-    created_at: dt.datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False, index=True))
+    created_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False, index=True)
+    )
