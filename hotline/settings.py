@@ -130,6 +130,20 @@ class Settings(BaseSettings):
     def _networks(cls, value: object) -> object:
         return _split_networks(value)
 
+    @field_validator("contact_keys")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr) -> SecretStr:
+        from cryptography.fernet import Fernet
+
+        for key in filter(None, (k.strip() for k in value.get_secret_value().split(","))):
+            try:
+                Fernet(key.encode())
+            except ValueError:
+                raise ValueError(
+                    "HOTLINE_CONTACT_KEYS must be Fernet keys (32 url-safe base64-encoded bytes)"
+                ) from None
+        return value
+
     @model_validator(mode="after")
     def _production_refuses_development_fallbacks(self) -> Settings:
         if self.env != "production":

@@ -1,0 +1,16 @@
+"""The migrations build exactly the schema the models describe, and downgrade cleanly."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy.engine import Engine
+from sqlmodel import SQLModel
+
+import reporting.models  # noqa: F401
+
+
+def test_models_and_migrations_agree(engine: Engine) -> None:
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, SQLModel.metadata) == []

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+from cryptography.fernet import Fernet
+from pydantic import ValidationError
+
+from hotline.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def bare_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("HOTLINE_"):
+            monkeypatch.delenv(name)
+
+
+def test_development_defaults_need_nothing() -> None:
+    settings = Settings()
+    assert settings.sqlalchemy_url.startswith("sqlite:///")
+    assert settings.celery_broker_url == "filesystem://"
+
+
+def test_production_refuses_development_fallbacks() -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(env="production")
+    message = str(refused.value)
+    for name in (
+        "HOTLINE_DATABASE_URL",
+        "HOTLINE_BROKER_URL",
+        "HOTLINE_REDIS_URL",
+        "HOTLINE_CONTACT_KEYS",
+    ):
+        assert name in message
+    ok = Settings(
+        env="production",
+        database_url="postgresql+psycopg://h@db/h",
+        broker_url="redis://r:6379/0",
+        redis_url="redis://r:6379/1",
+        contact_keys=Fernet.generate_key().decode(),  # type: ignore[arg-type]
+    )
+    assert ok.env == "production"
+
+
+def test_contact_keys_must_be_fernet_keys() -> None:
+    with pytest.raises(ValidationError, match="HOTLINE_CONTACT_KEYS"):
+        Settings(contact_keys="not-a-key")  # type: ignore[arg-type]
+    two = f"{Fernet.generate_key().decode()},{Fernet.generate_key().decode()}"
+    assert Settings(contact_keys=two).contact_keys.get_secret_value() == two  # type: ignore[arg-type]
+
+
+def test_networks_are_read_from_comma_separated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOTLINE_TRUSTED_PROXIES", "10.0.0.1, 2001:db8::/64")
+    assert Settings().trusted_proxies == [
+        ipaddress.ip_network("10.0.0.1/32"),
+        ipaddress.ip_network("2001:db8::/64"),
+    ]
+    monkeypatch.setenv("HOTLINE_TRUSTED_PROXIES", "not-a-network")
+    with pytest.raises(ValidationError):
+        Settings()
