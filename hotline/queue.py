@@ -88,11 +88,10 @@ def send_messages(messages: list[Message], app: Celery | None = None) -> int:
     app = app or producer()
     sent = 0
     try:
-        with app.connection_for_write() as connection:
+        # The producer pool keeps broker connections open across requests.
+        with app.producer_or_acquire() as publisher:
             for message in messages:
-                app.send_task(
-                    message.name, kwargs=message.kwargs, connection=connection, retry=False
-                )
+                app.send_task(message.name, kwargs=message.kwargs, producer=publisher, retry=False)
                 sent += 1
     except Exception as exc:  # the sweeps re-send whatever is still pending
         unsent = messages[sent:]
