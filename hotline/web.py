@@ -43,7 +43,14 @@ async def hotline_error_handler(request: Request, exc: Exception) -> JSONRespons
 async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
     exc = cast(RequestValidationError, exc)
     # Only the field names: pydantic's messages would echo the submitted values.
-    fields = sorted({".".join(str(p) for p in err["loc"][1:]) or "body" for err in exc.errors()})
+    fields = sorted(
+        {
+            "body"
+            if err["type"] == "json_invalid"
+            else ".".join(str(p) for p in err["loc"][1:]) or "body"
+            for err in exc.errors()
+        }
+    )
     return error_response(
         "validation_error",
         "Some fields are missing or invalid: " + ", ".join(fields) + ".",

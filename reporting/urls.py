@@ -72,11 +72,13 @@ def canonicalise(
     *,
     allow_networks: Sequence[IPNetwork] = (),
     max_length: int = 4096,
+    public_only: bool = True,
 ) -> CanonicalURL:
     """Parse a reported URL and return its canonical form; raise a `HotlineError` if unfit.
 
     Input without a scheme ("example.com/x") is read as ``http://example.com/x``.
-    Pure function: no DNS, no network, no side effects.
+    Pure function: no DNS, no network, no side effects. ``public_only=False`` skips
+    the refusal of non-public hosts (for comparing the parser with the URL Standard).
     """
     if len(raw) > max_length:
         raise URLTooLong
@@ -104,7 +106,8 @@ def canonicalise(
 
     parsed = _parse(href)
     host = str(parsed.hostname)
-    _check_host_is_public(host, int(parsed.host_type), allow_networks)
+    if public_only:
+        _check_host_is_public(host, int(parsed.host_type), allow_networks)
     return CanonicalURL(url=href, host=host, registered_domain=registered_domain(host))
 
 
@@ -236,10 +239,18 @@ def is_public_address(address: IPAddress) -> bool:
     return address in _GLOBAL_UNICAST_V6
 
 
+# Special-use names (RFC 6761, RFC 8375) that the public suffix list does not exclude.
+_LOCAL_NAMES = (".localhost", ".home.arpa")
+
+
 def _check_host_is_public(host: str, host_type: int, allow_networks: Sequence[IPNetwork]) -> None:
     if host_type == int(ada_url.HostType.DEFAULT):
         name = host.rstrip(".")
-        if name == "localhost" or name.endswith(".localhost"):
+        if name.endswith(_LOCAL_NAMES) or f".{name}".endswith(_LOCAL_NAMES):
+            raise URLNotPublic
+        # "intranet", "printer.lan": names outside every public suffix can only be
+        # resolved by a local resolver, so they cannot be on the public internet.
+        if not _extractor()(name).suffix:
             raise URLNotPublic
         return
     ip = ipaddress.ip_address(host.strip("[]"))

@@ -149,14 +149,25 @@ def session(engine: Engine) -> Iterator[Session]:
 
 
 @pytest.fixture
-def committed(engine: Engine, redis_client: redis.Redis | None) -> Iterator[Engine]:
-    """For tests whose code commits: empties every table (and the test Redis) afterwards."""
-    if redis_client is not None:
-        redis_client.flushdb()
+def committed(
+    engine: Engine, redis_client: redis.Redis | None, backend_env: dict[str, str]
+) -> Iterator[Engine]:
+    """For tests whose code commits: empties every table and the broker afterwards.
+
+    Ids restart after truncation, so a message left over from one test would name
+    another test's target; both backends are purged before and after.
+    """
+
+    def purge_broker() -> None:
+        if redis_client is not None:
+            redis_client.flushdb()
+        for message in (Path(backend_env["HOTLINE_DATA_DIR"]) / "broker").glob("*/*.msg"):
+            message.unlink(missing_ok=True)
+
+    purge_broker()
     yield engine
     truncate_all(engine)
-    if redis_client is not None:
-        redis_client.flushdb()
+    purge_broker()
 
 
 @pytest.fixture

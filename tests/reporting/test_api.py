@@ -73,6 +73,7 @@ def test_bad_input_gets_codes_without_echoing_the_url(client: Any, committed: An
         "/api/v1/reports", content=b"{", headers={"content-type": "application/json"}
     )
     assert (not_json.status_code, not_json.json()["code"]) == (422, "validation_error")
+    assert not_json.json()["fields"] == ["body"]
     with Session(committed) as session:
         assert session.execute(select(func.count()).select_from(Report)).scalar_one() == 0
 
