@@ -145,9 +145,7 @@ def sweep_pending(
     )
     ids = [int(i) for i in session.execute(query).scalars()]
     if ids:
-        session.execute(
-            update(Target).where(col(Target.id).in_(ids)).values(handed_over_at=now)
-        )
+        session.execute(update(Target).where(col(Target.id).in_(ids)).values(handed_over_at=now))
         for target_id in ids:
             enqueue(session, PROCESS_TARGET, target_id=target_id)
         log.info("sweep handed over %d pending target(s) again", len(ids))
