@@ -83,7 +83,7 @@ class Settings(BaseSettings):
         "`X-Forwarded-For` is believed. Empty: the header is ignored.",
     )
     max_body_bytes: int = Field(
-        16384, ge=1024, description="Largest request body accepted; larger is refused with 413."
+        32768, ge=1024, description="Largest request body accepted; larger is refused with 413."
     )
     max_url_length: int = Field(
         4096, ge=256, description="Longest reported URL accepted, in characters."

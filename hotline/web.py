@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -66,13 +66,27 @@ HTTP_CODES = {
 }
 
 
-async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    """Framework errors (unreadable body, unknown path...) in the same {code, detail} shape."""
+def is_api(path: str) -> bool:
+    return path.startswith("/api/")
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    """Framework errors (unreadable body, unknown path...): {code, detail} under /api/,
+    a page a reporter can read elsewhere."""
     exc = cast(StarletteHTTPException, exc)
+    if not is_api(request.url.path):
+        return reporting_pages.error_page(request, get_settings(), exc.status_code)
     code, detail = HTTP_CODES.get(
         exc.status_code, ("http_error", "The request could not be processed.")
     )
     return error_response(code, detail, exc.status_code, headers=getattr(exc, "headers", None))
+
+
+async def server_error_handler(request: Request, exc: Exception) -> Response:
+    # The traceback is logged by the server; the client learns nothing about it.
+    if not is_api(request.url.path):
+        return reporting_pages.error_page(request, get_settings(), 500)
+    return error_response("internal_error", "Something went wrong on our side.", 500)
 
 
 class BodyLimitMiddleware:
@@ -115,7 +129,10 @@ class BodyLimitMiddleware:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         exc = PayloadTooLarge()
-        await error_response(exc.code, exc.detail, exc.status_code)(scope, receive, send)
+        response: Response = error_response(exc.code, exc.detail, exc.status_code)
+        if not is_api(scope["path"]):
+            response = reporting_pages.error_page(Request(scope), get_settings(), 413)
+        await response(scope, receive, send)
 
 
 class AccessLogMiddleware:
@@ -222,6 +239,7 @@ def create_app() -> FastAPI:
     app.add_exception_handler(HotlineError, hotline_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(Exception, server_error_handler)
     app.include_router(reporting_api.router)
     app.include_router(reporting_pages.router)
     app.mount("/static", reporting_pages.static_files(), name="static")

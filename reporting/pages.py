@@ -55,17 +55,25 @@ async def request_language(request: Request, settings: SettingsDep) -> str:
     if request.method == "POST":
         posted = (await request.form()).get("lang")
         explicit = posted if isinstance(posted, str) and posted else explicit
-    return i18n.negotiate(explicit, request.headers.get("accept-language"), settings.default_language)
+    return i18n.negotiate(
+        explicit, request.headers.get("accept-language"), settings.default_language
+    )
 
 
 @dataclass
 class Page:
+    """What every page is rendered with: the request, its language, the settings."""
+
     request: Request
     language: str
     settings: Settings
 
     def render(
-        self, template: str, status_code: int = 200, headers: dict[str, str] | None = None, **context: Any
+        self,
+        template: str,
+        status_code: int = 200,
+        headers: dict[str, str] | None = None,
+        **context: Any,
     ) -> HTMLResponse:
         settings = self.settings
         values: dict[str, Any] = {
@@ -148,7 +156,11 @@ def report_form(page: PageDep) -> HTMLResponse:
 
 @router.post("/", response_class=HTMLResponse)
 def submit_report(
-    form: Annotated[ReportForm, Form()], page: PageDep, session: SessionDep, peer: PeerDep, now: NowDep
+    form: Annotated[ReportForm, Form()],
+    page: PageDep,
+    session: SessionDep,
+    peer: PeerDep,
+    now: NowDep,
 ) -> HTMLResponse:
     """Send a report through the intake service; show the receipt once, in the page only."""
     settings = page.settings
@@ -198,3 +210,30 @@ def status_check(
 @router.get("/privacy", response_class=HTMLResponse)
 def privacy(page: PageDep) -> HTMLResponse:
     return page.render("privacy.html")
+
+
+def error_page(request: Request, settings: Settings, status_code: int) -> HTMLResponse:
+    """A public page for errors outside the API: not found, too large, server error."""
+    language = i18n.negotiate(
+        request.query_params.get("lang"),
+        request.headers.get("accept-language"),
+        settings.default_language,
+    )
+    _ = i18n.translations()[language].gettext
+    messages = {
+        404: (_("Page not found"), _("There is no page at this address.")),
+        405: (_("Page not found"), _("There is no page at this address.")),
+        413: (
+            _("Too much text"),
+            _("What you sent is too long. Please shorten the description and try again."),
+        ),
+    }
+    title, explanation = messages.get(
+        status_code,
+        (
+            _("Something went wrong"),
+            _("Your report may not have been sent. Please try again in a few minutes."),
+        ),
+    )
+    page = Page(request, language, settings)
+    return page.render("error.html", status_code, title=title, explanation=explanation)

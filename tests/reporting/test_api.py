@@ -82,7 +82,7 @@ def test_oversized_body_is_refused_with_413(client: Any) -> None:
     response = client.post(
         "/api/v1/reports",
         content=b'{"url": "http://example.org/", "category": "csam", "description": "'
-        + b"x" * 20000
+        + b"x" * 40000
         + b'"}',
         headers={"content-type": "application/json"},
     )
