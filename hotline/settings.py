@@ -94,6 +94,70 @@ class Settings(BaseSettings):
         "they are not public (tests and demonstrations, e.g. `127.0.0.0/8`). Keep empty "
         "in production.",
     )
+    fetch_ports: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [80, 443, 8080, 8443],
+        description="Comma-separated ports the fetcher may connect to (also after a redirect).",
+    )
+    fetch_max_bytes: int = Field(
+        25_000_000,
+        ge=1024,
+        description="Largest response body the fetcher reads, counted after decompression.",
+    )
+    fetch_connect_timeout_seconds: float = Field(
+        5, gt=0, description="Deadline for connecting (TCP and TLS) to a reported host."
+    )
+    fetch_read_timeout_seconds: float = Field(
+        10, gt=0, description="Deadline for each read from a reported host."
+    )
+    fetch_total_timeout_seconds: float = Field(
+        30,
+        gt=0,
+        description="Deadline for a whole fetch including redirects; a server dripping "
+        "bytes is cut here.",
+    )
+    fetch_max_redirects: int = Field(5, ge=0, le=20, description="Redirect hops followed.")
+    fetch_user_agent: str = Field(
+        "Mozilla/5.0 (compatible; Hotline/0.1)",
+        description="User-Agent header of the fetcher.",
+    )
+    page_media_limit: int = Field(
+        50, ge=1, description="Media links fetched from one reported page, at most."
+    )
+    image_max_pixels: int = Field(
+        100_000_000,
+        ge=1_000_000,
+        description="Images with more pixels are not decoded (decompression-bomb limit).",
+    )
+    image_max_frames: int = Field(
+        20, ge=1, description="Frames of an animation that are decoded, at most."
+    )
+    phash_radius: int = Field(
+        8, ge=0, le=32, description="Hamming distance (of 64 bits) for a pHash near match."
+    )
+    pdq_radius: int = Field(
+        31, ge=0, le=128, description="Hamming distance (of 256 bits) for a PDQ near match."
+    )
+    pdq_min_quality: int = Field(
+        50, ge=0, le=100, description="PDQ hashes of lower quality are stored but not matched."
+    )
+    neardup_refresh_seconds: float = Field(
+        2,
+        gt=0,
+        description="How often a worker loads hashes added by other workers and imports.",
+    )
+    geoip_data_file: str = Field(
+        "",
+        description="geoip2fast data file for hosting country and ASN. Empty: the file "
+        "shipped with the geoip2fast package (update by upgrading it).",
+    )
+    process_max_attempts: int = Field(
+        3,
+        ge=1,
+        description="Fetch attempts of a target before it is marked unreachable.",
+    )
+    process_retry_delay_seconds: float = Field(
+        20, ge=0, description="First delay between fetch attempts; doubles each attempt."
+    )
     pending_requeue_after_seconds: int = Field(
         300,
         ge=1,
@@ -129,6 +193,13 @@ class Settings(BaseSettings):
     @classmethod
     def _networks(cls, value: object) -> object:
         return _split_networks(value)
+
+    @field_validator("fetch_ports", mode="before")
+    @classmethod
+    def _ports(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [int(part) for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("contact_keys")
     @classmethod
