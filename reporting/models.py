@@ -67,8 +67,19 @@ class Target(SQLModel, table=True):
         default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
     )
     handed_over_at: dt.datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    # Filled by triage: processing attempts and where the content is hosted.
+    attempts: int = 0
+    priority_reasons: str | None = Field(default=None, sa_column=Column(Text))
+    hosting_ip: str | None = Field(default=None, sa_column=Column(String(45)))
+    hosting_country: str | None = Field(default=None, sa_column=Column(String(2), index=True))
+    hosting_asn: int | None = Field(default=None, sa_column=Column(BigInteger))
+    hosting_org: str | None = Field(default=None, sa_column=Column(String(255)))
+    processed_at: dt.datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
 
-    __table_args__ = (Index("ix_target_status_handed_over", "status", "handed_over_at"),)
+    __table_args__ = (
+        Index("ix_target_status_handed_over", "status", "handed_over_at"),
+        Index("ix_target_queue", "status", "priority", "first_reported_at"),
+    )
 
 
 class Report(SQLModel, table=True):

@@ -8,6 +8,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
 import reporting.models  # noqa: F401
+import triage.models  # noqa: F401
 
 
 def test_models_and_migrations_agree(engine: Engine) -> None:

@@ -1,0 +1,180 @@
+"""Tables of triage: what was found behind a target (hashes only, never content), where it
+is hosted, which known lists it matches, and the sites targets belong to.
+
+Invariant: no column holds fetched bytes. Media rows carry hashes, size, dimensions
+and type; sightings carry where and when a media item was seen.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlmodel import Field, SQLModel
+
+from hotline.db import BigIntId, UTCDateTime, str_enum, utcnow
+
+
+class MediaKind(enum.StrEnum):
+    image = "image"
+    video = "video"
+    vector = "vector"
+
+
+class HashType(enum.StrEnum):
+    sha256 = "sha256"
+    sha1 = "sha1"
+    md5 = "md5"
+    phash = "phash"
+    pdq = "pdq"
+    photodna = "photodna"  # kept as data from imports, never matched
+
+
+class MatchKind(enum.StrEnum):
+    exact = "exact"
+    near = "near"
+
+
+class Media(SQLModel, table=True):
+    __tablename__ = "media"
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True))
+    sha256: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    sha1: str = Field(sa_column=Column(String(40), nullable=False, index=True))
+    md5: str = Field(sa_column=Column(String(32), nullable=False, index=True))
+    phash: str | None = Field(default=None, sa_column=Column(String(16)))
+    pdq: str | None = Field(default=None, sa_column=Column(String(64)))
+    pdq_quality: int | None = Field(default=None, sa_column=Column(Integer))
+    mime: str = Field(sa_column=Column(String(64), nullable=False))
+    kind: MediaKind = Field(sa_column=Column(str_enum(MediaKind), nullable=False))
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    width: int | None = Field(default=None, sa_column=Column(Integer))
+    height: int | None = Field(default=None, sa_column=Column(Integer))
+    frames: int | None = Field(default=None, sa_column=Column(Integer))
+    first_seen_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+
+
+class Sighting(SQLModel, table=True):
+    """One media item seen on one target: where it was fetched from and when."""
+
+    __tablename__ = "sighting"
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True))
+    target_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("target.id"), nullable=False, index=True)
+    )
+    media_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("media.id"), nullable=False, index=True)
+    )
+    media_url: str = Field(sa_column=Column(Text, nullable=False))
+    hosting_ip: str | None = Field(default=None, sa_column=Column(String(45)))
+    hosting_country: str | None = Field(default=None, sa_column=Column(String(2)))
+    hosting_asn: int | None = Field(default=None, sa_column=Column(BigInteger))
+    online: bool = Field(default=True, sa_column=Column(Boolean, nullable=False))
+    first_seen_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+    last_seen_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+
+    __table_args__ = (UniqueConstraint("target_id", "media_id", name="uq_sighting_target_media"),)
+
+
+class Site(SQLModel, table=True):
+    """A registered domain and what the hotline knows of it."""
+
+    __tablename__ = "site"
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True))
+    registered_domain: str = Field(sa_column=Column(String(255), nullable=False, unique=True))
+    target_count: int = 0
+    confirmed_count: int = 0
+    dedicated: bool = Field(default=False, sa_column=Column(Boolean, nullable=False))
+    note: str | None = Field(default=None, sa_column=Column(Text))
+    first_seen_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+
+
+class HashList(SQLModel, table=True):
+    """A list of known hashes: imported (Project VIC, ICSE, national) or the hotline's own."""
+
+    __tablename__ = "hash_list"
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True))
+    name: str = Field(sa_column=Column(String(100), nullable=False, unique=True))
+    description: str | None = Field(default=None, sa_column=Column(Text))
+    enabled: bool = Field(default=True, sa_column=Column(Boolean, nullable=False))
+    # The hotline's own list: media confirmed by its analysts.
+    own: bool = Field(default=False, sa_column=Column(Boolean, nullable=False))
+    created_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+
+
+class KnownHash(SQLModel, table=True):
+    __tablename__ = "known_hash"
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True))
+    list_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("hash_list.id", ondelete="CASCADE"), nullable=False)
+    )
+    hash_type: HashType = Field(sa_column=Column(str_enum(HashType), nullable=False))
+    value: str = Field(sa_column=Column(String(512), nullable=False))
+    category: str | None = Field(default=None, sa_column=Column(String(64)))
+    added_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+
+    __table_args__ = (
+        UniqueConstraint("list_id", "hash_type", "value", name="uq_known_hash_list_type_value"),
+        Index("ix_known_hash_type_value", "hash_type", "value"),
+    )
+
+
+class MediaMatch(SQLModel, table=True):
+    """Why a media item is recognised: a known list entry or media already seen here."""
+
+    __tablename__ = "media_match"
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True))
+    media_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("media.id"), nullable=False, index=True)
+    )
+    kind: MatchKind = Field(sa_column=Column(str_enum(MatchKind), nullable=False))
+    hash_type: HashType = Field(sa_column=Column(str_enum(HashType), nullable=False))
+    distance: int = 0
+    list_id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger, ForeignKey("hash_list.id", ondelete="CASCADE")),
+    )
+    known_hash_id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger, ForeignKey("known_hash.id", ondelete="CASCADE")),
+    )
+    matched_media_id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, ForeignKey("media.id"))
+    )
+    found_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+
+    __table_args__ = (
+        UniqueConstraint(
+            "media_id", "hash_type", "known_hash_id", "matched_media_id", name="uq_media_match"
+        ),
+    )
