@@ -28,7 +28,14 @@ from sqlmodel import Session, SQLModel
 ON_CI = os.environ.get("CI", "").lower() == "true"
 REPO = Path(__file__).resolve().parents[1]
 TEST_DATABASE_URL = os.environ.get("HOTLINE_TEST_DATABASE_URL", "")
-TEST_REDIS_URL = os.environ.get("HOTLINE_TEST_REDIS_URL", "")
+_REDIS_BASE = os.environ.get("HOTLINE_TEST_REDIS_URL", "")
+# Likewise a Redis database number of its own (1-15), since tests flush it.
+TEST_REDIS_URL = (
+    f"{_REDIS_BASE.rsplit('/', 1)[0] if _REDIS_BASE.count('/') > 2 else _REDIS_BASE}"
+    f"/{1 + os.getpid() % 15}"
+    if _REDIS_BASE
+    else ""
+)
 
 
 def _require(condition: bool, message: str) -> None:
@@ -52,7 +59,20 @@ def _clear_caches() -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     _require(bool(TEST_DATABASE_URL), "HOTLINE_TEST_DATABASE_URL is not set")
-    _require(bool(TEST_REDIS_URL), "HOTLINE_TEST_REDIS_URL is not set")
+    _require(bool(_REDIS_BASE), "HOTLINE_TEST_REDIS_URL is not set")
+
+
+# Each run works in a schema of its own, so runs sharing one PostgreSQL do not collide.
+PG_SCHEMA = f"hotline_test_{os.getpid()}"
+
+
+def run_database_url(data_dir: Path) -> str:
+    if not TEST_DATABASE_URL:
+        return f"sqlite:///{data_dir / 'test.sqlite3'}"
+    if not TEST_DATABASE_URL.startswith("postgresql"):
+        return TEST_DATABASE_URL
+    joiner = "&" if "?" in TEST_DATABASE_URL else "?"
+    return f"{TEST_DATABASE_URL}{joiner}options=-csearch_path%3D{PG_SCHEMA}"
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +81,7 @@ def backend_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     data_dir = tmp_path_factory.mktemp("hotline-data")
     env = {
         "HOTLINE_DATA_DIR": str(data_dir),
-        "HOTLINE_DATABASE_URL": TEST_DATABASE_URL or f"sqlite:///{data_dir / 'test.sqlite3'}",
+        "HOTLINE_DATABASE_URL": run_database_url(data_dir),
         "HOTLINE_BROKER_URL": TEST_REDIS_URL,
         "HOTLINE_REDIS_URL": TEST_REDIS_URL,
         "HOTLINE_RATE_LIMIT": "off",
@@ -89,11 +109,16 @@ def engine(backend_env: dict[str, str]) -> Iterator[Engine]:
     except Exception as exc:
         _require(False, f"the test database is unreachable ({type(exc).__name__})")
         raise
-    if engine.dialect.name == "postgresql":
+    postgres = engine.dialect.name == "postgresql"
+    if postgres:
         with engine.begin() as connection:
-            connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+            connection.execute(text(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE"))
+            connection.execute(text(f"CREATE SCHEMA {PG_SCHEMA}"))
     upgrade(backend_env["HOTLINE_DATABASE_URL"])
     yield engine
+    if postgres:
+        with engine.begin() as connection:
+            connection.execute(text(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE"))
     engine.dispose()
 
 

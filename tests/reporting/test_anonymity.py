@@ -11,7 +11,7 @@ import pytest
 import redis
 from sqlalchemy.engine import Engine
 
-from tests.conftest import TEST_REDIS_URL
+from tests.conftest import PG_SCHEMA, TEST_REDIS_URL
 
 CLIENT = "203.0.113.77"
 
@@ -28,6 +28,7 @@ def database_dump(engine: Engine) -> bytes:
             [
                 "pg_dump",
                 "--data-only",
+                f"--schema={PG_SCHEMA}",
                 "-h",
                 url.host or "127.0.0.1",
                 "-p",
