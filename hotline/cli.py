@@ -86,56 +86,109 @@ def db_current() -> None:
 def _target_row(target: Any) -> dict[str, Any]:
     return {
         "id": target.id,
-        "url": target.canonical_url,
+        "canonical_url": target.canonical_url,
         "registered_domain": target.registered_domain,
         "status": str(target.status),
-        "status_reason": target.status_reason,
+        "reason": target.status_reason,
+        "priority": target.priority,
+        "hosting_country": target.hosting_country,
         "report_count": target.report_count,
         "first_reported_at": target.first_reported_at.isoformat(),
-        "last_reported_at": target.last_reported_at.isoformat(),
     }
 
 
 @targets_app.command("list")
 def targets_list(
     status: Annotated[str | None, typer.Option(help="Only targets in this status.")] = None,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
+    domain: Annotated[str | None, typer.Option(help="Only this registered domain.")] = None,
+    country: Annotated[
+        str | None, typer.Option(help="Only hosted in this country (ISO code).")
+    ] = None,
+    min_priority: Annotated[int | None, typer.Option(help="Only at least this priority.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
-    """List reported targets, newest first."""
+    """List reported targets, most urgent first (priority, then age)."""
+    from sqlmodel import col
+
     from hotline.db import session_scope
     from reporting.models import Target, TargetStatus
 
     if status is not None and status not in TargetStatus.__members__:
         raise fail(f"unknown status {status!r}; one of: {', '.join(TargetStatus.__members__)}", 2)
-    query = select(Target).order_by(Target.id.desc()).limit(limit)  # type: ignore[union-attr]
+    query = select(Target)
     if status is not None:
-        query = query.where(Target.status == status)  # type: ignore[arg-type]
+        query = query.where(col(Target.status) == status)
+    if domain is not None:
+        query = query.where(col(Target.registered_domain) == domain.lower())
+    if country is not None:
+        query = query.where(col(Target.hosting_country) == country.upper())
+    if min_priority is not None:
+        query = query.where(col(Target.priority) >= min_priority)
+    count = select(func.count()).select_from(query.subquery())
+    query = query.order_by(col(Target.priority).desc(), col(Target.first_reported_at)).limit(limit)
     with session_scope() as session:
         rows = [_target_row(t) for t in session.execute(query).scalars()]
-        total = session.execute(select(func.count()).select_from(Target)).scalar_one()
+        total = session.execute(count).scalar_one()
     for row in rows:
         if as_json:
             typer.echo(json.dumps(row))
         else:
             typer.echo(
-                f"{row['id']:>6}  {row['status']:<11} {row['report_count']:>4}  {row['url']}"
+                f"{row['id']:>7}  {row['status']:<11} {row['priority']:>5}  "
+                f"{row['hosting_country'] or '--':<2}  {row['report_count']:>4}  "
+                f"{row['canonical_url']}"
             )
     if not as_json:
         typer.echo(f"{len(rows)} shown of {total}", err=True)
 
 
 @targets_app.command("show")
-def targets_show(target_id: Annotated[int, typer.Argument(help="Target id.")]) -> None:
-    """Show one target as JSON."""
+def targets_show(
+    url_or_id: Annotated[
+        str, typer.Argument(help="Target id, or the reported URL in any spelling.")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print only JSON on stdout.")] = False,
+) -> None:
+    """Show a target: status, priority and its reasons, hosting, media with hashes and matches."""
     from hotline.db import session_scope
-    from reporting.models import Target
+    from triage.service import describe_target, find_target
 
     with session_scope() as session:
-        target = session.get(Target, target_id)
+        target = find_target(session, url_or_id)
         if target is None:
-            raise fail(f"no target with id {target_id}")
-        typer.echo(json.dumps(_target_row(target), indent=2))
+            raise fail("no matching target")
+        shown = describe_target(session, target)
+    if as_json:
+        typer.echo(json.dumps(shown, indent=2))
+        return
+    hosting = shown["hosting"]
+    for label, value in (
+        ("id", shown["id"]),
+        ("url", shown["canonical_url"]),
+        ("domain", shown["registered_domain"]),
+        ("status", shown["status"] + (f" ({shown['reason']})" if shown["reason"] else "")),
+        ("priority", f"{shown['priority']}: " + "; ".join(shown["priority_reasons"])),
+        ("hosting", f"{hosting['ip'] or '-'} {hosting['country'] or '--'} {hosting['org'] or ''}"),
+        ("reports", shown["report_count"]),
+    ):
+        typer.echo(f"{label:>9}  {value}")
+    for media in shown["media"]:
+        size = f"{media['width']}x{media['height']}" if media["width"] else "-"
+        typer.echo(
+            f"\n  {media['kind']:<6} {media['mime']:<16} {size:<11} sha256 {media['sha256']}"
+        )
+        typer.echo(f"         md5 {media['md5']}  sha1 {media['sha1']}")
+        typer.echo(
+            f"         phash {media['phash'] or '-'}  pdq {media['pdq'] or '-'} "
+            f"(q {media['pdq_quality']})"
+        )
+        for match in media["matches"]:
+            typer.echo(
+                f"         match {match['kind']} {match['hash_type']} d={match['distance']} "
+                f"in {match['source']}"
+                + (f" ({match['media_sha256'][:12]})" if match["media_sha256"] else "")
+            )
 
 
 @app.command("sweep")
@@ -144,9 +197,14 @@ def sweep() -> None:
     from hotline.db import session_scope, utcnow
     from reporting.service import sweep_pending
 
-    older = dt.timedelta(seconds=get_settings().pending_requeue_after_seconds)
+    settings = get_settings()
     with session_scope() as session:
-        ids = sweep_pending(session, now=utcnow(), older_than=older)
+        ids = sweep_pending(
+            session,
+            now=utcnow(),
+            older_than=dt.timedelta(seconds=settings.pending_requeue_after_seconds),
+            stale_after=dt.timedelta(seconds=settings.process_lease_seconds),
+        )
     typer.echo(f"{len(ids)} target(s) handed over again")
 
 

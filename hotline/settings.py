@@ -96,7 +96,8 @@ class Settings(BaseSettings):
     )
     fetch_ports: Annotated[list[int], NoDecode] = Field(
         default_factory=lambda: [80, 443, 8080, 8443],
-        description="Comma-separated ports the fetcher may connect to (also after a redirect).",
+        description="Comma-separated ports (or ranges such as `8000-8999`) the fetcher may "
+        "connect to, also after a redirect.",
     )
     fetch_max_bytes: int = Field(
         25_000_000,
@@ -155,6 +156,18 @@ class Settings(BaseSettings):
         ge=1,
         description="Fetch attempts of a target before it is marked unreachable.",
     )
+    process_deadline_seconds: float = Field(
+        240,
+        gt=0,
+        description="Time budget for processing one target (page and its media); media not "
+        "reached by then are skipped.",
+    )
+    process_lease_seconds: float = Field(
+        600,
+        gt=0,
+        description="A target a worker started but did not finish within this time (the "
+        "worker died) is handed to another worker by the sweep.",
+    )
     process_retry_delay_seconds: float = Field(
         20, ge=0, description="First delay between fetch attempts; doubles each attempt."
     )
@@ -197,9 +210,13 @@ class Settings(BaseSettings):
     @field_validator("fetch_ports", mode="before")
     @classmethod
     def _ports(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [int(part) for part in value.split(",") if part.strip()]
-        return value
+        if not isinstance(value, str):
+            return value
+        ports: list[int] = []
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            low, _, high = part.partition("-")
+            ports.extend(range(int(low), int(high or low) + 1))
+        return ports
 
     @field_validator("contact_keys")
     @classmethod

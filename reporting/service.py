@@ -12,9 +12,9 @@ import logging
 from collections.abc import Sequence
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
+from hotline.db import dialect_insert
 from hotline.queue import enqueue
 from hotline.settings import IPNetwork
 from reporting.contacts import encrypt_contact
@@ -44,8 +44,7 @@ def upsert_target(
     session: Session, url: str, host: str, domain: str, *, now: dt.datetime
 ) -> tuple[int, bool]:
     """Insert the target or count one more report on it; returns (id, created). Race-free."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = dialect_insert(session)
     table = Target.__table__  # type: ignore[attr-defined]
     statement = (
         insert(table)
@@ -127,25 +126,41 @@ def report_status(session: Session, receipt: str) -> PublicStatus:
 
 
 def sweep_pending(
-    session: Session, *, now: dt.datetime, older_than: dt.timedelta, limit: int = 500
+    session: Session,
+    *,
+    now: dt.datetime,
+    older_than: dt.timedelta,
+    stale_after: dt.timedelta | None = None,
+    limit: int = 500,
 ) -> list[int]:
-    """Hand over again targets still pending since their last hand-over; returns their ids.
+    """Hand over again targets still pending since their last hand-over, and targets a
+    worker claimed but did not finish within ``stale_after`` (it died); returns their ids.
 
     The rows are locked and skipped by concurrent sweeps on PostgreSQL, so two beats
     never hand the same target over twice in one round.
     """
-    cutoff = now - older_than
+    handed_over = col(Target.handed_over_at)
+    due = (col(Target.status) == TargetStatus.pending) & (handed_over < now - older_than)
+    if stale_after is not None:
+        due = due | (
+            (col(Target.status) == TargetStatus.fetching) & (handed_over < now - stale_after)
+        )
     query = (
         select(col(Target.id))
-        .where(col(Target.status) == TargetStatus.pending)
-        .where(col(Target.handed_over_at) < cutoff)
-        .order_by(col(Target.handed_over_at))
+        .where(due)
+        .order_by(handed_over)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
     ids = [int(i) for i in session.execute(query).scalars()]
     if ids:
-        session.execute(update(Target).where(col(Target.id).in_(ids)).values(handed_over_at=now))
+        # A dead worker's claim is void: the target is pending again, so the next worker
+        # may claim it at once.
+        session.execute(
+            update(Target)
+            .where(col(Target.id).in_(ids))
+            .values(handed_over_at=now, status=TargetStatus.pending)
+        )
         for target_id in ids:
             enqueue(session, PROCESS_TARGET, target_id=target_id)
         log.info("sweep handed over %d pending target(s) again", len(ids))

@@ -14,9 +14,15 @@ from reporting import service
 @shared_task(name="reporting.sweep_pending", acks_late=True, ignore_result=True)
 def sweep_pending() -> int:
     """Hand over again every target still pending after the configured delay."""
-    older_than = dt.timedelta(seconds=get_settings().pending_requeue_after_seconds)
+    settings = get_settings()
     with session_scope() as session:
-        return len(service.sweep_pending(session, now=utcnow(), older_than=older_than))
+        swept = service.sweep_pending(
+            session,
+            now=utcnow(),
+            older_than=dt.timedelta(seconds=settings.pending_requeue_after_seconds),
+            stale_after=dt.timedelta(seconds=settings.process_lease_seconds),
+        )
+    return len(swept)
 
 
 @shared_task(name="reporting.purge_contacts", acks_late=True, ignore_result=True)

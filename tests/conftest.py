@@ -8,10 +8,14 @@ broker. The schema is built once per run by Alembic ``upgrade head``.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +28,8 @@ import uvicorn
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel
+
+from tests.fixtures.servers import counting_listener, http_server  # noqa: F401
 
 ON_CI = os.environ.get("CI", "").lower() == "true"
 REPO = Path(__file__).resolve().parents[1]
@@ -49,8 +55,12 @@ def _clear_caches() -> None:
     from hotline.settings import get_settings
     from reporting.contacts import contact_cipher
     from reporting.ratelimit import get_limiter
+    from triage.fetcher import get_fetcher
+    from triage.hosting import get_hosting_lookup
+    from triage.neardup import get_near_duplicates
 
-    for cached in (get_settings, producer, get_limiter, contact_cipher):
+    for cached in (get_settings, producer, get_limiter, contact_cipher, get_fetcher,
+                   get_hosting_lookup, get_near_duplicates):
         cached.cache_clear()
     if get_engine.cache_info().currsize:
         get_engine().dispose()
@@ -88,6 +98,13 @@ def backend_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "HOTLINE_LOG_LEVEL": "INFO",
         "HOTLINE_SECURE_COOKIES": "false",
         "HOTLINE_SWEEP_INTERVAL_SECONDS": "1",
+        # Workers in tests fetch only from servers the tests run on 127.0.0.1.
+        "HOTLINE_FETCH_ALLOW_NETWORKS": "127.0.0.0/8",
+        "HOTLINE_FETCH_PORTS": "1024-65535",
+        "HOTLINE_FETCH_TOTAL_TIMEOUT_SECONDS": "10",
+        "HOTLINE_PROCESS_RETRY_DELAY_SECONDS": "0.5",
+        "HOTLINE_PROCESS_MAX_ATTEMPTS": "2",
+        "HOTLINE_NEARDUP_REFRESH_SECONDS": "0.5",
     }
     for name in list(os.environ):
         if name.startswith("HOTLINE_") and not name.startswith("HOTLINE_TEST_"):
@@ -133,6 +150,75 @@ def redis_client(backend_env: dict[str, str]) -> redis.Redis | None:
         _require(False, f"the test Redis is unreachable ({type(exc).__name__})")
         raise
     return client
+
+
+MARKER = b"HOTLINE-MARKER-"  # the prefix of every marker in tests/fixtures/images.py
+
+
+def tables_with_marker(engine: Engine) -> list[str]:
+    """Tables holding any row whose text contains a content marker."""
+    found = []
+    with engine.connect() as connection:
+        for table in SQLModel.metadata.sorted_tables:
+            if engine.dialect.name == "postgresql":
+                query = f'SELECT count(*) FROM "{table.name}" t WHERE t::text LIKE :m'
+                hits = connection.execute(text(query), {"m": f"%{MARKER.decode()}%"}).scalar_one()
+            else:
+                rows = connection.execute(table.select()).all()
+                hits = sum(MARKER.decode() in repr(tuple(row)) for row in rows)
+            if hits:
+                found.append(table.name)
+    return found
+
+
+class CapturedLogs(logging.Handler):
+    """Every log line of the test process, formatted, kept in memory for the audit."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self.setFormatter(logging.Formatter("%(name)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # A record that cannot be formatted must not break a test.
+        with contextlib.suppress(Exception):
+            self.lines.append(self.format(record))
+
+
+WORKER_LOGS: list[Path] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def content_audit(
+    backend_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CapturedLogs]:
+    """After the whole suite: no content marker in logs, Redis, or any temp file."""
+    started = time.time()
+    handler = CapturedLogs()
+    logging.getLogger().addHandler(handler)
+    yield handler
+    logging.getLogger().removeHandler(handler)
+    places: dict[str, bool] = {
+        "test process logs": any(MARKER.decode() in line for line in handler.lines),
+        "worker logs": any(MARKER in path.read_bytes() for path in WORKER_LOGS if path.exists()),
+    }
+    if TEST_REDIS_URL:
+        client = redis.Redis.from_url(TEST_REDIS_URL)
+        dumped = b"".join(key + (client.dump(key) or b"") for key in client.scan_iter(count=1000))
+        places["redis"] = MARKER in dumped
+    tmp_hits = []
+    for root in {Path(tempfile.gettempdir()), tmp_path_factory.getbasetemp()}:
+        for path in root.rglob("*"):
+            try:
+                info = path.stat()
+                fresh = path.is_file() and info.st_mtime >= started - 1
+                if fresh and info.st_size < 50_000_000 and MARKER in path.read_bytes():
+                    tmp_hits.append(str(path))
+            except OSError:
+                continue
+    places["temp files"] = bool(tmp_hits)
+    leaked = [where for where, hit in places.items() if hit]
+    assert not leaked, f"content marker found in: {leaked} {tmp_hits[:5]}"
 
 
 def truncate_all(engine: Engine) -> None:
@@ -191,8 +277,10 @@ def committed(
 
     purge_broker()
     yield engine
+    leaked = tables_with_marker(engine)
     truncate_all(engine)
     purge_broker()
+    assert not leaked, f"content marker stored in tables {leaked}"
 
 
 @pytest.fixture
@@ -242,37 +330,67 @@ def live_server(committed: Engine, configure: Callable[..., None]) -> Iterator[s
 
 
 @pytest.fixture
-def worker(committed: Engine, backend_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    """A real Celery worker process on the test broker and database."""
-    env = {**os.environ, **backend_env}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "hotline.worker",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            "2",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "--hostname",
-            f"test-{os.getpid()}-{time.monotonic_ns()}@%h",
-        ],
-        env=env,
-        cwd=REPO,
-    )
-    yield process
-    process.terminate()
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def start_worker(
+    committed: Engine, backend_env: dict[str, str], tmp_path: Path
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start real Celery worker processes on the test broker and database; all are
+    stopped after the test. Their output goes to files that the content audit reads."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(concurrency: int = 2, **settings: str) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            **backend_env,
+            **{f"HOTLINE_{k.upper()}": v for k, v in settings.items()},
+        }
+        log_path = tmp_path / f"worker-{len(started)}.log"
+        WORKER_LOGS.append(log_path)
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "hotline.worker",
+                    "worker",
+                    "--loglevel",
+                    "INFO",
+                    "--concurrency",
+                    str(concurrency),
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                    "--hostname",
+                    f"test-{os.getpid()}-{time.monotonic_ns()}@%h",
+                ],
+                env=env,
+                cwd=REPO,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own group: a test can kill it with its pool
+            )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.terminate()
+    for process in started:
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # pool processes of a killed worker
+
+
+@pytest.fixture
+def worker(start_worker: Callable[..., subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    """One real Celery worker process on the test broker and database."""
+    return start_worker()
 
 
 def broker_backlog(backend_env: dict[str, str]) -> int:

@@ -169,12 +169,11 @@ class MediaMatch(SQLModel, table=True):
     matched_media_id: int | None = Field(
         default=None, sa_column=Column(BigInteger, ForeignKey("media.id"))
     )
+    # "k<known_hash_id>" or "m<matched_media_id>": one non-null key for uniqueness, since
+    # NULLs never collide in a unique constraint.
+    ref: str = Field(sa_column=Column(String(24), nullable=False))
     found_at: dt.datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
     )
 
-    __table_args__ = (
-        UniqueConstraint(
-            "media_id", "hash_type", "known_hash_id", "matched_media_id", name="uq_media_match"
-        ),
-    )
+    __table_args__ = (UniqueConstraint("media_id", "hash_type", "ref", name="uq_media_match"),)

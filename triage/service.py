@@ -1,28 +1,585 @@
-"""Triage services. For now only the hand-over placeholder: the fetch and hashing
-pipeline (issue "Triage pipeline") replaces ``pick_up_target``.
+"""Processing of a reported target: claim it, find out what is behind it, record what was
+learned, and put it in the analyst queue (or mark it unreachable with a reason).
+
+Three steps, so that no database transaction stays open across the network:
+``claim_target`` (a unit of work), ``gather`` (fetch and hash in memory, no database)
+and ``record_gathered`` / ``record_failure`` (a unit of work). ``process_target`` runs
+them with a unit-of-work factory passed in. Fetched bytes never leave ``gather``:
+only ``MediaHashes`` and addresses come out of it.
+
+Idempotent: a target is claimed only when pending, or when a worker's claim has
+outlived the lease (the worker died); the record step only writes while the claim
+is still the one in force, so a second worker or a redelivered message does
+nothing twice.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
 
-from sqlmodel import Session
+from sqlalchemy import and_, func, or_, select, update
+from sqlmodel import Session, col
 
+from hotline.db import dialect_insert
+from hotline.errors import HotlineError
+from hotline.settings import Settings
 from reporting.models import Target, TargetStatus
+from reporting.urls import canonicalise
+from triage import priority as ranking
+from triage.errors import FetchError
+from triage.extract import media_links
+from triage.fetcher import Fetcher
+from triage.hashing import HashingError, MediaHashes, hash_media, is_media, sniff
+from triage.hosting import Hosting, HostingLookup
+from triage.models import (
+    HashList,
+    HashType,
+    KnownHash,
+    MatchKind,
+    Media,
+    MediaMatch,
+    Sighting,
+    Site,
+)
+from triage.neardup import NearDuplicates
 
 log = logging.getLogger("hotline.triage")
 
+# Failures worth another attempt; everything else is final at once.
+RETRYABLE = {"timeout", "connect_error", "dns_error", "internal_error", "http_error_429"}
+EXACT_TYPES = (HashType.sha256, HashType.sha1, HashType.md5)
 
-def pick_up_target(session: Session, target_id: int, *, now: dt.datetime) -> TargetStatus | None:
-    """Move a pending target into the analyst queue; idempotent, returns the new status."""
+
+@dataclass(frozen=True)
+class Limits:
+    max_pixels: int = 100_000_000
+    max_frames: int = 20
+    page_media_limit: int = 50
+    deadline_seconds: float = 240
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(
+            max_pixels=settings.image_max_pixels,
+            max_frames=settings.image_max_frames,
+            page_media_limit=settings.page_media_limit,
+            deadline_seconds=settings.process_deadline_seconds,
+        )
+
+
+@dataclass(frozen=True)
+class Found:
+    """One media item found behind a target: its hashes and where it was fetched from."""
+
+    url: str
+    ip: str
+    hashes: MediaHashes
+
+
+@dataclass
+class Gathered:
+    final_url: str
+    ip: str
+    page: bool
+    media: list[Found] = field(default_factory=list)
+    broken: int = 0
+
+
+@dataclass(frozen=True)
+class Failure:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: TargetStatus | None
+    retry_in: float | None = None
+
+
+def is_retryable(reason: str) -> bool:
+    return reason in RETRYABLE or reason.startswith("http_error_5")
+
+
+def claim_target(
+    session: Session, target_id: int, *, now: dt.datetime, lease: dt.timedelta
+) -> str | None:
+    """Mark the target as being fetched by this worker; returns its URL, or None when
+    there is nothing to do (finished, or another worker's claim is still in force)."""
     target = session.get(Target, target_id, with_for_update=True)
     if target is None:
         log.warning("target %s does not exist", target_id)
         return None
-    if target.status == TargetStatus.pending:
-        target.status = TargetStatus.queued
+    stale = target.handed_over_at is None or target.handed_over_at < now - lease
+    if target.status == TargetStatus.pending or (target.status == TargetStatus.fetching and stale):
+        target.status = TargetStatus.fetching
         target.status_changed_at = now
+        target.handed_over_at = now
+        target.attempts += 1
         session.add(target)
-        log.info("target %s picked up and queued", target_id)
-    return target.status
+        return target.canonical_url
+    return None
+
+
+def _hash(data: bytes, limits: Limits) -> MediaHashes | Failure:
+    try:
+        return hash_media(data, max_pixels=limits.max_pixels, max_frames=limits.max_frames)
+    except HashingError as exc:
+        log.info("media not hashed in full: %s", exc.reason)
+        # Too large to decode: the file hashes still match exact lists.
+        return exc.partial if exc.partial is not None else Failure(exc.reason)
+
+
+def gather(
+    url: str, *, fetcher: Fetcher, limits: Limits, clock: Callable[[], float] = time.monotonic
+) -> Gathered | Failure:
+    """Fetch the target and, for a page, its media; hash every media item in memory.
+
+    Returns hashes and addresses only; the bytes are dropped before returning.
+    """
+    deadline = clock() + limits.deadline_seconds
+    try:
+        first = fetcher.fetch(url)
+    except FetchError as exc:
+        return Failure(exc.reason)
+    mime = sniff(first.content)
+    if is_media(mime):
+        hashes = _hash(first.content, limits)
+        if isinstance(hashes, Failure):
+            return hashes
+        return Gathered(first.url, first.ip, page=False, media=[Found(first.url, first.ip, hashes)])
+    if mime not in ("text/html", None):
+        return Failure("not_media")
+    links = media_links(first.content, first.url, limit=limits.page_media_limit)
+    if mime is None and not links:
+        return Failure("not_media")
+    gathered = Gathered(first.url, first.ip, page=True)
+    del first
+    for link in links:
+        if clock() > deadline:
+            gathered.broken += 1
+            continue
+        try:
+            fetched = fetcher.fetch(link)
+        except FetchError as exc:
+            log.info("media link skipped: %s", exc.reason)
+            gathered.broken += 1
+            continue
+        where = (fetched.url, fetched.ip)
+        item = _hash(fetched.content, limits) if is_media(sniff(fetched.content)) else None
+        del fetched
+        if isinstance(item, MediaHashes):
+            gathered.media.append(Found(*where, item))
+        else:
+            gathered.broken += 1
+    return gathered
+
+
+def _claimed(session: Session, target_id: int) -> Target | None:
+    target = session.get(Target, target_id, with_for_update=True)
+    if target is None or target.status != TargetStatus.fetching:
+        return None  # finished by another worker meanwhile
+    return target
+
+
+def record_failure(
+    session: Session,
+    target_id: int,
+    reason: str,
+    *,
+    now: dt.datetime,
+    max_attempts: int,
+    retry_delay: float,
+) -> Outcome:
+    """A failed attempt: back to pending for a later attempt, or unreachable for good."""
+    target = _claimed(session, target_id)
+    if target is None:
+        return Outcome(None)
+    target.status_reason = reason
+    target.status_changed_at = now
+    if is_retryable(reason) and target.attempts < max_attempts:
+        delay = retry_delay * 2 ** (target.attempts - 1)
+        target.status = TargetStatus.pending
+        # The sweep counts from here, so it leaves the scheduled retry alone.
+        target.handed_over_at = now + dt.timedelta(seconds=delay)
+        session.add(target)
+        log.info(
+            "target %s attempt %s failed (%s); retry in %.0fs",
+            target_id,
+            target.attempts,
+            reason,
+            delay,
+        )
+        return Outcome(TargetStatus.pending, retry_in=delay)
+    target.status = TargetStatus.unreachable
+    target.processed_at = now
+    session.add(target)
+    log.info("target %s unreachable: %s", target_id, reason)
+    return Outcome(TargetStatus.unreachable)
+
+
+def upsert_media(session: Session, hashes: MediaHashes, *, now: dt.datetime) -> int:
+    insert = dialect_insert(session)
+    table = Media.__table__  # type: ignore[attr-defined]
+    statement = (
+        insert(table)
+        .values(
+            sha256=hashes.sha256,
+            sha1=hashes.sha1,
+            md5=hashes.md5,
+            phash=hashes.phash,
+            pdq=hashes.pdq,
+            pdq_quality=hashes.pdq_quality,
+            mime=hashes.mime,
+            kind=hashes.kind,
+            size=hashes.size,
+            width=hashes.width,
+            height=hashes.height,
+            frames=hashes.frames,
+            first_seen_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=[table.c.sha256])
+        .returning(table.c.id)
+    )
+    inserted = session.execute(statement).scalar()
+    if inserted is not None:
+        return int(inserted)
+    return int(
+        session.execute(
+            select(col(Media.id)).where(col(Media.sha256) == hashes.sha256)
+        ).scalar_one()
+    )
+
+
+def upsert_sighting(
+    session: Session,
+    target_id: int,
+    media_id: int,
+    found: Found,
+    hosting: Hosting,
+    *,
+    now: dt.datetime,
+) -> None:
+    insert = dialect_insert(session)
+    table = Sighting.__table__  # type: ignore[attr-defined]
+    values = {
+        "media_url": found.url,
+        "hosting_ip": hosting.ip,
+        "hosting_country": hosting.country,
+        "hosting_asn": hosting.asn,
+        "online": True,
+        "last_seen_at": now,
+    }
+    session.execute(
+        insert(table)
+        .values(target_id=target_id, media_id=media_id, first_seen_at=now, **values)
+        .on_conflict_do_update(index_elements=[table.c.target_id, table.c.media_id], set_=values)
+    )
+
+
+def _add_match(session: Session, **values: Any) -> None:
+    insert = dialect_insert(session)
+    table = MediaMatch.__table__  # type: ignore[attr-defined]
+    ref = (
+        f"k{values['known_hash_id']}"
+        if values.get("known_hash_id")
+        else f"m{values['matched_media_id']}"
+    )
+    session.execute(
+        insert(table)
+        .values(ref=ref, **values)
+        .on_conflict_do_nothing(index_elements=[table.c.media_id, table.c.hash_type, table.c.ref])
+    )
+
+
+def match_media(
+    session: Session, media_id: int, hashes: MediaHashes, *, near: NearDuplicates, now: dt.datetime
+) -> None:
+    """Record every exact (SHA-256, SHA-1, MD5) and near (pHash, PDQ) match of one media item."""
+    wanted = [
+        and_(col(KnownHash.hash_type) == kind, col(KnownHash.value) == getattr(hashes, kind.value))
+        for kind in EXACT_TYPES
+    ]
+    exact = session.execute(
+        select(col(KnownHash.id), col(KnownHash.list_id), col(KnownHash.hash_type))
+        .join(HashList, col(HashList.id) == col(KnownHash.list_id))
+        .where(col(HashList.enabled), or_(*wanted))
+    ).all()
+    for known_id, list_id, hash_type in exact:
+        _add_match(
+            session,
+            media_id=media_id,
+            kind=MatchKind.exact,
+            hash_type=hash_type,
+            distance=0,
+            list_id=list_id,
+            known_hash_id=known_id,
+            found_at=now,
+        )
+    for found in near.lookup(
+        session,
+        phash=hashes.phash,
+        pdq=hashes.pdq,
+        pdq_quality=hashes.pdq_quality,
+        exclude_media_id=media_id,
+    ):
+        _add_match(
+            session,
+            media_id=media_id,
+            kind=MatchKind.near,
+            hash_type=HashType(found.hash_type),
+            distance=found.distance,
+            list_id=found.list_id,
+            known_hash_id=found.known_hash_id,
+            matched_media_id=found.media_id,
+            found_at=now,
+        )
+
+
+def upsert_site(session: Session, domain: str, *, now: dt.datetime) -> Site:
+    insert = dialect_insert(session)
+    table = Site.__table__  # type: ignore[attr-defined]
+    session.execute(
+        insert(table)
+        .values(
+            registered_domain=domain,
+            target_count=0,
+            confirmed_count=0,
+            dedicated=False,
+            first_seen_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=[table.c.registered_domain])
+    )
+    targets = (
+        select(func.count()).select_from(Target).where(col(Target.registered_domain) == domain)
+    )
+    session.execute(
+        update(Site)
+        .where(col(Site.registered_domain) == domain)
+        .values(target_count=targets.scalar_subquery())
+    )
+    site: Site = session.execute(
+        select(Site).where(col(Site.registered_domain) == domain)
+    ).scalar_one()
+    return site
+
+
+def priority_facts(session: Session, media_ids: list[int]) -> ranking.PriorityInput:
+    facts = ranking.PriorityInput(media_count=len(media_ids))
+    if not media_ids:
+        return facts
+    rows = session.execute(
+        select(
+            col(MediaMatch.kind),
+            col(MediaMatch.hash_type),
+            col(HashList.name),
+            col(MediaMatch.matched_media_id),
+        )
+        .outerjoin(HashList, col(HashList.id) == col(MediaMatch.list_id))
+        .where(col(MediaMatch.media_id).in_(media_ids))
+        .where(or_(col(HashList.enabled), col(MediaMatch.list_id).is_(None)))
+    ).all()
+    for kind, _hash_type, list_name, matched_media in rows:
+        if list_name is None and matched_media is not None:
+            facts.near_seen += 1
+        elif kind == MatchKind.exact:
+            facts.exact_lists.add(list_name)
+        else:
+            facts.near_confirmed_lists.add(list_name)
+    return facts
+
+
+def record_gathered(
+    session: Session,
+    target_id: int,
+    gathered: Gathered,
+    *,
+    now: dt.datetime,
+    near: NearDuplicates,
+    hosting: HostingLookup,
+) -> Outcome:
+    """Store media, sightings, matches, hosting and priority; the target joins the queue."""
+    target = _claimed(session, target_id)
+    if target is None:
+        return Outcome(None)
+    place = hosting.lookup(gathered.ip)
+    target.hosting_ip, target.hosting_country = place.ip, place.country
+    target.hosting_asn, target.hosting_org = place.asn, place.org
+    media_ids: list[int] = []
+    for found in gathered.media:
+        media_id = upsert_media(session, found.hashes, now=now)
+        where = place if found.ip == gathered.ip else hosting.lookup(found.ip)
+        upsert_sighting(session, target_id, media_id, found, where, now=now)
+        match_media(session, media_id, found.hashes, near=near, now=now)
+        if media_id not in media_ids:
+            media_ids.append(media_id)
+    site = upsert_site(session, target.registered_domain, now=now)
+    facts = priority_facts(session, media_ids)
+    facts.site_confirmed = site.confirmed_count
+    facts.report_count = target.report_count
+    target.priority, reasons = ranking.priority(facts)
+    target.priority_reasons = json.dumps(reasons)
+    target.status = TargetStatus.queued
+    target.status_reason = None if gathered.media or not gathered.page else "no_media_found"
+    target.status_changed_at = target.processed_at = now
+    session.add(target)
+    log.info(
+        "target %s queued: %d media, %d broken links, priority %d",
+        target_id,
+        len(media_ids),
+        gathered.broken,
+        target.priority,
+    )
+    return Outcome(TargetStatus.queued)
+
+
+UnitOfWork = Callable[[], AbstractContextManager[Session]]
+
+
+def process_target(
+    target_id: int,
+    *,
+    units: UnitOfWork,
+    fetcher: Fetcher,
+    near: NearDuplicates,
+    hosting: HostingLookup,
+    limits: Limits,
+    lease: dt.timedelta,
+    max_attempts: int,
+    retry_delay: float,
+    now: Callable[[], dt.datetime],
+) -> Outcome:
+    """Claim, gather and record one target; returns where it ended and whether to retry."""
+    with units() as session:
+        url = claim_target(session, target_id, now=now(), lease=lease)
+    if url is None:
+        return Outcome(None)
+    try:
+        result = gather(url, fetcher=fetcher, limits=limits)
+    except Exception as exc:  # a bug must not leave the target claimed, nor leak content
+        log.error("target %s: processing failed with %s", target_id, type(exc).__name__)
+        result = Failure("internal_error")
+    with units() as session:
+        if isinstance(result, Failure):
+            return record_failure(
+                session,
+                target_id,
+                result.reason,
+                now=now(),
+                max_attempts=max_attempts,
+                retry_delay=retry_delay,
+            )
+        return record_gathered(session, target_id, result, now=now(), near=near, hosting=hosting)
+
+
+def find_target(session: Session, url_or_id: str) -> Target | None:
+    """A target by id, or by any spelling of its URL."""
+    if url_or_id.isdigit():
+        return session.get(Target, int(url_or_id))
+    try:
+        canonical = canonicalise(url_or_id, public_only=False)
+    except HotlineError:
+        return None
+    digest = hashlib.sha256(canonical.url.encode()).hexdigest()
+    return session.execute(
+        select(Target).where(col(Target.url_sha256) == digest)
+    ).scalar_one_or_none()
+
+
+def media_matches(session: Session, media: Media) -> list[dict[str, Any]]:
+    """How a media item is recognised: list entries and media seen here, exact or near."""
+    matched = Media.__table__.alias("matched")  # type: ignore[attr-defined]
+    rows = session.execute(
+        select(
+            col(MediaMatch.kind),
+            col(MediaMatch.hash_type),
+            col(MediaMatch.distance),
+            col(HashList.name),
+            matched.c.sha256,
+        )
+        .outerjoin(HashList, col(HashList.id) == col(MediaMatch.list_id))
+        .outerjoin(matched, matched.c.id == col(MediaMatch.matched_media_id))
+        .where(col(MediaMatch.media_id) == media.id)
+        .where(or_(col(HashList.enabled), col(MediaMatch.list_id).is_(None)))
+        .order_by(col(MediaMatch.distance), col(MediaMatch.id))
+    ).all()
+    found = [
+        {
+            "source": name or "seen",
+            "kind": str(kind),
+            "hash_type": str(hash_type),
+            "distance": distance,
+            "media_sha256": other,
+        }
+        for kind, hash_type, distance, name, other in rows
+    ]
+    elsewhere = session.execute(
+        select(func.count()).select_from(Sighting).where(col(Sighting.media_id) == media.id)
+    ).scalar_one()
+    if elsewhere > 1:  # the same file on other targets
+        found.insert(
+            0,
+            {
+                "source": "seen",
+                "kind": "exact",
+                "hash_type": "sha256",
+                "distance": 0,
+                "media_sha256": media.sha256,
+            },
+        )
+    return found
+
+
+def describe_target(session: Session, target: Target) -> dict[str, Any]:
+    """Everything the workers learned about a target, for operators and analysts."""
+    rows = session.execute(
+        select(Media, Sighting)
+        .join(Sighting, col(Sighting.media_id) == col(Media.id))
+        .where(col(Sighting.target_id) == target.id)
+        .order_by(col(Sighting.id))
+    ).all()
+    return {
+        "id": target.id,
+        "canonical_url": target.canonical_url,
+        "registered_domain": target.registered_domain,
+        "status": str(target.status),
+        "reason": target.status_reason,
+        "priority": target.priority,
+        "priority_reasons": json.loads(target.priority_reasons or "[]"),
+        "hosting": {
+            "ip": target.hosting_ip,
+            "country": target.hosting_country,
+            "asn": target.hosting_asn,
+            "org": target.hosting_org,
+        },
+        "report_count": target.report_count,
+        "attempts": target.attempts,
+        "first_reported_at": target.first_reported_at.isoformat(),
+        "last_reported_at": target.last_reported_at.isoformat(),
+        "media": [
+            {
+                "sha256": m.sha256,
+                "sha1": m.sha1,
+                "md5": m.md5,
+                "phash": m.phash,
+                "pdq": m.pdq,
+                "pdq_quality": m.pdq_quality,
+                "mime": m.mime,
+                "kind": str(m.kind),
+                "size": m.size,
+                "width": m.width,
+                "height": m.height,
+                "url": s.media_url,
+                "hosting": {"ip": s.hosting_ip, "country": s.hosting_country},
+                "matches": media_matches(session, m),
+            }
+            for m, s in rows
+        ],
+    }

@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
 from celery import shared_task
 
 from hotline.db import session_scope, utcnow
+from hotline.settings import get_settings
 from triage import service
+from triage.fetcher import get_fetcher
+from triage.hosting import get_hosting_lookup
+from triage.neardup import get_near_duplicates
 
 
 @shared_task(
-    name="triage.process_target",
-    acks_late=True,
-    ignore_result=True,
-    autoretry_for=(ConnectionError, TimeoutError),
-    retry_backoff=True,
-    max_retries=5,
+    bind=True, name="triage.process_target", acks_late=True, ignore_result=True, max_retries=None
 )
-def process_target(target_id: int) -> str | None:
-    """Process one reported target (placeholder: queue it for analysts)."""
-    with session_scope() as session:
-        status = service.pick_up_target(session, target_id, now=utcnow())
-    return status.value if status else None
+def process_target(self: Any, target_id: int) -> str | None:
+    """Fetch, hash, match and queue one reported target; retries transient failures."""
+    settings = get_settings()
+    outcome = service.process_target(
+        target_id,
+        units=session_scope,
+        fetcher=get_fetcher(),
+        near=get_near_duplicates(),
+        hosting=get_hosting_lookup(),
+        limits=service.Limits.from_settings(settings),
+        lease=dt.timedelta(seconds=settings.process_lease_seconds),
+        max_attempts=settings.process_max_attempts,
+        retry_delay=settings.process_retry_delay_seconds,
+        now=utcnow,
+    )
+    if outcome.retry_in is not None:
+        # Celery's retry re-sends this message later; if it is lost, the sweep re-sends.
+        raise self.retry(countdown=outcome.retry_in)
+    return outcome.status.value if outcome.status else None

@@ -104,19 +104,20 @@ def upgrade() -> None:
     sa.Column('list_id', sa.BigInteger(), nullable=True),
     sa.Column('known_hash_id', sa.BigInteger(), nullable=True),
     sa.Column('matched_media_id', sa.BigInteger(), nullable=True),
+    sa.Column('ref', sa.String(length=24), nullable=False),
     sa.Column('found_at', hotline.db.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['known_hash_id'], ['known_hash.id'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['list_id'], ['hash_list.id'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['matched_media_id'], ['media.id'], ),
     sa.ForeignKeyConstraint(['media_id'], ['media.id'], ),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('media_id', 'hash_type', 'known_hash_id', 'matched_media_id', name='uq_media_match')
+    sa.UniqueConstraint('media_id', 'hash_type', 'ref', name='uq_media_match')
     )
     with op.batch_alter_table('media_match', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_media_match_media_id'), ['media_id'], unique=False)
 
     with op.batch_alter_table('target', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('attempts', sa.Integer(), nullable=False))
+        batch_op.add_column(sa.Column('attempts', sa.Integer(), nullable=False, server_default='0'))
         batch_op.add_column(sa.Column('priority_reasons', sa.Text(), nullable=True))
         batch_op.add_column(sa.Column('hosting_ip', sa.String(length=45), nullable=True))
         batch_op.add_column(sa.Column('hosting_country', sa.String(length=2), nullable=True))

@@ -13,6 +13,8 @@ import httpx
 import pytest
 
 from tests.conftest import REPO, free_port, wait_for
+from tests.fixtures import images
+from tests.fixtures.servers import LocalHTTPServer
 
 pytestmark = pytest.mark.worker
 
@@ -33,8 +35,13 @@ def processes_using(data_dir: Path) -> list[int]:
 
 
 def embedded_env() -> dict[str, str]:
-    # A fresh machine: no HOTLINE_* settings at all, so SQLite and the filesystem broker.
-    return {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
+    # A fresh machine: no HOTLINE_* settings, so SQLite and the filesystem broker; only
+    # the fetcher is let onto the loopback server that stands in for a reported site.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
+    return env | {
+        "HOTLINE_FETCH_ALLOW_NETWORKS": "127.0.0.0/8",
+        "HOTLINE_FETCH_PORTS": "1024-65535",
+    }
 
 
 def cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -49,7 +56,10 @@ def cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
-def test_serve_runs_the_whole_hotline_and_stops_cleanly(tmp_path: Path, stop_signal: int) -> None:
+def test_serve_runs_the_whole_hotline_and_stops_cleanly(
+    tmp_path: Path, stop_signal: int, http_server: LocalHTTPServer
+) -> None:
+    picture = http_server.route("/embedded.jpg", body=images.jpeg(9, marker=images.new_marker()))
     data_dir = (tmp_path / "data").resolve()
     port = free_port()
     serve = subprocess.Popen(
@@ -80,13 +90,13 @@ def test_serve_runs_the_whole_hotline_and_stops_cleanly(tmp_path: Path, stop_sig
         wait_for(healthy, timeout=60, interval=0.2)
         response = httpx.post(
             f"{base}/api/v1/reports",
-            json={"url": "https://example.org/embedded", "category": "csam"},
+            json={"url": picture, "category": "csam"},
         )
         assert response.status_code == 202
         assert (data_dir / "hotline.sqlite3").exists()
 
         def status() -> str:
-            shown = cli(data_dir, "targets", "show", "1")
+            shown = cli(data_dir, "targets", "show", "1", "--json")
             return str(json.loads(shown.stdout)["status"]) if shown.returncode == 0 else ""
 
         assert status() in {"pending", "queued"}
@@ -105,7 +115,7 @@ def test_cli_reports_missing_targets_clearly(tmp_path: Path) -> None:
     assert cli(tmp_path, "db", "upgrade").returncode == 0
     missing = cli(tmp_path, "targets", "show", "42")
     assert missing.returncode == 1
-    assert "no target with id 42" in missing.stderr
+    assert "no matching target" in missing.stderr
     bad_status = cli(tmp_path, "targets", "list", "--status", "nonsense")
     assert bad_status.returncode == 2
     assert "unknown status" in bad_status.stderr

@@ -131,3 +131,24 @@ def test_contacts_are_erased_after_retention(session: Session) -> None:
     session.expire_all()
     assert session.get(Report, old.id).contact_encrypted is None  # type: ignore[union-attr]
     assert session.get(Report, new.id).contact_encrypted is not None  # type: ignore[union-attr]
+
+
+def test_sweep_releases_a_dead_workers_claim(session: Session) -> None:
+    now = utcnow()
+    _, claimed = submit(session, "http://example.net/claimed", now=now - dt.timedelta(hours=1))
+    target = session.get(Target, claimed.target_id)
+    assert target is not None
+    target.status = TargetStatus.fetching
+    target.handed_over_at = now - dt.timedelta(minutes=11)
+    session.flush()
+    session.info.clear()
+
+    lease = dt.timedelta(minutes=10)
+    kept = service.sweep_pending(session, now=now, older_than=dt.timedelta(minutes=5))
+    assert kept == []  # without a lease, claims are left alone
+    swept = service.sweep_pending(
+        session, now=now, older_than=dt.timedelta(minutes=5), stale_after=lease
+    )
+    assert swept == [claimed.target_id]
+    session.refresh(target)
+    assert (target.status, target.handed_over_at) == (TargetStatus.pending, now)

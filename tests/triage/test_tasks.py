@@ -1,54 +1,68 @@
-"""Hand-over to real worker processes, including when the broker was down at intake."""
+"""Real worker processes: hand-over after intake, a broker that was down, a worker killed
+in the middle of a batch. Pictures are served from 127.0.0.1 only."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
 import subprocess
 import time
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from hotline.db import session_scope, utcnow
 from reporting.models import Report, Target, TargetStatus
+from reporting.receipts import receipt_digest
 from reporting.service import sweep_pending
 from tests.conftest import wait_for
+from tests.fixtures import images
+from tests.fixtures.servers import LocalHTTPServer
+from triage.models import Media, Sighting
 
 pytestmark = pytest.mark.worker
+JPEG = {"content-type": "image/jpeg"}
 
 
-def target_status(engine: Engine, receipt_target: int) -> TargetStatus | None:
-    with Session(engine) as session:
-        target = session.get(Target, receipt_target)
-        return target.status if target else None
-
-
-def report_target(engine: Engine, receipt_digest: str) -> int:
-    from sqlalchemy import select
-
+def target_of(engine: Engine, receipt: str) -> int:
     with Session(engine) as session:
         return int(
             session.execute(
-                select(Report.target_id).where(Report.receipt_hash == receipt_digest)  # type: ignore[arg-type]
+                select(col(Report.target_id)).where(
+                    col(Report.receipt_hash) == receipt_digest(receipt)
+                )
             ).scalar_one()
         )
 
 
-def test_worker_process_picks_up_a_new_report(
-    client: Any, committed: Engine, worker: subprocess.Popen[bytes]
-) -> None:
-    from reporting.receipts import receipt_digest
+def status_of(engine: Engine, target_id: int) -> TargetStatus | None:
+    with Session(engine) as session:
+        target = session.get(Target, target_id)
+        return target.status if target else None
 
-    response = client.post(
-        "/api/v1/reports", json={"url": "http://example.org/w", "category": "csam"}
-    )
-    assert response.status_code == 202
-    receipt = response.json()["receipt"]
-    target_id = report_target(committed, receipt_digest(receipt))
-    wait_for(lambda: target_status(committed, target_id) == TargetStatus.queued, timeout=30)
+
+def submit(client: Any, url: str) -> str:
+    response = client.post("/api/v1/reports", json={"url": url, "category": "csam"})
+    assert response.status_code == 202, response.text
+    return str(response.json()["receipt"])
+
+
+def test_worker_process_hashes_a_new_report(
+    client: Any, committed: Engine, http_server: LocalHTTPServer, worker: subprocess.Popen[bytes]
+) -> None:
+    url = http_server.route("/w.jpg", body=images.jpeg(5, marker=images.new_marker()), headers=JPEG)
+    receipt = submit(client, url)
+    target_id = target_of(committed, receipt)
+    wait_for(lambda: status_of(committed, target_id) == TargetStatus.queued, timeout=30)
     assert client.get(f"/api/v1/reports/{receipt}").json() == {"status": "being_assessed"}
+    with Session(committed) as session:
+        assert session.execute(select(func.count()).select_from(Media)).scalar_one() == 1
 
 
 def test_broker_down_at_intake_loses_nothing(
@@ -56,20 +70,18 @@ def test_broker_down_at_intake_loses_nothing(
     configure: Any,
     committed: Engine,
     backend_env: dict[str, str],
+    http_server: LocalHTTPServer,
     worker: subprocess.Popen[bytes],
 ) -> None:
-    from reporting.receipts import receipt_digest
-
+    url = http_server.route(
+        "/down.jpg", body=images.jpeg(6, marker=images.new_marker()), headers=JPEG
+    )
     configure(broker_url="redis://127.0.0.1:9/0", broker_publish_timeout_seconds="1")
     started = time.monotonic()
-    response = client.post(
-        "/api/v1/reports", json={"url": "http://example.org/down", "category": "csam"}
-    )
-    assert response.status_code == 202
+    target_id = target_of(committed, submit(client, url))
     assert time.monotonic() - started < 10
-    target_id = report_target(committed, receipt_digest(response.json()["receipt"]))
     time.sleep(2)
-    assert target_status(committed, target_id) == TargetStatus.pending
+    assert status_of(committed, target_id) == TargetStatus.pending
 
     configure(broker_url=backend_env["HOTLINE_BROKER_URL"])
     with session_scope() as session:
@@ -77,4 +89,67 @@ def test_broker_down_at_intake_loses_nothing(
             session, now=utcnow() + dt.timedelta(minutes=10), older_than=dt.timedelta(minutes=5)
         )
     assert swept == [target_id]
-    wait_for(lambda: target_status(committed, target_id) == TargetStatus.queued, timeout=30)
+    wait_for(lambda: status_of(committed, target_id) == TargetStatus.queued, timeout=30)
+
+
+def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_nothing(
+    client: Any,
+    committed: Engine,
+    http_server: LocalHTTPServer,
+    start_worker: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    # 200 reports: 170 pictures (30 of them the same bytes under a second URL) and 30 dead links.
+    urls = []
+    for i in range(140):
+        urls.append(
+            http_server.route(f"/p/{i}.jpg", body=images.jpeg(1000 + i, (320, 240)), headers=JPEG)
+        )
+    for i in range(30):
+        http_server.add(f"/again/{i}.jpg", http_server.routes[f"/p/{i}.jpg"])
+        urls.append(http_server.url(f"/again/{i}.jpg"))
+    for i in range(30):
+        urls.append(http_server.route(f"/dead/{i}.jpg", status=404, body=b"no"))
+    first = start_worker(concurrency=2)
+    target_ids = [target_of(committed, submit(client, url)) for url in urls]
+
+    def finished() -> int:
+        with Session(committed) as session:
+            return int(
+                session.execute(
+                    select(func.count())
+                    .select_from(Target)
+                    .where(col(Target.status).in_([TargetStatus.queued, TargetStatus.unreachable]))
+                ).scalar_one()
+            )
+
+    wait_for(lambda: finished() >= 40, timeout=60)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(10)
+    assert finished() < len(urls), "the batch finished before the kill; make it larger"
+
+    start_worker(concurrency=2)
+
+    def all_done() -> bool:
+        # The beat's job, done here quickly: re-send pending targets and those the dead
+        # worker had claimed (its lease shortened for the test).
+        with session_scope() as session:
+            sweep_pending(
+                session,
+                now=utcnow(),
+                older_than=dt.timedelta(seconds=3),
+                stale_after=dt.timedelta(seconds=3),
+            )
+        return finished() == len(urls)
+
+    wait_for(all_done, timeout=60, interval=1)
+    with Session(committed) as session:
+        statuses = Counter(
+            session.execute(
+                select(col(Target.status)).where(col(Target.id).in_(target_ids))
+            ).scalars()
+        )
+        media = session.execute(select(col(Media.sha256))).scalars().all()
+        sightings = session.execute(select(col(Sighting.target_id), col(Sighting.media_id))).all()
+    assert statuses == {TargetStatus.queued: 170, TargetStatus.unreachable: 30}
+    assert len(media) == len(set(media)) == 140
+    assert len(sightings) == len(set(sightings)) == 170

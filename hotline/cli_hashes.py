@@ -1,0 +1,248 @@
+"""``hotline hashes``: import known-hash lists, show them, enable, disable, remove them.
+
+Wiring only; imported by ``hotline.cli`` (``app.add_typer(hashes_app, name="hashes")``)
+and by nothing else. The logic is in ``triage.hashlists``. Progress goes to stderr, the
+summary and listings to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import IO, Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from hotline.errors import HotlineError
+
+hashes_app = typer.Typer(
+    help="Known-hash lists (Project VIC, INTERPOL ICSE, national lists, the hotline's own).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+SHOWN_REJECTED = 20
+
+ListName = Annotated[str, typer.Argument(help="Name of the hash list.", show_default=False)]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description:<9}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+
+
+@hashes_app.command("import")
+def import_(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="The list file, '-' for standard input. CSV (a header naming sha256, sha1, "
+            "md5, pdq, phash, category), JSON lines, Project VIC VICS JSON or an INTERPOL "
+            "ICSE ';'-separated export; the format is told from the content.",
+            show_default=False,
+        ),
+    ],
+    list_name: Annotated[
+        str,
+        typer.Option(
+            "--list", "-l", help="Add to this list (created if missing).", show_default=False
+        ),
+    ],
+    description: Annotated[
+        str | None, typer.Option(help="Description of the list (sets it if given).")
+    ] = None,
+    show_rejected: Annotated[
+        bool,
+        typer.Option(
+            "--show-rejected",
+            help=f"Print every rejected line kept (default: the first {SHOWN_REJECTED}).",
+        ),
+    ] = False,
+) -> None:
+    """Import a hash list file into a list; bad lines are reported by number, good ones kept."""
+    from hotline.db import session_scope
+    from triage.hashlists import REJECTED_KEPT, import_list
+
+    stream: IO[bytes]
+    try:
+        stream = sys.stdin.buffer if str(file) == "-" else file.open("rb")
+    except OSError as exc:
+        raise fail(f"cannot read {file}: {exc.strerror or exc}") from None
+    progress = _progress()
+    task: TaskID | None = None
+
+    def on_stage(stage: str) -> None:
+        if task is not None:
+            progress.update(task, description=stage)
+
+    def on_progress(done: int, total: int) -> None:
+        if task is not None:
+            progress.update(task, completed=done, total=total or None)
+
+    try:
+        with progress, stream:
+            task = progress.add_task("reading", total=None)
+            with session_scope() as session:
+                summary = import_list(
+                    session,
+                    stream,
+                    list_name=list_name,
+                    description=description,
+                    on_progress=on_progress,
+                    on_stage=on_stage,
+                )
+                if summary.hashes == 0 and summary.rejected_count:
+                    # Nothing usable: leave no empty list behind.
+                    session.rollback()
+            progress.update(task, description="done")
+    except OSError as exc:
+        raise fail(f"cannot read {file}: {exc.strerror or exc}") from None
+    except HotlineError as exc:
+        raise fail(exc.detail) from None
+
+    typer.echo(
+        f"{summary.format} list {summary.list_name!r}: {summary.total_lines:,} lines read, "
+        f"{summary.added:,} hashes added, {summary.duplicates:,} duplicates, "
+        f"{summary.rejected_count:,} lines rejected"
+    )
+    if summary.rejected_count:
+        shown = summary.rejected if show_rejected else summary.rejected[:SHOWN_REJECTED]
+        noun = "media item" if summary.format == "vics" else "line"
+        for line_no, reason in shown:
+            typer.echo(f"  rejected {noun} {line_no}: {reason}")
+        hidden = summary.rejected_count - len(shown)
+        if hidden:
+            more = (
+                f"(only the first {REJECTED_KEPT:,} are kept)"
+                if show_rejected
+                else "(--show-rejected prints them)"
+            )
+            typer.echo(f"  ... and {hidden:,} more {more}")
+    if summary.hashes == 0 and summary.rejected_count:
+        raise fail("no line of the file was usable; nothing imported")
+
+
+@hashes_app.command("lists")
+def lists(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Show the hash lists: enabled or not, the own list, hashes per type."""
+    from hotline.db import session_scope
+    from triage.hashlists import list_lists
+
+    with session_scope() as session:
+        infos = list_lists(session)
+    if as_json:
+        for info in infos:
+            typer.echo(
+                json.dumps(
+                    {
+                        "name": info.name,
+                        "description": info.description,
+                        "enabled": info.enabled,
+                        "own": info.own,
+                        "counts": info.counts,
+                        "total": info.total,
+                        "created_at": info.created_at.isoformat(),
+                    }
+                )
+            )
+        return
+    from triage.models import HashType
+
+    types = [t.value for t in HashType if any(t.value in i.counts for i in infos)]
+    table = Table(box=None, pad_edge=False)
+    table.add_column("name")
+    table.add_column("enabled")
+    table.add_column("own")
+    for name in types:
+        table.add_column(name, justify="right")
+    table.add_column("total", justify="right")
+    table.add_column("created")
+    for info in infos:
+        table.add_row(
+            info.name,
+            "yes" if info.enabled else "no",
+            "yes" if info.own else "",
+            *(f"{info.counts.get(name, 0):,}" for name in types),
+            f"{info.total:,}",
+            info.created_at.strftime("%Y-%m-%d"),
+        )
+    Console(soft_wrap=True).print(table)
+
+
+def _set_enabled(name: str, enabled: bool) -> None:
+    from hotline.db import session_scope
+    from triage.hashlists import set_enabled
+
+    try:
+        with session_scope() as session:
+            set_enabled(session, name, enabled)
+    except HotlineError as exc:
+        raise fail(exc.detail) from None
+    typer.echo(f"list {name!r} {'enabled' if enabled else 'disabled'}")
+
+
+@hashes_app.command("enable")
+def enable(name: ListName) -> None:
+    """Match media against this list again."""
+    _set_enabled(name, True)
+
+
+@hashes_app.command("disable")
+def disable(name: ListName) -> None:
+    """Stop matching media against this list; its hashes are kept."""
+    _set_enabled(name, False)
+
+
+@hashes_app.command("remove")
+def remove(
+    name: ListName,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete an imported list with all its hashes (the hotline's own list cannot be)."""
+    from hotline.db import session_scope
+    from triage.hashlists import OwnListReadOnly, list_info, remove_list
+
+    try:
+        with session_scope() as session:
+            info = list_info(session, name)
+        if info.own:
+            raise OwnListReadOnly()
+        if not yes and not typer.confirm(f"Remove list {name!r} and its {info.total:,} hashes?"):
+            raise fail("nothing removed")
+        with session_scope() as session:
+            removed = remove_list(session, name)
+    except HotlineError as exc:
+        raise fail(exc.detail) from None
+    typer.echo(f"list {name!r} removed with {removed:,} hashes")
+
+
+if __name__ == "__main__":
+    hashes_app(prog_name="hotline hashes")

@@ -1,0 +1,249 @@
+"""Media links of a page: every kind of link, resolution, charset, limit, garbage."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from triage.extract import media_links
+
+PAGE = """<!doctype html>
+<html><head>
+<meta charset="utf-8">
+<meta property="og:image" content="/og.jpg#social">
+<meta property="og:image:secure_url" content="https://cdn.example.net/og-secure.jpg">
+<meta name="twitter:image" content="tw.png">
+<meta name="twitter:image:src" content="tw-src.png">
+<meta property="og:title" content="not an image.jpg">
+<meta name="description" content="/not-media.jpg">
+<base href="https://media.example.org/gallery/">
+</head><body>
+<img src="one.jpg">
+<img src="two.jpg" srcset="two-1x.jpg 1x, two-2x.jpg 2x,two-3x.jpg   3x">
+<img srcset="w400.jpg 400w, w800.jpg 800w" sizes="(max-width: 600px) 400px, 800px">
+<img srcset="comma,name.jpg 1x, /abs/img.webp">
+<img src="//proto.example.com/rel.gif">
+<img src="data:image/png;base64,iVBORw0KGgo=">
+<img src="javascript:alert(1)">
+<img src="">
+<img data-src="lazy.jpg">
+<img src="one.jpg#again">
+<picture>
+  <source srcset="pic.avif 1x, pic-2x.avif 2x" type="image/avif">
+  <source srcset="pic.webp" type="image/webp">
+  <img src="pic.jpg">
+</picture>
+<video src="clip.mp4" poster="poster.jpg">
+  <source src="clip.webm" type="video/webm">
+</video>
+<audio src="sound.mp3"><source src="sound.ogg"></audio>
+<a href="/photos/full.JPEG">full</a>
+<a href="movie.mkv?dl=1">movie</a>
+<a href="page.html">a page</a>
+<a href="ftp://files.example.com/x.jpg">ftp</a>
+<a href="mailto:someone@example.com">mail</a>
+<a href="https://other.example.com/">other site</a>
+<a href="/photos/full.JPEG">full again</a>
+</body></html>
+"""
+
+EXPECTED = [
+    "https://media.example.org/og.jpg",
+    "https://cdn.example.net/og-secure.jpg",
+    "https://media.example.org/gallery/tw.png",
+    "https://media.example.org/gallery/tw-src.png",
+    "https://media.example.org/gallery/one.jpg",
+    "https://media.example.org/gallery/two.jpg",
+    "https://media.example.org/gallery/two-1x.jpg",
+    "https://media.example.org/gallery/two-2x.jpg",
+    "https://media.example.org/gallery/two-3x.jpg",
+    "https://media.example.org/gallery/w400.jpg",
+    "https://media.example.org/gallery/w800.jpg",
+    "https://media.example.org/gallery/comma,name.jpg",
+    "https://media.example.org/abs/img.webp",
+    "https://proto.example.com/rel.gif",
+    "https://media.example.org/gallery/lazy.jpg",
+    "https://media.example.org/gallery/pic.avif",
+    "https://media.example.org/gallery/pic-2x.avif",
+    "https://media.example.org/gallery/pic.webp",
+    "https://media.example.org/gallery/pic.jpg",
+    "https://media.example.org/gallery/clip.mp4",
+    "https://media.example.org/gallery/poster.jpg",
+    "https://media.example.org/gallery/clip.webm",
+    "https://media.example.org/photos/full.JPEG",
+    "https://media.example.org/gallery/movie.mkv?dl=1",
+]
+
+
+def test_every_kind_of_media_link_in_document_order() -> None:
+    assert media_links(PAGE, "http://page.example.com/dir/index.html", limit=100) == EXPECTED
+
+
+def test_bytes_give_the_same_links() -> None:
+    links = media_links(PAGE.encode(), "http://page.example.com/dir/index.html", limit=100)
+    assert links == EXPECTED
+
+
+def test_limit_keeps_the_first_links() -> None:
+    assert media_links(PAGE, "http://page.example.com/", limit=3) == EXPECTED[:3]
+    assert media_links(PAGE, "http://page.example.com/", limit=0) == []
+
+
+def test_relative_links_resolve_against_the_page_without_base() -> None:
+    html = '<img src="a.png"><img src="../b.png"><img src="/c.png"><img src="?q=1">'
+    assert media_links(html, "https://example.com/x/y/page?old=1#top", limit=10) == [
+        "https://example.com/x/y/a.png",
+        "https://example.com/x/b.png",
+        "https://example.com/c.png",
+        "https://example.com/x/y/page?q=1",
+    ]
+
+
+def test_a_relative_base_resolves_against_the_page() -> None:
+    html = '<base href="/media/"><img src="a.png">'
+    assert media_links(html, "http://example.com/x/page", limit=10) == [
+        "http://example.com/media/a.png"
+    ]
+
+
+def test_only_the_first_base_counts_and_a_broken_base_is_ignored() -> None:
+    html = '<base href="http://[::1"><base href="/second/"><img src="a.png">'
+    assert media_links(html, "http://example.com/x/page", limit=10) == [
+        "http://example.com/x/a.png"
+    ]
+
+
+def test_srcset_with_urls_containing_commas_and_descriptors_with_parentheses() -> None:
+    html = '<img srcset="a.jpg?w=1,2 1x (foo, bar), b.jpg 2x,c.jpg,, d.jpg, e.jpg,,f.jpg">'
+    assert media_links(html, "http://example.com/", limit=10) == [
+        "http://example.com/a.jpg?w=1,2",
+        "http://example.com/b.jpg",
+        "http://example.com/c.jpg",
+        "http://example.com/d.jpg",
+        "http://example.com/e.jpg,,f.jpg",  # no space after the commas: one URL (HTML)
+    ]
+
+
+def test_urls_are_parsed_as_browsers_parse_them() -> None:
+    html = (
+        '<img src="  HTTP://Example.COM:80/a b.jpg  ">'
+        '<img src="http:\\\\example.com\\b.jpg">'
+        '<img src="http://user:pw@example.com/c.jpg">'
+        '<img src="http://[::1">'
+    )
+    assert media_links(html, "http://example.com/", limit=10) == [
+        "http://example.com/a%20b.jpg",
+        "http://example.com/b.jpg",
+        "http://user:pw@example.com/c.jpg",
+    ]
+
+
+def test_non_web_schemes_are_dropped() -> None:
+    html = (
+        '<img src="data:image/gif;base64,R0lGODlhAQABAAAAACw=">'
+        '<img src="blob:http://example.com/1">'
+        '<img src="file:///etc/passwd">'
+        '<a href="ftp://example.com/x.jpg">x</a>'
+        '<img src="JavaScript:void(0)">'
+    )
+    assert media_links(html, "http://example.com/", limit=10) == []
+
+
+def test_meta_charset_decodes_the_page() -> None:
+    html = '<meta charset="windows-1251"><img src="/фото.jpg">'.encode("cp1251")
+    assert media_links(html, "http://example.com/", limit=10) == [
+        "http://example.com/%D1%84%D0%BE%D1%82%D0%BE.jpg"
+    ]
+
+
+def test_http_equiv_charset_and_latin1_labels() -> None:
+    html = (
+        '<meta http-equiv="Content-Type" content="text/html; charset=ISO-8859-1">'
+        '<img src="/caf\xe9.jpg">'
+    ).encode("latin-1")
+    assert media_links(html, "http://example.com/", limit=10) == [
+        "http://example.com/caf%C3%A9.jpg"
+    ]
+
+
+@pytest.mark.parametrize("label", ["rot13", "base64", "idna", "no-such-charset", "utf-16"])
+def test_odd_charset_labels_fall_back_to_utf8(label: str) -> None:
+    html = f'<meta charset="{label}"><img src="/é.jpg">'.encode()
+    assert media_links(html, "http://example.com/", limit=10) == ["http://example.com/%C3%A9.jpg"]
+
+
+def test_a_utf16_page_with_a_bom() -> None:
+    html = '<img src="/a.jpg">'.encode("utf-16")
+    assert media_links(html, "http://example.com/", limit=10) == ["http://example.com/a.jpg"]
+
+
+def test_invalid_utf8_is_replaced_not_raised() -> None:
+    html = b'<img src="/a\xff\xfe.jpg"><img src="/b.jpg">'
+    assert media_links(html, "http://example.com/", limit=10) == [
+        "http://example.com/a%EF%BF%BD%EF%BF%BD.jpg",
+        "http://example.com/b.jpg",
+    ]
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        b"",
+        b"\x00\x00\x00",
+        b"<<<<>>>>",
+        b"<img src=",
+        b"<img src='unterminated",
+        b"<img srcset=',,,,   ,'>",
+        b"<a href>",
+        b"<meta property=og:image>",
+        b"<video><source></video>",
+        b"\xff" * 1000,
+        "<img src='\ud800.jpg'>",
+        "<base href='javascript:alert(1)'><img src='a.jpg'>",
+        b"<svg><img src='/in-svg.jpg'></svg>" * 3,
+        b"<table>" * 2000 + b"<img src='/deep.jpg'>",
+    ],
+)
+def test_garbage_never_raises(html: bytes | str) -> None:
+    links = media_links(html, "http://example.com/", limit=10)
+    assert isinstance(links, list)
+
+
+def test_an_invalid_page_url_keeps_absolute_links_only() -> None:
+    html = '<img src="rel.jpg"><img src="https://example.com/abs.jpg">'
+    assert media_links(html, "not a url", limit=10) == ["https://example.com/abs.jpg"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    html=st.one_of(st.binary(max_size=2000), st.text(max_size=2000)),
+    base=st.sampled_from(["http://example.com/a/", "https://x.example.org", "garbage", ""]),
+    limit=st.integers(-1, 20),
+)
+def test_any_input_gives_unique_web_links_within_the_limit(
+    html: bytes | str, base: str, limit: int
+) -> None:
+    links = media_links(html, base, limit=limit)
+    assert len(links) <= max(limit, 0)
+    assert len(set(links)) == len(links)
+    assert all(link.startswith(("http://", "https://")) and "#" not in link for link in links)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            ['<img src="{}">', '<img srcset="{} 1x">', '<a href="{}">x</a>', '<video src="{}">']
+        ).flatmap(
+            lambda template: st.from_regex(r"[a-z0-9/._#,?=-]{0,20}", fullmatch=True).map(
+                template.format
+            )
+        ),
+        max_size=30,
+    )
+)
+def test_generated_pages_keep_the_invariants(fragments: list[str]) -> None:
+    links = media_links("".join(fragments), "http://example.com/base/", limit=50)
+    assert len(set(links)) == len(links)
+    assert all(link.startswith("http://") and "#" not in link for link in links)

@@ -1,0 +1,604 @@
+"""Hashing without keeping: types from magic bytes, hashes, limits, and nothing kept.
+
+Every picture is generated in memory by ``tests.fixtures.images``; nothing is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import io
+import itertools
+import os
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import imagehash
+import numpy as np
+import pdqhash
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from hotline.errors import HotlineError
+from hotline.settings import Settings
+from tests.fixtures import images
+from triage.hashing import HashingError, MediaHashes, hash_media, is_media, sniff
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def distance(a: str | None, b: str | None) -> int:
+    assert a is not None
+    assert b is not None
+    return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+def assert_crypto(result: MediaHashes, data: bytes) -> None:
+    assert result.sha256 == hashlib.sha256(data).hexdigest()
+    assert result.sha1 == hashlib.sha1(data).hexdigest()  # noqa: S324 - list key, not security
+    assert result.md5 == hashlib.md5(data).hexdigest()  # noqa: S324
+    assert result.size == len(data)
+
+
+def full_decode(data: bytes) -> tuple[str, str, int]:
+    """The straightforward pipeline: full-size decode, each library on the full image."""
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    bits, quality = pdqhash.compute(np.asarray(img.convert("RGB")))
+    return str(imagehash.phash(img)), np.packbits(bits.astype(np.uint8)).tobytes().hex(), quality
+
+
+# ---------------------------------------------------------------- sniff
+
+EBML_HEADER = bytes.fromhex("4286810142f7810142f2810442f381084282")  # versions, then DocType
+EBML_WEBM = b"\x1a\x45\xdf\xa3\x97" + EBML_HEADER + b"\x84webm"
+EBML_MKV = b"\x1a\x45\xdf\xa3\x9b" + EBML_HEADER + b"\x88matroska"
+
+
+@pytest.mark.parametrize(
+    ("data", "mime"),
+    [
+        (images.jpeg(1, (32, 24)), "image/jpeg"),
+        (images.png(1, (32, 24)), "image/png"),
+        (images.gif(1, (32, 24)), "image/gif"),
+        (b"GIF87a" + bytes(20), "image/gif"),
+        (images.webp(1, (32, 24)), "image/webp"),
+        (images.bmp(1, (32, 24)), "image/bmp"),
+        (images.svg(), "image/svg+xml"),
+        (images.svg(prolog=False), "image/svg+xml"),
+        (images.svg(b"a comment first"), "image/svg+xml"),
+        (
+            b"\xef\xbb\xbf \n<?xml version='1.0'?><!DOCTYPE svg PUBLIC '-//W3C//DTD SVG 1.1//EN' "
+            b"'x.dtd' [<!ENTITY e 'x'>]>\n<svg:svg xmlns:svg='http://www.w3.org/2000/svg'/>",
+            "image/svg+xml",
+        ),
+        (images.eps(), "application/postscript"),
+        (b"\xc5\xd0\xd3\xc6" + bytes(28), "application/postscript"),
+        (images.fake_mp4(), "video/mp4"),
+        (images.fake_mp4(brand=b"mp42"), "video/mp4"),
+        (images.fake_mp4(brand=b"M4V "), "video/mp4"),
+        (images.fake_mp4(brand=b"qt  "), "video/quicktime"),
+        (images.fake_mp4(brand=b"3gp5"), "video/3gpp"),
+        (EBML_WEBM, "video/webm"),
+        (EBML_MKV, "video/x-matroska"),
+        (b"RIFF\x00\x10\x00\x00AVI LIST", "video/x-msvideo"),
+        (b"FLV\x01\x05\x00\x00\x00\x09", "video/x-flv"),
+        (b"\x00\x00\x01\xba\x44\x00\x04", "video/mpeg"),
+        (b"\x00\x00\x01\xb3\x14\x00\xf0", "video/mpeg"),
+        (bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c") + bytes(14), "video/x-ms-asf"),
+        ((b"\x47" + bytes(187)) * 3, "video/mp2t"),
+        (images.html(), "text/html"),
+        (b"  \r\n<HTML lang=en>", "text/html"),
+        (b"\xef\xbb\xbf<head><title>x", "text/html"),
+        (b"<body>", "text/html"),
+        (b"<!-- generated --><html><body><svg></svg>", "text/html"),
+        (
+            b"<?xml version='1.0'?>\n<!DOCTYPE html PUBLIC '-//W3C//DTD XHTML 1.0 Strict//EN'>"
+            b"<html xmlns='http://www.w3.org/1999/xhtml'>",
+            "text/html",
+        ),
+    ],
+)
+def test_sniff_recognises_magic_bytes(data: bytes, mime: str) -> None:
+    assert sniff(data) == mime
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\xff\xd8",
+        b"hello world",
+        b"BM is how this text starts, not a bitmap",
+        b'{"json": true}',
+        b"%PDF-1.7\n",
+        b"PK\x03\x04",
+        b"<?xml version='1.0'?><rss version='2.0'></rss>",
+        b"<svgx>",
+        b"\x1f\x8b\x08\x00",  # gzip (svgz is not opened)
+        images.fake_mp4(brand=b"heic"),  # HEIF still image
+        images.fake_mp4(brand=b"M4A "),  # audio
+        b"RIFF\x00\x00\x00\x00WAVEfmt ",
+    ],
+)
+def test_sniff_refuses_everything_else(data: bytes) -> None:
+    assert sniff(data) is None
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.binary(max_size=600))
+def test_sniff_never_raises(data: bytes) -> None:
+    mime = sniff(data)
+    assert mime is None or isinstance(mime, str)
+
+
+def test_is_media() -> None:
+    for mime in ("image/jpeg", "image/svg+xml", "application/postscript", "video/mp4"):
+        assert is_media(mime)
+    for mime in ("text/html", None, "application/pdf", ""):
+        assert not is_media(mime)
+
+
+# ---------------------------------------------------------------- images
+
+STILLS: dict[str, Callable[[], bytes]] = {
+    "jpeg": lambda: images.jpeg(11, (640, 480)),
+    "jpeg-progressive": lambda: images.jpeg(12, (1200, 900), progressive=True),
+    "jpeg-greyscale": lambda: images.encode(images.make_image(13, (300, 200)).convert("L"), "JPEG"),
+    "jpeg-cmyk": lambda: images.encode(images.make_image(14, (300, 200)).convert("CMYK"), "JPEG"),
+    "png": lambda: images.png(15, (640, 480)),
+    "png-palette": lambda: images.encode(images.make_image(16, (300, 200)).convert("P"), "PNG"),
+    "png-rgba": lambda: images.encode(images.make_image(17, (300, 200)).convert("RGBA"), "PNG"),
+    "png-16bit": lambda: images.encode(
+        Image.fromarray(
+            np.asarray(images.make_image(18, (300, 200)).convert("L"), np.uint16) * 257
+        ),
+        "PNG",
+    ),
+    "gif": lambda: images.gif(19, (320, 240)),
+    "webp": lambda: images.webp(20, (640, 480)),
+    "webp-lossless": lambda: images.encode(
+        images.make_image(21, (300, 200)), "WEBP", lossless=True
+    ),
+    "bmp": lambda: images.bmp(22, (320, 240)),
+}
+MIMES = {"jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif", "webp": "image/webp"}
+
+
+@pytest.mark.parametrize("name", list(STILLS))
+def test_still_images(name: str) -> None:
+    data = STILLS[name]()
+    result = hash_media(data)
+    expected_size = Image.open(io.BytesIO(data)).size
+    assert_crypto(result, data)
+    assert result.mime == MIMES.get(name.split("-")[0], "image/bmp")
+    assert result.kind == "image"
+    assert (result.width, result.height) == expected_size
+    assert result.frames == 1
+    assert not result.frames_capped
+    assert result.phash is not None
+    assert len(result.phash) == 16
+    assert result.pdq is not None
+    assert len(result.pdq) == 64
+    assert int(result.phash, 16) >= 0
+    assert int(result.pdq, 16) >= 0
+    assert result.phash == result.phash.lower()
+    assert result.pdq == result.pdq.lower()
+    assert result.pdq_quality is not None
+    assert 0 <= result.pdq_quality <= 100
+
+
+def test_small_images_hash_exactly_like_imagehash() -> None:
+    """Under 2 x WORKING_SIZE nothing is reduced: pHash is imagehash's, bit for bit."""
+    for seed, size in ((31, (640, 480)), (32, (1000, 700)), (33, (64, 64))):
+        data = images.png(seed, size)
+        assert hash_media(data).phash == str(imagehash.phash(Image.open(io.BytesIO(data))))
+
+
+def test_pdq_hex_is_the_canonical_text() -> None:
+    """First hex digit = bits 255..252 = top of word 15, as ThreatExchange's Hash256::format."""
+    grey = images.make_image(34, (400, 300)).convert("L")
+    result = hash_media(images.encode(grey, "PNG"))
+    arr = np.asarray(grey)
+    vector, quality = pdqhash.compute(np.repeat(arr[:, :, None], 3, axis=2))
+    # pdqhash.hash_to_vector: vector[j] is bit 255 - j; bit k lives in word k // 16.
+    words = [0] * 16
+    for j, bit in enumerate(vector):
+        k = 255 - j
+        words[k // 16] |= int(bit) << (k % 16)
+    assert result.pdq == "".join(f"{words[i]:04x}" for i in range(15, -1, -1))
+    assert result.pdq_quality == quality
+
+
+def test_animations_hash_the_first_frame_and_count_frames() -> None:
+    first = images.make_image(41, (160, 120))
+    alone = hash_media(images.encode(first, "PNG"))
+    for data, mime in (
+        (images.animated_gif(41, (160, 120), count=3), "image/gif"),
+        (images.animated_webp(41, (160, 120), count=3), "image/webp"),
+        (
+            images.encode(
+                first, "PNG", save_all=True, append_images=images.frames(42, (160, 120), 2)
+            ),
+            "image/png",
+        ),
+    ):
+        result = hash_media(data)
+        assert result.mime == mime
+        assert result.frames == 3
+        assert not result.frames_capped
+        assert distance(result.phash, alone.phash) <= 4
+        assert distance(result.pdq, alone.pdq) <= 16
+    capped = hash_media(images.animated_gif(43, (64, 48), count=5), max_frames=3)
+    assert capped.frames == 3
+    assert capped.frames_capped
+
+
+def test_gif_frame_count_matches_pillow() -> None:
+    for data in (images.animated_gif(44, (90, 60), count=4), images.gif_with_frames(57)):
+        assert hash_media(data, max_frames=1000).frames == Image.open(io.BytesIO(data)).n_frames
+
+
+def test_gif_with_100000_frames_is_hashed_fast_and_capped() -> None:
+    data = images.gif_with_frames(100_000)
+    start = time.perf_counter()
+    result = hash_media(data, max_frames=20)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 2.0
+    assert result.frames == 20
+    assert result.frames_capped
+    assert result.phash is not None
+    assert (result.width, result.height) == (1, 1)
+
+
+# ---------------------------------------------------------------- vectors, videos, not media
+
+
+def test_vectors_and_videos_are_never_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(Image, "open", refuse)
+    cases = [(images.svg(), "vector"), (images.eps(), "vector")]
+    cases += [(images.fake_mp4(), "video"), (EBML_WEBM + bytes(64), "video")]
+    for data, kind in cases:
+        result = hash_media(data)
+        assert_crypto(result, data)
+        assert result.kind == kind
+        assert (result.width, result.height, result.frames) == (None, None, None)
+        assert (result.phash, result.pdq, result.pdq_quality) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    "data", [images.html(), b"", b"plain text", b"%PDF-1.4", bytes(range(256))]
+)
+def test_not_media(data: bytes) -> None:
+    with pytest.raises(HashingError) as caught:
+        hash_media(data)
+    assert caught.value.reason == "not_media"
+    assert caught.value.partial is None
+    assert isinstance(caught.value, HotlineError)
+
+
+def test_type_comes_from_the_bytes_alone() -> None:
+    assert set(inspect.signature(hash_media).parameters) == {"data", "max_pixels", "max_frames"}
+    data = images.jpeg(45, (64, 48))
+    assert hash_media(data).mime == "image/jpeg"
+    # Whatever a server claimed in front of the bytes, the bytes decide.
+    with pytest.raises(HashingError):
+        hash_media(b"Content-Type: image/jpeg\r\n\r\n" + data)
+
+
+def test_defaults_are_the_settings_defaults() -> None:
+    params = inspect.signature(hash_media).parameters
+    fields = Settings.model_fields
+    assert params["max_pixels"].default == fields["image_max_pixels"].default
+    assert params["max_frames"].default == fields["image_max_frames"].default
+
+
+# ---------------------------------------------------------------- limits and broken files
+
+
+def test_huge_png_is_refused_from_its_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = images.huge_png_header(60_000, 60_000)
+    assert len(data) < 2000
+    start = time.perf_counter()
+    with pytest.raises(HashingError) as caught:
+        hash_media(data)  # Pillow's own bomb limit answers first
+    assert caught.value.reason == "image_too_large"
+    # With Pillow's limit off (never in this module), the header check still holds.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    with pytest.raises(HashingError) as caught:
+        hash_media(data)
+    assert time.perf_counter() - start < 1.0
+    partial = caught.value.partial
+    assert partial is not None
+    assert_crypto(partial, data)
+    assert (partial.width, partial.height) == (60_000, 60_000)
+    assert partial.phash is None
+
+
+def test_huge_png_is_refused_without_allocating() -> None:
+    """In a fresh process (so the peak RSS is its own) with Pillow's limit off."""
+    script = """
+import resource, sys, time
+from PIL import Image
+from tests.fixtures.images import huge_png_header, png
+from triage.hashing import HashingError, hash_media
+Image.MAX_IMAGE_PIXELS = None
+hash_media(png(1, (64, 48)))
+data = huge_png_header(60000, 60000)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+try:
+    hash_media(data)
+except HashingError as exc:
+    reason = exc.reason
+elapsed = time.perf_counter() - start
+growth_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(reason, elapsed, growth_kib)
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=REPO,
+    ).stdout.split()
+    assert out[0] == "image_too_large"
+    assert float(out[1]) < 1.0
+    assert int(out[2]) < 20 * 1024  # KiB: a decode would need 3.6 GB
+
+
+def test_huge_jpeg_is_refused() -> None:
+    with pytest.raises(HashingError) as caught:
+        hash_media(images.huge_jpeg_header(60_000, 60_000))
+    assert caught.value.reason == "image_too_large"
+
+
+def test_max_pixels_is_honoured() -> None:
+    data = images.png(46, (1500, 1000))
+    with pytest.raises(HashingError) as caught:
+        hash_media(data, max_pixels=1_000_000)
+    partial = caught.value.partial
+    assert partial is not None
+    assert_crypto(partial, data)
+    assert (partial.width, partial.height) == (1500, 1000)
+    assert hash_media(data, max_pixels=1_500_000).phash is not None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        images.jpeg(47, (800, 600))[:20000],
+        images.png(48, (400, 300))[:30000],
+        images.gif(49, (200, 150))[:5000],
+        images.webp(50, (400, 300))[:3000],
+        images.bmp(51, (200, 150))[:9000],
+        b"\x89PNG\r\n\x1a\n" + b"not really" * 20,
+        b"\xff\xd8\xff" + bytes(200),
+    ],
+)
+def test_broken_images_keep_their_cryptographic_hashes(data: bytes) -> None:
+    result = hash_media(data)
+    assert_crypto(result, data)
+    assert result.kind == "image"
+    assert (result.phash, result.pdq, result.pdq_quality) == (None, None, None)
+
+
+def small_files() -> list[bytes]:
+    return [
+        images.jpeg(52, (48, 32)),
+        images.png(53, (48, 32)),
+        images.animated_gif(54, (24, 16), count=2),
+        images.webp(55, (48, 32)),
+        images.bmp(56, (24, 16)),
+    ]
+
+
+@settings(
+    max_examples=250,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    st.sampled_from(small_files()),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=6),
+    st.integers(8, 10_000),
+)
+def test_mangled_images_never_raise_anything_but_hashing_error(
+    data: bytes, edits: list[tuple[int, int]], keep: int
+) -> None:
+    mangled = bytearray(data[:keep])
+    for at, value in edits:
+        mangled[at % len(mangled)] = value
+    try:
+        result = hash_media(bytes(mangled), max_pixels=1_000_000)
+    except HashingError as exc:
+        reason: str = exc.reason
+    else:
+        reason = "hashed"
+        assert result.sha256 == hashlib.sha256(mangled).hexdigest()
+    assert reason in ("hashed", "not_media", "image_too_large")
+
+
+# ---------------------------------------------------------------- nothing kept
+
+
+def test_errors_never_carry_content() -> None:
+    marker = images.new_marker()
+    cases = [
+        images.html(marker),
+        marker + images.jpeg(57, (32, 24)),
+        images.huge_png_header(60_000, 60_000, marker),
+        images.huge_jpeg_header(60_000, 60_000, marker),
+        images.encode(images.make_image(58, (2000, 1000)), "PNG", marker=marker),
+    ]
+    for data in cases:
+        assert marker in data
+        with pytest.raises(HashingError) as caught:
+            hash_media(data, max_pixels=1_000_000)
+        exc = caught.value
+        text = "".join(traceback.format_exception(exc))
+        for shown in (str(exc), repr(exc), exc.detail, text, repr(exc.args), repr(exc.partial)):
+            assert marker.decode() not in shown
+            assert marker.hex() not in shown
+        assert exc.__cause__ is None
+        assert exc.__context__ is None
+
+
+def test_broken_images_say_nothing_either() -> None:
+    marker = images.new_marker()
+    png = images.png(59, (64, 48))
+    # A critical chunk named after the marker: Pillow's own error would quote it.
+    bad = png[:33] + len(marker[:4]).to_bytes(4, "big") + b"HOTL" + marker[:4] + bytes(4) + png[33:]
+    for data in (bad, images.jpeg(60, (64, 48), marker=marker)[:400]):
+        assert marker.decode() not in repr(hash_media(data))
+
+
+AUDITED: list[tuple[str, tuple[Any, ...]]] = []
+_AUDITING = [False]
+_HOOKED: list[bool] = []
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if not _AUDITING[0]:
+        return
+    if event == "open":
+        mode, flags = (args[1] or ""), (args[2] or 0)
+        if any(c in str(mode) for c in "wax+") or flags & _WRITE_FLAGS:
+            AUDITED.append((event, args))
+    elif event.startswith(("tempfile.", "shutil.")) or event in (
+        "os.mkdir",
+        "os.rename",
+        "os.link",
+        "os.symlink",
+        "os.truncate",
+    ):
+        AUDITED.append((event, args))
+
+
+@pytest.fixture
+def audit_writes() -> Iterator[list[tuple[str, tuple[Any, ...]]]]:
+    """Writes and temporary files seen while the test runs (audit hooks, PEP 578)."""
+    if not _HOOKED:
+        sys.addaudithook(_audit)  # hooks cannot be removed; _AUDITING scopes this one
+        _HOOKED.append(True)
+    AUDITED.clear()
+    _AUDITING[0] = True
+    try:
+        with open(os.devnull, "wb"):  # the hook sees writes: prove it once
+            pass
+        assert AUDITED, "audit hook inactive"
+        AUDITED.clear()
+        yield AUDITED
+    finally:
+        _AUDITING[0] = False
+
+
+def test_hashing_writes_no_file(audit_writes: list[tuple[str, tuple[Any, ...]]]) -> None:
+    files = [factory() for factory in STILLS.values()]
+    files += [images.animated_gif(61), images.animated_webp(62), images.svg(), images.eps()]
+    files += [images.fake_mp4(), images.jpeg(63, (32, 24))[:500], images.huge_png_header(9, 9)]
+    for data in files:
+        hash_media(data)
+    assert audit_writes == []
+
+
+def test_fixtures_embed_the_marker() -> None:
+    marker = images.new_marker()
+    img = images.make_image(64, (64, 48), marker)
+    for fmt in ("JPEG", "PNG", "GIF", "WEBP", "BMP"):
+        data = images.encode(img, fmt)
+        assert marker in data
+        assert hash_media(data).phash is not None
+    for data in (
+        images.svg(marker),
+        images.eps(marker),
+        images.fake_mp4(marker),
+        images.html(marker),
+        images.gif_with_frames(3, marker),
+        images.huge_png_header(10, 10, marker),
+        images.animated_webp(65, marker=marker),
+    ):
+        assert marker in data
+
+
+# ---------------------------------------------------------------- draft mode and near duplicates
+
+# (texture, size, format): ~20 pictures, 12 MP and 1080p among them. JPEGs take the
+# draft path (reduced-scale decode), the others the box-reduce path.
+TOLERANCE_SET = [
+    ("natural", (4000, 3000), "JPEG"),
+    ("natural", (3000, 4000), "JPEG"),
+    ("natural", (1920, 1080), "JPEG"),
+    ("natural", (1080, 1920), "JPEG"),
+    ("natural", (2048, 1536), "JPEG"),
+    ("natural", (1280, 720), "JPEG"),
+    ("natural", (640, 480), "JPEG"),
+    ("natural", (2400, 1800), "PNG"),
+    ("natural", (1920, 1080), "PNG"),
+    ("natural", (1920, 1080), "WEBP"),
+    ("checker", (4000, 3000), "JPEG"),
+    ("checker", (1920, 1080), "JPEG"),
+    ("checker", (1280, 720), "JPEG"),
+    ("checker", (1920, 1080), "PNG"),
+    ("text", (4000, 3000), "JPEG"),
+    ("text", (1920, 1080), "JPEG"),
+    ("text", (2048, 1536), "JPEG"),
+    ("text", (1280, 720), "JPEG"),
+    ("natural", (320, 240), "GIF"),
+    ("checker", (800, 600), "JPEG"),
+]
+# Measured over 144 pictures of these kinds, 12 MP to 800x600, JPEG and PNG
+# (docs/hashing.md): pHash <= 2; PDQ <= 10 (natural), <= 8 (checker), <= 26 (text,
+# whose PDQ moves as much under a plain 90 % resize at full size); quality <= 1.
+PHASH_TOLERANCE = 4
+PDQ_TOLERANCE = {"natural": 16, "checker": 16, "text": 32}
+
+
+def test_reduced_decode_stays_close_to_full_decode() -> None:
+    natural = []
+    for seed, (texture, size, fmt) in enumerate(TOLERANCE_SET, start=100):
+        img = images.make_image(seed, size, texture=texture)
+        opts = {"quality": 90} if fmt in ("JPEG", "WEBP") else {"compress_level": 1}
+        data = images.encode(img, fmt, **opts)
+        del img
+        result = hash_media(data)
+        phash, pdq, quality = full_decode(data)
+        assert distance(result.phash, phash) <= PHASH_TOLERANCE, (texture, size, fmt)
+        assert distance(result.pdq, pdq) <= PDQ_TOLERANCE[texture], (texture, size, fmt)
+        assert result.pdq_quality is not None
+        assert abs(result.pdq_quality - quality) <= 5
+        if texture == "natural":
+            natural.append(distance(result.pdq, pdq))
+    assert sum(natural) / len(natural) <= 6  # the common case: a few bits of 256
+
+
+NEAR_PHASH = Settings.model_fields["phash_radius"].default
+NEAR_PDQ = Settings.model_fields["pdq_radius"].default
+
+
+def test_near_duplicates_are_near_and_unrelated_pictures_far() -> None:
+    originals = []
+    for seed in range(1, 7):
+        found = {name: hash_media(data) for name, data in images.variants(seed).items()}
+        original = found.pop("original")
+        originals.append(original)
+        for name, variant in found.items():
+            assert distance(variant.phash, original.phash) <= NEAR_PHASH, (seed, name)
+            assert distance(variant.pdq, original.pdq) <= NEAR_PDQ, (seed, name)
+    for a, b in itertools.combinations(originals, 2):
+        assert distance(a.phash, b.phash) > 2 * NEAR_PHASH
+        assert distance(a.pdq, b.pdq) > 2 * NEAR_PDQ

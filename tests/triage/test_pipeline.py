@@ -1,0 +1,309 @@
+"""The triage pipeline end to end in the test process: synthetic pictures and pages served
+from 127.0.0.1, processed by the service a worker task wraps, on the test database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col
+
+from hotline.db import session_scope, utcnow
+from reporting import service as intake
+from reporting.models import ReportCategory, ReportSource, Target, TargetStatus
+from reporting.schemas import ReportCreate
+from tests.fixtures import images
+from tests.fixtures.servers import LocalHTTPServer
+from triage import service
+from triage.fetcher import Fetcher, FetchPolicy
+from triage.hosting import get_hosting_lookup
+from triage.models import HashList, HashType, KnownHash, Media, Sighting
+from triage.neardup import NearDuplicates
+
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
+JPEG = {"content-type": "image/jpeg"}
+
+
+def report(url: str) -> int:
+    with session_scope() as session:
+        _, created = intake.submit_report(
+            session,
+            ReportCreate(url=url, category=ReportCategory.csam),
+            source=ReportSource.api,
+            now=utcnow(),
+            max_url_length=4096,
+            allow_networks=LOOPBACK,
+        )
+        return created.target_id
+
+
+@pytest.fixture
+def process(committed: Engine) -> Callable[..., service.Outcome]:
+    """Run the pipeline on a target as the task does, with a fetcher allowed onto loopback."""
+    fetcher = Fetcher(FetchPolicy(allow_networks=LOOPBACK, ports=frozenset(range(1024, 65536))))
+    near = NearDuplicates(phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=0)
+
+    def run(target_id: int, **overrides: Any) -> service.Outcome:
+        options: dict[str, Any] = {
+            "units": session_scope,
+            "fetcher": fetcher,
+            "near": near,
+            "hosting": get_hosting_lookup(),
+            "limits": service.Limits(),
+            "lease": dt.timedelta(minutes=10),
+            "max_attempts": 2,
+            "retry_delay": 0,
+            "now": utcnow,
+        }
+        return service.process_target(target_id, **(options | overrides))
+
+    return run
+
+
+def shown(target_id: int) -> dict[str, Any]:
+    with session_scope() as session:
+        target = session.get(Target, target_id)
+        assert target is not None
+        return service.describe_target(session, target)
+
+
+def test_an_image_url_becomes_media_with_every_hash(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    picture = images.jpeg(1, (800, 600), marker=images.new_marker())
+    target_id = report(http_server.route("/a.jpg", body=picture, headers=JPEG))
+
+    assert process(target_id).status == TargetStatus.queued
+
+    target = shown(target_id)
+    assert (target["status"], target["reason"]) == ("queued", None)
+    assert target["hosting"]["ip"] == "127.0.0.1"
+    assert target["priority_reasons"] == ["new content"]
+    [media] = target["media"]
+    assert media["sha256"] == hashlib.sha256(picture).hexdigest()
+    assert media["sha1"] == hashlib.sha1(picture).hexdigest()  # noqa: S324
+    assert media["md5"] == hashlib.md5(picture).hexdigest()  # noqa: S324
+    assert (len(media["phash"]), len(media["pdq"])) == (16, 64)
+    assert media["pdq_quality"] >= 50
+    assert (media["mime"], media["kind"], media["width"], media["height"]) == (
+        "image/jpeg",
+        "image",
+        800,
+        600,
+    )
+    assert media["matches"] == []
+
+
+def test_a_page_of_twelve_images_gives_ten_media(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome], committed: Engine
+) -> None:
+    tags = []
+    for i in range(10):
+        http_server.route(
+            f"/img/{i}.jpg",
+            body=images.jpeg(100 + i, (320, 240), marker=images.new_marker()),
+            headers=JPEG,
+        )
+        tags.append(f'<img src="/img/{i}.jpg">')
+    http_server.add("/copy/3.jpg", http_server.routes["/img/3.jpg"])  # same bytes, other URL
+    tags += ['<img src="/copy/3.jpg">', '<img src="/missing.jpg">']
+    page = f"<!doctype html><html><body>{''.join(tags)}</body></html>".encode()
+    target_id = report(
+        http_server.route("/gallery", body=page, headers={"content-type": "text/html"})
+    )
+
+    assert process(target_id).status == TargetStatus.queued
+
+    target = shown(target_id)
+    assert len(target["media"]) == 10
+    assert len({m["sha256"] for m in target["media"]}) == 10
+    with Session(committed) as session:
+        sightings = (
+            session.execute(select(Sighting).where(col(Sighting.target_id) == target_id))
+            .scalars()
+            .all()
+        )
+    assert len(sightings) == 10
+    assert all(s.hosting_ip == "127.0.0.1" and s.online for s in sightings)
+
+
+def test_a_jpeg_served_as_html_is_hashed_as_an_image(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    picture = images.jpeg(7, marker=images.new_marker())
+    target_id = report(
+        http_server.route("/page.html", body=picture, headers={"content-type": "text/html"})
+    )
+    process(target_id)
+    [media] = shown(target_id)["media"]
+    assert (media["mime"], media["sha256"]) == ("image/jpeg", hashlib.sha256(picture).hexdigest())
+
+
+def test_the_same_picture_altered_elsewhere_is_a_near_duplicate(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    versions = images.variants(21)
+    first = report(http_server.route("/original.jpg", body=versions["original"], headers=JPEG))
+    process(first)
+    original_sha = shown(first)["media"][0]["sha256"]
+    for name in ("reencoded", "resized", "cropped"):
+        target_id = report(
+            http_server.route(f"/elsewhere/{name}.jpg", body=versions[name], headers=JPEG)
+        )
+        process(target_id)
+        target = shown(target_id)
+        [media] = target["media"]
+        near = [m for m in media["matches"] if m["kind"] == "near" and m["source"] == "seen"]
+        assert near, f"{name} not recognised"
+        # Earlier variants are near duplicates too; the original must be among them.
+        assert original_sha in {m["media_sha256"] for m in near}
+        assert any("near duplicate" in reason for reason in target["priority_reasons"])
+
+
+def test_an_exact_hash_from_a_known_list_ranks_first(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome], committed: Engine
+) -> None:
+    known = images.jpeg(31, marker=images.new_marker())
+    with session_scope() as session:
+        listed = HashList(name="national-list")
+        session.add(listed)
+        session.flush()
+        assert listed.id is not None
+        session.add(
+            KnownHash(
+                list_id=listed.id,
+                hash_type=HashType.md5,
+                value=hashlib.md5(known).hexdigest(),  # noqa: S324
+                category="1",
+            )
+        )
+    plain = report(http_server.route("/plain.jpg", body=images.jpeg(32), headers=JPEG))
+    matched = report(http_server.route("/known.jpg", body=known, headers=JPEG))
+    process(plain)
+    process(matched)
+
+    target = shown(matched)
+    assert target["priority"] > shown(plain)["priority"]
+    assert target["priority_reasons"][0] == "exact match to known list: national-list"
+    assert {
+        "source": "national-list",
+        "kind": "exact",
+        "hash_type": "md5",
+        "distance": 0,
+        "media_sha256": None,
+    } in target["media"][0]["matches"]
+    with session_scope() as session:
+        queue = (
+            session.execute(select(col(Target.id)).order_by(col(Target.priority).desc()))
+            .scalars()
+            .all()
+        )
+    assert queue[0] == matched
+
+    # A disabled list no longer counts.
+    with session_scope() as session:
+        session.execute(HashList.__table__.update().values(enabled=False))  # type: ignore[attr-defined]
+    assert shown(matched)["media"][0]["matches"] == []
+
+
+@pytest.mark.parametrize(
+    ("route", "reason"),
+    [
+        ({"status": 404, "body": b"gone"}, "http_error_404"),
+        (
+            {
+                "status": 200,
+                "body": b"%PDF-1.7 not a picture",
+                "headers": {"content-type": "application/pdf"},
+            },
+            "not_media",
+        ),
+    ],
+)
+def test_final_failures_make_the_target_unreachable_at_once(
+    http_server: LocalHTTPServer,
+    process: Callable[..., service.Outcome],
+    route: dict[str, Any],
+    reason: str,
+) -> None:
+    target_id = report(http_server.route("/x", **route))
+    outcome = process(target_id)
+    assert (outcome.status, outcome.retry_in) == (TargetStatus.unreachable, None)
+    target = shown(target_id)
+    assert (target["status"], target["reason"], target["attempts"]) == ("unreachable", reason, 1)
+
+
+def test_a_decompression_bomb_is_recorded_by_its_file_hashes_only(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    bomb = images.huge_png_header(60000, 60000, marker=images.new_marker())
+    target_id = report(http_server.route("/bomb.png", body=bomb))
+    assert process(target_id).status == TargetStatus.queued
+    [media] = shown(target_id)["media"]
+    assert media["sha256"] == hashlib.sha256(bomb).hexdigest()
+    assert (media["kind"], media["phash"], media["pdq"]) == ("image", None, None)
+
+
+def test_transient_failures_are_retried_then_given_up(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    target_id = report(http_server.route("/flaky", status=503, body=b"busy"))
+    first = process(target_id)
+    assert (first.status, first.retry_in) == (TargetStatus.pending, 0)
+    assert shown(target_id)["reason"] == "http_error_503"
+    second = process(target_id)
+    assert (second.status, second.retry_in) == (TargetStatus.unreachable, None)
+    assert shown(target_id)["attempts"] == 2
+
+
+def test_processing_twice_does_nothing_twice(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome], committed: Engine
+) -> None:
+    target_id = report(http_server.route("/once.jpg", body=images.jpeg(41), headers=JPEG))
+    assert process(target_id).status == TargetStatus.queued
+    assert process(target_id).status is None
+    requests_after_first = len(http_server.requests)
+    assert requests_after_first == 1
+    with Session(committed) as session:
+        assert session.execute(select(func.count()).select_from(Media)).scalar_one() == 1
+
+
+def test_a_claim_outliving_its_lease_is_taken_over(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    target_id = report(http_server.route("/slow.jpg", body=images.jpeg(42), headers=JPEG))
+    with session_scope() as session:
+        assert service.claim_target(
+            session, target_id, now=utcnow(), lease=dt.timedelta(minutes=10)
+        )
+    # Another worker within the lease leaves it alone; after it, takes it over.
+    assert process(target_id).status is None
+    later = utcnow() + dt.timedelta(minutes=11)
+    assert process(target_id, now=lambda: later).status == TargetStatus.queued
+    with session_scope() as session:
+        swept = intake.sweep_pending(
+            session,
+            now=later,
+            older_than=dt.timedelta(minutes=5),
+            stale_after=dt.timedelta(minutes=10),
+        )
+    assert swept == []
+
+
+def test_targets_show_finds_a_target_by_any_spelling(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    url = http_server.route("/Spelled.jpg", body=images.jpeg(43), headers=JPEG)
+    target_id = report(url)
+    with session_scope() as session:
+        found = service.find_target(session, url.replace("http://", "HTTP://") + "#frag")
+        assert found is not None
+        assert found.id == target_id
+        assert service.find_target(session, str(target_id)) is not None
+        assert service.find_target(session, "http://127.0.0.1:1/nothing") is None

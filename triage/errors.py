@@ -1,0 +1,21 @@
+"""Errors of triage. Their messages never carry a reported URL, a host name or fetched bytes."""
+
+from __future__ import annotations
+
+from hotline.errors import HotlineError
+
+
+class FetchError(HotlineError):
+    """A guarded fetch did not return content; ``reason`` is the machine code.
+
+    The reason codes are listed in docs/fetcher.md (``blocked_address``, ``timeout``,
+    ``http_error_404``, ...). The message names the reason only.
+    """
+
+    code = "fetch_failed"
+    status_code = 502
+    detail = "The address could not be fetched."
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"The address could not be fetched ({reason}).")

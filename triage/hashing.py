@@ -1,0 +1,479 @@
+"""Hashing without keeping: what a fetched file is, and its hashes, from bytes in memory.
+
+Invariants of this module:
+
+- Bytes in, hashes out. The bytes are read from the caller's ``bytes`` object and from
+  an ``io.BytesIO`` over it; nothing is written to a file, a log or an exception. Errors
+  carry a fixed reason, never a fragment of the content, and are raised outside
+  ``except`` blocks so that no library exception (whose text may quote the file) rides
+  along as ``__context__``. Decoded pixels live in locals and go when the call returns.
+- The type comes from the magic bytes (:func:`sniff`), never from a header or a name.
+- SVG and EPS are never decoded (EPS would run Ghostscript); videos get the
+  cryptographic hashes only. Images are opened only with the Pillow plugin the magic
+  bytes name, with Pillow's decompression-bomb limit left on, and the pixel count is
+  checked from the header before any pixel is decoded.
+- One decode per image, of the first frame only: JPEGs are decoded at a reduced scale
+  straight to luma (draft mode), others are box-reduced after decoding; pHash and PDQ
+  are computed from that one greyscale working image (``docs/hashing.md`` gives the
+  measured distance to a full-size decode).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+from dataclasses import dataclass, replace
+from typing import Final, Literal
+
+import imagehash
+import numpy as np
+import pdqhash
+from PIL import Image, ImageFile
+
+from hotline.errors import HotlineError
+
+Kind = Literal["image", "video", "vector"]
+Reason = Literal["not_media", "image_too_large", "decode_error"]
+
+#: Shorter side, in pixels, of the greyscale image pHash and PDQ are computed from, at
+#: least: the image is scaled by the smallest of 1/8, 1/4, 1/2, 1 that keeps this much
+#: (JPEGs while decoding, in draft mode; other formats by a box reduction after).
+WORKING_SIZE: Final = 512
+
+_KINDS: Final[dict[str, Kind]] = {
+    "image/jpeg": "image",
+    "image/png": "image",
+    "image/gif": "image",
+    "image/webp": "image",
+    "image/bmp": "image",
+    "image/svg+xml": "vector",
+    "application/postscript": "vector",
+    "video/mp4": "video",
+    "video/quicktime": "video",
+    "video/3gpp": "video",
+    "video/3gpp2": "video",
+    "video/webm": "video",
+    "video/x-matroska": "video",
+    "video/x-msvideo": "video",
+    "video/x-flv": "video",
+    "video/x-ms-asf": "video",
+    "video/mpeg": "video",
+    "video/mp2t": "video",
+}
+
+# The only Pillow plugin each image type may be opened with.
+_PIL_FORMATS: Final[dict[str, list[str]]] = {
+    "image/jpeg": ["JPEG"],  # MPO (multi-picture JPEG) comes through the JPEG plugin
+    "image/png": ["PNG"],
+    "image/gif": ["GIF"],
+    "image/webp": ["WEBP"],
+    "image/bmp": ["BMP"],
+}
+
+_DETAILS: Final[dict[Reason, str]] = {
+    "not_media": "The bytes are not an image, vector image or video of a known type.",
+    "image_too_large": "The image has more pixels than hashing decodes.",
+    "decode_error": "The image could not be decoded.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MediaHashes:
+    """Everything the hotline keeps of one fetched file (no byte of it).
+
+    Hex strings are lowercase. ``phash`` is ``str(imagehash.phash(...))``: 64 bits,
+    row-major over the 8x8 DCT block, first bit = most significant bit of the first
+    hex digit. ``pdq`` is the canonical PDQ text (ThreatExchange ``Hash256::format``):
+    256 bits, first bit = most significant bit of the first hex digit. An image whose
+    pixels could not be decoded has ``kind == "image"`` and ``phash is None``.
+    """
+
+    sha256: str
+    sha1: str
+    md5: str
+    mime: str
+    kind: Kind
+    size: int
+    width: int | None
+    height: int | None
+    frames: int | None
+    phash: str | None
+    pdq: str | None
+    pdq_quality: int | None
+    frames_capped: bool = False
+
+
+class HashingError(HotlineError):
+    """A file that is not hashed (fully): ``reason`` says why.
+
+    ``partial`` holds what was computed before stopping, for an image refused for its
+    size: the cryptographic hashes, type and (when Pillow read them) dimensions, so
+    that exact-hash lists can still be consulted. The message is fixed per reason.
+    """
+
+    code = "hashing_failed"
+    status_code = 422
+
+    def __init__(self, reason: Reason, *, partial: MediaHashes | None = None) -> None:
+        self.reason: Reason = reason
+        self.partial = partial
+        super().__init__(_DETAILS[reason])
+
+
+# ---------------------------------------------------------------- sniffing
+
+_WHITESPACE: Final = b" \t\n\r\x0c"
+_TAG_END: Final = frozenset(b" \t\n\r\x0c>")
+_HTML_OPENINGS: Final = tuple(
+    tag.encode()
+    for tag in (
+        "<!doctype html",
+        "<html",
+        "<head",
+        "<body",
+        "<script",
+        "<iframe",
+        "<h1",
+        "<div",
+        "<font",
+        "<table",
+        "<a",
+        "<style",
+        "<title",
+        "<b",
+        "<br",
+        "<p",
+        "<meta",
+        "<link",
+        "<!--",
+    )
+)
+_MARKUP_HEAD: Final = 65536  # how far an SVG's prolog (comments, doctype) is followed
+_AUDIO_BRANDS: Final = frozenset({b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "})
+_STILL_BRANDS: Final = frozenset(  # HEIF/AVIF stills: not a type handled here
+    {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"}
+)
+_MP4_BRANDS: Final = frozenset(
+    {b"isom", b"mp41", b"mp42", b"mp71", b"avc1", b"M4V ", b"M4VH", b"M4VP", b"dash"}
+    | {b"f4v ", b"mmp4", b"MSNV", b"XAVC", b"iso2", b"iso3", b"iso4", b"iso5", b"iso6"}
+)
+_ASF_GUID: Final = bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")
+_BMP_HEADER_SIZES: Final = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
+
+
+def sniff(data: bytes) -> str | None:
+    """The MIME type the leading bytes of ``data`` announce, or ``None``.
+
+    Images, SVG/EPS, videos and HTML are recognised; everything else is ``None``.
+    """
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    if data.startswith(b"RIFF") and len(data) >= 12:
+        return {b"WEBP": "image/webp", b"AVI ": "video/x-msvideo"}.get(data[8:12])
+    if data.startswith(b"BM") and len(data) >= 18:
+        (header_size,) = struct.unpack_from("<I", data, 14)
+        return "image/bmp" if header_size in _BMP_HEADER_SIZES else None
+    if data.startswith((b"%!PS", b"\xc5\xd0\xd3\xc6")):
+        return "application/postscript"
+    if data[4:8] == b"ftyp":
+        return _sniff_iso_media(data)
+    if data.startswith(b"\x1a\x45\xdf\xa3"):
+        return "video/webm" if _ebml_doctype(data) == b"webm" else "video/x-matroska"
+    if data.startswith(b"FLV\x01"):
+        return "video/x-flv"
+    if data.startswith((b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3")):
+        return "video/mpeg"
+    if data.startswith(_ASF_GUID):
+        return "video/x-ms-asf"
+    if len(data) > 376 and data[0] == data[188] == data[376] == 0x47:
+        return "video/mp2t"
+    return _sniff_markup(data)
+
+
+def is_media(mime: str | None) -> bool:
+    """Whether :func:`hash_media` hashes this type (images, SVG/EPS, videos)."""
+    return mime in _KINDS
+
+
+def _sniff_iso_media(data: bytes) -> str | None:
+    (box_size,) = struct.unpack_from(">I", data, 0)
+    major = data[8:12]
+    brands = [major] + [data[at : at + 4] for at in range(16, min(box_size, len(data), 256) - 3, 4)]
+    if major == b"qt  ":
+        return "video/quicktime"
+    if major in _AUDIO_BRANDS or major in _STILL_BRANDS:
+        return None
+    if major.startswith(b"3g2"):
+        return "video/3gpp2"
+    if major.startswith(b"3gp"):
+        return "video/3gpp"
+    if any(brand in _MP4_BRANDS for brand in brands):
+        return "video/mp4"
+    return None
+
+
+def _ebml_doctype(data: bytes) -> bytes | None:
+    """The DocType of an EBML header (webm, matroska), read from its first bytes."""
+    at = data.find(b"\x42\x82", 4, 64)
+    if at < 0 or at + 2 >= len(data):
+        return None
+    first = data[at + 2]
+    length = 1
+    while length <= 8 and not first & (0x80 >> (length - 1)):
+        length += 1
+    if length > 8:
+        return None
+    value = first & (0xFF >> length)
+    for byte in data[at + 3 : at + 2 + length]:
+        value = value << 8 | byte
+    start = at + 2 + length
+    return data[start : start + min(value, 32)].rstrip(b"\x00").lower()
+
+
+def _sniff_markup(data: bytes) -> str | None:
+    head = data[:_MARKUP_HEAD]
+    if head.startswith(b"\xef\xbb\xbf"):
+        head = head[3:]
+    head = head.lstrip(_WHITESPACE)
+    if not head.startswith(b"<"):
+        return None
+    if _first_element_is_svg(head):
+        return "image/svg+xml"
+    return "text/html" if _looks_like_html(head) or _looks_like_html(_skip_prolog(head)) else None
+
+
+def _looks_like_html(head: bytes) -> bool:
+    lowered = head[:16].lower()
+    return any(
+        lowered.startswith(opening)
+        and len(lowered) > len(opening)
+        and lowered[len(opening)] in _TAG_END
+        for opening in _HTML_OPENINGS
+    )
+
+
+def _skip_prolog(head: bytes) -> bytes:
+    """``head`` after an XML declaration, processing instructions, comments, a doctype."""
+    for _ in range(64):
+        lowered = head[:9].lower()
+        if head.startswith(b"<?"):
+            end = head.find(b"?>")
+            head = head[end + 2 :] if end >= 0 else b""
+        elif head.startswith(b"<!--"):
+            end = head.find(b"-->", 4)
+            head = head[end + 3 :] if end >= 0 else b""
+        elif lowered == b"<!doctype" and not head[:14].lower().startswith(b"<!doctype html"):
+            subset = head.find(b"[")
+            close = head.find(b">")
+            if 0 <= subset < close:
+                close = head.find(b">", head.find(b"]", subset))
+            head = head[close + 1 :] if close >= 0 else b""
+        else:
+            return head
+        head = head.lstrip(_WHITESPACE)
+    return head
+
+
+def _first_element_is_svg(head: bytes) -> bool:
+    rest = _skip_prolog(head)
+    for name in (b"<svg", b"<svg:svg"):
+        if rest[: len(name)].lower() == name and rest[len(name) : len(name) + 1] in (
+            b" ",
+            b"\t",
+            b"\n",
+            b"\r",
+            b">",
+            b"/",
+        ):
+            return True
+    return False
+
+
+# ---------------------------------------------------------------- hashing
+
+
+def hash_media(data: bytes, *, max_pixels: int = 100_000_000, max_frames: int = 20) -> MediaHashes:
+    """SHA-256, SHA-1, MD5 of ``data``, and for images dimensions, frames, pHash and PDQ.
+
+    Raises :class:`HashingError` ``not_media`` for anything :func:`is_media` refuses
+    (HTML included) and ``image_too_large`` for an image with more than ``max_pixels``
+    pixels (from its header, before decoding; ``partial`` carries the cryptographic
+    hashes). An image whose pixels cannot be decoded (truncated, corrupt) is returned
+    with ``phash``, ``pdq`` and ``pdq_quality`` ``None``. Frames of an animation are
+    counted up to ``max_frames``; only the first is decoded. No side effects.
+    """
+    if max_frames < 1:
+        raise ValueError("max_frames must be at least 1")
+    mime = sniff(data)
+    kind = _KINDS.get(mime) if mime is not None else None
+    if mime is None or kind is None:
+        raise HashingError("not_media")
+    hashes = MediaHashes(
+        sha256=hashlib.sha256(data).hexdigest(),
+        sha1=hashlib.sha1(data, usedforsecurity=False).hexdigest(),
+        md5=hashlib.md5(data, usedforsecurity=False).hexdigest(),
+        mime=mime,
+        kind=kind,
+        size=len(data),
+        width=None,
+        height=None,
+        frames=None,
+        phash=None,
+        pdq=None,
+        pdq_quality=None,
+    )
+    if kind != "image":
+        return hashes
+    return _hash_image(data, hashes, max_pixels=max_pixels, max_frames=max_frames)
+
+
+# What Pillow raises on hostile or broken files (UnidentifiedImageError is an OSError;
+# plugins also fail with struct.error, IndexError, asserts...). Anything else, such as
+# Celery's SoftTimeLimitExceeded arriving mid-decode, propagates.
+_DECODE_ERRORS: Final = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    struct.error,
+    IndexError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    ArithmeticError,
+    AssertionError,
+    RuntimeError,
+    MemoryError,
+)
+
+
+@dataclass(slots=True)
+class _Decoded:
+    width: int | None = None
+    height: int | None = None
+    frames: int | None = None
+    frames_capped: bool = False
+    too_large: bool = False
+    phash: str | None = None
+    pdq: str | None = None
+    pdq_quality: int | None = None
+
+
+def _hash_image(
+    data: bytes, hashes: MediaHashes, *, max_pixels: int, max_frames: int
+) -> MediaHashes:
+    out = _Decoded()
+    try:
+        with Image.open(io.BytesIO(data), formats=_PIL_FORMATS[hashes.mime]) as img:
+            out.width, out.height = img.size
+            if out.width * out.height > max_pixels:
+                out.too_large = True
+            else:
+                count = _count_frames(img, data, limit=max_frames)
+                out.frames, out.frames_capped = min(count, max_frames), count > max_frames
+                out.phash, out.pdq, out.pdq_quality = _perceptual(img)
+    except Image.DecompressionBombError:
+        out.too_large = True  # Pillow's own limit (2 x Image.MAX_IMAGE_PIXELS) came first
+    except _DECODE_ERRORS:  # undecodable pixels; the other hashes stand
+        pass
+    # Raised here, outside the except blocks, so no Pillow exception is attached.
+    if out.too_large:
+        raise HashingError(
+            "image_too_large", partial=replace(hashes, width=out.width, height=out.height)
+        )
+    return replace(
+        hashes,
+        width=out.width,
+        height=out.height,
+        frames=out.frames,
+        frames_capped=out.frames_capped,
+        phash=out.phash,
+        pdq=out.pdq,
+        pdq_quality=out.pdq_quality,
+    )
+
+
+def _count_frames(img: Image.Image, data: bytes, *, limit: int) -> int:
+    """Frames in the file, counted up to ``limit + 1`` (enough to know it is capped)."""
+    if img.format == "GIF":
+        # Pillow's n_frames walks every frame of a GIF; a 100,000-frame file would
+        # cost a second. The block structure is walked here only as far as needed.
+        return _gif_frames(data, limit + 1)
+    # PNG (acTL), WebP (ANIM) and MPO state their frame count in a header.
+    return int(getattr(img, "n_frames", 1))
+
+
+def _gif_frames(data: bytes, limit: int) -> int:
+    size = len(data)
+    if size < 13:
+        return 0
+    pos = 13
+    if data[10] & 0x80:
+        pos += 3 * (2 << (data[10] & 7))
+    count = 0
+    while pos < size and count < limit:
+        block = data[pos]
+        if block == 0x21:  # extension: label, then sub-blocks
+            pos = _skip_sub_blocks(data, pos + 2)
+        elif block == 0x2C:  # image descriptor
+            count += 1
+            if pos + 10 > size:
+                break
+            packed = data[pos + 9]
+            pos += 10
+            if packed & 0x80:
+                pos += 3 * (2 << (packed & 7))
+            pos = _skip_sub_blocks(data, pos + 1)  # after the LZW minimum code size
+        else:  # trailer, or garbage after the last frame
+            break
+    return count
+
+
+def _skip_sub_blocks(data: bytes, pos: int) -> int:
+    size = len(data)
+    while pos < size:
+        length = data[pos]
+        pos += 1 + length
+        if length == 0:
+            break
+    return pos
+
+
+def _perceptual(img: ImageFile.ImageFile) -> tuple[str, str, int]:
+    """pHash, PDQ and PDQ quality of the first frame, from one greyscale working image.
+
+    Both hashes depend on luma only (ITU-R 601: 0.299 R + 0.587 G + 0.114 B, which is
+    also JPEG's Y channel), so colour JPEGs are decoded to Y alone, at 1/2, 1/4 or 1/8
+    scale by libjpeg's DCT scaling, and no RGB image is ever built.
+    """
+    img.draft("L", (WORKING_SIZE, WORKING_SIZE))  # JPEG only; a no-op for other formats
+    img.load()
+    luma = _luma(img)
+    # Other formats are reduced by the factor JPEG's draft would have chosen (1/2, 1/4
+    # or 1/8), so that a picture hashes alike whichever format it came in.
+    factor = min(luma.size) // WORKING_SIZE
+    if factor >= 2:
+        luma = luma.reduce(1 << min(3, factor.bit_length() - 1))
+    phash = str(imagehash.phash(luma))
+    grey = np.asarray(luma, dtype=np.uint8)
+    # pdqhash takes RGB; R = G = B = Y gives back Y as its luma.
+    bits, quality = pdqhash.compute(np.repeat(grey[:, :, np.newaxis], 3, axis=2))
+    pdq = np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes().hex()
+    return phash, pdq, int(quality)
+
+
+def _luma(img: Image.Image) -> Image.Image:
+    if img.mode == "L":
+        return img
+    if img.mode.startswith("I") or img.mode == "F":
+        # 16-bit and float greyscale: Pillow's convert("L") clips at 255 instead of scaling.
+        values = np.asarray(img).astype(np.float64)
+        if img.mode != "F" and values.max(initial=0) > 255:
+            values = values / 257.0
+        return Image.fromarray(np.clip(values + 0.5, 0, 255).astype(np.uint8))
+    return img.convert("L")

@@ -1,0 +1,55 @@
+"""Where content is hosted: country and network operator of the address the fetcher
+actually connected to, from the offline geoip2fast database (no network at run time).
+
+geoip2fast ships country and AS *names* (the operator, e.g. ``CLOUDFLARENET``) but
+not AS numbers, so ``asn`` stays empty unless a data file carrying them is
+configured; routing (partners) keys on the country and the operator name.
+Update the data by upgrading the geoip2fast package or setting
+``HOTLINE_GEOIP_DATA_FILE`` to a newer file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import geoip2fast
+from geoip2fast import GeoIP2Fast
+
+from hotline.settings import get_settings
+
+BUNDLED = Path(geoip2fast.__file__).parent / "geoip2fast-asn-ipv6.dat.gz"
+
+
+@dataclass(frozen=True)
+class Hosting:
+    ip: str
+    country: str | None
+    asn: int | None
+    org: str | None
+
+
+class HostingLookup:
+    def __init__(self, data_file: Path = BUNDLED) -> None:
+        self._db = GeoIP2Fast(geoip2fast_data_file=str(data_file))
+        self._lock = threading.Lock()  # geoip2fast keeps per-lookup state
+
+    def lookup(self, ip: str) -> Hosting:
+        address = str(ipaddress.ip_address(ip))
+        with self._lock:
+            found = self._db.lookup(address)
+        code = str(getattr(found, "country_code", "") or "")
+        country = code.upper() if len(code) == 2 and code.isalpha() else None
+        org = str(getattr(found, "asn_name", "") or "") or None
+        if getattr(found, "is_private", False):
+            country, org = None, None
+        return Hosting(ip=address, country=country, asn=None, org=org)
+
+
+@lru_cache
+def get_hosting_lookup() -> HostingLookup:
+    configured = get_settings().geoip_data_file
+    return HostingLookup(Path(configured) if configured else BUNDLED)

@@ -1,0 +1,1072 @@
+"""Near duplicates by Hamming distance: pHash (64-bit) and PDQ (256-bit) codes.
+
+Two layers:
+
+- ``HammingIndex``: an in-memory multi-index hashing (MIH) structure over numpy arrays.
+  Every code is cut into ``m`` substrings; by the generalised pigeonhole principle a
+  code within distance ``r`` of the query is within ``r_j`` of it on at least one
+  substring ``j`` whenever ``sum(r_j + 1) > r``. Each substring has a bucket table
+  (counts as an offsets array plus the row ids sorted by substring value), so a query
+  probes every substring value within ``r_j`` of the query's, gathers those buckets
+  and computes the exact distance of each candidate. Recall is exact: nothing within
+  the radius is missed. New codes land in a small unsorted delta that is scanned,
+  and are merged into the tables when it grows.
+- ``NearDuplicates``: the process-wide view of the database (media seen here and
+  the entries of known lists), kept current by id watermarks that also remember
+  the ids committed out of order, and checked against the database on every hit:
+  a match is returned only if its row still exists with that value, its list is
+  enabled and, for PDQ of media, its quality is high enough.
+
+Invariants: the index holds codes and ids only; nothing here writes to the database.
+See docs/neardup.md for the measurements behind the parameters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import ColumnElement, Select, String, case, func, or_, select, text, type_coerce
+from sqlmodel import Session, col
+
+from hotline.settings import get_settings
+from triage.models import HashList, HashType, KnownHash, Media
+
+log = logging.getLogger("hotline.triage.neardup")
+
+Codes = npt.NDArray[np.uint64]
+Ids = npt.NDArray[np.int64]
+Distances = npt.NDArray[np.unsignedinteger[Any]]
+
+# Below this many rows a scan beats the bucket tables (and costs no memory).
+MIN_TABLE_ROWS = 1 << 14
+# The delta is merged into the tables once it holds max(MIN_DELTA, rows / DELTA_FRACTION).
+MIN_DELTA = 4096
+DELTA_FRACTION = 512
+# Widest substring: its offsets table has 2**bits entries of 4 bytes.
+MAX_SUBSTRING_BITS = 24
+
+# Cost model (nanoseconds) fitted to bench/neardup.py on a 2-core x86-64 machine; it only
+# ranks layouts and decides when a scan is cheaper, so it need not be precise.
+_FIXED_NS = 40_000.0
+_PROBE_NS = 40.0
+_CANDIDATE_NS = {1: 20.0, 4: 45.0}
+_SCAN_ROW_NS = {1: 3.0, 4: 12.0}
+
+_HEX = {64: re.compile(r"[0-9a-fA-F]{16}"), 256: re.compile(r"[0-9a-fA-F]{64}")}
+
+
+# -- codes -------------------------------------------------------------------------------------
+
+
+def phash_to_code(value: str) -> np.uint64:
+    """A 16-hex-digit pHash as a 64-bit code."""
+    if not _HEX[64].fullmatch(value):
+        raise ValueError("a pHash is 16 hexadecimal digits")
+    return np.uint64(int(value, 16))
+
+
+def pdq_to_code(value: str) -> Codes:
+    """A 64-hex-digit PDQ hash as four 64-bit words, most significant first."""
+    if not _HEX[256].fullmatch(value):
+        raise ValueError("a PDQ hash is 64 hexadecimal digits")
+    return np.frombuffer(bytes.fromhex(value), dtype=">u8").astype(np.uint64)
+
+
+def code_to_phash(code: np.uint64 | int) -> str:
+    return f"{int(code):016x}"
+
+
+def code_to_pdq(code: Codes) -> str:
+    return "".join(f"{int(word):016x}" for word in np.asarray(code, dtype=np.uint64).reshape(4))
+
+
+def hex_to_codes(
+    values: Sequence[str], bits: Literal[64, 256]
+) -> tuple[Codes, npt.NDArray[np.bool_]]:
+    """Many hex hashes at once: ``(codes, valid)``; invalid values get a zero code.
+
+    Codes are ``(n,)`` for 64 bits and ``(n, 4)`` for 256. The fast path decodes the
+    whole batch with one ``bytes.fromhex``; a batch with a malformed value is decoded
+    one value at a time.
+    """
+    words = bits // 64
+    digits = bits // 4
+    n = len(values)
+    shape = (n,) if words == 1 else (n, words)
+    if n == 0:
+        return np.zeros(shape, dtype=np.uint64), np.zeros(0, dtype=np.bool_)
+    if set(map(len, values)) == {digits}:
+        try:
+            raw = bytes.fromhex("".join(values))
+        except ValueError:
+            raw = b""
+        # With every value of the right length, the right byte count means hex digits only.
+        if len(raw) == n * words * 8:
+            codes = np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(shape)
+            return codes, np.ones(n, dtype=np.bool_)
+    pattern = _HEX[bits]
+    valid = np.fromiter((bool(pattern.fullmatch(v)) for v in values), dtype=np.bool_, count=n)
+    padded = "".join(v if ok else "0" * digits for v, ok in zip(values, valid, strict=True))
+    codes = np.frombuffer(bytes.fromhex(padded), dtype=">u8").astype(np.uint64).reshape(shape)
+    return codes, valid
+
+
+_NIBBLE = np.full(256, 255, dtype=np.uint8)
+_NIBBLE[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16)
+_NIBBLE[np.frombuffer(b"ABCDEF", dtype=np.uint8)] = np.arange(10, 16)
+
+
+def _decode_ascii_hex(text: npt.NDArray[np.uint8]) -> tuple[Codes, npt.NDArray[np.bool_]]:
+    """Rows of ASCII hex digits (n, digits) as codes (n, digits / 16) and a validity mask."""
+    nibbles = _NIBBLE[text]
+    valid = (nibbles != 255).all(axis=1)
+    packed = np.ascontiguousarray((nibbles[:, 0::2] << 4) | (nibbles[:, 1::2] & 15))
+    return packed.view(">u8").astype(np.uint64), valid
+
+
+def _query_words(code: npt.ArrayLike | int, words: int) -> Codes:
+    if isinstance(code, int):
+        if not 0 <= code < 1 << (64 * words):
+            raise ValueError(f"code out of range for {64 * words} bits")
+        return np.array(
+            [(code >> (64 * (words - 1 - i))) & (2**64 - 1) for i in range(words)], dtype=np.uint64
+        )
+    array = np.asarray(code)
+    if array.dtype != np.uint64 or array.size != words:
+        raise ValueError(f"a {64 * words}-bit code is {words} uint64 word(s)")
+    return array.reshape(words)
+
+
+def _distances(block: Codes, query: Codes) -> Distances:
+    """Hamming distances of the rows of ``block`` (k, words) to ``query`` (words,)."""
+    if block.shape[1] == 1:
+        counts: Distances = np.bitwise_count(block[:, 0] ^ query[0])
+        return counts
+    counts = np.bitwise_count(block ^ query)
+    # uint16: four words can differ in all 256 bits, which a uint8 sum would wrap to 0.
+    # Adding columns is twice as fast as .sum(axis=1) on (k, 4).
+    sums: Distances = counts[:, 0].astype(np.uint16)
+    for word in range(1, block.shape[1]):
+        sums += counts[:, word]
+    return sums
+
+
+# -- layout ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Substring:
+    word: int
+    shift: int
+    width: int
+
+
+def _split(words: int, parts: int) -> tuple[_Substring, ...]:
+    """Cut each 64-bit word into ``parts`` substrings, the wider ones first."""
+    base, extra = divmod(64, parts)
+    widths = [base + 1] * extra + [base] * (parts - extra)
+    subs = []
+    for word in range(words):
+        shift = 0
+        for width in widths:
+            subs.append(_Substring(word, shift, width))
+            shift += width
+    return tuple(subs)
+
+
+def _radii(radius: int, m: int) -> list[int]:
+    """Per-substring radii with ``sum(r_j + 1) = radius + 1``; -1 means 'not probed'."""
+    base, extra = divmod(radius + 1, m)
+    return [base if j < extra else base - 1 for j in range(m)]
+
+
+def _ball(width: int, radius: int) -> int:
+    return sum(math.comb(width, k) for k in range(radius + 1))
+
+
+def _plan_cost(subs: Sequence[_Substring], rows: int, radius: int, words: int) -> float:
+    probes = candidates = 0.0
+    for sub, r in zip(subs, _radii(radius, len(subs)), strict=True):
+        if r >= 0:
+            ball = _ball(sub.width, min(r, sub.width))
+            probes += ball
+            candidates += ball * rows / 2.0**sub.width
+    return _FIXED_NS + probes * _PROBE_NS + candidates * _CANDIDATE_NS[words]
+
+
+def choose_substrings(bits: Literal[64, 256], rows: int, radius: int) -> tuple[_Substring, ...]:
+    """The cheapest layout for ``rows`` codes at ``radius`` whose offsets tables stay
+    within about 8 bytes per row (``2**width <= 2 * rows``)."""
+    words = bits // 64
+    best: tuple[float, tuple[_Substring, ...]] | None = None
+    for parts in range(1, 9):
+        subs = _split(words, parts)
+        widest = max(s.width for s in subs)
+        if widest > MAX_SUBSTRING_BITS or 2**widest > 2 * max(rows, MIN_TABLE_ROWS):
+            continue
+        cost = _plan_cost(subs, rows, radius, words)
+        if best is None or cost < best[0]:
+            best = (cost, subs)
+    if best is None:  # unreachable: 8 parts of 8 bits always fit
+        raise ValueError("no layout fits")
+    return best[1]
+
+
+def _flips(width: int, radius: int) -> npt.NDArray[np.uint64]:
+    """Every mask of at most ``radius`` set bits within ``width`` bits."""
+    masks = [0]
+    for k in range(1, radius + 1):
+        masks.extend(sum(1 << b for b in bits) for bits in itertools.combinations(range(width), k))
+    return np.array(masks, dtype=np.uint64)
+
+
+@dataclass(frozen=True)
+class _Probes:
+    table: npt.NDArray[np.intp]  # index of each probe's substring table in the offsets array
+    sub: npt.NDArray[np.intp]  # which substring each probe belongs to
+    flip: npt.NDArray[np.uint64]  # bits flipped in the query's substring value
+    cost_ns: float
+
+
+# -- the index ---------------------------------------------------------------------------------
+
+
+class HammingIndex:
+    """Exact radius search over 64- or 256-bit codes by multi-index hashing.
+
+    The rows live in a main part, indexed by bucket tables, and a small delta that is
+    scanned and merged into the main part once it holds ``max(MIN_DELTA, rows / 512)``
+    rows. Memory beyond the codes and ids: 4 bytes per row per substring (the row
+    order) plus the offsets tables (at most about 8 bytes per row), e.g. 15.4 bytes per
+    64-bit code at 10 million. Not thread-safe: callers serialise access.
+    """
+
+    def __init__(
+        self, bits: Literal[64, 256], *, radius: int | None = None, parts: int | None = None
+    ) -> None:
+        if bits not in (64, 256):
+            raise ValueError("bits is 64 or 256")
+        if parts is not None and not -(-64 // MAX_SUBSTRING_BITS) <= parts <= 64:
+            raise ValueError(f"parts is 3 to 64 (substrings of at most {MAX_SUBSTRING_BITS} bits)")
+        # Substrings per 64-bit word; None: chosen from the row count (for benchmarks).
+        self.parts = parts
+        self.bits: Literal[64, 256] = bits
+        self.words = bits // 64
+        # The radius most queries use: it picks the layout; any radius can be searched.
+        self.radius = radius if radius is not None else (8 if bits == 64 else 31)
+        # Main part.
+        self._codes: Codes = np.zeros((0, self.words), dtype=np.uint64)
+        self._ids: Ids = np.zeros(0, dtype=np.int64)
+        self._alive: npt.NDArray[np.bool_] | None = None  # None: every main row alive
+        self._dead = 0
+        # Delta: buffers with spare capacity, the first ``_delta_rows`` used.
+        self._delta_codes: Codes = np.zeros((0, self.words), dtype=np.uint64)
+        self._delta_ids: Ids = np.zeros(0, dtype=np.int64)
+        self._delta_rows = 0
+        # Tables over the main part, or none (then the main part is scanned).
+        self._subs: tuple[_Substring, ...] = ()
+        self._sub_word = np.zeros(0, dtype=np.intp)
+        self._sub_shift = np.zeros(0, dtype=np.uint64)
+        self._sub_mask = np.zeros(0, dtype=np.uint64)
+        self._table_start: list[int] = []
+        self._offsets: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
+        self._order: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
+        self._probes: dict[int, _Probes | None] = {}
+
+    def __len__(self) -> int:
+        return len(self._ids) - self._dead + self._delta_rows
+
+    def nbytes(self) -> int:
+        """Bytes held beyond the codes and ids: tables, alive mask, spare delta capacity."""
+        alive = 0 if self._alive is None else self._alive.nbytes
+        spare = (len(self._delta_ids) - self._delta_rows) * (8 + 8 * self.words)
+        return int(self._offsets.nbytes + self._order.nbytes + alive + spare)
+
+    def codes_nbytes(self) -> int:
+        """Bytes of the codes and ids themselves (what a scan needs too)."""
+        used = self._delta_rows * (8 + 8 * self.words)
+        return int(self._codes.nbytes + self._ids.nbytes + used)
+
+    def describe(self) -> str:
+        if not self._subs:
+            return f"{self.bits}-bit, {len(self)} codes, scanned"
+        widths = sorted({s.width for s in self._subs}, reverse=True)
+        return (
+            f"{self.bits}-bit, {len(self)} codes, {len(self._subs)} substrings of "
+            + "/".join(map(str, widths))
+            + " bits"
+        )
+
+    # -- writing
+
+    def add(self, ids: npt.ArrayLike, codes: npt.ArrayLike) -> None:
+        """Add codes (uint64, ``(n,)`` for 64 bits or ``(n, 4)`` for 256) under int64 ids."""
+        id_array = np.asarray(ids, dtype=np.int64).reshape(-1)
+        code_array = np.asarray(codes)
+        if code_array.dtype != np.uint64:
+            raise ValueError("codes are uint64")
+        code_array = code_array.reshape(-1, self.words)
+        if len(code_array) != len(id_array):
+            raise ValueError("one id per code")
+        count, used = len(id_array), self._delta_rows
+        if not count:
+            return
+        if used + count >= self._merge_threshold():
+            # Straight into the main part, without a stop in the delta buffers.
+            self._merge(
+                np.concatenate([self._delta_ids[:used], id_array]),
+                np.concatenate([self._delta_codes[:used], code_array]),
+            )
+            return
+        if used + count > len(self._delta_ids):
+            capacity = max(2 * len(self._delta_ids), used + count, 1024)
+            self._delta_ids = np.resize(self._delta_ids, capacity)
+            self._delta_codes = np.resize(self._delta_codes, (capacity, self.words))
+        self._delta_ids[used : used + count] = id_array
+        self._delta_codes[used : used + count] = code_array
+        self._delta_rows += count
+
+    def remove(self, ids: npt.ArrayLike) -> int:
+        """Forget every row under these ids; returns how many rows were dropped."""
+        gone = np.asarray(ids, dtype=np.int64).reshape(-1)
+        delta_ids = self._delta_ids[: self._delta_rows]
+        keep = ~np.isin(delta_ids, gone)
+        dropped = int(len(keep) - keep.sum())
+        if dropped:
+            kept = int(keep.sum())
+            self._delta_ids[:kept] = delta_ids[keep]
+            self._delta_codes[:kept] = self._delta_codes[: self._delta_rows][keep]
+            self._delta_rows = kept
+        hit = np.isin(self._ids, gone)
+        if self._alive is not None:
+            hit &= self._alive
+        count = int(hit.sum())
+        if count:
+            if self._alive is None:
+                self._alive = np.ones(len(self._ids), dtype=np.bool_)
+            self._alive[hit] = False
+            self._dead += count
+            if self._dead * 4 > len(self._ids):
+                used = self._delta_rows
+                self._merge(self._delta_ids[:used], self._delta_codes[:used], rebuild=True)
+        return dropped + count
+
+    def _merge_threshold(self) -> int:
+        if len(self._ids) < MIN_TABLE_ROWS:
+            return MIN_TABLE_ROWS
+        return max(MIN_DELTA, len(self._ids) // DELTA_FRACTION)
+
+    def _merge(self, new_ids: Ids, new_codes: Codes, *, rebuild: bool = False) -> None:
+        """Move new rows (the delta) into the main part: insert them into the tables when
+        these keep their layout, else build the tables afresh (dropping dead rows)."""
+        old, new = len(self._ids), len(new_ids)
+        rows = old - self._dead + new
+        subs: tuple[_Substring, ...] = ()
+        if rows >= MIN_TABLE_ROWS:
+            subs = (
+                _split(self.words, self.parts)
+                if self.parts
+                else choose_substrings(self.bits, rows, self.radius)
+            )
+        rebuild = rebuild or bool(self._dead) or subs != self._subs or new * 4 > old
+        if self._alive is not None:
+            self._alive = np.concatenate([self._alive, np.ones(new, dtype=np.bool_)])
+        if not rebuild:
+            self._insert_into_tables(new_codes)
+        self._codes = np.concatenate([self._codes, new_codes]) if old else new_codes
+        self._ids = np.concatenate([self._ids, new_ids]) if old else new_ids
+        self._delta_codes = np.zeros((0, self.words), dtype=np.uint64)
+        self._delta_ids = np.zeros(0, dtype=np.int64)
+        self._delta_rows = 0
+        if rebuild:
+            self._build(subs)
+
+    def _keys(self, sub: _Substring, codes: Codes) -> Codes:
+        return (codes[:, sub.word] >> np.uint64(sub.shift)) & np.uint64((1 << sub.width) - 1)
+
+    def _build(self, subs: tuple[_Substring, ...]) -> None:
+        if self._alive is not None:
+            self._ids = self._ids[self._alive]
+            self._codes = self._codes[self._alive]
+            self._alive, self._dead = None, 0
+        rows = len(self._ids)
+        if rows >= 1 << 31:
+            raise ValueError("at most 2**31 - 1 rows")
+        self._subs = subs
+        self._sub_word = np.array([s.word for s in subs], dtype=np.intp)
+        self._sub_shift = np.array([s.shift for s in subs], dtype=np.uint64)
+        self._sub_mask = np.array([(1 << s.width) - 1 for s in subs], dtype=np.uint64)
+        self._table_start = list(itertools.accumulate((2**s.width + 1 for s in subs), initial=0))
+        self._offsets = np.zeros(self._table_start[-1], dtype=np.int32)
+        self._order = np.empty(len(subs) * rows, dtype=np.int32)
+        self._probes = {}
+        row_numbers = np.arange(rows, dtype=np.uint64)
+        for j, sub in enumerate(subs):
+            keys = self._keys(sub, self._codes)
+            start = self._table_start[j]
+            counts = np.bincount(keys.astype(np.intp), minlength=2**sub.width)
+            np.cumsum(counts, out=self._offsets[start + 1 : start + 2**sub.width + 1])
+            # Sorting (key << 32 | row) as plain uint64 is several times faster than an
+            # argsort of the keys (numpy sorts uint64 with SIMD).
+            packed = (keys << np.uint64(32)) | row_numbers
+            packed.sort()
+            self._order[j * rows : (j + 1) * rows] = packed.astype(np.uint32).view(np.int32)
+
+    def _insert_into_tables(self, delta_codes: Codes) -> None:
+        """Insert new rows at the end of their buckets: O(rows) copying, no sort."""
+        old = len(self._ids)
+        new_rows = np.arange(old, old + len(delta_codes), dtype=np.int32)
+        orders = []
+        for j, sub in enumerate(self._subs):
+            keys = self._keys(sub, delta_codes).astype(np.intp)
+            by_key = np.argsort(keys, kind="stable")
+            start = self._table_start[j]
+            offsets = self._offsets[start : start + 2**sub.width + 1]
+            orders.append(
+                np.insert(
+                    self._order[j * old : (j + 1) * old],
+                    offsets[keys[by_key] + 1],
+                    new_rows[by_key],
+                )
+            )
+            offsets[1:] += np.cumsum(np.bincount(keys, minlength=2**sub.width)).astype(np.int32)
+        self._order = np.concatenate(orders)
+
+    # -- reading
+
+    def _probes_for(self, radius: int) -> _Probes | None:
+        """Probe keys for ``radius``, or None when a scan of the main part is cheaper."""
+        if radius in self._probes:
+            return self._probes[radius]
+        rows = len(self._ids)
+        radii = _radii(radius, len(self._subs))
+        probe_count = sum(
+            _ball(s.width, min(r, s.width))
+            for s, r in zip(self._subs, radii, strict=True)
+            if r >= 0
+        )
+        cost = _plan_cost(self._subs, rows, radius, self.words)
+        probes: _Probes | None = None
+        if cost < rows * _SCAN_ROW_NS[self.words] and probe_count <= 1 << 20:
+            tables, subs, flips = [], [], []
+            for j, (sub, r) in enumerate(zip(self._subs, radii, strict=True)):
+                if r < 0:
+                    continue
+                masks = _flips(sub.width, min(r, sub.width))
+                flips.append(masks)
+                subs.append(np.full(len(masks), j, dtype=np.intp))
+                tables.append(np.full(len(masks), self._table_start[j], dtype=np.intp))
+            probes = _Probes(
+                table=np.concatenate(tables),
+                sub=np.concatenate(subs),
+                flip=np.concatenate(flips),
+                cost_ns=cost,
+            )
+        self._probes[radius] = probes
+        return probes
+
+    def _table_candidates(self, query: Codes, probes: _Probes) -> npt.NDArray[np.intp]:
+        values = (query[self._sub_word] >> self._sub_shift) & self._sub_mask
+        keys = (values[probes.sub] ^ probes.flip).astype(np.intp) + probes.table
+        starts = self._offsets[keys].astype(np.intp)
+        lengths = self._offsets[keys + 1] - starts
+        starts += probes.sub * len(self._ids)
+        ends = np.cumsum(lengths)
+        total = int(ends[-1]) if len(ends) else 0
+        # The ranges [start, start + length) concatenated, without a Python loop.
+        positions = np.repeat(starts - (ends - lengths), lengths) + np.arange(total)
+        return self._order[positions].astype(np.intp)
+
+    def search(self, code: npt.ArrayLike | int, radius: int) -> list[tuple[int, int]]:
+        """Every ``(id, distance)`` within ``radius`` of ``code``, by distance then id."""
+        if radius < 0:
+            raise ValueError("radius >= 0")
+        query = _query_words(code, self.words)
+        probes = self._probes_for(radius) if self._subs else None
+        if probes is not None:
+            rows = self._table_candidates(query, probes)
+            distances = _distances(self._codes[rows], query)
+            near = distances <= radius
+            # A row reached through several substrings comes once per substring.
+            rows, first = np.unique(rows[near], return_index=True)
+            main_distances = distances[near][first]
+        else:
+            distances = _distances(self._codes, query)
+            rows = np.flatnonzero(distances <= radius)
+            main_distances = distances[rows]
+        if self._alive is not None:
+            keep = self._alive[rows]
+            rows, main_distances = rows[keep], main_distances[keep]
+        delta = _distances(self._delta_codes[: self._delta_rows], query)
+        delta_rows = np.flatnonzero(delta <= radius)
+        ids = np.concatenate([self._ids[rows], self._delta_ids[delta_rows]])
+        found = np.concatenate([main_distances, delta[delta_rows]])
+        order = np.lexsort((ids, found))
+        return [(int(ids[i]), int(found[i])) for i in order]
+
+
+# -- the database view -------------------------------------------------------------------------
+
+# At most this many id gaps are remembered (the newest win), re-read this many per query
+# (SQLite limits expression depth to 1000).
+_MAX_GAPS = 5000
+_GAPS_PER_QUERY = 200
+# A transaction gets its id just after its first row takes a sequence value: a gap is
+# kept at least this long whatever the transaction horizon says.
+_GAP_GRACE_SECONDS = 5.0
+_BATCH = 50_000
+_MEDIA, _KNOWN = "media", "known"
+
+
+@dataclass(frozen=True)
+class NearMatch:
+    source: str  # "seen" for media rows, else the hash list's name
+    hash_type: str  # "phash" | "pdq"
+    distance: int
+    media_id: int | None
+    known_hash_id: int | None
+    list_id: int | None
+
+
+@dataclass
+class _Gap:
+    low: int
+    high: int
+    found_at: float
+    # PostgreSQL: the next transaction id when the gap was found. Every transaction that
+    # could still fill it is older, so once the oldest running one is not, it is a hole.
+    horizon: int | None
+
+
+@dataclass
+class _Cursor:
+    """How far one table has been read: every id <= ``high`` except the ``gaps``.
+
+    A gap is an id range below ``high`` that held no row when read: a transaction still
+    in progress (on PostgreSQL ids are taken at insert and rows appear at commit, so
+    they appear out of id order), one rolled back, a conflict that used up an id, or a
+    deleted row. Gaps are read again on every refresh until no transaction can fill
+    them: on PostgreSQL until every transaction running when the gap was found has
+    ended; elsewhere (SQLite commits one writer at a time) for ``settle_seconds``.
+    """
+
+    high: int = 0
+    started: bool = False
+    gaps: list[_Gap] = field(default_factory=list)
+
+    def advance(self, ids: npt.NDArray[np.int64], now: float, horizon: int | None) -> None:
+        """Record the ids read above ``high``; the ones skipped become gaps."""
+        if not len(ids):
+            return
+        ids = np.sort(ids)
+        previous = np.concatenate([[self.high], ids[:-1]])
+        jumps = np.flatnonzero(ids - previous > 1)
+        self.gaps += [_Gap(int(previous[i]) + 1, int(ids[i]) - 1, now, horizon) for i in jumps]
+        self.high = int(ids[-1])
+
+    def fill(self, found: npt.NDArray[np.int64]) -> None:
+        """Take the ids found inside gaps out of them."""
+        if not len(found):
+            return
+        found = np.sort(found)
+        gaps = []
+        for gap in self.gaps:
+            inside = found[
+                np.searchsorted(found, gap.low) : np.searchsorted(found, gap.high, "right")
+            ]
+            edges = [gap.low - 1, *(int(i) for i in inside), gap.high + 1]
+            gaps += [
+                _Gap(a + 1, b - 1, gap.found_at, gap.horizon)
+                for a, b in itertools.pairwise(edges)
+                if b - a > 1
+            ]
+        self.gaps = gaps
+
+    def settle(self, now: float, oldest_running: int | None, settle_seconds: float) -> None:
+        """Forget the gaps no transaction can fill any more (``oldest_running`` was read
+        before the gaps were last read)."""
+
+        def open_(gap: _Gap) -> bool:
+            if gap.low > self.high:
+                return False
+            age = now - gap.found_at
+            if gap.horizon is not None and oldest_running is not None:
+                return gap.horizon > oldest_running or age < _GAP_GRACE_SECONDS
+            return age < settle_seconds
+
+        self.gaps = [gap for gap in self.gaps if open_(gap)]
+        if len(self.gaps) > _MAX_GAPS:
+            self.gaps = sorted(self.gaps, key=lambda gap: gap.low)[-_MAX_GAPS:]
+
+
+def _transactions(session: Session) -> tuple[int, int] | None:
+    """PostgreSQL: (oldest running transaction id, next transaction id)."""
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        return None
+    oldest, upcoming = connection.execute(
+        text(
+            "SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint"
+            " FROM pg_current_snapshot() AS s"
+        )
+    ).one()
+    return int(oldest), int(upcoming)
+
+
+def _batches(session: Session, statement: Select[*tuple[Any, ...]]) -> Iterator[Sequence[Any]]:
+    """Rows in batches through the session's connection (its transaction), streamed by a
+    server-side cursor where the backend has one; Core rows, without ORM loading."""
+    options = {"stream_results": True, "yield_per": _BATCH}
+    result = session.connection().execute(statement.execution_options(**options))
+    yield from result.partitions()
+
+
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+_COPY_HEADER = len(_COPY_SIGNATURE) + 8  # signature, flags, header extension length
+_COPY_TRAILER = b"\xff\xff"
+_COPY_CHUNK = 4 << 20
+
+
+def _copy_codes(
+    session: Session, query: str, params: tuple[object, ...], digits: int
+) -> Iterator[tuple[Ids, Codes]]:
+    """PostgreSQL: ``(id bigint, hex text)`` rows through ``COPY ... (FORMAT BINARY)``.
+
+    Every value has ``digits`` bytes (the query says so), so every row has the same size
+    and a chunk of rows is decoded by numpy at once: several times faster than fetching
+    rows one by one. Rows whose value is not hex are dropped.
+    """
+    row = np.dtype(
+        [
+            ("fields", ">i2"),
+            ("id_size", ">i4"),
+            ("id", ">i8"),
+            ("value_size", ">i4"),
+            ("value", f"S{digits}"),
+        ]
+    )
+    connection: Any = session.connection().connection.driver_connection
+    buffer = bytearray()
+    header = False
+
+    def decode(data: bytes | bytearray) -> tuple[Ids, Codes]:
+        rows = np.frombuffer(data, dtype=row)
+        if not (
+            (rows["fields"] == 2).all()
+            and (rows["id_size"] == 8).all()
+            and (rows["value_size"] == digits).all()
+        ):
+            raise ValueError("unexpected COPY row layout")
+        text = np.frombuffer(rows["value"].tobytes(), dtype=np.uint8).reshape(len(rows), digits)
+        codes, valid = _decode_ascii_hex(text)
+        ids = rows["id"].astype(np.int64)
+        return ids[valid], codes[valid]
+
+    with connection.cursor() as cursor, cursor.copy(query, params) as copy:
+        for chunk in copy:
+            buffer += chunk
+            if not header:
+                if len(buffer) < _COPY_HEADER:
+                    continue
+                if not buffer.startswith(_COPY_SIGNATURE):
+                    raise ValueError("not a binary COPY stream")
+                extension = int.from_bytes(buffer[_COPY_HEADER - 4 : _COPY_HEADER], "big")
+                if len(buffer) < _COPY_HEADER + extension:
+                    continue
+                del buffer[: _COPY_HEADER + extension]
+                header = True
+            if len(buffer) >= _COPY_CHUNK:
+                whole = len(buffer) // row.itemsize * row.itemsize
+                yield decode(bytes(buffer[:whole]))
+                del buffer[:whole]
+    whole = len(buffer) // row.itemsize * row.itemsize
+    if whole:
+        yield decode(bytes(buffer[:whole]))
+    if buffer[whole:] != _COPY_TRAILER:
+        raise ValueError("unexpected end of a binary COPY stream")
+
+
+class NearDuplicates:
+    """Near-duplicate lookups against media seen here and the known lists.
+
+    One per process (``get_near_duplicates``). Rows other processes and machines commit
+    are loaded at most ``refresh_seconds`` later; every hit is checked against the
+    database before it is returned. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        *,
+        phash_radius: int,
+        pdq_radius: int,
+        pdq_min_quality: int,
+        refresh_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        settle_seconds: float = 600.0,
+        settled_ids: int = 100_000,
+    ) -> None:
+        self.phash_radius = phash_radius
+        self.pdq_radius = pdq_radius
+        self.pdq_min_quality = pdq_min_quality
+        self.refresh_seconds = refresh_seconds
+        # Backends without transaction ids (SQLite): how long an id gap is re-read.
+        self.settle_seconds = settle_seconds
+        # At the first load, ids this far below the newest are read in bulk and taken as
+        # settled; only the newer ones are watched for gaps.
+        self.settled_ids = settled_ids
+        self._clock = clock
+        self._index = {
+            (source, hash_type): HammingIndex(
+                64 if hash_type == HashType.phash else 256,
+                radius=phash_radius if hash_type == HashType.phash else pdq_radius,
+            )
+            for source in (_MEDIA, _KNOWN)
+            for hash_type in (HashType.phash, HashType.pdq)
+        }
+        self._cursors = {_MEDIA: _Cursor(), _KNOWN: _Cursor()}
+        self._lists: dict[int, dt.datetime] | None = None  # id -> created_at
+        self._refreshed_at: float | None = None
+        self._lock = threading.RLock()
+
+    def __len__(self) -> int:
+        return sum(len(index) for index in self._index.values())
+
+    def nbytes(self) -> int:
+        """Memory of the indexes: codes, ids and tables."""
+        return sum(index.nbytes() + index.codes_nbytes() for index in self._index.values())
+
+    # -- loading
+
+    def refresh(self, session: Session, *, force: bool = False) -> None:
+        """Load the media and known-list rows committed since the last refresh; at most
+        every ``refresh_seconds`` unless ``force``. Reads only."""
+        with self._lock:
+            now = self._clock()
+            if (
+                not force
+                and self._refreshed_at is not None
+                and now - self._refreshed_at < self.refresh_seconds
+            ):
+                return
+            before = _transactions(session)
+            self._check_lists(session)
+            tables = (_MediaTable(self), _KnownTable(self))
+            new_ids = [self._read(session, table, now, before) for table in tables]
+            after = _transactions(session)
+            for table, ids in zip(tables, new_ids, strict=True):
+                self._cursors[table.kind].advance(ids, now, after[1] if after else None)
+                table.flush()
+            self._refreshed_at = now
+
+    def _check_lists(self, session: Session) -> None:
+        """Start the known hashes afresh when a list was removed: its entries go, and on
+        SQLite the next rows may take their ids again (max(id) + 1)."""
+        statement = select(col(HashList.id), col(HashList.created_at))
+        lists = {int(i or 0): at for i, at in session.connection().execute(statement)}
+        if self._lists is not None and any(lists.get(i) != at for i, at in self._lists.items()):
+            log.info("a hash list was removed: reloading the known hashes")
+            self._cursors[_KNOWN] = _Cursor()
+            for hash_type in (HashType.phash, HashType.pdq):
+                old = self._index[(_KNOWN, hash_type)]
+                self._index[(_KNOWN, hash_type)] = HammingIndex(old.bits, radius=old.radius)
+        self._lists = lists
+
+    def _read(
+        self, session: Session, table: _Table, now: float, before: tuple[int, int] | None
+    ) -> Ids:
+        """Read the table's gaps again, then the rows above its watermark; returns the ids
+        read above the watermark."""
+        cursor = self._cursors[table.kind]
+        for start in range(0, len(cursor.gaps), _GAPS_PER_QUERY):
+            gaps = cursor.gaps[start : start + _GAPS_PER_QUERY]
+            where = or_(*(table.id.between(gap.low, gap.high) for gap in gaps))
+            found: list[int] = []
+            for rows in _batches(session, table.rows(where)):
+                table.add(rows)
+                found += (int(row[0]) for row in rows)
+            if found:
+                log.info("%d %s rows committed out of id order", len(found), table.name)
+            cursor.fill(np.array(found, dtype=np.int64))
+        cursor.settle(now, before[0] if before else None, self.settle_seconds)
+
+        top = int(session.connection().execute(select(func.max(table.id))).scalar() or 0)
+        if not cursor.started:
+            settled = max(top - self.settled_ids, 0)
+            if session.connection().dialect.driver == "psycopg":
+                for hash_type, query, params in table.copies(settled):
+                    digits = 16 if hash_type == HashType.phash else 64
+                    for ids, codes in _copy_codes(session, query, params, digits):
+                        table.pending(hash_type, ids, codes)
+            else:
+                for rows in _batches(session, table.rows(table.id <= settled, settled_only=True)):
+                    table.add(rows)
+            cursor.high, cursor.started = settled, True
+        elif top < cursor.high:
+            # Media rows are not deleted, but should the newest go, SQLite would hand
+            # their ids out again: read from the top.
+            cursor.high = top
+        # Unordered (sorting millions of rows costs the database more than numpy): the
+        # gaps are worked out once every id is in.
+        new_ids = [np.zeros(0, dtype=np.int64)]
+        for rows in _batches(session, table.rows(table.id > cursor.high)):
+            table.add(rows)
+            new_ids.append(np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows)))
+        return np.concatenate(new_ids)
+
+    # -- matching
+
+    def lookup(
+        self,
+        session: Session,
+        *,
+        phash: str | None,
+        pdq: str | None,
+        pdq_quality: int | None,
+        exclude_media_id: int | None = None,
+    ) -> list[NearMatch]:
+        """Media seen here and enabled known-list entries near these hashes: pHash matches
+        then PDQ, each nearest first, list entries before media. Refreshes first
+        (rate-limited). A PDQ hash below ``pdq_min_quality`` is not matched. Reads only."""
+        self.refresh(session)
+        queries: list[tuple[HashType, Codes, int]] = []
+        if phash is not None:
+            queries.append((HashType.phash, np.array([phash_to_code(phash)]), self.phash_radius))
+        if pdq is not None and (pdq_quality or 0) >= self.pdq_min_quality:
+            queries.append((HashType.pdq, pdq_to_code(pdq), self.pdq_radius))
+        matches: list[NearMatch] = []
+        for hash_type, query, radius in queries:
+            with self._lock:
+                media = self._index[(_MEDIA, hash_type)].search(query, radius)
+                known = self._index[(_KNOWN, hash_type)].search(query, radius)
+            media_ids = [i for i in dict.fromkeys(i for i, _ in media) if i != exclude_media_id]
+            known_ids = list(dict.fromkeys(i for i, _ in known))
+            matches += self._check_media(session, hash_type, query, radius, media_ids)
+            matches += self._check_known(session, hash_type, query, radius, known_ids)
+        matches.sort(key=_match_order)
+        return matches
+
+    def _check_media(
+        self, session: Session, hash_type: HashType, query: Codes, radius: int, ids: list[int]
+    ) -> list[NearMatch]:
+        """The hits as the database has them now: rows may be gone or changed."""
+        matches = []
+        column = col(Media.phash) if hash_type == HashType.phash else col(Media.pdq)
+        for chunk in _chunks(ids, 500):
+            statement = select(col(Media.id), column, col(Media.pdq_quality)).where(
+                col(Media.id).in_(chunk)
+            )
+            for media_id, value, quality in session.execute(statement):
+                if hash_type == HashType.pdq and (quality or 0) < self.pdq_min_quality:
+                    continue
+                distance = _distance_to(value, hash_type, query)
+                if distance is not None and distance <= radius:
+                    matches.append(NearMatch("seen", hash_type, distance, media_id, None, None))
+        return matches
+
+    def _check_known(
+        self, session: Session, hash_type: HashType, query: Codes, radius: int, ids: list[int]
+    ) -> list[NearMatch]:
+        """The hits whose list is enabled, as the database has them now."""
+        matches = []
+        for chunk in _chunks(ids, 500):
+            statement = (
+                select(
+                    col(KnownHash.id),
+                    col(KnownHash.list_id),
+                    col(KnownHash.value),
+                    col(HashList.name),
+                )
+                .join(HashList, col(HashList.id) == col(KnownHash.list_id))
+                .where(col(KnownHash.id).in_(chunk))
+                .where(col(KnownHash.hash_type) == hash_type)
+                .where(col(HashList.enabled).is_(True))
+            )
+            for known_id, list_id, value, name in session.execute(statement):
+                distance = _distance_to(value, hash_type, query)
+                if distance is not None and distance <= radius:
+                    matches.append(NearMatch(name, hash_type, distance, None, known_id, list_id))
+        return matches
+
+
+def _match_order(match: NearMatch) -> tuple[int, ...]:
+    return (
+        match.hash_type != HashType.phash,
+        match.distance,
+        match.known_hash_id is None,
+        match.list_id or 0,
+        match.known_hash_id or 0,
+        match.media_id or 0,
+    )
+
+
+def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _distance_to(value: str | None, hash_type: HashType, query: Codes) -> int | None:
+    if value is None:
+        return None
+    bits: Literal[64, 256] = 64 if hash_type == HashType.phash else 256
+    codes, valid = hex_to_codes([value], bits)
+    if not valid[0]:
+        return None
+    return int(_distances(codes.reshape(1, -1), query.reshape(-1))[0])
+
+
+class _Table:
+    """How one table's rows are read and indexed."""
+
+    name: str
+    kind: str  # _MEDIA or _KNOWN
+
+    @property
+    def id(self) -> Any:
+        """The id column."""
+        raise NotImplementedError
+
+    def __init__(self, owner: NearDuplicates) -> None:
+        self.owner = owner
+        self._pending: dict[HashType, list[tuple[Ids, Codes]]] = {}
+
+    def flush(self) -> None:
+        """Hand the rows read so far to the indexes, one add per index (one merge)."""
+        for hash_type, parts in self._pending.items():
+            if parts:
+                ids = np.concatenate([p[0] for p in parts])
+                codes = np.concatenate([p[1] for p in parts])
+                self.owner._index[(self.kind, hash_type)].add(ids, codes)
+        self._pending = {}
+
+    def rows(
+        self, where: ColumnElement[bool], *, settled_only: bool = False
+    ) -> Select[*tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def add(self, rows: Sequence[Any]) -> None:
+        raise NotImplementedError
+
+    def copies(self, settled: int) -> list[tuple[HashType, str, tuple[object, ...]]]:
+        """PostgreSQL COPY queries of ``(id, value)`` for ids <= ``settled``, by hash type."""
+        raise NotImplementedError
+
+    def pending(self, hash_type: HashType, ids: Ids, codes: Codes) -> None:
+        self._pending.setdefault(hash_type, []).append((ids, codes.reshape(len(ids), -1)))
+
+    def _add(self, hash_type: HashType, pairs: Iterable[tuple[int, str]]) -> None:
+        pairs = list(pairs)
+        if not pairs:
+            return
+        bits: Literal[64, 256] = 64 if hash_type == HashType.phash else 256
+        codes, valid = hex_to_codes([value for _, value in pairs], bits)
+        ids = np.fromiter((i for i, _ in pairs), dtype=np.int64, count=len(pairs))
+        if not valid.all():
+            log.warning(
+                "%d malformed %s values in %s skipped", int((~valid).sum()), hash_type, self.name
+            )
+        self.pending(hash_type, ids[valid], codes[valid])
+
+
+class _MediaTable(_Table):
+    name = "media"
+    kind = _MEDIA
+
+    @property
+    def id(self) -> Any:
+        return col(Media.id)
+
+    def rows(
+        self, where: ColumnElement[bool], *, settled_only: bool = False
+    ) -> Select[*tuple[Any, ...]]:
+        statement = select(col(Media.id), col(Media.phash), col(Media.pdq), col(Media.pdq_quality))
+        if settled_only:
+            statement = statement.where(col(Media.phash).is_not(None) | col(Media.pdq).is_not(None))
+        return statement.where(where)
+
+    def copies(self, settled: int) -> list[tuple[HashType, str, tuple[object, ...]]]:
+        return [
+            (
+                HashType.phash,
+                "COPY (SELECT id::bigint, phash::text FROM media"
+                " WHERE id <= %s AND octet_length(phash) = 16) TO STDOUT (FORMAT BINARY)",
+                (settled,),
+            ),
+            (
+                HashType.pdq,
+                "COPY (SELECT id::bigint, pdq::text FROM media WHERE id <= %s"
+                " AND octet_length(pdq) = 64 AND coalesce(pdq_quality, 0) >= %s)"
+                " TO STDOUT (FORMAT BINARY)",
+                (settled, self.owner.pdq_min_quality),
+            ),
+        ]
+
+    def add(self, rows: Sequence[Any]) -> None:
+        minimum = self.owner.pdq_min_quality
+        self._add(HashType.phash, ((r[0], r[1]) for r in rows if r[1] is not None))
+        self._add(
+            HashType.pdq,
+            ((r[0], r[2]) for r in rows if r[2] is not None and (r[3] or 0) >= minimum),
+        )
+
+
+class _KnownTable(_Table):
+    name = "known_hash"
+    kind = _KNOWN
+
+    @property
+    def id(self) -> Any:
+        return col(KnownHash.id)
+
+    _types = (HashType.phash, HashType.pdq)
+
+    def rows(
+        self, where: ColumnElement[bool], *, settled_only: bool = False
+    ) -> Select[*tuple[Any, ...]]:
+        kind = col(KnownHash.hash_type)
+        # The type as the stored string: converting millions of values to the enum is slow.
+        kind_text = type_coerce(kind, String)
+        if settled_only:
+            return select(col(KnownHash.id), kind_text, col(KnownHash.value)).where(
+                where, kind.in_(self._types)
+            )
+        # Every id (to tell gaps from other hash types), values only where they are used.
+        value = case((kind.in_(self._types), col(KnownHash.value)), else_=None)
+        return select(col(KnownHash.id), kind_text, value).where(where)
+
+    def copies(self, settled: int) -> list[tuple[HashType, str, tuple[object, ...]]]:
+        query = (
+            "COPY (SELECT id::bigint, value::text FROM known_hash WHERE id <= %s"
+            " AND hash_type = %s AND octet_length(value) = %s) TO STDOUT (FORMAT BINARY)"
+        )
+        return [
+            (HashType.phash, query, (settled, HashType.phash.value, 16)),
+            (HashType.pdq, query, (settled, HashType.pdq.value, 64)),
+        ]
+
+    def add(self, rows: Sequence[Any]) -> None:
+        for hash_type in self._types:
+            self._add(hash_type, ((r[0], r[2]) for r in rows if r[1] == hash_type))
+
+
+@lru_cache
+def get_near_duplicates() -> NearDuplicates:
+    """The process's near-duplicate view, configured from the settings."""
+    settings = get_settings()
+    return NearDuplicates(
+        phash_radius=settings.phash_radius,
+        pdq_radius=settings.pdq_radius,
+        pdq_min_quality=settings.pdq_min_quality,
+        refresh_seconds=settings.neardup_refresh_seconds,
+    )

@@ -1,0 +1,56 @@
+"""Priority of a target in the analyst queue: an integer (higher is more urgent) and the
+reasons, so an analyst can see why an item is where it is.
+
+Order of the tiers, from the issue: exact match to a known list > near match to
+confirmed media > a site with confirmed material > new content. Within a tier,
+more reports and more matching media rank higher.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+EXACT_KNOWN = 1000
+NEAR_CONFIRMED = 500
+SITE_CONFIRMED = 300
+NEAR_SEEN = 150
+NEW_CONTENT = 100
+NO_MEDIA = 50
+
+
+@dataclass
+class PriorityInput:
+    exact_lists: set[str] = field(default_factory=set)
+    near_confirmed_lists: set[str] = field(default_factory=set)
+    near_seen: int = 0
+    site_confirmed: int = 0
+    media_count: int = 0
+    report_count: int = 1
+
+
+def priority(facts: PriorityInput) -> tuple[int, list[str]]:
+    """The queue priority and its reasons, most important first."""
+    reasons: list[str] = []
+    tier = NEW_CONTENT if facts.media_count else NO_MEDIA
+    if facts.exact_lists:
+        tier = EXACT_KNOWN
+        reasons.append("exact match to known list: " + ", ".join(sorted(facts.exact_lists)))
+    if facts.near_confirmed_lists:
+        tier = max(tier, NEAR_CONFIRMED)
+        reasons.append(
+            "near match to confirmed media: " + ", ".join(sorted(facts.near_confirmed_lists))
+        )
+    if facts.site_confirmed:
+        tier = max(tier, SITE_CONFIRMED)
+        reasons.append(f"site has {facts.site_confirmed} confirmed target(s)")
+    if facts.near_seen:
+        tier = max(tier, NEAR_SEEN)
+        reasons.append(f"near duplicate of {facts.near_seen} media item(s) seen before")
+    if tier == NEW_CONTENT:
+        reasons.append("new content")
+    elif tier == NO_MEDIA:
+        reasons.append("no media found on the page")
+    bonus = min(facts.report_count - 1, 40) + min(facts.media_count, 9)
+    if facts.report_count > 1:
+        reasons.append(f"reported {facts.report_count} times")
+    return tier + bonus, reasons
