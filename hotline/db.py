@@ -69,6 +69,21 @@ def dialect_insert(session: Session) -> Any:
     return sqlite.insert
 
 
+_relaxed_commits = False
+
+
+def relax_commits() -> None:
+    """Engines made after this commit without waiting for PostgreSQL's WAL flush.
+
+    For worker processes only: what they commit is derived (hashes, matches, status)
+    and a commit lost in a database crash leaves its target pending or claimed, so the
+    sweep hands it over again. Intake (the API) keeps synchronous commits, since a 202
+    promises the report is stored.
+    """
+    global _relaxed_commits
+    _relaxed_commits = True
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
@@ -82,7 +97,16 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    if _relaxed_commits and engine.dialect.name == "postgresql":
+
+        @event.listens_for(engine, "connect")
+        def _asynchronous_commit(dbapi_connection: Any, _record: Any) -> None:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SET synchronous_commit TO off")
+            dbapi_connection.commit()
+
+    return engine
 
 
 @lru_cache

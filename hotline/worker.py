@@ -9,6 +9,7 @@ from __future__ import annotations
 from celery import Celery
 from celery.signals import setup_logging
 
+from hotline.db import relax_commits
 from hotline.logging import configure_logging
 from hotline.queue import make_celery
 from hotline.settings import get_settings
@@ -23,6 +24,7 @@ def _configure_logging(**_: object) -> None:
 
 def create_worker_app() -> Celery:
     settings = get_settings()
+    relax_commits()
     app = make_celery(settings, main="hotline")
     app.conf.include = TASK_MODULES
     app.conf.beat_schedule = {

@@ -51,7 +51,6 @@ MATCHABLE_TYPES = frozenset(HashType) - {HashType.photodna}
 
 HEAD_SIZE = 64 * 1024
 BATCH_SIZE = 10_000
-PROGRESS_EVERY = 20_000
 REJECTED_KEPT = 10_000
 MAX_CATEGORY = 64
 MAX_PHOTODNA = 512
@@ -66,6 +65,9 @@ _HEX_LENGTH = {
 }
 _HEX = {t: re.compile(f"[0-9a-f]{{{n}}}") for t, n in _HEX_LENGTH.items()}
 _PHOTODNA = re.compile(rf"[\x20-\x7e]{{1,{MAX_PHOTODNA}}}")
+_INVALID = {t: f"{t.value}: not {n} hex digits" for t, n in _HEX_LENGTH.items()} | {
+    HashType.photodna: f"photodna: not 1 to {MAX_PHOTODNA} printable ASCII characters"
+}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
 _NULL = "\\N"  # COPY text format
@@ -110,13 +112,9 @@ class InvalidListName(HotlineError):
 # --- results ------------------------------------------------------------------------------
 
 
-class Entry(NamedTuple):
-    """One hash of one line; a line may carry several (md5 and sha1 of the same file)."""
-
-    line_no: int
-    hash_type: HashType
-    value: str
-    category: str | None
+# One hash of one line: (line number, type, normalised value, category). A plain tuple,
+# not a NamedTuple, because a million-line list makes millions of them.
+Entry = tuple[int, HashType, str, str | None]
 
 
 class Rejected(NamedTuple):
@@ -286,13 +284,9 @@ def _hash_value(hash_type: HashType, raw: object) -> tuple[str | None, str | Non
     if not value:
         return None, None
     if hash_type is HashType.photodna:
-        if _PHOTODNA.fullmatch(value):
-            return value, None
-        return None, f"photodna: not 1 to {MAX_PHOTODNA} printable ASCII characters"
+        return (value, None) if _PHOTODNA.fullmatch(value) else (None, _INVALID[hash_type])
     value = value.lower()
-    if _HEX[hash_type].fullmatch(value):
-        return value, None
-    return None, f"{hash_type.value}: not {_HEX_LENGTH[hash_type]} hex digits"
+    return (value, None) if _HEX[hash_type].fullmatch(value) else (None, _INVALID[hash_type])
 
 
 def _line(
@@ -310,7 +304,7 @@ def _line(
             yield Rejected(line_no, reason)
             return
         if value is not None:
-            good.append(Entry(line_no, hash_type, value, cat))
+            good.append((line_no, hash_type, value, cat))
     if not good:
         yield Rejected(line_no, "no hash value")
         return
@@ -324,50 +318,94 @@ def parse_delimited(
 
     Columns are recognised by name, case and ``-``/``_``/space aside: the hash types,
     ``category`` and ICSE's ``baseline`` (a true value makes the category ``baseline``).
-    Other columns are ignored; blank lines are skipped; numbers are physical lines.
+    Other columns are ignored; blank lines are skipped; numbers are physical lines (the
+    first line of a quoted multi-line row). The loop is written for speed: it is the path
+    of a million-line list.
     """
     counter = counter or _Counter()
     reader = csv.reader(text, delimiter=delimiter)
-    last = 0
-    columns: list[tuple[int, HashType]] = []
-    category_at = baseline_at = -1
-    width = 0
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            first, last = last + 1, reader.line_num
+    rows = _rows(reader)
+    header: list[str] = []
+    for _first, row in rows:
+        if isinstance(row, str) or not any(cell.strip() for cell in row):
+            continue  # before the header, even an unreadable line is not a list line
+        header = row
+        break
+    keys = [_column_key(cell) for cell in header]
+    columns: list[tuple[int, HashType, Callable[[str], object], str]] = []
+    for key in dict.fromkeys(keys):
+        hash_type = _HASH_COLUMNS.get(key)
+        if hash_type is None:
+            continue
+        pattern = _PHOTODNA if hash_type is HashType.photodna else _HEX[hash_type]
+        columns.append((keys.index(key), hash_type, pattern.fullmatch, _INVALID[hash_type]))
+    if not columns:
+        raise UnrecognisedFormat()
+    category_at = keys.index("category") if "category" in keys else -1
+    baseline_at = keys.index("baseline") if "baseline" in keys else -1
+    width = len(header)
+    categories: dict[str, tuple[str | None, str | None]] = {}
+    for first, row in rows:
+        if isinstance(row, str):
             counter.lines += 1
-            yield Rejected(first, f"unreadable CSV: {exc}")
-            continue
-        first, last = last + 1, reader.line_num
-        if not row or (len(row) == 1 and not row[0].strip()):
-            continue
-        if not width:
-            keys = [_column_key(cell) for cell in row]
-            seen: set[HashType] = set()
-            for i, key in enumerate(keys):
-                hash_type = _HASH_COLUMNS.get(key)
-                if hash_type is not None and hash_type not in seen:
-                    seen.add(hash_type)
-                    columns.append((i, hash_type))
-            category_at = keys.index("category") if "category" in keys else -1
-            baseline_at = keys.index("baseline") if "baseline" in keys else -1
-            if not columns:
-                raise UnrecognisedFormat()
-            width = len(row)
-            continue
-        counter.lines += 1
-        if len(row) > width:
-            yield Rejected(first, f"{len(row)} fields, the header has {width}")
+            yield Rejected(first, row)
             continue
         n = len(row)
-        category: str | None = row[category_at] if 0 <= category_at < n else None
+        if n <= 1 and (not n or not row[0].strip()):
+            continue
+        counter.lines += 1
+        if n > width:
+            yield Rejected(first, f"{n} fields, the header has {width}")
+            continue
+        raw = row[category_at] if 0 <= category_at < n else ""
         if 0 <= baseline_at < n and row[baseline_at].strip().lower() in _TRUTHY:
-            category = "baseline"
-        yield from _line(first, [(t, row[i] if i < n else None) for i, t in columns], category)
+            raw = "baseline"
+        checked = categories.get(raw)
+        if checked is None:
+            checked = _category(raw)
+            if len(categories) < 10_000:
+                categories[raw] = checked
+        category, reason = checked
+        if reason is not None:
+            yield Rejected(first, reason)
+            continue
+        good: list[Entry] = []
+        for i, hash_type, check, invalid in columns:
+            if i >= n:
+                continue
+            value = row[i]
+            if not value:
+                continue
+            if hash_type is not HashType.photodna:
+                value = value.lower()
+            if check(value) is None:
+                value = value.strip()
+                if not value:
+                    continue
+                if check(value) is None:
+                    reason = invalid
+                    break
+            good.append((first, hash_type, value, category))
+        if reason is not None:
+            yield Rejected(first, reason)
+        elif good:
+            yield from good
+        else:
+            yield Rejected(first, "no hash value")
+
+
+def _rows(reader: Any) -> Iterator[tuple[int, list[str] | str]]:
+    """(first line number, row) of a csv reader; an unreadable row is its error message."""
+    last = 0
+    while True:
+        try:
+            for row in reader:
+                yield last + 1, row
+                last = reader.line_num
+            return
+        except csv.Error as exc:
+            yield last + 1, f"unreadable line: {exc}"
+            last = reader.line_num
 
 
 def _object_hashes(obj: dict[str, Any]) -> tuple[list[tuple[HashType, object]], object]:
@@ -503,33 +541,33 @@ class _PostgresWriter(_Writer):
     def __init__(self, connection: Connection, list_id: int) -> None:
         self._raw = cast("psycopg.Connection[Any]", connection.connection.driver_connection)
         self._list_id = list_id
-        self._seq = 0
+        self._categories: dict[str | None, str] = {}
         self._cursor = self._raw.cursor()
         # For this transaction's sort only; the staging table is private to the session.
         self._cursor.execute("SET LOCAL work_mem = '64MB'")
         self._cursor.execute(
             "CREATE TEMPORARY TABLE hotline_hash_staging ("
-            ' seq bigint, hash_type text COLLATE "C", value text COLLATE "C", category text'
+            ' line_no bigint, hash_type text COLLATE "C", value text COLLATE "C", category text'
             ") ON COMMIT DROP"
         )
         self._copying = self._cursor.copy(
-            "COPY hotline_hash_staging (seq, hash_type, value, category) FROM STDIN"
+            "COPY hotline_hash_staging (line_no, hash_type, value, category) FROM STDIN"
         )
         self._copy = self._copying.__enter__()
 
     def add(self, batch: list[Entry]) -> None:
-        seq = self._seq
-        self._seq += len(batch)
-        self._copy.write(
-            "".join(
-                [
-                    f"{seq + i}\t{e.hash_type.value}\t"
-                    f"{e.value if e.hash_type is not HashType.photodna else _copy_text(e.value)}"
-                    f"\t{_NULL if e.category is None else _copy_text(e.category)}\n"
-                    for i, e in enumerate(batch)
-                ]
-            )
-        )
+        categories = self._categories
+        lines = []
+        for line_no, hash_type, value, category in batch:
+            cat = categories.get(category)
+            if cat is None:
+                cat = _NULL if category is None else _copy_text(category)
+                if len(categories) < 10_000:
+                    categories[category] = cat
+            if hash_type is HashType.photodna:
+                value = _copy_text(value)
+            lines.append(f"{line_no}\t{hash_type}\t{value}\t{cat}\n")
+        self._copy.write("".join(lines))
 
     def finish(self) -> int:
         self._copying.__exit__(None, None, None)
@@ -544,7 +582,7 @@ class _PostgresWriter(_Writer):
             " FROM hotline_hash_staging s"
             " WHERE NOT EXISTS (SELECT FROM known_hash k WHERE k.list_id = %(list_id)s"
             "  AND k.hash_type = s.hash_type AND k.value = s.value)"
-            " ORDER BY s.hash_type, s.value, s.seq",
+            " ORDER BY s.hash_type, s.value, s.line_no",
             {"list_id": self._list_id},
         )
         added = int(cursor.rowcount)
@@ -574,13 +612,11 @@ class _SQLiteWriter(_Writer):
     def add(self, batch: list[Entry]) -> None:
         # Sorted (stable, so the first category of a repeated value wins) for index locality.
         batch.sort(key=_entry_key)
+        list_id, added_at = self._list_id, self._added_at
         cursor = self._raw.executemany(
             "INSERT OR IGNORE INTO known_hash (list_id, hash_type, value, category, added_at)"
             " VALUES (?, ?, ?, ?, ?)",
-            [
-                (self._list_id, e.hash_type.value, e.value, e.category, self._added_at)
-                for e in batch
-            ],
+            [(list_id, str(t), value, cat, added_at) for _, t, value, cat in batch],
         )
         self._added += int(cursor.rowcount)
 
@@ -676,22 +712,23 @@ def import_list(
             on_stage("reading")
         writer = _writer(session, list_id)
         batch: list[Entry] = []
-        valid = seen = 0
+        valid = 0
         try:
             for item in entries:
-                seen += 1
-                if isinstance(item, Entry):
-                    batch.append(item)
-                    if len(batch) >= batch_size:
-                        writer.add(batch)
-                        valid += len(batch)
-                        batch = []
-                else:
+                if type(item) is Rejected:
                     summary.rejected_count += 1
                     if len(summary.rejected) < REJECTED_KEPT:
                         summary.rejected.append((item.line_no, item.reason))
-                if on_progress and seen % PROGRESS_EVERY == 0:
-                    on_progress(source_bytes.consumed, total)
+                    elif on_progress and summary.rejected_count % batch_size == 0:
+                        on_progress(source_bytes.consumed, total)
+                    continue
+                batch.append(cast(Entry, item))
+                if len(batch) >= batch_size:
+                    writer.add(batch)
+                    valid += len(batch)
+                    batch = []
+                    if on_progress:
+                        on_progress(source_bytes.consumed, total)
             if batch:
                 writer.add(batch)
                 valid += len(batch)
@@ -712,7 +749,7 @@ def import_list(
 
 
 def _entry_key(entry: Entry) -> tuple[str, str]:
-    return entry.hash_type.value, entry.value
+    return entry[1], entry[2]
 
 
 def _counts(session: Session, list_id: int | None = None) -> dict[int, dict[str, int]]:

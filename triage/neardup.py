@@ -237,7 +237,6 @@ class _Probes:
     table: npt.NDArray[np.intp]  # index of each probe's substring table in the offsets array
     sub: npt.NDArray[np.intp]  # which substring each probe belongs to
     flip: npt.NDArray[np.uint64]  # bits flipped in the query's substring value
-    cost_ns: float
 
 
 # -- the index ---------------------------------------------------------------------------------
@@ -472,7 +471,6 @@ class HammingIndex:
                 table=np.concatenate(tables),
                 sub=np.concatenate(subs),
                 flip=np.concatenate(flips),
-                cost_ns=cost,
             )
         self._probes[radius] = probes
         return probes

@@ -108,24 +108,54 @@ def is_retryable(reason: str) -> bool:
     return reason in RETRYABLE or reason.startswith("http_error_5")
 
 
+@dataclass(frozen=True)
+class Claim:
+    """What the record step needs to know of a claimed target."""
+
+    target_id: int
+    url: str
+    registered_domain: str
+    report_count: int
+    first_time: bool
+
+
 def claim_target(
     session: Session, target_id: int, *, now: dt.datetime, lease: dt.timedelta
-) -> str | None:
-    """Mark the target as being fetched by this worker; returns its URL, or None when
-    there is nothing to do (finished, or another worker's claim is still in force)."""
-    target = session.get(Target, target_id, with_for_update=True)
-    if target is None:
-        log.warning("target %s does not exist", target_id)
+) -> Claim | None:
+    """Mark the target as being fetched by this worker; None when there is nothing to do
+    (finished, or another worker's claim is still in force).
+
+    One conditional UPDATE: of two workers racing for the target, one gets the row.
+    """
+    handed_over = col(Target.handed_over_at)
+    claimable = or_(
+        col(Target.status) == TargetStatus.pending,
+        and_(
+            col(Target.status) == TargetStatus.fetching,
+            or_(handed_over.is_(None), handed_over < now - lease),
+        ),
+    )
+    row = session.execute(
+        update(Target)
+        .where(col(Target.id) == target_id, claimable)
+        .values(
+            status=TargetStatus.fetching,
+            status_changed_at=now,
+            handed_over_at=now,
+            attempts=col(Target.attempts) + 1,
+        )
+        .returning(
+            col(Target.canonical_url),
+            col(Target.registered_domain),
+            col(Target.report_count),
+            col(Target.processed_at),
+        )
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None:
         return None
-    stale = target.handed_over_at is None or target.handed_over_at < now - lease
-    if target.status == TargetStatus.pending or (target.status == TargetStatus.fetching and stale):
-        target.status = TargetStatus.fetching
-        target.status_changed_at = now
-        target.handed_over_at = now
-        target.attempts += 1
-        session.add(target)
-        return target.canonical_url
-    return None
+    url, domain, reports, processed_at = row
+    return Claim(target_id, str(url), str(domain), int(reports), processed_at is None)
 
 
 def _hash(data: bytes, limits: Limits) -> MediaHashes | Failure:
@@ -284,44 +314,64 @@ def upsert_sighting(
     )
 
 
-def _add_match(session: Session, **values: Any) -> None:
+def _match_row(**values: Any) -> dict[str, Any]:
+    known, media = values.get("known_hash_id"), values.get("matched_media_id")
+    return {
+        "known_hash_id": None,
+        "matched_media_id": None,
+        "list_id": None,
+        **values,
+        "ref": f"k{known}" if known else f"m{media}",
+    }
+
+
+def _add_matches(session: Session, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
     insert = dialect_insert(session)
     table = MediaMatch.__table__  # type: ignore[attr-defined]
-    ref = (
-        f"k{values['known_hash_id']}"
-        if values.get("known_hash_id")
-        else f"m{values['matched_media_id']}"
-    )
     session.execute(
         insert(table)
-        .values(ref=ref, **values)
+        .values(rows)
         .on_conflict_do_nothing(index_elements=[table.c.media_id, table.c.hash_type, table.c.ref])
     )
 
 
 def match_media(
-    session: Session, media_id: int, hashes: MediaHashes, *, near: NearDuplicates, now: dt.datetime
+    session: Session,
+    media_id: int,
+    hashes: MediaHashes,
+    *,
+    near: NearDuplicates,
+    now: dt.datetime,
+    facts: ranking.PriorityInput,
 ) -> None:
-    """Record every exact (SHA-256, SHA-1, MD5) and near (pHash, PDQ) match of one media item."""
+    """Record every exact (SHA-256, SHA-1, MD5) and near (pHash, PDQ) match of one media
+    item, and add them to the target's priority facts."""
     wanted = [
         and_(col(KnownHash.hash_type) == kind, col(KnownHash.value) == getattr(hashes, kind.value))
         for kind in EXACT_TYPES
     ]
     exact = session.execute(
-        select(col(KnownHash.id), col(KnownHash.list_id), col(KnownHash.hash_type))
+        select(
+            col(KnownHash.id), col(KnownHash.list_id), col(KnownHash.hash_type), col(HashList.name)
+        )
         .join(HashList, col(HashList.id) == col(KnownHash.list_id))
         .where(col(HashList.enabled), or_(*wanted))
     ).all()
-    for known_id, list_id, hash_type in exact:
-        _add_match(
-            session,
-            media_id=media_id,
-            kind=MatchKind.exact,
-            hash_type=hash_type,
-            distance=0,
-            list_id=list_id,
-            known_hash_id=known_id,
-            found_at=now,
+    rows = []
+    for known_id, list_id, hash_type, list_name in exact:
+        facts.exact_lists.add(list_name)
+        rows.append(
+            _match_row(
+                media_id=media_id,
+                kind=MatchKind.exact,
+                hash_type=hash_type,
+                distance=0,
+                list_id=list_id,
+                known_hash_id=known_id,
+                found_at=now,
+            )
         )
     for found in near.lookup(
         session,
@@ -330,112 +380,102 @@ def match_media(
         pdq_quality=hashes.pdq_quality,
         exclude_media_id=media_id,
     ):
-        _add_match(
-            session,
-            media_id=media_id,
-            kind=MatchKind.near,
-            hash_type=HashType(found.hash_type),
-            distance=found.distance,
-            list_id=found.list_id,
-            known_hash_id=found.known_hash_id,
-            matched_media_id=found.media_id,
-            found_at=now,
+        if found.media_id is not None:
+            facts.near_seen += 1
+        else:
+            facts.near_confirmed_lists.add(found.source)
+        rows.append(
+            _match_row(
+                media_id=media_id,
+                kind=MatchKind.near,
+                hash_type=HashType(found.hash_type),
+                distance=found.distance,
+                list_id=found.list_id,
+                known_hash_id=found.known_hash_id,
+                matched_media_id=found.media_id,
+                found_at=now,
+            )
         )
+    _add_matches(session, rows)
 
 
-def upsert_site(session: Session, domain: str, *, now: dt.datetime) -> Site:
+def upsert_site(session: Session, domain: str, *, new_target: bool, now: dt.datetime) -> int:
+    """Count the target on its site (registered domain); returns the site's confirmed count."""
     insert = dialect_insert(session)
     table = Site.__table__  # type: ignore[attr-defined]
-    session.execute(
+    confirmed = session.execute(
         insert(table)
         .values(
             registered_domain=domain,
-            target_count=0,
+            target_count=1,
             confirmed_count=0,
             dedicated=False,
             first_seen_at=now,
         )
-        .on_conflict_do_nothing(index_elements=[table.c.registered_domain])
-    )
-    targets = (
-        select(func.count()).select_from(Target).where(col(Target.registered_domain) == domain)
-    )
-    session.execute(
-        update(Site)
-        .where(col(Site.registered_domain) == domain)
-        .values(target_count=targets.scalar_subquery())
-    )
-    site: Site = session.execute(
-        select(Site).where(col(Site.registered_domain) == domain)
-    ).scalar_one()
-    return site
-
-
-def priority_facts(session: Session, media_ids: list[int]) -> ranking.PriorityInput:
-    facts = ranking.PriorityInput(media_count=len(media_ids))
-    if not media_ids:
-        return facts
-    rows = session.execute(
-        select(
-            col(MediaMatch.kind),
-            col(MediaMatch.hash_type),
-            col(HashList.name),
-            col(MediaMatch.matched_media_id),
+        .on_conflict_do_update(
+            index_elements=[table.c.registered_domain],
+            set_={"target_count": table.c.target_count + (1 if new_target else 0)},
         )
-        .outerjoin(HashList, col(HashList.id) == col(MediaMatch.list_id))
-        .where(col(MediaMatch.media_id).in_(media_ids))
-        .where(or_(col(HashList.enabled), col(MediaMatch.list_id).is_(None)))
-    ).all()
-    for kind, _hash_type, list_name, matched_media in rows:
-        if list_name is None and matched_media is not None:
-            facts.near_seen += 1
-        elif kind == MatchKind.exact:
-            facts.exact_lists.add(list_name)
-        else:
-            facts.near_confirmed_lists.add(list_name)
-    return facts
+        .returning(table.c.confirmed_count)
+    ).scalar_one()
+    return int(confirmed)
 
 
 def record_gathered(
     session: Session,
-    target_id: int,
+    claim: Claim,
     gathered: Gathered,
     *,
     now: dt.datetime,
     near: NearDuplicates,
     hosting: HostingLookup,
 ) -> Outcome:
-    """Store media, sightings, matches, hosting and priority; the target joins the queue."""
-    target = _claimed(session, target_id)
-    if target is None:
-        return Outcome(None)
+    """Store media, sightings, matches, hosting and priority; the target joins the queue.
+
+    Written only while this worker's claim is in force: if another worker finished the
+    target meanwhile, nothing of this attempt is kept.
+    """
     place = hosting.lookup(gathered.ip)
-    target.hosting_ip, target.hosting_country = place.ip, place.country
-    target.hosting_asn, target.hosting_org = place.asn, place.org
-    media_ids: list[int] = []
+    facts = ranking.PriorityInput(report_count=claim.report_count)
+    media_ids: set[int] = set()
     for found in gathered.media:
         media_id = upsert_media(session, found.hashes, now=now)
         where = place if found.ip == gathered.ip else hosting.lookup(found.ip)
-        upsert_sighting(session, target_id, media_id, found, where, now=now)
-        match_media(session, media_id, found.hashes, near=near, now=now)
+        upsert_sighting(session, claim.target_id, media_id, found, where, now=now)
         if media_id not in media_ids:
-            media_ids.append(media_id)
-    site = upsert_site(session, target.registered_domain, now=now)
-    facts = priority_facts(session, media_ids)
-    facts.site_confirmed = site.confirmed_count
-    facts.report_count = target.report_count
-    target.priority, reasons = ranking.priority(facts)
-    target.priority_reasons = json.dumps(reasons)
-    target.status = TargetStatus.queued
-    target.status_reason = None if gathered.media or not gathered.page else "no_media_found"
-    target.status_changed_at = target.processed_at = now
-    session.add(target)
+            match_media(session, media_id, found.hashes, near=near, now=now, facts=facts)
+            media_ids.add(media_id)
+    facts.media_count = len(media_ids)
+    facts.site_confirmed = upsert_site(
+        session, claim.registered_domain, new_target=claim.first_time, now=now
+    )
+    priority, reasons = ranking.priority(facts)
+    updated = session.execute(
+        update(Target)
+        .where(col(Target.id) == claim.target_id, col(Target.status) == TargetStatus.fetching)
+        .values(
+            status=TargetStatus.queued,
+            status_reason=None if gathered.media or not gathered.page else "no_media_found",
+            status_changed_at=now,
+            processed_at=now,
+            priority=priority,
+            priority_reasons=json.dumps(reasons),
+            hosting_ip=place.ip,
+            hosting_country=place.country,
+            hosting_asn=place.asn,
+            hosting_org=place.org,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if not updated.rowcount:  # type: ignore[attr-defined]
+        session.rollback()
+        return Outcome(None)
     log.info(
         "target %s queued: %d media, %d broken links, priority %d",
-        target_id,
+        claim.target_id,
         len(media_ids),
         gathered.broken,
-        target.priority,
+        priority,
     )
     return Outcome(TargetStatus.queued)
 
@@ -458,11 +498,11 @@ def process_target(
 ) -> Outcome:
     """Claim, gather and record one target; returns where it ended and whether to retry."""
     with units() as session:
-        url = claim_target(session, target_id, now=now(), lease=lease)
-    if url is None:
+        claim = claim_target(session, target_id, now=now(), lease=lease)
+    if claim is None:
         return Outcome(None)
     try:
-        result = gather(url, fetcher=fetcher, limits=limits)
+        result = gather(claim.url, fetcher=fetcher, limits=limits)
     except Exception as exc:  # a bug must not leave the target claimed, nor leak content
         log.error("target %s: processing failed with %s", target_id, type(exc).__name__)
         result = Failure("internal_error")
@@ -476,7 +516,7 @@ def process_target(
                 max_attempts=max_attempts,
                 retry_delay=retry_delay,
             )
-        return record_gathered(session, target_id, result, now=now(), near=near, hosting=hosting)
+        return record_gathered(session, claim, result, now=now(), near=near, hosting=hosting)
 
 
 def find_target(session: Session, url_or_id: str) -> Target | None:
