@@ -98,16 +98,19 @@ def import_(
     task: TaskID | None = None
 
     def on_stage(stage: str) -> None:
-        if task is not None:
-            progress.update(task, description=stage)
+        # Started only once the format is known: an error then prints no empty bar.
+        nonlocal task
+        if task is None:
+            progress.start()
+            task = progress.add_task(stage, total=None)
+        progress.update(task, description=stage)
 
     def on_progress(done: int, total: int) -> None:
         if task is not None:
             progress.update(task, completed=done, total=total or None)
 
     try:
-        with progress, stream:
-            task = progress.add_task("reading", total=None)
+        with stream:
             with session_scope() as session:
                 summary = import_list(
                     session,
@@ -120,11 +123,14 @@ def import_(
                 if summary.hashes == 0 and summary.rejected_count:
                     # Nothing usable: leave no empty list behind.
                     session.rollback()
-            progress.update(task, description="done")
+            if task is not None:
+                progress.update(task, description="done")
     except OSError as exc:
         raise fail(f"cannot read {file}: {exc.strerror or exc}") from None
     except HotlineError as exc:
         raise fail(exc.detail) from None
+    finally:
+        progress.stop()
 
     typer.echo(
         f"{summary.format} list {summary.list_name!r}: {summary.total_lines:,} lines read, "

@@ -7,7 +7,7 @@ and listed here; nothing imports this module.
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import setup_logging, worker_process_init
 
 from hotline.db import relax_commits
 from hotline.logging import configure_logging
@@ -20,6 +20,16 @@ TASK_MODULES = ["reporting.tasks", "triage.tasks"]
 @setup_logging.connect
 def _configure_logging(**_: object) -> None:
     configure_logging(get_settings().log_level)
+
+
+@worker_process_init.connect
+def _load_indexes(**_: object) -> None:
+    # Load the near-duplicate index when a pool process starts, not on its first task.
+    from hotline.db import session_scope
+    from triage.neardup import get_near_duplicates
+
+    with session_scope() as session:
+        get_near_duplicates().refresh(session, force=True)
 
 
 def create_worker_app() -> Celery:

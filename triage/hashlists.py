@@ -216,7 +216,7 @@ def detect_format(head: bytes) -> Format:
         fmt: sum(1 for c in _header_columns(header, delimiter) if c in _HASH_COLUMNS)
         for fmt, delimiter in (("icse", ";"), ("csv", ","))
     }
-    best: Format = "icse" if scores["icse"] >= scores["csv"] else "csv"
+    best: Format = "icse" if scores["icse"] > scores["csv"] else "csv"
     if scores[best] == 0:
         raise UnrecognisedFormat()
     return best
@@ -528,14 +528,23 @@ class _Writer:
         return None
 
 
+_MERGE = (
+    "INSERT INTO known_hash (list_id, hash_type, value, category, added_at)"
+    " SELECT DISTINCT ON (hash_type, value) %s, hash_type, value, category, now()"
+    " FROM hotline_hash_staging ORDER BY hash_type, value, line_no"
+)
+_MERGE_INTO_FILLED = _MERGE + " ON CONFLICT (list_id, hash_type, value) DO NOTHING"
+
+
 class _PostgresWriter(_Writer):
     """One COPY of every entry into a temporary staging table, then one INSERT ... SELECT.
 
     The INSERT reads the staging table sorted by (type, value): the index pages of
     ``known_hash`` are then visited in order, once, instead of at random (sorted batches
     of 50,000 were twice as slow on 3M rows). ``DISTINCT ON`` with the line order keeps
-    the first category of a value the file repeats; the anti-join skips values the list
-    already holds.
+    the first category of a value the file repeats; ``ON CONFLICT DO NOTHING`` skips the
+    values the list already holds (not an anti-join, whose plan depends on statistics: a
+    nested loop over a freshly filled table would take hours).
     """
 
     def __init__(self, connection: Connection, list_id: int) -> None:
@@ -572,19 +581,14 @@ class _PostgresWriter(_Writer):
     def finish(self) -> int:
         self._copying.__exit__(None, None, None)
         cursor = self._cursor
-        # An anti-join rather than ON CONFLICT DO NOTHING: 20 to 40% faster on 3M rows.
-        # Concurrent imports into the same list are serialised by the lock on its row
-        # (taken in import_list), so nothing can slip in between.
         cursor.execute(
-            "INSERT INTO known_hash (list_id, hash_type, value, category, added_at)"
-            " SELECT DISTINCT ON (s.hash_type, s.value)"
-            "  %(list_id)s, s.hash_type, s.value, s.category, now()"
-            " FROM hotline_hash_staging s"
-            " WHERE NOT EXISTS (SELECT FROM known_hash k WHERE k.list_id = %(list_id)s"
-            "  AND k.hash_type = s.hash_type AND k.value = s.value)"
-            " ORDER BY s.hash_type, s.value, s.line_no",
-            {"list_id": self._list_id},
+            "SELECT EXISTS (SELECT FROM known_hash WHERE list_id = %s)", (self._list_id,)
         )
+        row = cursor.fetchone()
+        # A list that is still empty (the usual first import) needs no conflict check: its
+        # row is locked (import_list) and DISTINCT ON removes the file's own repeats. That
+        # plain INSERT is 20 to 25% faster on 3M rows than with ON CONFLICT.
+        cursor.execute(_MERGE_INTO_FILLED if row and row[0] else _MERGE, (self._list_id,))
         added = int(cursor.rowcount)
         cursor.execute("DROP TABLE hotline_hash_staging")
         cursor.close()

@@ -424,24 +424,27 @@ class HammingIndex:
             self._order[j * rows : (j + 1) * rows] = packed.astype(np.uint32).view(np.int32)
 
     def _insert_into_tables(self, delta_codes: Codes) -> None:
-        """Insert new rows at the end of their buckets: O(rows) copying, no sort."""
-        old = len(self._ids)
-        new_rows = np.arange(old, old + len(delta_codes), dtype=np.int32)
-        orders = []
+        """Insert new rows at the end of their buckets: one pass over the tables, no sort
+        of the old rows."""
+        old, new = len(self._ids), len(delta_codes)
+        total = old + new
+        new_rows = np.arange(old, total, dtype=np.int32)
+        order = np.empty(len(self._subs) * total, dtype=np.int32)
         for j, sub in enumerate(self._subs):
             keys = self._keys(sub, delta_codes).astype(np.intp)
             by_key = np.argsort(keys, kind="stable")
             start = self._table_start[j]
             offsets = self._offsets[start : start + 2**sub.width + 1]
-            orders.append(
-                np.insert(
-                    self._order[j * old : (j + 1) * old],
-                    offsets[keys[by_key] + 1],
-                    new_rows[by_key],
-                )
-            )
+            # Where each new row lands in the grown table: its bucket's end, moved up by
+            # the new rows placed before it.
+            at = offsets[keys[by_key] + 1] + np.arange(new)
+            segment = order[j * total : (j + 1) * total]
+            old_places = np.ones(total, dtype=np.bool_)
+            old_places[at] = False
+            segment[at] = new_rows[by_key]
+            segment[old_places] = self._order[j * old : (j + 1) * old]
             offsets[1:] += np.cumsum(np.bincount(keys, minlength=2**sub.width)).astype(np.int32)
-        self._order = np.concatenate(orders)
+        self._order = order
 
     # -- reading
 

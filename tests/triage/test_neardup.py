@@ -123,9 +123,9 @@ def index_cases(draw: st.DrawFn, bits: int) -> dict[str, object]:
         "query": query,
         "radius": radius,
         "parts": draw(st.sampled_from([None, *valid_parts])),
-        # Added in a few batches: the delta, merges into the tables, rebuilds.
-        # Or one batch past MIN_TABLE_ROWS, then one small enough to be inserted into the
-        # tables in place, then a few rows left in the delta.
+        # Added in random batches (the delta, merges, rebuilds), or in three: one past
+        # MIN_TABLE_ROWS, one small enough to be inserted into the tables in place, and a
+        # few rows left in the delta.
         "cuts": sorted(
             draw(
                 st.one_of(

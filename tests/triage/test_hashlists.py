@@ -1,0 +1,462 @@
+"""Known hash lists: format detection, parsing, import, duplicates, the own list, removal.
+
+List files are generated here (hash lists are not content); each test runs in a rolled-back
+transaction on the test database (SQLite or PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlmodel import Session, col
+
+from triage import hashlists
+from triage.hashlists import (
+    ImportSummary,
+    InvalidListName,
+    OwnListReadOnly,
+    UnknownList,
+    UnrecognisedFormat,
+    detect_format,
+    import_list,
+    is_matchable,
+    list_info,
+    list_lists,
+    remove_list,
+    set_enabled,
+)
+from triage.models import HashList, HashType, KnownHash
+
+
+def digest(kind: str, n: int) -> str:
+    return hashlib.new(kind, f"synthetic-{n}".encode()).hexdigest()
+
+
+def pdq(n: int) -> str:
+    return hashlib.sha256(f"pdq-{n}".encode()).hexdigest()
+
+
+def phash(n: int) -> str:
+    return hashlib.md5(f"phash-{n}".encode()).hexdigest()[:16]  # noqa: S324
+
+
+def write(tmp_path: Path, name: str, text: str, encoding: str = "utf-8") -> Path:
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def stored(session: Session, list_name: str) -> dict[tuple[str, str], str | None]:
+    rows = session.execute(
+        select(KnownHash.hash_type, KnownHash.value, KnownHash.category)
+        .join(HashList, col(HashList.id) == col(KnownHash.list_id))
+        .where(col(HashList.name) == list_name)
+    )
+    return {(HashType(t).value, v): c for t, v, c in rows}
+
+
+@pytest.fixture
+def own_list(session: Session) -> HashList:
+    """The own list made by migration 0002 (made again if a committing test truncated it)."""
+    found = session.execute(select(HashList).where(col(HashList.own))).scalars().first()
+    if found is None:
+        found = HashList(name="hotline", description="Media confirmed here.", own=True)
+        session.add(found)
+        session.flush()
+    return found
+
+
+# --- detection ----------------------------------------------------------------------------
+
+VICS_MEDIA = [
+    {"MediaID": 1, "Category": 1, "MD5": digest("md5", 1), "SHA1": digest("sha1", 1)},
+    {"MediaID": 2, "Category": "2", "MD5": digest("md5", 2).upper()},
+]
+VICS = {
+    "odata.metadata": "http://github.com/ICMEC/ProjectVic/DataModels/1.3.xml/$metadata#Cases",
+    "value": [{"CaseID": 1, "Media": VICS_MEDIA}],
+}
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (b"sha256,category\n" + digest("sha256", 1).encode() + b",1\n", "csv"),
+        (b"MD5\n" + digest("md5", 1).encode() + b"\n", "csv"),
+        (b'"SHA-1","Category"\n', "csv"),
+        (codecs.BOM_UTF8 + b"md5,sha1\n", "csv"),
+        ("phash,pdq\n".encode("utf-16"), "csv"),
+        (b"\n\nmd5,sha1\n", "csv"),
+        (b"MD5;SHA1;PhotoDNA;Category;Baseline\n", "icse"),
+        (b"md5;sha1\n", "icse"),
+        (b'{"md5": "' + digest("md5", 1).encode() + b'", "category": 1}\n{"md5": ', "jsonl"),
+        (b'{"hash_type": "sha256", "value": "ab"}\n', "jsonl"),
+        (b"not json\n" + b'{"md5": "x"}\n', None),
+        (json.dumps(VICS).encode(), "vics"),
+        (json.dumps(VICS, indent=2).encode(), "vics"),
+        (json.dumps(VICS).encode()[:300], "vics"),  # a long one-line document, cut
+        (b"", None),
+        (b"   \n\n", None),
+        (b"hello world\n", None),
+        (b"name,size\nx,1\n", None),
+        (b"[1, 2, 3]", None),
+        (b'{"some": "thing"', None),
+    ],
+)
+def test_detect_format_reads_the_content(head: bytes, expected: str | None) -> None:
+    if expected is None:
+        with pytest.raises(UnrecognisedFormat):
+            detect_format(head)
+    else:
+        assert detect_format(head) == expected
+
+
+def test_the_format_is_told_from_content_not_the_file_name(
+    session: Session, tmp_path: Path
+) -> None:
+    path = write(tmp_path, "list.json", f"md5\n{digest('md5', 1)}\n")
+    assert import_list(session, path, list_name="misnamed").format == "csv"
+
+
+# --- CSV ----------------------------------------------------------------------------------
+
+
+def test_csv_rows_with_several_hashes_share_the_category(session: Session, tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "list.csv",
+        "SHA256,sha1,MD5,pdq,phash,category,source\n"
+        f"{digest('sha256', 1).upper()},{digest('sha1', 1)},{digest('md5', 1)},,,A1,x\n"
+        f" {digest('sha256', 2)} ,,,{pdq(2)},{phash(2)},B2,y\n"
+        f",,{digest('md5', 3)},,,,\n",
+    )
+    summary = import_list(session, path, list_name="national", description="National list")
+    assert summary == ImportSummary(
+        list_name="national", format="csv", added=7, duplicates=0, total_lines=3
+    )
+    assert stored(session, "national") == {
+        ("sha256", digest("sha256", 1)): "A1",
+        ("sha1", digest("sha1", 1)): "A1",
+        ("md5", digest("md5", 1)): "A1",
+        ("sha256", digest("sha256", 2)): "B2",
+        ("pdq", pdq(2)): "B2",
+        ("phash", phash(2)): "B2",
+        ("md5", digest("md5", 3)): None,
+    }
+    info = list_info(session, "national")
+    assert info.description == "National list"
+    assert info.counts == {"md5": 2, "pdq": 1, "phash": 1, "sha1": 1, "sha256": 2}
+    assert info.total == 7
+
+
+def test_bad_lines_are_reported_by_number_and_good_ones_kept(
+    session: Session, tmp_path: Path
+) -> None:
+    lines = [
+        "sha256,md5,category",  # 1
+        f"{digest('sha256', 1)},,1",  # 2 good
+        f"{digest('sha256', 2)[:-1]},,1",  # 3 sha256 too short
+        "",  # 4 blank: skipped, not rejected
+        f",{digest('md5', 4)},2",  # 5 good
+        f",{digest('md5', 5)[:-1]}g,2",  # 6 not hex
+        ",,3",  # 7 no hash at all
+        f'{digest("sha256", 8)},,"multi',  # 8 good, quoted category over two lines
+        'line"',  # 9
+        f"{digest('sha256', 10)},{digest('md5', 10)},4,extra",  # 10 too many fields
+        f"{digest('sha256', 11)},,{'c' * 65}",  # 11 category too long
+        f"{digest('sha256', 12)},{digest('md5', 12)[:5]},5",  # 12 one bad cell: whole line
+        f"{digest('sha256', 13)}",  # 13 good, trailing cells missing
+    ]
+    path = write(tmp_path, "list.csv", "\n".join(lines) + "\n")
+    summary = import_list(session, path, list_name="mixed")
+    assert summary.rejected == [
+        (3, "sha256: not 64 hex digits"),
+        (6, "md5: not 32 hex digits"),
+        (7, "no hash value"),
+        (10, "4 fields, the header has 3"),
+        (11, "category longer than 64 characters"),
+        (12, "md5: not 32 hex digits"),
+    ]
+    assert summary.rejected_count == 6
+    assert summary.total_lines == 10
+    assert (summary.added, summary.duplicates) == (4, 0)
+    assert stored(session, "mixed") == {
+        ("sha256", digest("sha256", 1)): "1",
+        ("md5", digest("md5", 4)): "2",
+        ("sha256", digest("sha256", 8)): "multi\nline",
+        ("sha256", digest("sha256", 13)): None,
+    }
+
+
+def test_duplicates_within_the_file_and_across_imports(session: Session, tmp_path: Path) -> None:
+    first = write(
+        tmp_path,
+        "first.csv",
+        "md5,sha1,category\n"
+        f"{digest('md5', 1)},{digest('sha1', 1)},first\n"
+        f"{digest('md5', 1).upper()},,second\n"  # the same md5 again: first category wins
+        f"{digest('md5', 2)},,x\n",
+    )
+    summary = import_list(session, first, list_name="dups")
+    assert (summary.added, summary.duplicates, summary.hashes) == (3, 1, 4)
+    assert stored(session, "dups")[("md5", digest("md5", 1))] == "first"
+
+    second = write(
+        tmp_path,
+        "second.csv",
+        f"md5,category\n{digest('md5', 2)},y\n{digest('md5', 3)},z\n{digest('md5', 3)},z\n",
+    )
+    summary = import_list(session, second, list_name="dups")
+    assert (summary.added, summary.duplicates) == (1, 2)
+    assert stored(session, "dups")[("md5", digest("md5", 2))] == "x"  # kept as it was
+
+    # The same value in another list is not a duplicate.
+    assert import_list(session, second, list_name="other").added == 2
+    assert list_info(session, "dups").total == 4
+
+
+def test_unusual_text_survives_on_every_backend(session: Session, tmp_path: Path) -> None:
+    category = "tab\there back\\slash \u00e9"
+    path = tmp_path / "list.csv"
+    path.write_bytes(
+        codecs.BOM_UTF8 + f'md5,category\r\n{digest("md5", 1)},"{category}"\r\n'.encode()
+    )
+    summary = import_list(session, path, list_name="text")
+    assert summary.added == 1
+    assert stored(session, "text") == {("md5", digest("md5", 1)): category}
+
+
+def test_utf16_and_a_control_character_category(session: Session, tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "list.csv",
+        f"sha1,category\n{digest('sha1', 1)},ok\n{digest('sha1', 2)},bad\x00nul\n",
+        encoding="utf-16",
+    )
+    summary = import_list(session, path, list_name="utf16")
+    assert summary.added == 1
+    assert summary.rejected == [(3, "category contains control characters")]
+
+
+def test_a_file_of_nothing_but_a_header_imports_nothing(session: Session, tmp_path: Path) -> None:
+    summary = import_list(session, write(tmp_path, "h.csv", "md5\n"), list_name="empty")
+    assert (summary.added, summary.total_lines, summary.rejected_count) == (0, 0, 0)
+    assert list_info(session, "empty").total == 0
+
+
+def test_the_rejected_list_is_capped_but_counted(
+    session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hashlists, "REJECTED_KEPT", 5)
+    body = "".join(f"nothex{i}\n" for i in range(50))
+    path = write(tmp_path, "bad.csv", f"md5\n{digest('md5', 1)}\n{body}")
+    summary = import_list(session, path, list_name="capped", batch_size=7)
+    assert summary.rejected_count == 50
+    assert [line for line, _ in summary.rejected] == [3, 4, 5, 6, 7]
+    assert summary.added == 1
+
+
+def test_batches_and_progress(session: Session, tmp_path: Path) -> None:
+    body = "".join(f"{digest('sha256', i)},{i % 7}\n" for i in range(2_500))
+    path = write(tmp_path, "big.csv", "sha256,category\n" + body)
+    size = path.stat().st_size
+    progress: list[tuple[int, int]] = []
+    stages: list[str] = []
+    summary = import_list(
+        session,
+        path,
+        list_name="batched",
+        batch_size=100,
+        on_progress=lambda done, total: progress.append((done, total)),
+        on_stage=stages.append,
+    )
+    assert summary.added == 2_500
+    assert stages == ["reading", "merging"]
+    assert progress[-1] == (size, size)
+    assert all(total == size for _, total in progress)
+    assert [done for done, _ in progress] == sorted(done for done, _ in progress)
+
+
+def test_a_stream_is_read_as_well_as_a_path(session: Session) -> None:
+    stream = io.BytesIO(f"md5\n{digest('md5', 1)}\n".encode())
+    summary = import_list(session, stream, list_name="stdin")
+    assert summary.added == 1
+
+
+# --- ICSE ---------------------------------------------------------------------------------
+
+
+def test_icse_export_with_photodna_and_baseline(session: Session, tmp_path: Path) -> None:
+    photodna = "AbC+/" * 30 + "=="  # base64-like, case kept
+    lines = [
+        "MD5;SHA1;PhotoDNA;Category;Baseline;Comment",
+        f"{digest('md5', 1).upper()};{digest('sha1', 1)};{photodna};Category 1;Yes;x",
+        f"{digest('md5', 2)};;;Category 2;0;y",
+        f";;{'0' * 288};;true;",  # PhotoDNA only: kept, never matched
+        f"{digest('md5', 4)};{digest('sha1', 4)};{'x' * 513};;;",  # PhotoDNA too long
+        "ICSE-ID-5;;;;;",
+    ]
+    path = write(tmp_path, "icse.csv", "\r\n".join(lines) + "\r\n")
+    summary = import_list(session, path, list_name="icse")
+    assert summary.format == "icse"
+    assert summary.rejected == [
+        (5, "photodna: not 1 to 512 printable ASCII characters"),
+        (6, "md5: not 32 hex digits"),
+    ]
+    assert stored(session, "icse") == {
+        ("md5", digest("md5", 1)): "baseline",
+        ("sha1", digest("sha1", 1)): "baseline",
+        ("photodna", photodna): "baseline",
+        ("md5", digest("md5", 2)): "Category 2",
+        ("photodna", "0" * 288): "baseline",
+    }
+    assert not is_matchable(HashType.photodna)
+    assert {t for t in HashType if is_matchable(t)} == set(HashType) - {HashType.photodna}
+
+
+# --- JSON lines ---------------------------------------------------------------------------
+
+
+def test_jsonl_in_both_shapes(session: Session, tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"md5": digest("md5", 1), "SHA1": digest("sha1", 1), "category": 1}),  # 1
+        json.dumps({"hash_type": "sha256", "value": digest("sha256", 2), "category": "A"}),  # 2
+        "",  # 3 blank
+        "{not json",  # 4
+        json.dumps([digest("md5", 5)]),  # 5
+        json.dumps({"type": "crc32", "hash": "abcd"}),  # 6
+        json.dumps({"md5": 5}),  # 7
+        json.dumps({"type": "PDQ", "hash": pdq(8)}),  # 8
+        json.dumps({"md5": digest("md5", 9), "category": {"nested": 1}}),  # 9
+        json.dumps({"note": "no hash"}),  # 10
+    ]
+    path = write(tmp_path, "list.jsonl", "\n".join(lines) + "\n")
+    summary = import_list(session, path, list_name="jsonl")
+    assert summary.format == "jsonl"
+    assert summary.rejected == [
+        (4, "not valid JSON"),
+        (5, "not a JSON object"),
+        (6, "unknown hash type 'crc32'"),
+        (7, "md5: not a string"),
+        (9, "category is not a string or number"),
+        (10, "no hash value"),
+    ]
+    assert summary.total_lines == 9
+    assert stored(session, "jsonl") == {
+        ("md5", digest("md5", 1)): "1",
+        ("sha1", digest("sha1", 1)): "1",
+        ("sha256", digest("sha256", 2)): "A",
+        ("pdq", pdq(8)): None,
+    }
+
+
+# --- VICS ---------------------------------------------------------------------------------
+
+
+def test_vics_media_are_imported_and_numbered(session: Session, tmp_path: Path) -> None:
+    document = {
+        "@odata.context": "http://github.com/ICMEC/ProjectVic/DataModels/2.0.xml/$metadata",
+        "value": [
+            {"CaseID": 1, "Media": VICS_MEDIA},
+            {"CaseID": 2, "Media": []},
+            {"CaseID": 3},
+            {
+                "CaseID": 4,
+                "Media": [
+                    {"MediaID": 3, "Category": 0, "SHA256": digest("sha256", 3)},
+                    {"MediaID": 4, "Category": 1, "MD5": "not-a-hash"},
+                    "junk",
+                    {"MediaID": 6, "Category": 3, "MD5": digest("md5", 1)},  # repeated
+                ],
+            },
+        ],
+    }
+    path = write(tmp_path, "vics.json", json.dumps(document, indent=1))
+    summary = import_list(session, path, list_name="projectvic")
+    assert summary.format == "vics"
+    assert summary.total_lines == 6
+    assert summary.rejected == [
+        (4, "md5: not 32 hex digits"),
+        (5, "media item is not a JSON object"),
+    ]
+    assert (summary.added, summary.duplicates) == (4, 1)
+    assert stored(session, "projectvic") == {
+        ("md5", digest("md5", 1)): "1",
+        ("sha1", digest("sha1", 1)): "1",
+        ("md5", digest("md5", 2)): "2",
+        ("sha256", digest("sha256", 3)): "0",
+    }
+
+
+def test_a_broken_vics_document_is_refused_whole(session: Session, tmp_path: Path) -> None:
+    path = write(tmp_path, "vics.json", json.dumps(VICS)[:-10])
+    with pytest.raises(UnrecognisedFormat, match="not valid JSON"):
+        import_list(session, path, list_name="broken")
+    session.rollback()
+
+
+def test_an_unrecognised_file_creates_no_list(session: Session, tmp_path: Path) -> None:
+    with pytest.raises(UnrecognisedFormat):
+        import_list(session, write(tmp_path, "x.txt", "hello\n"), list_name="nothing")
+    with pytest.raises(UnknownList):
+        list_info(session, "nothing")
+
+
+# --- lists --------------------------------------------------------------------------------
+
+
+def test_the_own_list_cannot_be_imported_into_or_removed(
+    session: Session, tmp_path: Path, own_list: HashList
+) -> None:
+    path = write(tmp_path, "list.csv", f"md5\n{digest('md5', 1)}\n")
+    with pytest.raises(OwnListReadOnly) as refused:
+        import_list(session, path, list_name=own_list.name)
+    assert refused.value.status_code == 409
+    assert refused.value.code == "own_list_read_only"
+    with pytest.raises(OwnListReadOnly):
+        remove_list(session, own_list.name)
+    # It can be switched off and on like any list.
+    assert not set_enabled(session, own_list.name, False).enabled
+    assert set_enabled(session, own_list.name, True).enabled
+    assert list_info(session, own_list.name).own
+
+
+def test_disable_enable_and_remove(session: Session, tmp_path: Path, own_list: HashList) -> None:
+    path = write(tmp_path, "list.csv", f"md5,sha1\n{digest('md5', 1)},{digest('sha1', 1)}\n")
+    import_list(session, path, list_name="b-list")
+    import_list(session, path, list_name="a-list")
+    names = [i.name for i in list_lists(session)]
+    assert names == sorted(names)
+    assert {"a-list", "b-list", own_list.name} <= set(names)
+
+    assert not set_enabled(session, "a-list", False).enabled
+    assert not list_info(session, "a-list").enabled
+    assert set_enabled(session, "a-list", True).enabled
+
+    a_list = session.execute(select(HashList).where(col(HashList.name) == "a-list")).scalar_one()
+    assert remove_list(session, "a-list") == 2
+    with pytest.raises(UnknownList) as missing:
+        list_info(session, "a-list")
+    assert missing.value.status_code == 404
+    assert list_info(session, "b-list").total == 2
+    left = session.execute(
+        select(func.count()).where(col(KnownHash.list_id) == a_list.id)
+    ).scalar_one()
+    assert left == 0
+    for missing_name in ("a-list", "nope"):
+        with pytest.raises(UnknownList):
+            set_enabled(session, missing_name, True)
+        with pytest.raises(UnknownList):
+            remove_list(session, missing_name)
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 101, "tab\tname"])
+def test_list_names_are_checked(session: Session, tmp_path: Path, name: str) -> None:
+    with pytest.raises(InvalidListName):
+        import_list(session, write(tmp_path, "l.csv", "md5\n"), list_name=name)
