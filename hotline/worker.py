@@ -6,6 +6,8 @@ and listed here; nothing imports this module.
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
 from celery.signals import setup_logging, worker_process_init
 
@@ -28,8 +30,13 @@ def _load_indexes(**_: object) -> None:
     from hotline.db import session_scope
     from triage.neardup import get_near_duplicates
 
-    with session_scope() as session:
-        get_near_duplicates().refresh(session, force=True)
+    try:
+        with session_scope() as session:
+            get_near_duplicates().refresh(session, force=True)
+    except Exception as exc:  # the first task loads it instead
+        logging.getLogger("hotline.worker").warning(
+            "index not loaded at start: %s", type(exc).__name__
+        )
 
 
 def create_worker_app() -> Celery:
