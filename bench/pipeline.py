@@ -67,7 +67,9 @@ def hashing_rate(images: list[bytes], processes: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--reports", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--width", type=int, default=1600)
@@ -96,7 +98,7 @@ def main() -> None:
         "HOTLINE_REDIS_URL": args.redis,
         "HOTLINE_FETCH_ALLOW_NETWORKS": "127.0.0.0/8",
         "HOTLINE_FETCH_PORTS": "1024-65535",
-        "HOTLINE_LOG_LEVEL": "WARNING",
+        "HOTLINE_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
     }
     os.environ.update(env)
     from hotline.db import session_scope, utcnow
@@ -109,11 +111,26 @@ def main() -> None:
     server = LocalHTTPServer().start()
     urls = [server.route(f"/img/{i}.jpg", body=data) for i, data in enumerate(images)]
     workers = [
-        subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "celery", "-A", "hotline.worker", "worker", "--concurrency", "1",
-             "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat",
-             "--hostname", f"bench{n}@%h"],
-            env=env, cwd=REPO,
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "hotline.worker",
+                "worker",
+                "--concurrency",
+                "1",
+                "--loglevel",
+                os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--hostname",
+                f"bench{n}@%h",
+            ],
+            env=env,
+            cwd=REPO,
         )
         for n in range(args.workers)
     ]
@@ -123,24 +140,35 @@ def main() -> None:
         start = time.perf_counter()
         for url in urls:
             with session_scope() as session:
-                submit_report(session, ReportCreate(url=url, category=ReportCategory.csam),
-                              source=ReportSource.api, now=utcnow(), max_url_length=4096,
-                              allow_networks=[ipaddress.ip_network("127.0.0.0/8")])
+                submit_report(
+                    session,
+                    ReportCreate(url=url, category=ReportCategory.csam),
+                    source=ReportSource.api,
+                    now=utcnow(),
+                    max_url_length=4096,
+                    allow_networks=[ipaddress.ip_network("127.0.0.0/8")],
+                )
         submitted = time.perf_counter() - start
         done = 0
         while done < len(urls):
             time.sleep(0.2)
             with engine.connect() as connection:
                 done = connection.execute(
-                    select(func.count()).select_from(Target.__table__)  # type: ignore[attr-defined]
-                    .where(Target.__table__.c.status.in_([TargetStatus.queued.value, TargetStatus.unreachable.value]))  # type: ignore[attr-defined]
+                    select(func.count())
+                    .select_from(Target.__table__)  # type: ignore[attr-defined]
+                    .where(
+                        Target.__table__.c.status.in_(
+                            [TargetStatus.queued.value, TargetStatus.unreachable.value]
+                        )
+                    )  # type: ignore[attr-defined]
                 ).scalar_one()
             if time.perf_counter() - start > 1800:
                 raise SystemExit(f"only {done} of {len(urls)} done after 30 minutes")
         elapsed = time.perf_counter() - start
         with engine.connect() as connection:
             queued = connection.execute(
-                select(func.count()).select_from(Target.__table__)  # type: ignore[attr-defined]
+                select(func.count())
+                .select_from(Target.__table__)  # type: ignore[attr-defined]
                 .where(Target.__table__.c.status == TargetStatus.queued.value)  # type: ignore[attr-defined]
             ).scalar_one()
     finally:
@@ -154,9 +182,13 @@ def main() -> None:
         redis.Redis.from_url(args.redis).flushdb()
     rate = len(urls) / elapsed
     print(f"pure hashing ({args.workers} processes) {baseline:8.1f} img/s")
-    print(f"end to end ({args.workers} workers)      {rate:8.1f} img/s   ratio {rate / baseline:.0%}   "
-          f"({queued} queued of {len(urls)}, submitted in {submitted:.1f} s, {args.width}x{args.height} JPEG, "
-          "PostgreSQL + Redis)")
+    ratio = rate / baseline
+    size = f"{args.width}x{args.height} JPEG"
+    print(
+        f"end to end ({args.workers} workers)      {rate:8.1f} img/s   ratio {ratio:.0%}   "
+        f"({queued} queued of {len(urls)}, submitted in {submitted:.1f} s, {size}, "
+        "PostgreSQL + Redis)"
+    )
 
 
 if __name__ == "__main__":

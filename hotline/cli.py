@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy import func, select
 
+from hotline.cli_hashes import hashes_app
 from hotline.settings import get_settings
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_he
 targets_app = typer.Typer(help="Reported targets (one per canonical URL).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(targets_app, name="targets")
+app.add_typer(hashes_app, name="hashes")
 
 DataDir = Annotated[
     Path | None,

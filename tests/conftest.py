@@ -59,8 +59,15 @@ def _clear_caches() -> None:
     from triage.hosting import get_hosting_lookup
     from triage.neardup import get_near_duplicates
 
-    for cached in (get_settings, producer, get_limiter, contact_cipher, get_fetcher,
-                   get_hosting_lookup, get_near_duplicates):
+    for cached in (
+        get_settings,
+        producer,
+        get_limiter,
+        contact_cipher,
+        get_fetcher,
+        get_hosting_lookup,
+        get_near_duplicates,
+    ):
         cached.cache_clear()
     if get_engine.cache_info().currsize:
         get_engine().dispose()

@@ -68,6 +68,7 @@ _PHOTODNA = re.compile(rf"[\x20-\x7e]{{1,{MAX_PHOTODNA}}}")
 _INVALID = {t: f"{t.value}: not {n} hex digits" for t, n in _HEX_LENGTH.items()} | {
     HashType.photodna: f"photodna: not 1 to {MAX_PHOTODNA} printable ASCII characters"
 }
+_WHITESPACE = re.compile(r"[^\S ]|  ")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
 _NULL = "\\N"  # COPY text format
@@ -267,6 +268,8 @@ def _category(raw: object) -> tuple[str | None, str | None]:
         return None, "category is not a string or number"
     if not text:
         return None, None
+    if _WHITESPACE.search(text):
+        text = " ".join(text.split())  # a label: tabs and line breaks become spaces
     if len(text) > MAX_CATEGORY:
         return None, f"category longer than {MAX_CATEGORY} characters"
     if _CONTROL.search(text):
@@ -449,8 +452,19 @@ def parse_jsonl(text: IO[str], *, counter: _Counter | None = None) -> Iterator[E
         yield from _line(line_no, hashes, category)
 
 
+def _vics_media(value: list[Any]) -> Iterator[object]:
+    """The media items of a VICS ``value`` array, cases (VICS 1.x, ``#Cases``) opened."""
+    for item in value:
+        media = item.get("Media", item.get("media")) if isinstance(item, dict) else None
+        if isinstance(media, list):
+            yield from media
+        else:
+            yield item
+
+
 def parse_vics(text: IO[str], *, counter: _Counter | None = None) -> Iterator[Entry | Rejected]:
-    """A Project VIC VICS (OData) document: ``value[].Media[]`` with MD5, SHA1, Category.
+    """A Project VIC VICS (OData) document: ``value[]`` of media items (VICS 2.0,
+    ``#Media``) or of cases holding them (``value[].Media[]``), with MD5, SHA1, Category.
 
     Parsed whole (one JSON value). Media items are numbered from 1 in document order and
     reported by that number; SHA256, PhotoDNA, pHash and PDQ are taken when present.
@@ -462,23 +476,17 @@ def parse_vics(text: IO[str], *, counter: _Counter | None = None) -> Iterator[En
         raise UnrecognisedFormat(f"The VICS document is not valid JSON: {exc}") from None
     if not isinstance(document, dict) or not isinstance(document.get("value"), list):
         raise UnrecognisedFormat('The VICS document has no "value" array.')
-    number = 0
-    for case in document["value"]:
-        media = case.get("Media", case.get("media")) if isinstance(case, dict) else None
-        if not isinstance(media, list):
+    for number, item in enumerate(_vics_media(document["value"]), 1):
+        counter.lines += 1
+        if not isinstance(item, dict):
+            yield Rejected(number, "media item is not a JSON object")
             continue
-        for item in media:
-            number += 1
-            counter.lines += 1
-            if not isinstance(item, dict):
-                yield Rejected(number, "media item is not a JSON object")
-                continue
-            try:
-                hashes, category = _object_hashes(item)
-            except ValueError as exc:
-                yield Rejected(number, str(exc))
-                continue
-            yield from _line(number, hashes, category)
+        try:
+            hashes, category = _object_hashes(item)
+        except ValueError as exc:
+            yield Rejected(number, str(exc))
+            continue
+        yield from _line(number, hashes, category)
 
 
 def parse(

@@ -15,7 +15,6 @@ from sqlalchemy import (
     Boolean,
     Column,
     ForeignKey,
-    Index,
     Integer,
     String,
     Text,
@@ -140,9 +139,9 @@ class KnownHash(SQLModel, table=True):
         default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
     )
 
+    # One index serves both the lookup by (type, value) and de-duplication per list.
     __table_args__ = (
-        UniqueConstraint("list_id", "hash_type", "value", name="uq_known_hash_list_type_value"),
-        Index("ix_known_hash_type_value", "hash_type", "value"),
+        UniqueConstraint("hash_type", "value", "list_id", name="uq_known_hash_type_value_list"),
     )
 
 

@@ -70,11 +70,8 @@ def upgrade() -> None:
     sa.Column('added_at', hotline.db.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['list_id'], ['hash_list.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('list_id', 'hash_type', 'value', name='uq_known_hash_list_type_value')
+    sa.UniqueConstraint('hash_type', 'value', 'list_id', name='uq_known_hash_type_value_list')
     )
-    with op.batch_alter_table('known_hash', schema=None) as batch_op:
-        batch_op.create_index('ix_known_hash_type_value', ['hash_type', 'value'], unique=False)
-
     op.create_table('sighting',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('target_id', sa.BigInteger(), nullable=False),
@@ -166,9 +163,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_sighting_media_id'))
 
     op.drop_table('sighting')
-    with op.batch_alter_table('known_hash', schema=None) as batch_op:
-        batch_op.drop_index('ix_known_hash_type_value')
-
     op.drop_table('known_hash')
     op.drop_table('site')
     with op.batch_alter_table('media', schema=None) as batch_op:

@@ -289,7 +289,7 @@ def test_what_the_reporter_typed_is_escaped(client: Any) -> None:
             "ftp://example.com/file",
             "Only addresses that start with http:// or https:// can be reported.",
         ),
-        ("http://127.0.0.1/admin", "This address points to a private or local network"),
+        ("http://10.1.2.3/admin", "This address points to a private or local network"),
         ("https://example.com/" + "a" * 5000, "This web address is too long for us to accept."),
     ],
 )

@@ -54,7 +54,7 @@ def write(tmp_path: Path, name: str, text: str, encoding: str = "utf-8") -> Path
 
 def stored(session: Session, list_name: str) -> dict[tuple[str, str], str | None]:
     rows = session.execute(
-        select(KnownHash.hash_type, KnownHash.value, KnownHash.category)
+        select(col(KnownHash.hash_type), col(KnownHash.value), col(KnownHash.category))
         .join(HashList, col(HashList.id) == col(KnownHash.list_id))
         .where(col(HashList.name) == list_name)
     )
@@ -189,7 +189,7 @@ def test_bad_lines_are_reported_by_number_and_good_ones_kept(
     assert stored(session, "mixed") == {
         ("sha256", digest("sha256", 1)): "1",
         ("md5", digest("md5", 4)): "2",
-        ("sha256", digest("sha256", 8)): "multi\nline",
+        ("sha256", digest("sha256", 8)): "multi line",
         ("sha256", digest("sha256", 13)): None,
     }
 
@@ -222,14 +222,14 @@ def test_duplicates_within_the_file_and_across_imports(session: Session, tmp_pat
 
 
 def test_unusual_text_survives_on_every_backend(session: Session, tmp_path: Path) -> None:
-    category = "tab\there back\\slash \u00e9"
+    category = "tab\there  back\\slash \u00e9"
     path = tmp_path / "list.csv"
     path.write_bytes(
         codecs.BOM_UTF8 + f'md5,category\r\n{digest("md5", 1)},"{category}"\r\n'.encode()
     )
     summary = import_list(session, path, list_name="text")
     assert summary.added == 1
-    assert stored(session, "text") == {("md5", digest("md5", 1)): category}
+    assert stored(session, "text") == {("md5", digest("md5", 1)): "tab here back\\slash \u00e9"}
 
 
 def test_utf16_and_a_control_character_category(session: Session, tmp_path: Path) -> None:
@@ -359,13 +359,14 @@ def test_jsonl_in_both_shapes(session: Session, tmp_path: Path) -> None:
 # --- VICS ---------------------------------------------------------------------------------
 
 
-def test_vics_media_are_imported_and_numbered(session: Session, tmp_path: Path) -> None:
+def test_vics_cases_and_their_media_are_imported_and_numbered(
+    session: Session, tmp_path: Path
+) -> None:
     document = {
-        "@odata.context": "http://github.com/ICMEC/ProjectVic/DataModels/2.0.xml/$metadata",
+        "odata.metadata": "http://github.com/ICMEC/ProjectVic/DataModels/1.3.xml/$metadata#Cases",
         "value": [
             {"CaseID": 1, "Media": VICS_MEDIA},
             {"CaseID": 2, "Media": []},
-            {"CaseID": 3},
             {
                 "CaseID": 4,
                 "Media": [
@@ -391,6 +392,33 @@ def test_vics_media_are_imported_and_numbered(session: Session, tmp_path: Path) 
         ("sha1", digest("sha1", 1)): "1",
         ("md5", digest("md5", 2)): "2",
         ("sha256", digest("sha256", 3)): "0",
+    }
+
+
+def test_vics_2_media_document(session: Session, tmp_path: Path) -> None:
+    document = {
+        "@odata.context": "http://github.com/VICSDATAMODEL/ProjectVic/DataModels/2.0.xml"
+        "/Default/$metadata#Media",
+        "value": [
+            {
+                "MediaID": 1,
+                "Category": 0,
+                "MD5": digest("md5", 1).upper(),
+                "SHA1": digest("sha1", 1).upper(),
+                "MediaSize": 2835,
+                "DateUpdated": "2023-06-07T02:31:49.8300Z",
+                "IsPrecategorized": "false",
+            },
+            {"MediaID": 2, "Category": 2, "MediaSize": 1},
+        ],
+    }
+    path = write(tmp_path, "vics.json", json.dumps(document))  # one line
+    summary = import_list(session, path, list_name="vics2")
+    assert summary.format == "vics"
+    assert summary.rejected == [(2, "no hash value")]
+    assert stored(session, "vics2") == {
+        ("md5", digest("md5", 1)): "0",
+        ("sha1", digest("sha1", 1)): "0",
     }
 
 
