@@ -41,5 +41,6 @@ EXPOSE 8000
 # --no-access-log: uvicorn's access log prints client addresses and raw paths (which
 # carry receipts); the app logs route templates instead. --no-proxy-headers: the app
 # itself believes X-Forwarded-For only from HOTLINE_TRUSTED_PROXIES, and uses the
-# client address for nothing but a keyed rate-limit hash.
-CMD ["uvicorn", "hotline.web:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000", "--no-access-log", "--no-proxy-headers"]
+# client address for nothing but a keyed rate-limit hash. --ws none: uvicorn logs the
+# client address of refused WebSocket upgrades; the hotline has no WebSockets.
+CMD ["uvicorn", "hotline.web:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000", "--no-access-log", "--no-proxy-headers", "--ws", "none"]

@@ -206,6 +206,7 @@ def sweep() -> None:
             now=utcnow(),
             older_than=dt.timedelta(seconds=settings.pending_requeue_after_seconds),
             stale_after=dt.timedelta(seconds=settings.process_lease_seconds),
+            max_attempts=settings.process_max_attempts,
         )
     typer.echo(f"{len(ids)} target(s) handed over again")
 
@@ -227,6 +228,8 @@ def _children(host: str, port: int) -> dict[str, list[str]]:
             str(port),
             "--no-access-log",
             "--no-proxy-headers",
+            "--ws",
+            "none",
             "--log-level",
             level,
         ],

@@ -22,6 +22,10 @@ def configure_logging(level: str = "INFO") -> None:
                 # uvicorn's own access log prints client addresses and raw paths.
                 "uvicorn.access": {"handlers": [], "propagate": False, "level": "CRITICAL"},
                 "uvicorn.error": {"level": level.upper()},
+                # At DEBUG these print reported hosts, headers and bits of fetched files.
+                "httpcore": {"level": "WARNING"},
+                "httpx": {"level": "WARNING"},
+                "PIL": {"level": "WARNING"},
             },
         }
     )

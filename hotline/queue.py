@@ -48,6 +48,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": settings.broker_publish_timeout_seconds,
         "worker_hijack_root_logger": False,
+        # A task stuck past most of the lease is stopped; its target is retried or
+        # given up by the service, not left to another worker's duplicate.
+        "task_soft_time_limit": settings.process_lease_seconds * 0.8,
+        "task_time_limit": settings.process_lease_seconds * 0.9,
         "timezone": "UTC",
     }
     if not settings.broker_url:
@@ -85,9 +89,9 @@ def send_messages(messages: list[Message], app: Celery | None = None) -> int:
     """Publish messages without retrying; returns how many were sent."""
     if not messages:
         return 0
-    app = app or producer()
     sent = 0
     try:
+        app = app or producer()
         # The producer pool keeps broker connections open across requests.
         with app.producer_or_acquire() as publisher:
             for message in messages:

@@ -255,6 +255,11 @@ class Settings(BaseSettings):
             )
             if empty
         ]
+        if self.fetch_allow_networks:
+            raise ValueError(
+                "HOTLINE_FETCH_ALLOW_NETWORKS must be empty in production: it lets the "
+                "fetcher reach non-public addresses"
+            )
         if missing:
             raise ValueError(
                 "production needs shared services and real secrets; set " + ", ".join(missing)

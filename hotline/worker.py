@@ -7,6 +7,7 @@ and listed here; nothing imports this module.
 from __future__ import annotations
 
 import logging
+import resource
 
 from celery import Celery
 from celery.signals import setup_logging, worker_process_init
@@ -42,6 +43,8 @@ def _load_indexes(**_: object) -> None:
 def create_worker_app() -> Celery:
     settings = get_settings()
     relax_commits()
+    # A crash in a native decoder must not leave fetched bytes in a core file.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     app = make_celery(settings, main="hotline")
     app.conf.include = TASK_MODULES
     app.conf.beat_schedule = {

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, status
 from hotline.deps import NowDep, PeerDep, SessionDep, SettingsDep
 from reporting import service
 from reporting.models import ReportSource
-from reporting.ratelimit import client_address, get_limiter
+from reporting.ratelimit import get_limiter
 from reporting.schemas import ErrorBody, ReportAccepted, ReportCreate, ReportStatusPublic
 
 router = APIRouter(prefix="/api/v1", tags=["public reports"])
@@ -39,14 +39,14 @@ def create_report(
     data: ReportCreate, session: SessionDep, settings: SettingsDep, peer: PeerDep, now: NowDep
 ) -> ReportAccepted:
     """Accepted reports are stored before this answers; keep the receipt to check the status."""
-    get_limiter().hit(client_address(*peer, settings.trusted_proxies))
-    receipt, _ = service.submit_report(
+    receipt = service.accept_public_report(
         session,
         data,
         source=ReportSource.api,
+        settings=settings,
+        peer=peer,
         now=now,
-        max_url_length=settings.max_url_length,
-        allow_networks=settings.fetch_allow_networks,
+        limiter=get_limiter(),
     )
     return ReportAccepted(receipt=receipt, status_url=f"/api/v1/reports/{receipt}")
 

@@ -26,7 +26,7 @@ from hotline.settings import Settings
 from reporting import service
 from reporting.errors import RateLimited, ReceiptNotFound
 from reporting.models import ReportSource
-from reporting.ratelimit import client_address, get_limiter
+from reporting.ratelimit import get_limiter
 from reporting.schemas import ReportCreate
 
 router = APIRouter(include_in_schema=False)
@@ -163,19 +163,18 @@ def submit_report(
     now: NowDep,
 ) -> HTMLResponse:
     """Send a report through the intake service; show the receipt once, in the page only."""
-    settings = page.settings
     data = parse_report_form(form, page.language)
     if isinstance(data, dict):
         return page.render("report.html", 422, form=form, errors=data)
     try:
-        get_limiter().hit(client_address(*peer, settings.trusted_proxies))
-        receipt, _ = service.submit_report(
+        receipt = service.accept_public_report(
             session,
             data,
             source=ReportSource.public,
+            settings=page.settings,
+            peer=peer,
             now=now,
-            max_url_length=settings.max_url_length,
-            allow_networks=settings.fetch_allow_networks,
+            limiter=get_limiter(),
         )
     except RateLimited as exc:
         headers = {"Retry-After": str(exc.retry_after)}

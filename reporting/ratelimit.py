@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
 import math
 import secrets
 import threading
@@ -27,6 +28,7 @@ from limits.strategies import MovingWindowRateLimiter
 from hotline.settings import IPNetwork, Settings, get_settings
 from reporting.errors import RateLimited
 
+log = logging.getLogger("hotline.ratelimit")
 SECRET_KEY_PREFIX = "hotline:ratelimit:secret:"  # noqa: S105 (a Redis key name)
 
 
@@ -99,20 +101,34 @@ class SubmissionLimiter:
         if self.limiter is None or address is None:
             return
         now = time.time()
-        key = self.key(address, now)
-        for item in self.items:
-            if not self.limiter.hit(item, "report", key):
-                reset_at, _remaining = self.limiter.get_window_stats(item, "report", key)
-                raise RateLimited(math.ceil(reset_at - now))
+        try:
+            key = self.key(address, now)
+            for item in self.items:
+                if not self.limiter.hit(item, "report", key):
+                    reset_at, _remaining = self.limiter.get_window_stats(item, "report", key)
+                    raise RateLimited(math.ceil(reset_at - now))
+        except RateLimited:
+            raise
+        except Exception as exc:
+            # Redis down must not stop people reporting: the limit fails open.
+            log.warning("rate limit not checked: %s", type(exc).__name__)
 
 
 def build_limiter(settings: Settings) -> SubmissionLimiter:
-    client = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+    client = (
+        redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1.0, socket_timeout=1.0)
+        if settings.redis_url
+        else None
+    )
     source = SecretSource(settings.rate_limit_rotation_seconds, client)
     spec = settings.rate_limit.strip()
     if spec.lower() == "off":
         return SubmissionLimiter([], None, source)
-    storage: Storage = RedisStorage(settings.redis_url) if settings.redis_url else MemoryStorage()
+    storage: Storage = (
+        RedisStorage(settings.redis_url, socket_connect_timeout=1.0, socket_timeout=1.0)
+        if settings.redis_url
+        else MemoryStorage()
+    )
     return SubmissionLimiter(parse_many(spec), MovingWindowRateLimiter(storage), source)
 
 

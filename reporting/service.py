@@ -16,10 +16,11 @@ from sqlmodel import Session, col
 
 from hotline.db import dialect_insert
 from hotline.queue import enqueue
-from hotline.settings import IPNetwork
+from hotline.settings import IPNetwork, Settings
 from reporting.contacts import encrypt_contact
 from reporting.errors import DescriptionTooLong, ReceiptNotFound
 from reporting.models import Report, ReportSource, Target, TargetStatus
+from reporting.ratelimit import SubmissionLimiter, client_address
 from reporting.receipts import RECEIPT_MAX_LENGTH, new_receipt, receipt_digest
 from reporting.schemas import DESCRIPTION_MAX, PublicStatus, ReportCreate
 from reporting.urls import canonicalise
@@ -43,7 +44,8 @@ PUBLIC_STATUS = {
 def upsert_target(
     session: Session, url: str, host: str, domain: str, *, now: dt.datetime
 ) -> tuple[int, bool]:
-    """Insert the target or count one more report on it; returns (id, created). Race-free."""
+    """Insert the target or count one more report on it; returns (id, hand it over).
+    Race-free. An unreachable target reported again is tried afresh."""
     insert = dialect_insert(session)
     table = Target.__table__  # type: ignore[attr-defined]
     statement = (
@@ -65,9 +67,20 @@ def upsert_target(
             index_elements=[table.c.url_sha256],
             set_={"report_count": table.c.report_count + 1, "last_reported_at": now},
         )
-        .returning(table.c.id, table.c.report_count)
+        .returning(table.c.id, table.c.report_count, table.c.status)
     )
-    target_id, count = session.execute(statement).one()
+    target_id, count, status = session.execute(statement).one()
+    if status == TargetStatus.unreachable:
+        # Reported again: the site may be back. Try afresh rather than answer 202 and
+        # do nothing.
+        session.execute(
+            update(Target)
+            .where(col(Target.id) == target_id)
+            .values(
+                status=TargetStatus.pending, attempts=0, status_changed_at=now, handed_over_at=now
+            )
+        )
+        return int(target_id), True
     return int(target_id), count == 1
 
 
@@ -111,6 +124,30 @@ def submit_report(
     return receipt, report
 
 
+def accept_public_report(
+    session: Session,
+    data: ReportCreate,
+    *,
+    source: ReportSource,
+    settings: Settings,
+    peer: tuple[str | None, str | None],
+    now: dt.datetime,
+    limiter: SubmissionLimiter,
+) -> str:
+    """A report from the form or the public API: counted against the client's rate limit
+    (by keyed hash, never stored), then submitted; returns the receipt."""
+    limiter.hit(client_address(*peer, settings.trusted_proxies))
+    receipt, _ = submit_report(
+        session,
+        data,
+        source=source,
+        now=now,
+        max_url_length=settings.max_url_length,
+        allow_networks=settings.fetch_allow_networks,
+    )
+    return receipt
+
+
 def report_status(session: Session, receipt: str) -> PublicStatus:
     """The coarse status of the report with this receipt; unknown and wrong receipts alike."""
     if not receipt or len(receipt) > RECEIPT_MAX_LENGTH:
@@ -131,13 +168,16 @@ def sweep_pending(
     now: dt.datetime,
     older_than: dt.timedelta,
     stale_after: dt.timedelta | None = None,
+    max_attempts: int | None = None,
     limit: int = 500,
 ) -> list[int]:
     """Hand over again targets still pending since their last hand-over, and targets a
     worker claimed but did not finish within ``stale_after`` (it died); returns their ids.
 
-    The rows are locked and skipped by concurrent sweeps on PostgreSQL, so two beats
-    never hand the same target over twice in one round.
+    A dead worker's target that has used up ``max_attempts`` is not handed over again
+    but marked unreachable (``internal_error``), so a URL that kills workers cannot
+    keep them busy for ever. The rows are locked and skipped by concurrent sweeps on
+    PostgreSQL, so two beats never hand the same target over twice in one round.
     """
     handed_over = col(Target.handed_over_at)
     due = (col(Target.status) == TargetStatus.pending) & (handed_over < now - older_than)
@@ -153,6 +193,20 @@ def sweep_pending(
         .with_for_update(skip_locked=True)
     )
     ids = [int(i) for i in session.execute(query).scalars()]
+    if ids and max_attempts is not None:
+        exhausted = update(Target).where(
+            col(Target.id).in_(ids),
+            col(Target.status) == TargetStatus.fetching,
+            col(Target.attempts) >= max_attempts,
+        )
+        given_up = session.execute(
+            exhausted.values(
+                status=TargetStatus.unreachable,
+                status_reason="internal_error",
+                status_changed_at=now,
+            ).returning(col(Target.id))
+        ).scalars()
+        ids = sorted(set(ids) - {int(i) for i in given_up})
     if ids:
         # A dead worker's claim is void: the target is pending again, so the next worker
         # may claim it at once.

@@ -65,6 +65,7 @@ _C0_OR_SPACE = "".join(chr(c) for c in range(0x21))
 # Re-parsing the canonical href should be a fixed point at once; the bound only guards
 # against a parser quirk turning into a loop.
 _MAX_REPARSES = 3
+MAX_HOST_LENGTH = 253
 
 
 def canonicalise(
@@ -106,6 +107,8 @@ def canonicalise(
 
     parsed = _parse(href)
     host = str(parsed.hostname)
+    if len(host) > MAX_HOST_LENGTH:  # DNS names end at 253 characters
+        raise InvalidReportURL
     if public_only:
         _check_host_is_public(host, int(parsed.host_type), allow_networks)
     return CanonicalURL(url=href, host=host, registered_domain=registered_domain(host))

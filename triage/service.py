@@ -117,10 +117,16 @@ class Claim:
     registered_domain: str
     report_count: int
     first_time: bool
+    claimed_at: dt.datetime
 
 
 def claim_target(
-    session: Session, target_id: int, *, now: dt.datetime, lease: dt.timedelta
+    session: Session,
+    target_id: int,
+    *,
+    now: dt.datetime,
+    lease: dt.timedelta,
+    max_attempts: int = 1_000_000,
 ) -> Claim | None:
     """Mark the target as being fetched by this worker; None when there is nothing to do
     (finished, or another worker's claim is still in force).
@@ -137,7 +143,7 @@ def claim_target(
     )
     row = session.execute(
         update(Target)
-        .where(col(Target.id) == target_id, claimable)
+        .where(col(Target.id) == target_id, claimable, col(Target.attempts) < max_attempts)
         .values(
             status=TargetStatus.fetching,
             status_changed_at=now,
@@ -155,7 +161,7 @@ def claim_target(
     if row is None:
         return None
     url, domain, reports, processed_at = row
-    return Claim(target_id, str(url), str(domain), int(reports), processed_at is None)
+    return Claim(target_id, str(url), str(domain), int(reports), processed_at is None, now)
 
 
 def _hash(data: bytes, limits: Limits) -> MediaHashes | Failure:
@@ -212,16 +218,19 @@ def gather(
     return gathered
 
 
-def _claimed(session: Session, target_id: int) -> Target | None:
-    target = session.get(Target, target_id, with_for_update=True)
+def _claimed(session: Session, claim: Claim) -> Target | None:
+    """The target, locked, if this worker's claim is still the one in force."""
+    target = session.get(Target, claim.target_id, with_for_update=True)
     if target is None or target.status != TargetStatus.fetching:
         return None  # finished by another worker meanwhile
+    if target.handed_over_at != claim.claimed_at:
+        return None  # the claim expired and another worker holds the target now
     return target
 
 
 def record_failure(
     session: Session,
-    target_id: int,
+    claim: Claim,
     reason: str,
     *,
     now: dt.datetime,
@@ -229,9 +238,10 @@ def record_failure(
     retry_delay: float,
 ) -> Outcome:
     """A failed attempt: back to pending for a later attempt, or unreachable for good."""
-    target = _claimed(session, target_id)
+    target = _claimed(session, claim)
     if target is None:
         return Outcome(None)
+    target_id = claim.target_id
     target.status_reason = reason
     target.status_changed_at = now
     if is_retryable(reason) and target.attempts < max_attempts:
@@ -438,7 +448,8 @@ def record_gathered(
     place = hosting.lookup(gathered.ip)
     facts = ranking.PriorityInput(report_count=claim.report_count)
     media_ids: set[int] = set()
-    for found in gathered.media:
+    # Rows in one order for every worker: two pages sharing new media cannot deadlock.
+    for found in sorted(gathered.media, key=lambda item: item.hashes.sha256):
         media_id = upsert_media(session, found.hashes, now=now)
         where = place if found.ip == gathered.ip else hosting.lookup(found.ip)
         upsert_sighting(session, claim.target_id, media_id, found, where, now=now)
@@ -452,7 +463,11 @@ def record_gathered(
     priority, reasons = ranking.priority(facts)
     updated = session.execute(
         update(Target)
-        .where(col(Target.id) == claim.target_id, col(Target.status) == TargetStatus.fetching)
+        .where(
+            col(Target.id) == claim.target_id,
+            col(Target.status) == TargetStatus.fetching,
+            col(Target.handed_over_at) == claim.claimed_at,
+        )
         .values(
             status=TargetStatus.queued,
             status_reason=None if gathered.media or not gathered.page else "no_media_found",
@@ -498,7 +513,7 @@ def process_target(
 ) -> Outcome:
     """Claim, gather and record one target; returns where it ended and whether to retry."""
     with units() as session:
-        claim = claim_target(session, target_id, now=now(), lease=lease)
+        claim = claim_target(session, target_id, now=now(), lease=lease, max_attempts=max_attempts)
     if claim is None:
         return Outcome(None)
     try:
@@ -506,17 +521,26 @@ def process_target(
     except Exception as exc:  # a bug must not leave the target claimed, nor leak content
         log.error("target %s: processing failed with %s", target_id, type(exc).__name__)
         result = Failure("internal_error")
-    with units() as session:
-        if isinstance(result, Failure):
+
+    def fail(reason: str) -> Outcome:
+        with units() as session:
             return record_failure(
                 session,
-                target_id,
-                result.reason,
+                claim,
+                reason,
                 now=now(),
                 max_attempts=max_attempts,
                 retry_delay=retry_delay,
             )
-        return record_gathered(session, claim, result, now=now(), near=near, hosting=hosting)
+
+    if isinstance(result, Failure):
+        return fail(result.reason)
+    try:
+        with units() as session:
+            return record_gathered(session, claim, result, now=now(), near=near, hosting=hosting)
+    except Exception as exc:  # e.g. a deadlock or a lost connection: try again later
+        log.error("target %s: recording failed with %s", target_id, type(exc).__name__)
+        return fail("internal_error")
 
 
 def find_target(session: Session, url_or_id: str) -> Target | None:

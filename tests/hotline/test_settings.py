@@ -61,3 +61,15 @@ def test_networks_are_read_from_comma_separated_env(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("HOTLINE_TRUSTED_PROXIES", "not-a-network")
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_production_refuses_fetching_from_private_networks() -> None:
+    with pytest.raises(ValidationError, match="HOTLINE_FETCH_ALLOW_NETWORKS"):
+        Settings(
+            env="production",
+            database_url="postgresql+psycopg://h@db/h",
+            broker_url="redis://r:6379/0",
+            redis_url="redis://r:6379/1",
+            contact_keys=Fernet.generate_key().decode(),  # type: ignore[arg-type]
+            fetch_allow_networks="127.0.0.0/8",  # type: ignore[arg-type]
+        )

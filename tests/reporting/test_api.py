@@ -141,3 +141,10 @@ def test_framework_errors_use_the_same_error_shape(client: Any) -> None:
     assert (garbled.status_code, garbled.json()["code"]) == (400, "invalid_body")
     assert client.get("/api/v1/nothing-here").json()["code"] == "not_found"
     assert client.delete("/api/v1/reports").json()["code"] == "method_not_allowed"
+
+
+def test_reports_are_accepted_when_the_rate_limit_store_is_down(
+    client: Any, configure: Any
+) -> None:
+    configure(redis_url="redis://127.0.0.1:9/0", rate_limit="5/minute")
+    assert post(client, url="http://example.org/while-redis-is-down").status_code == 202

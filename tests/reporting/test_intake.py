@@ -152,3 +152,44 @@ def test_sweep_releases_a_dead_workers_claim(session: Session) -> None:
     assert swept == [claimed.target_id]
     session.refresh(target)
     assert (target.status, target.handed_over_at) == (TargetStatus.pending, now)
+
+
+def test_an_unreachable_target_reported_again_is_tried_afresh(session: Session) -> None:
+    _, first = submit(session, "http://example.net/was-down")
+    target = session.get(Target, first.target_id)
+    assert target is not None
+    target.status, target.attempts = TargetStatus.unreachable, 3
+    session.flush()
+    session.info.clear()
+
+    submit(session, "http://example.net/was-down")
+
+    session.refresh(target)
+    assert (target.status, target.attempts, target.report_count) == (TargetStatus.pending, 0, 2)
+    assert [m.kwargs for m in buffered(session)] == [{"target_id": first.target_id}]
+
+
+def test_sweep_gives_up_a_target_that_keeps_killing_workers(session: Session) -> None:
+    now = utcnow()
+    _, claimed = submit(
+        session, "http://example.net/kills-workers", now=now - dt.timedelta(hours=1)
+    )
+    target = session.get(Target, claimed.target_id)
+    assert target is not None
+    target.status, target.attempts = TargetStatus.fetching, 3
+    target.handed_over_at = now - dt.timedelta(minutes=11)
+    session.flush()
+    session.info.clear()
+
+    swept = service.sweep_pending(
+        session,
+        now=now,
+        older_than=dt.timedelta(minutes=5),
+        stale_after=dt.timedelta(minutes=10),
+        max_attempts=3,
+    )
+
+    assert swept == []
+    assert buffered(session) == []
+    session.refresh(target)
+    assert (target.status, target.status_reason) == (TargetStatus.unreachable, "internal_error")

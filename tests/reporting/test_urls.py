@@ -569,3 +569,10 @@ def test_embedded_ipv4_decides_for_every_ipv6_form(v4: int, low: int) -> None:
         forms.append(_v6(v4))
     for form in forms:
         assert is_public_address(form) is expected, form
+
+
+def test_hosts_longer_than_dns_allows_are_invalid() -> None:
+    long_host = ".".join(["a" * 60] * 5) + ".com"  # 309 characters
+    with pytest.raises(InvalidReportURL):
+        canonicalise(f"http://{long_host}/")
+    assert canonicalise("http://" + ".".join(["a" * 60] * 4) + ".com/").host.endswith(".com")

@@ -307,3 +307,39 @@ def test_targets_show_finds_a_target_by_any_spelling(
         assert found.id == target_id
         assert service.find_target(session, str(target_id)) is not None
         assert service.find_target(session, "http://127.0.0.1:1/nothing") is None
+
+
+def test_a_late_worker_cannot_overwrite_a_newer_claim(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    target_id = report(http_server.route("/contested.jpg", body=images.jpeg(44), headers=JPEG))
+    lease = dt.timedelta(minutes=10)
+    with session_scope() as session:
+        stale = service.claim_target(session, target_id, now=utcnow(), lease=lease)
+    assert stale is not None
+    later = utcnow() + dt.timedelta(minutes=11)
+    with session_scope() as session:
+        fresh = service.claim_target(session, target_id, now=later, lease=lease)
+    assert fresh is not None
+    # The first worker comes back late with a failure: it must change nothing.
+    with session_scope() as session:
+        late = service.record_failure(
+            session, stale, "timeout", now=later, max_attempts=3, retry_delay=0
+        )
+    assert late.status is None
+    assert shown(target_id)["status"] == "fetching"
+
+
+def test_claims_stop_after_the_last_attempt(http_server: LocalHTTPServer) -> None:
+    target_id = report(http_server.route("/tries.jpg", body=images.jpeg(45), headers=JPEG))
+    with session_scope() as session:
+        target = session.get(Target, target_id)
+        assert target is not None
+        target.attempts = 3
+    with session_scope() as session:
+        assert (
+            service.claim_target(
+                session, target_id, now=utcnow(), lease=dt.timedelta(minutes=10), max_attempts=3
+            )
+            is None
+        )
