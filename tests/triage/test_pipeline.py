@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import ipaddress
 from collections.abc import Callable
 from typing import Any
@@ -22,8 +23,9 @@ from tests.fixtures import images
 from tests.fixtures.servers import LocalHTTPServer
 from triage import service
 from triage.fetcher import Fetcher, FetchPolicy
+from triage.hashlists import import_list
 from triage.hosting import get_hosting_lookup
-from triage.models import HashList, HashType, KnownHash, Media, Sighting
+from triage.models import HashList, Media, Sighting
 from triage.neardup import NearDuplicates
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
@@ -170,19 +172,10 @@ def test_an_exact_hash_from_a_known_list_ranks_first(
     http_server: LocalHTTPServer, process: Callable[..., service.Outcome], committed: Engine
 ) -> None:
     known = images.jpeg(31, marker=images.new_marker())
+    listing = f"sha256,category\n{hashlib.sha256(known).hexdigest()},1\n{'ab' * 32},2\n"
     with session_scope() as session:
-        listed = HashList(name="national-list")
-        session.add(listed)
-        session.flush()
-        assert listed.id is not None
-        session.add(
-            KnownHash(
-                list_id=listed.id,
-                hash_type=HashType.md5,
-                value=hashlib.md5(known).hexdigest(),  # noqa: S324
-                category="1",
-            )
-        )
+        summary = import_list(session, io.BytesIO(listing.encode()), list_name="national-list")
+    assert summary.added == 2
     plain = report(http_server.route("/plain.jpg", body=images.jpeg(32), headers=JPEG))
     matched = report(http_server.route("/known.jpg", body=known, headers=JPEG))
     process(plain)
@@ -194,7 +187,7 @@ def test_an_exact_hash_from_a_known_list_ranks_first(
     assert {
         "source": "national-list",
         "kind": "exact",
-        "hash_type": "md5",
+        "hash_type": "sha256",
         "distance": 0,
         "media_sha256": None,
     } in target["media"][0]["matches"]
