@@ -63,6 +63,20 @@ class Settings(BaseSettings):
         "details; the first encrypts, all decrypt (rotation). Empty in development: a key "
         "is generated in `<data dir>/contact.key`.",
     )
+    staff_keys: SecretStr = Field(
+        SecretStr(""),
+        description="Comma-separated Fernet keys encrypting staff TOTP secrets; the first "
+        "encrypts, all decrypt. Empty in development: a key is generated in "
+        "`<data dir>/staff.key`.",
+    )
+    staff_token_minutes: int = Field(
+        15, ge=1, le=720, description="Lifetime of a staff API bearer token."
+    )
+    claim_lease_seconds: int = Field(
+        900,
+        ge=60,
+        description="How long an analyst's claim on a queue item lasts unless renewed.",
+    )
     contact_retention_days: int = Field(
         90, ge=1, description="Days after which a reporter's contact details are erased."
     )
@@ -218,7 +232,7 @@ class Settings(BaseSettings):
             ports.extend(range(int(low), int(high or low) + 1))
         return ports
 
-    @field_validator("contact_keys")
+    @field_validator("contact_keys", "staff_keys")
     @classmethod
     def _fernet_keys(cls, value: SecretStr) -> SecretStr:
         from cryptography.fernet import Fernet
@@ -228,7 +242,8 @@ class Settings(BaseSettings):
                 Fernet(key.encode())
             except ValueError:
                 raise ValueError(
-                    "HOTLINE_CONTACT_KEYS must be Fernet keys (32 url-safe base64-encoded bytes)"
+                    "HOTLINE_CONTACT_KEYS and HOTLINE_STAFF_KEYS must be Fernet keys "
+                    "(32 url-safe base64-encoded bytes)"
                 ) from None
         return value
 
@@ -252,6 +267,7 @@ class Settings(BaseSettings):
                     not self.redis_url and self.rate_limit.strip().lower() != "off",
                 ),
                 ("HOTLINE_CONTACT_KEYS", not self.contact_keys.get_secret_value()),
+                ("HOTLINE_STAFF_KEYS", not self.staff_keys.get_secret_value()),
             )
             if empty
         ]

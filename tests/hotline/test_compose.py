@@ -127,7 +127,11 @@ def test_secrets_are_required(compose: dict[str, Any]) -> None:
 def test_production_settings_accept_the_compose_environment(
     services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    dot_env = {"POSTGRES_PASSWORD": "pw", "HOTLINE_CONTACT_KEYS": Fernet.generate_key().decode()}
+    dot_env = {
+        "POSTGRES_PASSWORD": "pw",
+        "HOTLINE_CONTACT_KEYS": Fernet.generate_key().decode(),
+        "HOTLINE_STAFF_KEYS": Fernet.generate_key().decode(),
+    }
     for name in HOTLINE_SERVICES:
         environment = services[name]["environment"]
         assert environment["HOTLINE_ENV"] == "production", name
