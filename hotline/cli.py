@@ -20,7 +20,9 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy import func, select
 
+from hotline.cli_audit import audit_app
 from hotline.cli_hashes import hashes_app
+from hotline.cli_users import users_app
 from hotline.settings import get_settings
 
 app = typer.Typer(
@@ -33,6 +35,8 @@ targets_app = typer.Typer(help="Reported targets (one per canonical URL).", no_a
 app.add_typer(db_app, name="db")
 app.add_typer(targets_app, name="targets")
 app.add_typer(hashes_app, name="hashes")
+app.add_typer(users_app, name="users")
+app.add_typer(audit_app, name="audit")
 
 DataDir = Annotated[
     Path | None,

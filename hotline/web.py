@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import hotline
+from hotline import auth_api
 from hotline.db import get_engine
 from hotline.errors import HotlineError, PayloadTooLarge
 from hotline.logging import configure_logging
@@ -24,7 +25,7 @@ from hotline.queue import producer
 from hotline.settings import get_settings
 from reporting import api as reporting_api
 from reporting import pages as reporting_pages
-from reporting.errors import RateLimited
+from triage import api as triage_api
 
 access_log = logging.getLogger("hotline.access")
 
@@ -36,7 +37,8 @@ def error_response(code: str, detail: str, status_code: int, **extra: Any) -> JS
 
 async def hotline_error_handler(request: Request, exc: Exception) -> JSONResponse:
     exc = cast(HotlineError, exc)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    retry_after = getattr(exc, "retry_after", None)  # rate limits, account lockout
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return error_response(exc.code, exc.detail, exc.status_code, headers=headers)
 
 
@@ -241,6 +243,8 @@ def create_app() -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(Exception, server_error_handler)
     app.include_router(reporting_api.router)
+    app.include_router(auth_api.router)
+    app.include_router(triage_api.router)
     app.include_router(reporting_pages.router)
     app.mount("/static", reporting_pages.static_files(), name="static")
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)

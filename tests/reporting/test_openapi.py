@@ -37,6 +37,6 @@ def test_public_api_never_fails_or_breaks_its_schema(case: Any) -> None:
 
 def test_schema_documents_the_public_api(client: Any) -> None:
     spec = client.get("/api/v1/openapi.json").json()
-    assert set(spec["paths"]) == {"/api/v1/reports", "/api/v1/reports/{receipt}"}
+    assert {"/api/v1/reports", "/api/v1/reports/{receipt}"} <= set(spec["paths"])
     post = spec["paths"]["/api/v1/reports"]["post"]
     assert {"202", "413", "422", "429"} <= set(post["responses"])

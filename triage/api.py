@@ -1,0 +1,167 @@
+"""Staff JSON API of triage: the analyst queue, claims, and what is known of a target.
+
+Every route is authorised by one permission of the matrix in ``hotline.authz``.
+Responses carry reported URLs: staff only, never logged (the access log names the
+route template), and every view of an item is audited.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Response, status
+from sqlalchemy import select
+from sqlmodel import col
+
+from hotline import audit
+from hotline.authz import authorize
+from hotline.deps import NowDep, SessionDep, SettingsDep
+from hotline.errors import HotlineError, NotFound
+from hotline.models import StaffUser
+from reporting.models import Report, Target
+from triage import review
+from triage.service import describe_target
+
+router = APIRouter(prefix="/api/v1", tags=["staff"], include_in_schema=False)
+
+
+class QueueEmpty(HotlineError):
+    code = "queue_empty"
+    status_code = 404
+    detail = "Nothing is waiting in the queue."
+
+
+class ClaimLost(HotlineError):
+    code = "claim_lost"
+    status_code = 409
+    detail = "This item is no longer yours: your claim expired or was given back."
+
+
+def _id(user: StaffUser) -> int:
+    return int(user.id or 0)  # loaded users always have one
+
+
+def _lease(settings: Any) -> dt.timedelta:
+    return dt.timedelta(seconds=settings.claim_lease_seconds)
+
+
+@router.get("/queue")
+def get_queue(
+    session: SessionDep,
+    now: NowDep,
+    user: Annotated[StaffUser, Depends(authorize("queue.view"))],
+    category: str | None = None,
+    domain: str | None = None,
+    country: str | None = None,
+    list_name: Annotated[str | None, Query(alias="list")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Open items, most urgent first, with counts and the sites they belong to."""
+    filters = review.QueueFilters(category, domain, country, list_name)
+    items = review.list_queue(session, now=now, filters=filters, limit=limit, offset=offset)
+    return {
+        "counts": review.queue_counts(session, now=now),
+        "items": [review.queue_item(t) for t in items],
+        "sites": review.queue_by_site(session, now=now),
+    }
+
+
+@router.post("/queue/claim")
+def claim(
+    session: SessionDep,
+    settings: SettingsDep,
+    now: NowDep,
+    user: Annotated[StaffUser, Depends(authorize("queue.claim"))],
+) -> dict[str, Any]:
+    """Claim the most urgent open item for a lease."""
+    target = review.claim_next(session, user_id=_id(user), now=now, lease=_lease(settings))
+    if target is None:
+        raise QueueEmpty()
+    audit.record(
+        session,
+        action="queue.claim",
+        actor=user.email,
+        actor_id=user.id,
+        object_type="target",
+        object_id=target.id,
+        now=now,
+    )
+    return review.queue_item(target)
+
+
+@router.post("/queue/{target_id}/renew", status_code=status.HTTP_204_NO_CONTENT)
+def renew(
+    target_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    now: NowDep,
+    user: Annotated[StaffUser, Depends(authorize("queue.claim"))],
+) -> Response:
+    if not review.renew_claim(
+        session, target_id, user_id=_id(user), now=now, lease=_lease(settings)
+    ):
+        raise ClaimLost()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/queue/{target_id}/release", status_code=status.HTTP_204_NO_CONTENT)
+def release(
+    target_id: int,
+    session: SessionDep,
+    now: NowDep,
+    user: Annotated[StaffUser, Depends(authorize("queue.claim"))],
+) -> Response:
+    if review.release_claims(session, user_id=_id(user), target_id=target_id):
+        audit.record(
+            session,
+            action="queue.release",
+            actor=user.email,
+            actor_id=user.id,
+            object_type="target",
+            object_id=target_id,
+            now=now,
+        )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/targets/{target_id}")
+def get_target(
+    target_id: int,
+    session: SessionDep,
+    now: NowDep,
+    user: Annotated[StaffUser, Depends(authorize("target.view"))],
+) -> dict[str, Any]:
+    """Everything the workers learned about a target, and its reports; the view is audited."""
+    target = session.get(Target, target_id)
+    if target is None:
+        raise NotFound("No target has this id.")
+    shown = describe_target(session, target)
+    reports = session.execute(
+        select(Report).where(col(Report.target_id) == target_id).order_by(col(Report.id))
+    ).scalars()
+    shown["reports"] = [
+        {
+            "category": str(r.category),
+            "description": r.description,
+            "language": r.language,
+            "source": str(r.source),
+            "created_at": r.created_at.isoformat(),
+        }
+        for r in reports
+    ]
+    shown["claim"] = {
+        "claimed_by": target.claimed_by,
+        "expires_at": target.claim_expires_at.isoformat() if target.claim_expires_at else None,
+    }
+    audit.record(
+        session,
+        action="target.view",
+        actor=user.email,
+        actor_id=user.id,
+        object_type="target",
+        object_id=target_id,
+        now=now,
+    )
+    return shown
