@@ -86,7 +86,7 @@ def _timestamp(at: dt.datetime) -> str:
 
 def payload(
     *,
-    id: int,  # noqa: A002 - the column's name
+    id: int,
     prev_hash: str,
     at: dt.datetime,
     actor_id: int | None,
@@ -316,9 +316,7 @@ def verify(
     return VerifyResult(True, checked, None, None, prev_hash if checked else None)
 
 
-def events(
-    session: Session, *, limit: int = 50, action: str | None = None
-) -> Sequence[AuditEvent]:
+def events(session: Session, *, limit: int = 50, action: str | None = None) -> Sequence[AuditEvent]:
     """The newest events first, optionally of one action only."""
     query = select(AuditEvent).order_by(col(AuditEvent.id).desc()).limit(limit)
     if action is not None:

@@ -166,13 +166,11 @@ def staff_cipher(keys: str = "", data_dir: Path | None = None) -> MultiFernet:
 
 
 def configured_staff_cipher() -> MultiFernet:
-    """``staff_cipher`` with the ``staff_keys`` setting, once the settings have it."""
+    """``staff_cipher`` with the ``HOTLINE_STAFF_KEYS`` setting."""
     from hotline.settings import get_settings
 
     settings = get_settings()
-    configured = getattr(settings, "staff_keys", None)
-    keys = configured.get_secret_value() if configured is not None else ""
-    return staff_cipher(keys, settings.resolved_data_dir)
+    return staff_cipher(settings.staff_keys.get_secret_value(), settings.resolved_data_dir)
 
 
 def _totp(secret: str) -> pyotp.TOTP:

@@ -6,6 +6,7 @@ work before it answers with the error.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
@@ -14,7 +15,7 @@ from pydantic import BaseModel, Field
 from hotline import auth
 from hotline.authz import authorize
 from hotline.db import session_scope
-from hotline.deps import NowDep
+from hotline.deps import NowDep, SettingsDep
 from hotline.models import Role, StaffUser
 from reporting.schemas import ErrorBody
 
@@ -51,7 +52,7 @@ class Me(BaseModel):
     },
     summary="Exchange email, password and TOTP code for a short-lived bearer token",
 )
-def create_token(data: TokenRequest, now: NowDep) -> TokenResponse:
+def create_token(data: TokenRequest, now: NowDep, settings: SettingsDep) -> TokenResponse:
     with session_scope() as session:
         result = auth.check_login(
             session,
@@ -61,11 +62,12 @@ def create_token(data: TokenRequest, now: NowDep) -> TokenResponse:
             now=now,
             cipher=auth.configured_staff_cipher(),
         )
-        token = auth.issue_token(session, result.user, now=now) if result.user else None
+        ttl = dt.timedelta(minutes=settings.staff_token_minutes)
+        token = auth.issue_token(session, result.user, now=now, ttl=ttl) if result.user else None
     # Raised after the commit, so the failure counter and the lock are kept.
     if token is None:
         raise result.error or auth.InvalidCredentials()
-    return TokenResponse(access_token=token, expires_in=int(auth.TOKEN_TTL.total_seconds()))
+    return TokenResponse(access_token=token, expires_in=int(ttl.total_seconds()))
 
 
 me_responses: dict[int | str, dict[str, Any]] = {

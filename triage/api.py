@@ -81,7 +81,7 @@ def claim(
         raise QueueEmpty()
     audit.record(
         session,
-        action="queue.claim",
+        action=audit.Action.claimed,
         actor=user.email,
         actor_id=user.id,
         object_type="target",
@@ -116,7 +116,7 @@ def release(
     if review.release_claims(session, user_id=_id(user), target_id=target_id):
         audit.record(
             session,
-            action="queue.release",
+            action=audit.Action.released,
             actor=user.email,
             actor_id=user.id,
             object_type="target",
@@ -157,7 +157,7 @@ def get_target(
     }
     audit.record(
         session,
-        action="target.view",
+        action=audit.Action.item_viewed,
         actor=user.email,
         actor_id=user.id,
         object_type="target",

@@ -78,7 +78,7 @@ def test_an_analyst_takes_the_top_item_and_sees_everything_about_it(client: Any)
             .order_by(col(AuditEvent.id))
         ).all()
         texts = " ".join(str(e) for e in session.execute(select(AuditEvent)).scalars())
-    assert events == [("queue.claim", str(urgent)), ("target.view", str(urgent))]
+    assert events == [("claimed", str(urgent)), ("item_viewed", str(urgent))]
     assert "a.example.com" not in texts  # the audit log names ids, never URLs
 
 
