@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from hotline import auth
+from hotline import audit, auth
 from hotline.authz import authorize
 from hotline.db import session_scope
 from hotline.deps import NowDep, SettingsDep
@@ -43,7 +43,9 @@ class Me(BaseModel):
     "/token",
     response_model=TokenResponse,
     responses={
+        400: {"model": ErrorBody, "description": "Unreadable request body (`invalid_body`)."},
         401: {"model": ErrorBody, "description": "Wrong credentials (`invalid_credentials`)."},
+        413: {"model": ErrorBody, "description": "Request body too large (`payload_too_large`)."},
         422: {"model": ErrorBody, "description": "Missing fields (`validation_error`)."},
         429: {
             "model": ErrorBody,
@@ -64,6 +66,15 @@ def create_token(data: TokenRequest, now: NowDep, settings: SettingsDep) -> Toke
         )
         ttl = dt.timedelta(minutes=settings.staff_token_minutes)
         token = auth.issue_token(session, result.user, now=now, ttl=ttl) if result.user else None
+        attempted = data.email.strip().lower()[:254]
+        audit.record(
+            session,
+            action=audit.Action.login if token else audit.Action.login_failed,
+            actor=attempted if "://" not in attempted else "invalid",
+            actor_id=result.user.id if result.user else None,
+            object_type="staff_user",
+            now=now,
+        )
     # Raised after the commit, so the failure counter and the lock are kept.
     if token is None:
         raise result.error or auth.InvalidCredentials()

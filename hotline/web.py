@@ -37,9 +37,11 @@ def error_response(code: str, detail: str, status_code: int, **extra: Any) -> JS
 
 async def hotline_error_handler(request: Request, exc: Exception) -> JSONResponse:
     exc = cast(HotlineError, exc)
+    headers = dict(getattr(exc, "headers", None) or {})  # e.g. WWW-Authenticate
     retry_after = getattr(exc, "retry_after", None)  # rate limits, account lockout
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return error_response(exc.code, exc.detail, exc.status_code, headers=headers)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return error_response(exc.code, exc.detail, exc.status_code, headers=headers or None)
 
 
 async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:

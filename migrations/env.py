@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-import reporting.models  # noqa: F401  (registers the tables)
 import hotline.models  # noqa: F401
+import reporting.models  # noqa: F401  (registers the tables)
 import triage.models  # noqa: F401
 from hotline.db import make_engine
 

@@ -7,8 +7,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
-import reporting.models  # noqa: F401
 import hotline.models  # noqa: F401
+import reporting.models  # noqa: F401
 import triage.models  # noqa: F401
 
 

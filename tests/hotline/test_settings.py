@@ -73,6 +73,6 @@ def test_production_refuses_fetching_from_private_networks() -> None:
             broker_url="redis://r:6379/0",
             redis_url="redis://r:6379/1",
             contact_keys=Fernet.generate_key().decode(),  # type: ignore[arg-type]
-        staff_keys=Fernet.generate_key().decode(),  # type: ignore[arg-type]
+            staff_keys=Fernet.generate_key().decode(),  # type: ignore[arg-type]
             fetch_allow_networks="127.0.0.0/8",  # type: ignore[arg-type]
         )
