@@ -17,15 +17,18 @@ from hotline.authz import authorize
 from hotline.db import session_scope
 from hotline.deps import NowDep, SettingsDep
 from hotline.models import Role, StaffUser
+from hotline.types import StorableText
 from reporting.schemas import ErrorBody
 
 router = APIRouter(prefix="/api/v1/auth", tags=["staff sign-in"])
 
 
 class TokenRequest(BaseModel):
-    email: str = Field(max_length=254, description="The staff account's email address.")
-    password: str = Field(max_length=auth.MAX_PASSWORD_LENGTH)
-    totp: str = Field(max_length=16, description="The current code of the authenticator app.")
+    email: StorableText = Field(max_length=254, description="The staff account's email address.")
+    password: StorableText = Field(max_length=auth.MAX_PASSWORD_LENGTH)
+    totp: StorableText = Field(
+        max_length=16, description="The current code of the authenticator app."
+    )
 
 
 class TokenResponse(BaseModel):

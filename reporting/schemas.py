@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import enum
-from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from hotline.types import StorableText
 from reporting.models import ReportCategory
 
 DESCRIPTION_MAX = 2000
 CONTACT_MAX = 500
 
 
-def _storable(value: str) -> str:
-    # PostgreSQL text cannot hold NUL, and lone surrogates cannot be encoded.
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text") from None
-    return value
-
-
-Text = Annotated[str, AfterValidator(_storable)]
+Text = StorableText
 
 
 class ReportCreate(BaseModel):
