@@ -1,0 +1,72 @@
+"""Every staff API route, for every role, anonymous and a partner credential: 401 or 403
+where denied, never 500. Every route of the routers below that is guarded by
+``authorize`` is walked, so a new route is walked without touching this test."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi.routing import APIRoute
+
+from hotline import auth_api
+from hotline.auth import configured_staff_cipher, create_user, issue_token
+from hotline.authz import PERMISSIONS, allowed
+from hotline.db import session_scope, utcnow
+from hotline.models import Role
+from triage import api as triage_api
+
+STAFF_ROUTERS = [auth_api.router, triage_api.router]
+
+
+def staff_routes() -> list[tuple[str, str, str]]:
+    """(method, path, permission) of every route guarded by ``authorize``."""
+    found = []
+    for route in (r for router in STAFF_ROUTERS for r in router.routes):
+        if not isinstance(route, APIRoute):
+            continue
+        names = [d.call.__name__ for d in route.dependant.dependencies if d.call is not None]
+        for name in names:
+            match = re.fullmatch(r"authorize_(.+)", name)
+            if match is None:
+                continue
+            permission = next(p for p in PERMISSIONS if p.replace(".", "_") == match.group(1))
+            for method in route.methods:
+                found.append((method, route.path, permission))
+    return sorted(found)
+
+
+def test_every_staff_route_answers_by_the_matrix(client: Any) -> None:
+    routes = staff_routes()
+    assert {path for _, path, _ in routes} >= {
+        "/api/v1/queue",
+        "/api/v1/queue/claim",
+        "/api/v1/targets/{target_id}",
+    }
+    tokens = {}
+    with session_scope() as session:
+        for role in Role:
+            user, _ = create_user(
+                session,
+                f"{role.value}@rbac.example",
+                role,
+                "correct horse battery",
+                now=utcnow(),
+                cipher=configured_staff_cipher(),
+            )
+            tokens[role] = issue_token(session, user, now=utcnow())
+    for method, template, permission in routes:
+        path = re.sub(r"\{[^}]+\}", "1", template)
+        call = getattr(client, method.lower())
+        anonymous = call(path)
+        assert anonymous.status_code == 401, (method, path)
+        partner = call(path, headers={"x-api-key": "partner", "authorization": "Basic cDpw"})
+        assert partner.status_code == 401, (method, path)
+        for role, token in tokens.items():
+            response = call(path, headers={"authorization": f"Bearer {token}"})
+            assert response.status_code < 500, (method, path, role, response.text)
+            if allowed(role, permission):
+                assert response.status_code != 403, (method, path, role)
+            else:
+                assert response.status_code == 403, (method, path, role)
+                assert response.json()["code"] == "forbidden"
