@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-import os
 import re
 import secrets
 from collections.abc import Sequence
@@ -25,11 +24,12 @@ from pathlib import Path
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.fernet import InvalidToken, MultiFernet
 from sqlalchemy import delete, select
 from sqlmodel import Session, col
 
 from hotline.errors import HotlineError
+from hotline.keys import fernet
 from hotline.models import Role, StaffToken, StaffUser
 
 ISSUER = "Hotline"
@@ -134,29 +134,13 @@ def check_password_policy(password: str) -> None:
 # TOTP secrets ------------------------------------------------------------------------
 
 
-def _development_key(data_dir: Path) -> bytes:
-    path = data_dir / "staff.key"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes().strip()
-    key = Fernet.generate_key()
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key)
-    return key
-
-
 @lru_cache
 def _cipher(keys: str, data_dir: Path | None) -> MultiFernet:
-    parsed = [k.strip().encode() for k in keys.split(",") if k.strip()]
-    if not parsed:
-        if data_dir is None:
-            from hotline.settings import get_settings
+    if data_dir is None:
+        from hotline.settings import get_settings
 
-            data_dir = get_settings().resolved_data_dir
-        parsed = [_development_key(data_dir)]
-    return MultiFernet([Fernet(k) for k in parsed])
+        data_dir = get_settings().resolved_data_dir
+    return fernet(keys, data_dir / "staff.key")
 
 
 def staff_cipher(keys: str = "", data_dir: Path | None = None) -> MultiFernet:
