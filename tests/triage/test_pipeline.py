@@ -323,7 +323,9 @@ def test_a_late_worker_cannot_overwrite_a_newer_claim(
     assert shown(target_id)["status"] == "fetching"
 
 
-def test_claims_stop_after_the_last_attempt(http_server: LocalHTTPServer) -> None:
+def test_claims_stop_after_the_last_attempt(
+    http_server: LocalHTTPServer, committed: Engine
+) -> None:
     target_id = report(http_server.route("/tries.jpg", body=images.jpeg(45), headers=JPEG))
     with session_scope() as session:
         target = session.get(Target, target_id)

@@ -85,8 +85,7 @@ def test_a_claimed_item_is_offered_to_no_one_else_until_its_lease_ends(session: 
     assert theirs is not None
     assert theirs.id == second
     assert review.claim_next(session, user_id=3, now=now, lease=LEASE) is None
-    counts = review.queue_counts(session, now=now)
-    assert (counts["open"], counts["claimed"]) == (0, 2)
+    assert review.queue_counts(session, now=now) == {"open": 0, "claimed": 2, "processing": 0}
 
     later = now + LEASE + dt.timedelta(seconds=1)
     assert review.renew_claim(session, first, user_id=1, now=later, lease=LEASE) is False
