@@ -17,7 +17,7 @@ import secrets
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 import redis
@@ -90,7 +90,6 @@ class SubmissionLimiter:
     items: list[RateLimitItem]
     limiter: MovingWindowRateLimiter | None
     secrets: SecretSource
-    clock: object = field(default=time.time)
 
     def key(self, address: str, now: float) -> str:
         digest = hmac.new(self.secrets.current(now), _client_block(address), hashlib.sha256)

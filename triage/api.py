@@ -42,6 +42,20 @@ def _id(user: StaffUser) -> int:
     return int(user.id or 0)  # loaded users always have one
 
 
+def _audit(
+    session: Any, user: StaffUser, action: audit.Action, target_id: int | None, now: dt.datetime
+) -> None:
+    audit.record(
+        session,
+        action=action,
+        actor=user.email,
+        actor_id=user.id,
+        object_type="target",
+        object_id=target_id,
+        now=now,
+    )
+
+
 def _lease(settings: Any) -> dt.timedelta:
     return dt.timedelta(seconds=settings.claim_lease_seconds)
 
@@ -79,15 +93,7 @@ def claim(
     target = review.claim_next(session, user_id=_id(user), now=now, lease=_lease(settings))
     if target is None:
         raise QueueEmpty()
-    audit.record(
-        session,
-        action=audit.Action.claimed,
-        actor=user.email,
-        actor_id=user.id,
-        object_type="target",
-        object_id=target.id,
-        now=now,
-    )
+    _audit(session, user, audit.Action.claimed, target.id, now)
     return review.queue_item(target)
 
 
@@ -114,15 +120,7 @@ def release(
     user: Annotated[StaffUser, Depends(authorize("queue.claim"))],
 ) -> Response:
     if review.release_claims(session, user_id=_id(user), target_id=target_id):
-        audit.record(
-            session,
-            action=audit.Action.released,
-            actor=user.email,
-            actor_id=user.id,
-            object_type="target",
-            object_id=target_id,
-            now=now,
-        )
+        _audit(session, user, audit.Action.released, target_id, now)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -155,13 +153,5 @@ def get_target(
         "claimed_by": target.claimed_by,
         "expires_at": target.claim_expires_at.isoformat() if target.claim_expires_at else None,
     }
-    audit.record(
-        session,
-        action=audit.Action.item_viewed,
-        actor=user.email,
-        actor_id=user.id,
-        object_type="target",
-        object_id=target_id,
-        now=now,
-    )
+    _audit(session, user, audit.Action.item_viewed, target_id, now)
     return shown
