@@ -75,3 +75,28 @@ class AuditEvent(SQLModel, table=True):
     details: str | None = Field(default=None, sa_column=Column(Text))
     prev_hash: str = Field(sa_column=Column(String(64), nullable=False))
     hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+
+
+class StaffSession(SQLModel, table=True):
+    """A signed-in browser: the cookie's value is shown once and stored as its SHA-256.
+
+    A session ends after ``staff_session_idle_minutes`` without a request, at
+    ``expires_at`` in any case, or at sign-out. ``pending_totp`` marks the step between
+    a correct password and the first TOTP code of an account still enrolling.
+    """
+
+    __tablename__ = "staff_session"
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True))
+    token_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    user_id: int = Field(
+        sa_column=Column(
+            BigInteger, ForeignKey("staff_user.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    pending_totp: bool = Field(default=False, sa_column=Column(Boolean, nullable=False))
+    created_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+    last_seen_at: dt.datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    expires_at: dt.datetime = Field(sa_column=Column(UTCDateTime, nullable=False, index=True))

@@ -77,6 +77,31 @@ class Settings(BaseSettings):
         ge=60,
         description="How long an analyst's claim on a queue item lasts unless renewed.",
     )
+    staff_session_idle_minutes: int = Field(
+        30,
+        ge=1,
+        le=1440,
+        description="A staff browser session ends after this long without a request.",
+    )
+    staff_session_max_hours: int = Field(
+        12,
+        ge=1,
+        le=168,
+        description="A staff browser session ends this long after sign-in in any case.",
+    )
+    second_opinion: Literal["none", "national", "always"] = Field(
+        "national",
+        description="When a second analyst (or a supervisor) must confirm an illegal verdict "
+        "before a target is `confirmed`: `none`; `national` (verdicts resting on national "
+        "law only); `always`.",
+    )
+    safe_view_blur_radius: float = Field(
+        24,
+        ge=4,
+        le=200,
+        description="Gaussian blur radius of the safe view's default rendering, in pixels "
+        "of an image scaled to 1024 pixels on its long side.",
+    )
     contact_retention_days: int = Field(
         90, ge=1, description="Days after which a reporter's contact details are erased."
     )
@@ -213,7 +238,9 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Log level of all processes.")
     secure_cookies: bool = Field(
-        True, description="Mark cookies Secure; turn off only for local plain-http use."
+        True,
+        description="Mark staff session cookies `Secure` (sent over HTTPS only); turn off "
+        "only to sign in over plain http on a laptop. Production refuses it off.",
     )
 
     @field_validator("trusted_proxies", "fetch_allow_networks", mode="before")
@@ -275,6 +302,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "HOTLINE_FETCH_ALLOW_NETWORKS must be empty in production: it lets the "
                 "fetcher reach non-public addresses"
+            )
+        if not self.secure_cookies:
+            raise ValueError(
+                "HOTLINE_SECURE_COOKIES must stay on in production: staff sessions travel "
+                "over HTTPS only"
             )
         if missing:
             raise ValueError(

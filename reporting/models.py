@@ -20,6 +20,10 @@ class TargetStatus(enum.StrEnum):
     fetching = "fetching"
     queued = "queued"
     in_review = "in_review"
+    # Assessed as illegal, waiting for a second analyst (the second-opinion policy).
+    second_opinion = "second_opinion"
+    # The second opinion disagreed: a supervisor decides.
+    disputed = "disputed"
     confirmed = "confirmed"
     not_illegal = "not_illegal"
     unreachable = "unreachable"

@@ -33,6 +33,8 @@ PUBLIC_STATUS = {
     TargetStatus.fetching: PublicStatus.received,
     TargetStatus.queued: PublicStatus.being_assessed,
     TargetStatus.in_review: PublicStatus.being_assessed,
+    TargetStatus.second_opinion: PublicStatus.being_assessed,
+    TargetStatus.disputed: PublicStatus.being_assessed,
     TargetStatus.confirmed: PublicStatus.action_taken,
     TargetStatus.forwarded: PublicStatus.action_taken,
     TargetStatus.removed: PublicStatus.action_taken,

@@ -176,3 +176,152 @@ class MediaMatch(SQLModel, table=True):
     )
 
     __table_args__ = (UniqueConstraint("media_id", "hash_type", "ref", name="uq_media_match"),)
+
+
+# Assessment (ICCAM scheme) ---------------------------------------------------------------
+
+
+class Classification(enum.StrEnum):
+    """ICCAM's classification of one media item."""
+
+    baseline = "baseline"  # illegal under INTERPOL's international (baseline) criteria
+    national = "national"  # illegal under national law
+    doubtful = "doubtful"
+    not_illegal = "not_illegal"
+    ignore = "ignore"  # page furniture: icons, logos, banners
+
+
+ILLEGAL = frozenset({Classification.baseline, Classification.national})
+
+
+class AgeGroup(enum.StrEnum):
+    not_determined = "not_determined"
+    infant = "infant"
+    prepubescent = "prepubescent"
+    pubescent = "pubescent"
+
+
+class Gender(enum.StrEnum):
+    undetermined = "undetermined"
+    female = "female"
+    male = "male"
+    both = "both"
+
+
+class Commerciality(enum.StrEnum):
+    not_determined = "not_determined"
+    commercial = "commercial"
+    non_commercial = "non_commercial"
+
+
+class ContentType(enum.StrEnum):
+    image = "image"
+    video = "video"
+    link = "link"
+    container = "container"
+    other = "other"
+    text = "text"
+
+
+class SiteType(enum.StrEnum):
+    """The INHOPE glossary's site types."""
+
+    website = "website"
+    image_host = "image_host"
+    file_host = "file_host"
+    image_store = "image_store"
+    imageboard = "imageboard"
+    forum = "forum"
+    banner_site = "banner_site"
+    link_site = "link_site"
+    social_networking = "social_networking"
+    redirector = "redirector"
+    web_archive = "web_archive"
+    search_provider = "search_provider"
+    blog = "blog"
+
+
+class AssessmentOrigin(enum.StrEnum):
+    analyst = "analyst"  # an analyst decided
+    earlier = "earlier"  # taken automatically from an earlier verdict on the same media
+    bulk = "bulk"  # a supervisor's bulk confirmation of exact trusted-list matches
+
+
+class Assessment(SQLModel, table=True):
+    """The verdict on one media item as seen on one target. Never updated in place except
+    ``current``: a new assessment (or a reversal) supersedes the old one, which stays."""
+
+    __tablename__ = "assessment"
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True))
+    target_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("target.id"), nullable=False, index=True)
+    )
+    media_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("media.id"), nullable=False, index=True)
+    )
+    analyst_id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, ForeignKey("staff_user.id"))
+    )
+    origin: AssessmentOrigin = Field(
+        default=AssessmentOrigin.analyst,
+        sa_column=Column(str_enum(AssessmentOrigin), nullable=False),
+    )
+    # For ``earlier``: the assessment whose verdict was taken over.
+    source_id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, ForeignKey("assessment.id"))
+    )
+    classification: Classification = Field(
+        sa_column=Column(str_enum(Classification), nullable=False)
+    )
+    age_group: AgeGroup | None = Field(default=None, sa_column=Column(str_enum(AgeGroup)))
+    gender: Gender | None = Field(default=None, sa_column=Column(str_enum(Gender)))
+    virtual: bool | None = Field(default=None, sa_column=Column(Boolean))
+    child_modelling: bool | None = Field(default=None, sa_column=Column(Boolean))
+    user_generated: bool | None = Field(default=None, sa_column=Column(Boolean))
+    commerciality: Commerciality | None = Field(
+        default=None, sa_column=Column(str_enum(Commerciality))
+    )
+    payment_method: str | None = Field(default=None, sa_column=Column(String(100)))
+    content_type: ContentType | None = Field(default=None, sa_column=Column(str_enum(ContentType)))
+    site_type: SiteType | None = Field(default=None, sa_column=Column(str_enum(SiteType)))
+    note: str | None = Field(default=None, sa_column=Column(Text))
+    current: bool = Field(default=True, sa_column=Column(Boolean, nullable=False))
+    created_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
+
+
+class DecisionStage(enum.StrEnum):
+    first = "first"  # the analyst who assessed the target
+    second = "second"  # a second, different analyst or a supervisor (second-opinion policy)
+    supervisor = "supervisor"  # settles a disagreement, reverses, or confirms in bulk
+
+
+class Outcome(enum.StrEnum):
+    illegal = "illegal"
+    not_illegal = "not_illegal"
+    no_longer_available = "no_longer_available"
+    not_assessable = "not_assessable"
+
+
+class Decision(SQLModel, table=True):
+    """A step in deciding a target: first verdict, second opinion, supervisor's ruling."""
+
+    __tablename__ = "decision"
+
+    id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True))
+    target_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("target.id"), nullable=False, index=True)
+    )
+    staff_id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, ForeignKey("staff_user.id"))
+    )
+    stage: DecisionStage = Field(sa_column=Column(str_enum(DecisionStage), nullable=False))
+    outcome: Outcome = Field(sa_column=Column(str_enum(Outcome, length=24), nullable=False))
+    # Second opinions: did it agree with the first verdict?
+    agrees: bool | None = Field(default=None, sa_column=Column(Boolean))
+    note: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: dt.datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
+    )
