@@ -6,6 +6,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import hotline.models  # noqa: F401
+import partners.models  # noqa: F401
 import reporting.models  # noqa: F401  (registers the tables)
 import triage.models  # noqa: F401
 from hotline.db import make_engine

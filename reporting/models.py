@@ -82,6 +82,10 @@ class Target(SQLModel, table=True):
     # An analyst's claim on the item (triage.review): offered to no one else until expiry.
     claimed_by: int | None = Field(default=None, sa_column=Column(BigInteger))
     claim_expires_at: dt.datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    # Filled by partners: when the material was first seen gone (a re-check or a
+    # partner's status), and when a removed target came back online.
+    removed_at: dt.datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    reopened_at: dt.datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
 
     __table_args__ = (
         Index("ix_target_status_handed_over", "status", "handed_over_at"),

@@ -8,6 +8,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
 import hotline.models  # noqa: F401
+import partners.models  # noqa: F401
 import reporting.models  # noqa: F401
 import triage.models  # noqa: F401
 
