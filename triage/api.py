@@ -15,12 +15,13 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from hotline import audit
-from hotline.authz import authorize
+from hotline.authz import Forbidden, allowed, authorize
 from hotline.deps import NowDep, SessionDep, SettingsDep
 from hotline.errors import HotlineError, NotFound
 from hotline.models import StaffUser
 from reporting.models import Report, Target
-from triage import review
+from triage import review, safeview
+from triage.fetcher import Fetcher, get_fetcher
 from triage.service import describe_target
 
 router = APIRouter(prefix="/api/v1", tags=["staff"], include_in_schema=False)
@@ -155,3 +156,49 @@ def get_target(
     }
     _audit(session, user, audit.Action.item_viewed, target_id, now)
     return shown
+
+
+# The safe view's answer is for this one look only: not cached, not sniffed, not saved
+# under a name, not able to run anything if opened on its own.
+SAFE_VIEW_HEADERS = {
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "Content-Disposition": "inline",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+}
+
+
+@router.get("/targets/{target_id}/media/{media_id}/view")
+def view_media(
+    target_id: int,
+    media_id: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    now: NowDep,
+    fetcher: Annotated[Fetcher, Depends(get_fetcher)],
+    user: Annotated[StaffUser, Depends(authorize("target.view"))],
+    unblur: bool = False,
+    size: Annotated[int, Query(ge=safeview.MIN_SIZE, le=safeview.MAX_SIZE)] = safeview.DEFAULT_SIZE,
+) -> Response:
+    """A media item fetched afresh and rendered in memory: blurred greyscale unless
+    ``unblur`` (permission ``media.unblur``, audited). Never stored (docs/safeview.md)."""
+    if unblur and not allowed(user.role, "media.unblur"):
+        raise Forbidden()
+    source = safeview.locate(session, target_id, media_id)
+    session.close()  # no connection is held while the site takes its time
+    options = safeview.Options.from_settings(settings, size=size, unblur=unblur)
+    shown = safeview.render(source, fetcher=fetcher, options=options)
+    if unblur:
+        audit.record(
+            session,
+            action=audit.Action.unblurred,
+            actor=user.email,
+            actor_id=user.id,
+            object_type="media",
+            object_id=media_id,
+            details={"target_id": target_id},
+            now=now,
+        )
+    headers = SAFE_VIEW_HEADERS | {"X-Hotline-Content": shown.content, "X-Hotline-View": shown.view}
+    return Response(shown.body, media_type=shown.media_type, headers=headers)

@@ -1,0 +1,369 @@
+"""The safe view as an analyst uses it: synthetic media served from 127.0.0.1, seen by the
+real pipeline, then looked at through `GET /api/v1/targets/{id}/media/{id}/view`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import ipaddress
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from sqlmodel import col
+
+from hotline.db import session_scope, utcnow
+from hotline.models import AuditEvent, Role
+from reporting import service as intake
+from reporting.models import ReportCategory, ReportSource, TargetStatus
+from reporting.schemas import ReportCreate
+from tests.conftest import tables_with_marker
+from tests.fixtures import images
+from tests.fixtures.servers import LocalHTTPServer
+from tests.reporting.test_anonymity import database_dump, redis_dump
+from tests.triage.test_api import bearer
+from tests.triage.test_hashing import audit_writes  # noqa: F401 - a fixture
+from triage import safeview, service
+from triage.fetcher import get_fetcher
+from triage.hosting import get_hosting_lookup
+from triage.models import Sighting
+from triage.neardup import NearDuplicates
+
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
+SAFE_HEADERS = {
+    "cache-control": "no-store",
+    "pragma": "no-cache",
+    "content-disposition": "inline",
+    "x-content-type-options": "nosniff",
+    "content-security-policy": "default-src 'none'; sandbox",
+}
+Unblurs = Callable[[int], list[AuditEvent]]
+
+
+def seen(url: str) -> tuple[int, list[int]]:
+    """Report ``url`` and run the worker's pipeline on it: (target id, media ids)."""
+    with session_scope() as session:
+        _, created = intake.submit_report(
+            session,
+            ReportCreate(url=url, category=ReportCategory.csam),
+            source=ReportSource.api,
+            now=utcnow(),
+            max_url_length=4096,
+            allow_networks=LOOPBACK,
+        )
+    outcome = service.process_target(
+        created.target_id,
+        units=session_scope,
+        fetcher=get_fetcher(),
+        near=NearDuplicates(phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=0),
+        hosting=get_hosting_lookup(),
+        limits=service.Limits(),
+        lease=dt.timedelta(minutes=10),
+        max_attempts=2,
+        retry_delay=0,
+        now=utcnow,
+    )
+    assert outcome.status == TargetStatus.queued
+    with session_scope() as session:
+        media = session.execute(
+            select(col(Sighting.media_id))
+            .where(col(Sighting.target_id) == created.target_id)
+            .order_by(col(Sighting.id))
+        ).scalars()
+        return created.target_id, list(media)
+
+
+def page(server: LocalHTTPServer, name: str, files: dict[str, bytes]) -> str:
+    """A page on ``server`` showing ``files`` (path -> bytes), each served too."""
+    tags = []
+    for path, body in files.items():
+        server.route(path, body=body)
+        tags.append(f'<a href="{path}"><img src="{path}"></a>')
+    html = f"<!doctype html><html><body>{''.join(tags)}</body></html>".encode()
+    return server.route(f"/{name}", body=html, headers={"content-type": "text/html"})
+
+
+def view(client: Any, headers: dict[str, str], target: int, media: int, **query: Any) -> Any:
+    params = {k: str(v).lower() if isinstance(v, bool) else v for k, v in query.items()}
+    return client.get(
+        f"/api/v1/targets/{target}/media/{media}/view", headers=headers, params=params
+    )
+
+
+def picture(response: Any) -> Image.Image:
+    img = Image.open(io.BytesIO(response.content))
+    img.load()
+    return img
+
+
+def edges(img: Image.Image) -> float:
+    """Variance of the edge image of the luma: high-frequency content."""
+    found = img.convert("L").filter(ImageFilter.FIND_EDGES)
+    return float(np.asarray(found, dtype=np.float64)[1:-1, 1:-1].var())
+
+
+@pytest.fixture
+def unblurs(committed: Engine) -> Callable[[int], list[AuditEvent]]:
+    """The unblur events of a media id recorded during this test (the audit log is never
+    emptied between tests, and ids start again at 1)."""
+    with session_scope() as session:
+        before = session.execute(select(func.max(col(AuditEvent.id)))).scalar() or 0
+
+    def events(media_id: int) -> list[AuditEvent]:
+        with session_scope() as session:
+            return list(
+                session.execute(
+                    select(AuditEvent)
+                    .where(col(AuditEvent.id) > before, col(AuditEvent.action) == "unblurred")
+                    .where(col(AuditEvent.object_id) == str(media_id))
+                    .order_by(col(AuditEvent.id))
+                ).scalars()
+            )
+
+    return events
+
+
+def test_the_default_view_is_blurred_greyscale_and_never_cached(
+    client: Any, http_server: LocalHTTPServer, unblurs: Unblurs
+) -> None:
+    original = images.png(11, (800, 600), texture="checker")
+    target, [media] = seen(http_server.route("/a.png", body=original))
+    analyst = bearer(Role.analyst, "ana@hotline.example")
+
+    response = view(client, analyst, target, media)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/jpeg"
+    assert {k: response.headers[k] for k in SAFE_HEADERS} == SAFE_HEADERS
+    assert response.headers["x-hotline-content"] == "same"
+    assert response.headers["x-hotline-view"] == "blurred"
+    shown = picture(response)
+    assert (shown.format, shown.mode, shown.size) == ("JPEG", "L", (800, 600))
+    # The blur leaves a small fraction of the edges of the same picture in grey.
+    sharp = Image.open(io.BytesIO(original))
+    assert edges(shown) < edges(sharp) / 20
+    assert unblurs(media) == []  # looking blurred is not an unblur
+
+
+def test_unblur_shows_the_picture_in_colour_and_is_audited_each_time(
+    client: Any, http_server: LocalHTTPServer, unblurs: Unblurs
+) -> None:
+    original = images.jpeg(12, (1600, 1200), quality=95, marker=images.new_marker())
+    target, [media] = seen(http_server.route("/b.jpg", body=original))
+    analyst = bearer(Role.analyst, "ana@hotline.example")
+
+    first = view(client, analyst, target, media, unblur=True)
+    second = view(client, analyst, target, media, unblur=True, size=400)
+
+    assert first.status_code == second.status_code == 200
+    assert first.headers["x-hotline-view"] == "unblurred"
+    assert {k: first.headers[k] for k in SAFE_HEADERS} == SAFE_HEADERS
+    shown = picture(first)
+    assert (shown.mode, shown.size) == ("RGB", (1024, 768))  # fit to the default size
+    expected = Image.open(io.BytesIO(original)).resize((1024, 768), Image.Resampling.LANCZOS)
+    difference = np.abs(
+        np.asarray(shown, dtype=np.int16) - np.asarray(expected, dtype=np.int16)
+    ).mean()
+    assert difference < 4
+    channels = np.asarray(shown, dtype=np.int16)
+    assert np.abs(channels[..., 0] - channels[..., 2]).mean() > 10  # colour, not grey
+    assert edges(shown) > edges(expected) / 2  # not blurred
+    assert picture(second).size == (400, 300)  # zoom
+    # Re-encoded, never the file as served: its comment (and any other face) is gone.
+    assert first.content != original
+    assert images.MARKER_PREFIX not in first.content
+
+    events = unblurs(media)
+    assert len(events) == 2
+    assert {(e.actor, e.object_type) for e in events} == {("ana@hotline.example", "media")}
+    assert all(json.loads(e.details or "{}") == {"target_id": target} for e in events)
+    assert "127.0.0.1" not in " ".join(f"{e.details} {e.object_id}" for e in events)
+
+
+def test_who_may_look_and_who_may_unblur(
+    client: Any, http_server: LocalHTTPServer, unblurs: Unblurs
+) -> None:
+    target, [media] = seen(http_server.route("/c.png", body=images.png(13, (320, 240))))
+    admin = bearer(Role.admin, "adam@hotline.example")
+    auditor = bearer(Role.auditor, "audrey@hotline.example")
+    supervisor = bearer(Role.supervisor, "sue@hotline.example")
+
+    assert view(client, admin, target, media).status_code == 200  # target.view only
+    for role in (admin, auditor):
+        refused = view(client, role, target, media, unblur=True)
+        assert (refused.status_code, refused.json()["code"]) == (403, "forbidden")
+    assert view(client, auditor, target, media).status_code == 403  # no target.view
+    assert view(client, {}, target, media).status_code == 401
+    assert view(client, supervisor, target, media, unblur=True).status_code == 200
+    assert [e.actor for e in unblurs(media)] == ["sue@hotline.example"]
+    for size in (10, 5000):
+        assert view(client, supervisor, target, media, size=size).status_code == 422
+
+
+def test_media_of_another_target_is_not_found(
+    client: Any, http_server: LocalHTTPServer, unblurs: Unblurs
+) -> None:
+    one, [mine] = seen(http_server.route("/d.png", body=images.png(14, (320, 240))))
+    other, [theirs] = seen(http_server.route("/e.png", body=images.png(15, (320, 240))))
+    analyst = bearer(Role.analyst, "ana@hotline.example")
+
+    for target, media in ((one, theirs), (other, mine), (one, 999_999), (999_999, mine)):
+        for unblur in (False, True):
+            missing = view(client, analyst, target, media, unblur=unblur)
+            assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
+    assert unblurs(mine) == unblurs(theirs) == []
+
+
+def test_a_changed_file_is_shown_and_flagged(client: Any, http_server: LocalHTTPServer) -> None:
+    url = http_server.route("/f.png", body=images.png(16, (320, 240)))
+    target, [media] = seen(url)
+    analyst = bearer(Role.analyst, "ana@hotline.example")
+    assert view(client, analyst, target, media).headers["x-hotline-content"] == "same"
+
+    http_server.route("/f.png", body=images.png(17, (200, 100)))
+
+    changed = view(client, analyst, target, media, unblur=True)
+    assert changed.status_code == 200
+    assert changed.headers["x-hotline-content"] == "changed"
+    assert picture(changed).size == (200, 100)  # what is there now
+
+
+def test_media_that_cannot_be_fetched_again_is_unavailable_without_its_address(
+    client: Any, configure: Any, http_server: LocalHTTPServer, unblurs: Unblurs
+) -> None:
+    url = http_server.route("/g.png", body=images.png(18, (320, 240)))
+    target, [media] = seen(url)
+    analyst = bearer(Role.analyst, "ana@hotline.example")
+    answers = []
+
+    http_server.route("/g.png", status=404, body=b"gone")
+    answers.append((view(client, analyst, target, media, unblur=True), 404, "http_error_404"))
+    http_server.route("/g.png", body=images.html())
+    answers.append((view(client, analyst, target, media), 502, "not_media"))
+    http_server.route("/g.png", body=images.png(18, (320, 240)))
+    configure(fetch_allow_networks="")  # 127.0.0.1 is no public address
+    answers.append((view(client, analyst, target, media), 502, "blocked_address"))
+    configure(fetch_allow_networks="127.0.0.0/8")
+    http_server.stop()
+    answers.append((view(client, analyst, target, media), 502, "connect_error"))
+
+    for response, status, reason in answers:
+        body = response.json()
+        assert (response.status_code, body["code"]) == (status, "media_unavailable")
+        assert f"({reason})" in body["detail"]
+        for part in (url, "127.0.0.1", str(http_server.port), "/g.png"):
+            assert part not in response.text
+        assert "no-store" not in response.headers.get("cache-control", "")  # an error only
+    assert unblurs(media) == []  # nothing was shown, nothing to audit
+
+
+def test_vector_images_are_never_decoded(client: Any, http_server: LocalHTTPServer) -> None:
+    files = {
+        "/h.svg": images.svg(images.new_marker()),
+        "/i.svg": images.svg(images.new_marker(), prolog=False),
+        "/j.eps": images.eps(images.new_marker()),
+    }
+    target, media = seen(page(http_server, "vectors", files))
+    analyst = bearer(Role.analyst, "ana@hotline.example")
+    assert len(media) == 3
+
+    shown = {}
+    for item in media:
+        for unblur in (False, True):
+            response = view(client, analyst, target, item, unblur=unblur)
+            assert response.status_code == 200
+            assert response.headers["x-hotline-view"] == "placeholder"
+            assert response.headers["content-type"] == "image/png"
+            shown.setdefault(item, set()).add(response.content)
+    # One generated picture per type, the same whatever the file holds: nothing of the
+    # file went into it.
+    assert len({frozenset(bodies) for bodies in shown.values()}) == 2
+    assert all(len(bodies) == 1 for bodies in shown.values())
+
+
+def test_video_is_a_placeholder_until_unblurred(
+    client: Any, http_server: LocalHTTPServer, unblurs: Unblurs
+) -> None:
+    video = images.fake_mp4()
+    target, [media] = seen(http_server.route("/k.mp4", body=video))
+    analyst = bearer(Role.analyst, "ana@hotline.example")
+
+    blurred = view(client, analyst, target, media)
+    assert blurred.headers["x-hotline-view"] == "placeholder"
+    assert picture(blurred).format == "PNG"
+    assert video not in blurred.content
+    played = view(client, analyst, target, media, unblur=True)
+    assert (played.headers["content-type"], played.content) == ("video/mp4", video)
+    assert played.headers["x-hotline-view"] == "unblurred"
+    assert {k: played.headers[k] for k in SAFE_HEADERS} == SAFE_HEADERS
+    assert len(unblurs(media)) == 1
+
+
+def test_rendering_writes_no_file(
+    http_server: LocalHTTPServer,
+    audit_writes: list[tuple[str, tuple[Any, ...]]],  # noqa: F811 - the fixture
+) -> None:
+    fetcher = get_fetcher.__wrapped__()  # type: ignore[attr-defined]
+    files = [
+        images.jpeg(19, (1200, 900)),
+        images.png(20),
+        images.animated_gif(21),
+        images.animated_webp(22),
+        images.bmp(23),
+        images.svg(),
+        images.eps(),
+        images.fake_mp4(),
+    ]
+    for number, data in enumerate(files):
+        url = http_server.route(f"/{number}", body=data)
+        source = safeview.Source(1, number, url, hashlib.sha256(data).hexdigest())
+        for unblur in (False, True):
+            options = safeview.Options(unblur=unblur)
+            assert safeview.render(source, fetcher=fetcher, options=options).content == "same"
+    assert audit_writes == []
+
+
+def test_no_trace_of_the_media_after_viewing_it(
+    client: Any,
+    http_server: LocalHTTPServer,
+    committed: Engine,
+    backend_env: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    caplog.set_level("DEBUG")
+    marker = images.new_marker()
+    files = {
+        "/m.jpg": images.jpeg(24, (900, 700), marker=marker),
+        "/m.png": images.png(25, marker=marker),
+        "/m.gif": images.animated_gif(26, marker=marker),
+        "/m.webp": images.webp(27, marker=marker),
+        "/m.bmp": images.bmp(28, marker=marker),
+        "/m.svg": images.svg(marker),
+        "/m.mp4": images.fake_mp4(marker),
+    }
+    target, media = seen(page(http_server, "all", files))
+    analyst = bearer(Role.analyst, "ana@hotline.example")
+    assert len(media) == len(files)
+
+    for item in media:
+        for unblur in (False, True):
+            assert view(client, analyst, target, item, unblur=unblur).status_code == 200
+
+    forms = (marker, marker.hex().encode())
+    assert tables_with_marker(committed) == []
+    dump = database_dump(committed)
+    assert not any(form in dump for form in forms)
+    data_files = [p for p in Path(backend_env["HOTLINE_DATA_DIR"]).rglob("*") if p.is_file()]
+    assert not [p for p in data_files if any(form in p.read_bytes() for form in forms)]
+    assert not any(form in redis_dump() for form in forms)
+    captured = capfd.readouterr()
+    logs = (caplog.text + captured.out + captured.err).encode()
+    assert not any(form in logs for form in forms)
