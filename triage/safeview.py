@@ -53,7 +53,7 @@ Content = Literal["same", "changed"]
 _VECTOR_NAMES: Final = {"image/svg+xml": "SVG", "application/postscript": "EPS"}
 # A fetch that found nothing there any more is a 404 for the analyst; any other
 # failure (blocked, timeout, too large, server error) is the site's gateway failing.
-_GONE: Final = frozenset({"http_error_404", "http_error_410", "dns_error"})
+_GONE: Final = frozenset({"http_error_404", "http_error_410"})
 
 
 class MediaNotFound(NotFound):
