@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 
 from hotline.cli_audit import audit_app
 from hotline.cli_hashes import hashes_app
+from hotline.cli_partners import partners_app
 from hotline.cli_users import users_app
 from hotline.settings import get_settings
 
@@ -37,6 +38,7 @@ app.add_typer(targets_app, name="targets")
 app.add_typer(hashes_app, name="hashes")
 app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
+app.add_typer(partners_app, name="partners")
 
 DataDir = Annotated[
     Path | None,

@@ -69,6 +69,12 @@ class Settings(BaseSettings):
         "encrypts, all decrypt. Empty in development: a key is generated in "
         "`<data dir>/staff.key`.",
     )
+    partner_keys: SecretStr = Field(
+        SecretStr(""),
+        description="Comma-separated Fernet keys encrypting the secrets shared with partners "
+        "(signing secrets, API keys we send); the first encrypts, all decrypt. Empty: "
+        "`HOTLINE_STAFF_KEYS` (or its development key) encrypts them too.",
+    )
     staff_token_minutes: int = Field(
         15, ge=1, le=720, description="Lifetime of a staff API bearer token."
     )
@@ -243,6 +249,56 @@ class Settings(BaseSettings):
         "only to sign in over plain http on a laptop. Production refuses it off.",
     )
 
+    home_country: str = Field(
+        "UA",
+        pattern=r"^[A-Z]{2}$",
+        description="ISO 3166-1 alpha-2 code of the hotline's country: content hosted here "
+        "goes to national law enforcement and a notice to the hosting provider; content "
+        "hosted elsewhere to that country's partner hotline.",
+    )
+    law_enforcement_hold_minutes: int = Field(
+        0,
+        ge=0,
+        description="Minutes a notice to a hosting provider waits after law enforcement was "
+        "told, so an investigation is not spoiled; law enforcement can release or extend "
+        "the hold through the partner API.",
+    )
+    forward_abroad_to_law_enforcement: bool = Field(
+        False,
+        description="Tell national law enforcement of content hosted abroad as well (besides "
+        "the partner hotline of the hosting country).",
+    )
+    partner_secret_overlap_hours: int = Field(
+        168,
+        ge=0,
+        description="After `hotline partners rotate-secret`, the old secret stays valid this "
+        "long, so partners can switch without losing a message.",
+    )
+    delivery_timeout_seconds: float = Field(
+        15, gt=0, description="Deadline of one delivery attempt to a partner's endpoint."
+    )
+    delivery_retry_base_seconds: float = Field(
+        60,
+        gt=0,
+        description="Delay before the second delivery attempt; each further delay doubles "
+        "(with jitter) up to `HOTLINE_DELIVERY_RETRY_MAX_DELAY_SECONDS`.",
+    )
+    delivery_retry_max_delay_seconds: float = Field(
+        21600, gt=0, description="Longest delay between two delivery attempts."
+    )
+    delivery_max_attempts: int = Field(
+        16,
+        ge=1,
+        description="Delivery attempts before a delivery goes to the dead-letter list; the "
+        "defaults spread them over more than 24 hours.",
+    )
+    delivery_sweep_after_seconds: int = Field(
+        300,
+        ge=1,
+        description="A delivery whose attempt is this overdue (its message was lost, or its "
+        "worker died) is handed to the workers again by the sweep.",
+    )
+
     @field_validator("trusted_proxies", "fetch_allow_networks", mode="before")
     @classmethod
     def _networks(cls, value: object) -> object:
@@ -259,7 +315,7 @@ class Settings(BaseSettings):
             ports.extend(range(int(low), int(high or low) + 1))
         return ports
 
-    @field_validator("contact_keys", "staff_keys")
+    @field_validator("contact_keys", "staff_keys", "partner_keys")
     @classmethod
     def _fernet_keys(cls, value: SecretStr) -> SecretStr:
         from cryptography.fernet import Fernet
@@ -269,7 +325,8 @@ class Settings(BaseSettings):
                 Fernet(key.encode())
             except ValueError:
                 raise ValueError(
-                    "HOTLINE_CONTACT_KEYS and HOTLINE_STAFF_KEYS must be Fernet keys "
+                    "HOTLINE_CONTACT_KEYS, HOTLINE_STAFF_KEYS and HOTLINE_PARTNER_KEYS must "
+                    "be Fernet keys "
                     "(32 url-safe base64-encoded bytes)"
                 ) from None
         return value

@@ -1,0 +1,160 @@
+"""What a partner is made of when it is added or loaded from a file, and how it is shown.
+
+A ``PartnerSpec`` is checked here for form (ISO country codes, language tags, ASNs,
+registered domains, an http(s) webhook without credentials, an e-mail address);
+``partners.registry`` adds the checks that need settings (https in production).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import re
+from typing import Annotated
+
+import ada_url
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from hotline.types import StorableText
+from partners.models import PartnerKind
+from reporting.urls import registered_domain
+
+# Territories Babel (CLDR) knows that are not ISO 3166-1 alpha-2 country codes.
+_NOT_ISO = frozenset(
+    {"AC", "CP", "CQ", "DG", "EA", "EU", "EZ", "IC", "QO", "TA", "UN", "XA", "XB", "ZZ"}
+)
+_LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+_EMAIL = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$")
+
+
+@functools.cache
+def country_codes() -> frozenset[str]:
+    """ISO 3166-1 alpha-2 codes (with XK, Kosovo, which geolocation databases use)."""
+    from babel import Locale
+
+    codes = (str(code) for code in Locale("en").territories)
+    return frozenset(c for c in codes if len(c) == 2 and c.isalpha() and c not in _NOT_ISO)
+
+
+def country_code(value: str) -> str:
+    code = value.strip().upper()
+    if code not in country_codes():
+        raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 country code")
+    return code
+
+
+def webhook_url(value: str) -> str:
+    """An absolute http(s) URL without credentials or fragment, in its WHATWG form."""
+    try:
+        parsed = ada_url.URL(value.strip())
+    except ValueError:
+        raise ValueError("the webhook URL is not a valid URL") from None
+    if parsed.protocol not in ("http:", "https:"):
+        raise ValueError("the webhook URL must be http or https")
+    if parsed.username or parsed.password:
+        raise ValueError("the webhook URL must not carry credentials")
+    if parsed.hash:
+        raise ValueError("the webhook URL must not have a fragment")
+    if not parsed.hostname:
+        raise ValueError("the webhook URL has no host")
+    return str(parsed.href)
+
+
+class PartnerSpec(BaseModel):
+    """A partner as an admin describes it (``hotline partners add`` or a loaded file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[StorableText, Field(min_length=1, max_length=200)]
+    kind: PartnerKind
+    countries: list[str] = Field(default_factory=list)
+    asns: list[Annotated[int, Field(ge=1, le=4_294_967_295)]] = Field(default_factory=list)
+    domains: list[str] = Field(default_factory=list)
+    webhook_url: str | None = None
+    email: Annotated[str, Field(max_length=254)] | None = None
+    languages: list[str] = Field(default_factory=list)
+    active: bool = True
+    may_export: bool = False
+    may_submit: bool = False
+    note: StorableText | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("a partner needs a name")
+        return value
+
+    @field_validator("countries")
+    @classmethod
+    def _countries(cls, values: list[str]) -> list[str]:
+        return list(dict.fromkeys(country_code(v) for v in values))
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, values: list[str]) -> list[str]:
+        domains = []
+        for value in values:
+            domain = registered_domain(value)
+            if not domain or "." not in domain or domain != value.strip().rstrip(".").lower():
+                raise ValueError(f"{value!r} is not a registered domain (e.g. example.com)")
+            domains.append(domain)
+        return list(dict.fromkeys(domains))
+
+    @field_validator("languages")
+    @classmethod
+    def _languages(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _LANGUAGE.match(value):
+                raise ValueError(f"{value!r} is not a language tag (e.g. uk, en, pt-BR)")
+        return list(dict.fromkeys(values))
+
+    @field_validator("asns")
+    @classmethod
+    def _asns(cls, values: list[int]) -> list[int]:
+        return list(dict.fromkeys(values))
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        return None if value is None or not value.strip() else webhook_url(value)
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not _EMAIL.match(value.strip()):
+            raise ValueError("not an e-mail address")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _fits_its_kind(self) -> PartnerSpec:
+        if self.webhook_url is None and self.email is None:
+            raise ValueError("a partner needs a webhook URL or an e-mail address")
+        if self.kind in (PartnerKind.law_enforcement, PartnerKind.hotline) and not self.countries:
+            raise ValueError(f"a {self.kind.value} partner serves at least one country")
+        if self.kind is PartnerKind.hosting_provider and not (self.asns or self.domains):
+            raise ValueError("a hosting provider is matched by at least one ASN or domain")
+        return self
+
+
+class PartnerRead(BaseModel):
+    """A partner as staff see it; secrets are never part of it."""
+
+    id: int
+    name: str
+    kind: PartnerKind
+    countries: list[str]
+    asns: list[int]
+    domains: list[str]
+    webhook_url: str | None
+    email: str | None
+    languages: list[str]
+    active: bool
+    disabled_reason: str | None
+    may_export: bool
+    may_submit: bool
+    note: str | None
+    created_at: dt.datetime
