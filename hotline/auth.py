@@ -28,6 +28,7 @@ from cryptography.fernet import InvalidToken, MultiFernet
 from sqlalchemy import delete, select
 from sqlmodel import Session, col
 
+from hotline import sessions
 from hotline.errors import HotlineError
 from hotline.keys import fernet
 from hotline.models import Role, StaffToken, StaffUser
@@ -271,6 +272,7 @@ def disable_user(session: Session, email: str) -> StaffUser:
     user = _require_user(session, email)
     user.disabled = True
     revoke_tokens(session, _id(user))
+    sessions.end_all(session, _id(user))
     return user
 
 
@@ -281,6 +283,7 @@ def reset_2fa(
     user = _require_user(session, email)
     uri = _new_secret(user, cipher, issuer)
     revoke_tokens(session, _id(user))
+    sessions.end_all(session, _id(user))
     return user, uri
 
 
@@ -293,6 +296,9 @@ class LoginResult:
 
     user: StaffUser | None
     error: InvalidCredentials | AccountLocked | None = None
+    # The password was right and the account has not enrolled its second factor yet:
+    # the caller may open the enrolment step (never a full sign-in or a token).
+    enrolling: bool = False
 
 
 def check_login(
@@ -303,8 +309,13 @@ def check_login(
     totp: str,
     now: dt.datetime,
     cipher: MultiFernet,
+    allow_enrolment: bool = False,
 ) -> LoginResult:
-    """Check a sign-in without raising, so the caller can commit the failure counter."""
+    """Check a sign-in without raising, so the caller can commit the failure counter.
+
+    With ``allow_enrolment``, an account that never entered a TOTP code signs in with
+    its password and an empty code as ``enrolling``: the browser's first sign-in, where
+    the account shows its QR code and proves it with a first code (``enrol``)."""
     user = None
     if len(email) <= 254 and len(password) <= MAX_PASSWORD_LENGTH:
         # Locked for update: concurrent attempts count one after the other, and the
@@ -322,6 +333,16 @@ def check_login(
         user.failed_logins = 0
     password_ok = verify_password(user.password_hash, password)
     secret = _secret(user, cipher)
+    if (
+        password_ok
+        and secret
+        and allow_enrolment
+        and user.totp_enrolled_at is None
+        and not totp.strip()
+    ):
+        user.failed_logins = 0
+        session.flush()
+        return LoginResult(user, enrolling=True)
     step = (
         _accepted_step(secret, totp, now=now, after=user.totp_last_step)
         if password_ok and secret
@@ -357,6 +378,40 @@ def authenticate(
     if result.user is None:
         raise result.error or InvalidCredentials()
     return result.user
+
+
+def totp_uri(user: StaffUser, cipher: MultiFernet, issuer: str = ISSUER) -> str | None:
+    """The otpauth:// URI of an account that is still enrolling (for its QR code)."""
+    secret = _secret(user, cipher)
+    if secret is None or user.totp_enrolled_at is not None:
+        return None
+    return _totp(secret).provisioning_uri(name=user.email, issuer_name=issuer)
+
+
+def enrol(
+    session: Session, user: StaffUser, code: str, *, now: dt.datetime, cipher: MultiFernet
+) -> bool:
+    """Finish enrolment with a first code of the new secret; a wrong code counts as a
+    failed sign-in (and locks like one)."""
+    secret = _secret(user, cipher)
+    if user.locked_until is not None and user.locked_until > now:
+        return False
+    step = (
+        _accepted_step(secret, code, now=now, after=user.totp_last_step)
+        if secret and user.totp_enrolled_at is None
+        else None
+    )
+    if step is None:
+        user.failed_logins += 1
+        if user.failed_logins >= MAX_FAILED_LOGINS:
+            user.locked_until = now + LOCKOUT
+        session.flush()
+        return False
+    user.totp_last_step = step
+    user.totp_enrolled_at = now
+    user.failed_logins = 0
+    session.flush()
+    return True
 
 
 # API tokens --------------------------------------------------------------------------

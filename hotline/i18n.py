@@ -137,13 +137,14 @@ def language(code: str) -> Language:
 
 
 class Templates:
-    """Jinja2 templates of one directory, one environment per language (``jinja2.ext.i18n``).
+    """Jinja2 templates of one directory (or several, searched in order), one environment
+    per language (``jinja2.ext.i18n``).
 
     Environments are cached: each holds its language's gettext callables, so no
     request ever sees another request's language.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path | list[Path]) -> None:
         self.directory = directory
         self._environments: dict[str, Environment] = {}
 

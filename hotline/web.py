@@ -8,24 +8,28 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any, cast
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import hotline
-from hotline import auth_api
+from hotline import auth_api, staff_pages, staff_ui
+from hotline.authz import NotAuthenticated
 from hotline.db import get_engine
 from hotline.errors import HotlineError, PayloadTooLarge
 from hotline.logging import configure_logging
 from hotline.queue import producer
 from hotline.settings import get_settings
+from hotline.staff_ui import public_staff_page
 from reporting import api as reporting_api
 from reporting import pages as reporting_pages
 from triage import api as triage_api
+from triage import pages as triage_pages
 
 access_log = logging.getLogger("hotline.access")
 
@@ -35,8 +39,10 @@ def error_response(code: str, detail: str, status_code: int, **extra: Any) -> JS
     return JSONResponse({"code": code, "detail": detail, **extra}, status_code, headers=headers)
 
 
-async def hotline_error_handler(request: Request, exc: Exception) -> JSONResponse:
+async def hotline_error_handler(request: Request, exc: Exception) -> Response:
     exc = cast(HotlineError, exc)
+    if is_staff_page(request.url.path):
+        return staff_error_page(request, exc)
     headers = dict(getattr(exc, "headers", None) or {})  # e.g. WWW-Authenticate
     retry_after = getattr(exc, "retry_after", None)  # rate limits, account lockout
     if retry_after is not None:
@@ -74,10 +80,31 @@ def is_api(path: str) -> bool:
     return path.startswith("/api/")
 
 
+def is_staff_page(path: str) -> bool:
+    return path == "/staff" or path.startswith("/staff/")
+
+
+def staff_error_page(request: Request, exc: HotlineError) -> Response:
+    """Staff pages: not signed in -> the sign-in page (and back); other errors as a page."""
+    if isinstance(exc, NotAuthenticated):
+        back = request.url.path if request.method == "GET" else ""
+        return RedirectResponse("/staff/login" + (f"?next={quote(back)}" if back else ""), 303)
+    page = public_staff_page(request)
+    return page.render(
+        "staff/error.html",
+        exc.status_code,
+        headers=dict(getattr(exc, "headers", None) or {}),
+        error=exc.code,
+    )
+
+
 async def http_error_handler(request: Request, exc: Exception) -> Response:
     """Framework errors (unreadable body, unknown path...): {code, detail} under /api/,
     a page a reporter can read elsewhere."""
     exc = cast(StarletteHTTPException, exc)
+    if is_staff_page(request.url.path):
+        code = "not_found" if exc.status_code in (404, 405) else "http_error"
+        return public_staff_page(request).render("staff/error.html", exc.status_code, error=code)
     if not is_api(request.url.path):
         return reporting_pages.error_page(request, get_settings(), exc.status_code)
     code, detail = HTTP_CODES.get(
@@ -248,7 +275,10 @@ def create_app() -> FastAPI:
     app.include_router(auth_api.router)
     app.include_router(triage_api.router)
     app.include_router(reporting_pages.router)
+    app.include_router(staff_pages.router)
+    app.include_router(triage_pages.router)
     app.mount("/static", reporting_pages.static_files(), name="static")
+    app.mount("/staff/static", staff_ui.static_files(), name="staff-static")
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
     app.add_middleware(SecurityHeadersMiddleware)

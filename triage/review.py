@@ -191,3 +191,13 @@ def release_claims(session: Session, *, user_id: int, target_id: int | None = No
         )
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def claimed_by(session: Session, user_id: int, *, now: dt.datetime) -> list[Target]:
+    """The items an analyst holds now (normally one: "next" gives the last one back)."""
+    query = (
+        select(Target)
+        .where(col(Target.claimed_by) == user_id, col(Target.claim_expires_at) > now)
+        .order_by(*ORDER)
+    )
+    return list(session.execute(query).scalars())

@@ -1,0 +1,135 @@
+/* Staff pages. Everything works without this file; it adds the copy button, the claim
+   heartbeat, unblur and zoom in the safe view, and the keyboard for assessing.
+   No request goes anywhere but this site. */
+(function () {
+  "use strict";
+  var main = document.getElementById("main");
+  var csrf = main ? main.getAttribute("data-csrf") : "";
+
+  // Copy the canonical URL as text (never opened here).
+  document.querySelectorAll("[data-copy]").forEach(function (button) {
+    button.addEventListener("click", function () {
+      var source = document.getElementById(button.getAttribute("data-copy"));
+      if (source && navigator.clipboard) {
+        navigator.clipboard.writeText(source.textContent.trim());
+        button.setAttribute("data-copied", "true");
+      }
+    });
+  });
+
+  // Keep the claim while the page is open: renew at a third of the lease.
+  var claim = document.getElementById("claim-bar");
+  if (claim) {
+    var lease = parseInt(claim.getAttribute("data-lease"), 10) || 900;
+    var renew = function () {
+      fetch(claim.getAttribute("data-renew"), {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "X-CSRF-Token": csrf }
+      }).then(function (response) {
+        var state = document.getElementById("claim-state");
+        if (!response.ok && state) {
+          state.textContent = claim.getAttribute("data-lost") || "!";
+        }
+      });
+    };
+    window.setInterval(renew, Math.max(30, lease / 3) * 1000);
+  }
+
+  // Safe view: unblur one item on request (the server audits it), zoom on click.
+  function unblur(card) {
+    var img = card && card.querySelector(".safe-view img");
+    if (!img || img.getAttribute("data-state") === "unblurred") {
+      return;
+    }
+    img.src = img.getAttribute("data-unblurred");
+    img.setAttribute("data-state", "unblurred");
+  }
+  document.querySelectorAll("[data-unblur]").forEach(function (button) {
+    button.addEventListener("click", function () {
+      unblur(document.getElementById("media-" + button.getAttribute("data-unblur")));
+    });
+  });
+  document.querySelectorAll(".safe-view img").forEach(function (img) {
+    img.addEventListener("click", function () {
+      img.parentNode.classList.toggle("zoomed");
+    });
+  });
+  document.querySelectorAll("video").forEach(function (video) {
+    video.muted = true;
+  });
+
+  // Keyboard assessment: j/k move between items, 1-5 classify the current one,
+  // u unblurs it, s submits the form. Typing in a field is never intercepted.
+  var cards = Array.prototype.slice.call(document.querySelectorAll(".media-card"));
+  var current = -1;
+  function focusCard(index) {
+    if (!cards.length) {
+      return;
+    }
+    current = Math.max(0, Math.min(cards.length - 1, index));
+    cards.forEach(function (card, i) {
+      card.classList.toggle("current", i === current);
+    });
+    cards[current].focus();
+    cards[current].scrollIntoView({ block: "nearest" });
+  }
+  function showDetails(card) {
+    var checked = card.querySelector("input[type=radio][data-class]:checked");
+    var details = card.querySelector(".illegal-details");
+    if (details) {
+      details.hidden = !(checked && checked.getAttribute("data-illegal") === "true");
+    }
+  }
+  cards.forEach(function (card) {
+    card.querySelectorAll("input[type=radio][data-class]").forEach(function (radio) {
+      radio.addEventListener("change", function () { showDetails(card); });
+    });
+    showDetails(card);
+  });
+  var keys = { "1": "baseline", "2": "national", "3": "doubtful", "4": "not_illegal", "5": "ignore" };
+  document.addEventListener("keydown", function (event) {
+    var tag = (event.target && event.target.tagName) || "";
+    if (event.ctrlKey || event.metaKey || event.altKey) {
+      return;
+    }
+    if (/^(INPUT|TEXTAREA|SELECT)$/.test(tag) && event.target.type !== "radio" && event.target.type !== "checkbox") {
+      return;
+    }
+    if (event.key === "n") {
+      var next = document.getElementById("next-item");
+      if (next) { event.preventDefault(); next.click(); }
+      return;
+    }
+    if (!cards.length) {
+      return;
+    }
+    if (event.key === "j") {
+      event.preventDefault();
+      focusCard(current + 1);
+    } else if (event.key === "k") {
+      event.preventDefault();
+      focusCard(current - 1);
+    } else if (keys[event.key]) {
+      if (current < 0) { focusCard(0); }
+      var radio = cards[current].querySelector("input[type=radio][data-class='" + keys[event.key] + "']");
+      if (radio) {
+        event.preventDefault();
+        radio.checked = true;
+        showDetails(cards[current]);
+        if (keys[event.key] === "ignore" || keys[event.key] === "not_illegal") {
+          focusCard(current + 1);
+        }
+      }
+    } else if (event.key === "u") {
+      if (current < 0) { focusCard(0); }
+      unblur(cards[current]);
+    } else if (event.key === "s") {
+      var form = document.getElementById("assessment-form");
+      if (form) { event.preventDefault(); form.requestSubmit(); }
+    }
+  });
+  if (cards.length && document.getElementById("assessment-form")) {
+    focusCard(0);
+  }
+})();
