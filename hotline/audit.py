@@ -54,6 +54,10 @@ class Action(enum.StrEnum):
     claimed = "claimed"
     released = "released"
     assessed = "assessed"
+    second_opinion = "second_opinion"
+    ruled = "ruled"
+    bulk_confirmed = "bulk_confirmed"
+    hosting_corrected = "hosting_corrected"
     exported = "exported"
     admin_change = "admin_change"
 

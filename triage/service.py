@@ -34,6 +34,7 @@ from hotline.settings import Settings
 from reporting.models import Target, TargetStatus
 from reporting.urls import canonicalise
 from triage import priority as ranking
+from triage.assessment import adopt_earlier_verdicts
 from triage.errors import FetchError
 from triage.extract import media_links
 from triage.fetcher import Fetcher
@@ -492,6 +493,11 @@ def record_gathered(
         gathered.broken,
         priority,
     )
+    # Media an analyst already assessed on another target carry that verdict.
+    decided = adopt_earlier_verdicts(session, claim.target_id, now=now)
+    if decided is not None:
+        log.info("target %s decided from earlier verdicts: %s", claim.target_id, decided)
+        return Outcome(decided)
     return Outcome(TargetStatus.queued)
 
 
@@ -629,6 +635,7 @@ def describe_target(session: Session, target: Target) -> dict[str, Any]:
         "last_reported_at": target.last_reported_at.isoformat(),
         "media": [
             {
+                "id": m.id,
                 "sha256": m.sha256,
                 "sha1": m.sha1,
                 "md5": m.md5,

@@ -1,0 +1,769 @@
+"""Assessment on the ICCAM scheme, as the service does it on the real database: the
+second-opinion policies, disagreements and rulings, earlier verdicts, near-duplicate
+suggestions, bulk confirmation, and what a confirmation changes (the own hash list,
+the site, the hand-over to partners, the reporter's status)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlmodel import Session, col
+
+from hotline import queue
+from hotline.auth import configured_staff_cipher, create_user
+from hotline.db import utcnow
+from hotline.errors import NotFound
+from hotline.models import AuditEvent, Role, StaffUser
+from reporting import service as intake
+from reporting.models import ReportCategory, ReportSource, Target, TargetStatus
+from reporting.schemas import PublicStatus, ReportCreate
+from tests.fixtures import images
+from triage import assessment, service
+from triage.assessment import (
+    ClaimLost,
+    DetailsForIllegalOnly,
+    DuplicateMedia,
+    MediaNotCovered,
+    MediaNotOnTarget,
+    NoIllegalMedia,
+    NotAwaitingSecondOpinion,
+    NothingAssessed,
+    SameAnalyst,
+    TargetNotOpen,
+    UnknownCountry,
+)
+from triage.hashing import hash_media
+from triage.hosting import get_hosting_lookup
+from triage.models import (
+    AgeGroup,
+    Assessment,
+    AssessmentOrigin,
+    Classification,
+    ContentType,
+    Decision,
+    DecisionStage,
+    HashList,
+    HashType,
+    KnownHash,
+    MatchKind,
+    Media,
+    MediaKind,
+    MediaMatch,
+    Outcome,
+    Sighting,
+    Site,
+)
+from triage.neardup import NearDuplicates
+from triage.schemas import AssessmentCreate, ItemAssessment, RulingCreate
+
+B, N, D = Classification.baseline, Classification.national, Classification.doubtful
+NI, IG = Classification.not_illegal, Classification.ignore
+
+
+# -- fixtures in code ------------------------------------------------------------------------
+
+
+def staff(session: Session, email: str, role: Role = Role.analyst) -> StaffUser:
+    user, _ = create_user(
+        session,
+        email,
+        role,
+        "correct horse battery",
+        now=utcnow(),
+        cipher=configured_staff_cipher(),
+    )
+    return user
+
+
+class Case:
+    """A reported target in the queue, with its receipt (as the reporter holds it)."""
+
+    def __init__(self, session: Session, url: str) -> None:
+        self.session = session
+        self.receipt, report = intake.submit_report(
+            session,
+            ReportCreate(url=url, category=ReportCategory.csam),
+            source=ReportSource.api,
+            now=utcnow(),
+            max_url_length=4096,
+        )
+        self.id = report.target_id
+        self.target.status = TargetStatus.queued
+        session.flush()
+
+    @property
+    def target(self) -> Target:
+        found = self.session.get(Target, self.id, populate_existing=True)
+        assert found is not None
+        return found
+
+    def reporter_sees(self) -> PublicStatus:
+        return intake.report_status(self.session, self.receipt)
+
+    def show(self, media: int) -> None:
+        self.session.add(
+            Sighting(target_id=self.id, media_id=media, media_url=f"http://cdn.example/{media}")
+        )
+        self.session.flush()
+
+    def claim(self, user: StaffUser, *, minutes: int = 10) -> None:
+        target = self.target
+        target.claimed_by = user.id
+        target.claim_expires_at = utcnow() + dt.timedelta(minutes=minutes)
+        self.session.flush()
+
+
+def media(session: Session, seed: str, *, on: Case | None = None) -> int:
+    """A media row with made-up hashes (no content anywhere); seen on ``on``."""
+    digest = hashlib.sha256(seed.encode()).digest()
+    row = Media(
+        sha256=digest.hex(),
+        sha1=digest.hex()[:40],
+        md5=digest.hex()[:32],
+        phash=digest.hex()[:16],
+        pdq=hashlib.sha256(digest).hexdigest(),
+        pdq_quality=90,
+        mime="image/jpeg",
+        kind=MediaKind.image,
+        size=1000,
+        width=100,
+        height=100,
+    )
+    session.add(row)
+    session.flush()
+    media_id = int(row.id or 0)
+    if on is not None:
+        on.show(media_id)
+    return media_id
+
+
+def items(*pairs: tuple[int, Classification]) -> AssessmentCreate:
+    return AssessmentCreate(items=[ItemAssessment(media_id=m, classification=c) for m, c in pairs])
+
+
+def assess(
+    session: Session,
+    case: Case,
+    user: StaffUser,
+    data: AssessmentCreate,
+    policy: assessment.Policy = "national",
+) -> Any:
+    case.claim(user)
+    return assessment.assess(session, case.id, data, user=user, now=utcnow(), policy=policy)
+
+
+def own_hashes(session: Session) -> set[tuple[str, str, str | None]]:
+    rows = session.execute(
+        select(col(KnownHash.hash_type), col(KnownHash.value), col(KnownHash.category))
+        .join(HashList, col(HashList.id) == col(KnownHash.list_id))
+        .where(col(HashList.own).is_(True))
+    ).all()
+    return {(str(t), v, c) for t, v, c in rows}
+
+
+def decisions(session: Session, case: Case) -> list[tuple[str, str, int | None, bool | None]]:
+    rows = session.execute(
+        select(Decision).where(col(Decision.target_id) == case.id).order_by(col(Decision.id))
+    ).scalars()
+    return [(str(d.stage), str(d.outcome), d.staff_id, d.agrees) for d in rows]
+
+
+def events(session: Session, target_id: int) -> list[tuple[str, str, dict[str, Any]]]:
+    rows = session.execute(
+        select(AuditEvent)
+        .where(col(AuditEvent.object_type) == "target", col(AuditEvent.object_id) == str(target_id))
+        .order_by(col(AuditEvent.id))
+    ).scalars()
+    return [(e.action, e.actor, json.loads(e.details or "{}")) for e in rows]
+
+
+def routed(session: Session) -> list[int]:
+    return [
+        m.kwargs["target_id"] for m in queue.buffered(session) if m.name == assessment.ROUTE_TASK
+    ]
+
+
+# -- the policies ----------------------------------------------------------------------------
+
+
+def test_without_second_opinion_an_illegal_verdict_confirms_at_once(session: Session) -> None:
+    ana = staff(session, "ana@hotline.example")
+    case = Case(session, "http://pics.example.com/a")
+    abuse, icon = media(session, "abuse", on=case), media(session, "icon", on=case)
+    assert case.reporter_sees() == PublicStatus.being_assessed
+
+    result = assess(session, case, ana, items((abuse, B), (icon, IG)), policy="none")
+
+    assert (result.status, result.outcome) == ("confirmed", Outcome.illegal)
+    target = case.target
+    assert (target.status, target.claimed_by, target.claim_expires_at) == (
+        TargetStatus.confirmed,
+        None,
+        None,
+    )
+    assert case.reporter_sees() == PublicStatus.action_taken
+    assert decisions(session, case) == [("first", "illegal", ana.id, None)]
+    # Only the illegal item's hashes join the own list, every one of them.
+    row = session.get(Media, abuse)
+    assert row is not None
+    assert own_hashes(session) == {
+        (kind, getattr(row, kind), "baseline") for kind in ("sha256", "sha1", "md5", "phash", "pdq")
+    }
+    site = session.execute(
+        select(Site).where(col(Site.registered_domain) == "example.com")
+    ).scalar_one()
+    assert site.confirmed_count == 1
+    assert routed(session) == [case.id]
+    [(action, actor, details)] = events(session, case.id)
+    assert (action, actor) == ("assessed", "ana@hotline.example")
+    assert details == {
+        "classifications": {"baseline": 1, "ignore": 1},
+        "origin": "analyst",
+        "outcome": "illegal",
+        "status": "confirmed",
+    }
+    # Illegal items get ICCAM's "not determined" defaults and their media kind.
+    stored = assessment.current_assessments(session, case.id)[abuse]
+    assert (stored.age_group, stored.content_type) == (AgeGroup.not_determined, ContentType.image)
+
+
+def test_national_policy_asks_a_second_opinion_for_national_law_verdicts_only(
+    session: Session,
+) -> None:
+    ana = staff(session, "ana@hotline.example")
+    national_only = Case(session, "http://a.example.org/1")
+    one = media(session, "n1", on=national_only)
+    mixed = Case(session, "http://b.example.org/2")
+    two, three = media(session, "n2", on=mixed), media(session, "b3", on=mixed)
+
+    assert assess(session, national_only, ana, items((one, N))).status == "second_opinion"
+    assert assess(session, mixed, ana, items((two, N), (three, B))).status == "confirmed"
+
+    assert national_only.reporter_sees() == PublicStatus.being_assessed
+    assert own_hashes(session) >= {("sha256", session.get(Media, three).sha256, "baseline")}  # type: ignore[union-attr]
+    assert ("sha256", session.get(Media, two).sha256, "national") in own_hashes(session)  # type: ignore[union-attr]
+    assert not any(v == session.get(Media, one).sha256 for _, v, _ in own_hashes(session))  # type: ignore[union-attr]
+    assert routed(session) == [mixed.id]
+
+
+def test_always_policy_needs_a_different_analyst_who_agrees(session: Session) -> None:
+    ana = staff(session, "ana@hotline.example")
+    olek = staff(session, "olek@hotline.example")
+    case = Case(session, "http://a.example.net/1")
+    item = media(session, "x", on=case)
+
+    assert assess(session, case, ana, items((item, B)), policy="always").status == "second_opinion"
+    assert routed(session) == []
+    waiting_for = {
+        user.email: [
+            w.id
+            for w in assessment.waiting(
+                session, TargetStatus.second_opinion, exclude_first_by=user.id
+            )
+        ]
+        for user in (ana, olek)
+    }
+    assert waiting_for == {"ana@hotline.example": [], "olek@hotline.example": [case.id]}
+
+    with pytest.raises(SameAnalyst):
+        assessment.give_second_opinion(
+            session, case.id, agrees=True, note=None, user=ana, now=utcnow()
+        )
+    result = assessment.give_second_opinion(
+        session, case.id, agrees=True, note="seen", user=olek, now=utcnow()
+    )
+
+    assert result.status == "confirmed"
+    assert case.reporter_sees() == PublicStatus.action_taken
+    assert decisions(session, case) == [
+        ("first", "illegal", ana.id, None),
+        ("second", "illegal", olek.id, True),
+    ]
+    assert routed(session) == [case.id]
+    assert [(a, who) for a, who, _ in events(session, case.id)] == [
+        ("assessed", "ana@hotline.example"),
+        ("second_opinion", "olek@hotline.example"),
+    ]
+    with pytest.raises(NotAwaitingSecondOpinion):
+        assessment.give_second_opinion(
+            session, case.id, agrees=False, note=None, user=olek, now=utcnow()
+        )
+
+
+def test_a_disagreement_goes_to_a_supervisor_who_rules(session: Session) -> None:
+    ana = staff(session, "ana@hotline.example")
+    olek = staff(session, "olek@hotline.example")
+    sue = staff(session, "sue@hotline.example", Role.supervisor)
+    case = Case(session, "http://a.example.net/1")
+    item = media(session, "x", on=case)
+    assess(session, case, ana, items((item, N)), policy="always")
+
+    result = assessment.give_second_opinion(
+        session, case.id, agrees=False, note="adult", user=olek, now=utcnow()
+    )
+    assert (result.status, case.target.status_reason) == ("disputed", "second_opinion_disagrees")
+    assert [w.id for w in assessment.waiting(session, TargetStatus.disputed)] == [case.id]
+    assert case.reporter_sees() == PublicStatus.being_assessed
+
+    ruled = assessment.rule(
+        session,
+        case.id,
+        RulingCreate(outcome=Outcome.not_illegal, note="adult"),
+        user=sue,
+        now=utcnow(),
+    )
+
+    assert (ruled.status, case.target.status_reason) == ("not_illegal", "not_illegal")
+    assert case.reporter_sees() == PublicStatus.no_action_possible
+    assert decisions(session, case) == [
+        ("first", "illegal", ana.id, None),
+        ("second", "not_illegal", olek.id, False),
+        ("supervisor", "not_illegal", sue.id, None),
+    ]
+    # The ruling stands for the item too; the analyst's verdict stays as history.
+    history = session.execute(
+        select(col(Assessment.classification), col(Assessment.current), col(Assessment.analyst_id))
+        .where(col(Assessment.target_id) == case.id)
+        .order_by(col(Assessment.id))
+    ).all()
+    assert history == [(N, False, ana.id), (NI, True, sue.id)]
+    assert own_hashes(session) == set()
+    assert [a for a, _, _ in events(session, case.id)] == ["assessed", "second_opinion", "ruled"]
+
+
+def test_doubtful_items_wait_for_a_supervisor(session: Session) -> None:
+    ana = staff(session, "ana@hotline.example")
+    sue = staff(session, "sue@hotline.example", Role.supervisor)
+    case = Case(session, "http://a.example.net/1")
+    unsure, icon = media(session, "u", on=case), media(session, "i", on=case)
+
+    result = assess(session, case, ana, items((unsure, D), (icon, IG)))
+
+    assert (result.status, result.outcome) == ("disputed", None)
+    assert case.target.status_reason == "doubtful"
+    assert decisions(session, case) == []
+    with pytest.raises(NoIllegalMedia):
+        assessment.rule(
+            session, case.id, RulingCreate(outcome=Outcome.illegal), user=sue, now=utcnow()
+        )
+    ruled = assessment.rule(
+        session,
+        case.id,
+        RulingCreate(
+            outcome=Outcome.illegal,
+            items=[ItemAssessment(media_id=unsure, classification=N, age_group=AgeGroup.pubescent)],
+        ),
+        user=sue,
+        now=utcnow(),
+    )
+    assert ruled.status == "confirmed"
+    assert {(a.media_id, a.classification) for a in ruled.assessments} == {
+        (unsure, N),
+        (icon, IG),
+    }
+    assert ("md5", session.get(Media, unsure).md5, "national") in own_hashes(session)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("verdict", "status", "reason", "public"),
+    [
+        ("not_illegal", TargetStatus.not_illegal, "not_illegal", PublicStatus.no_action_possible),
+        (
+            "no_longer_available",
+            TargetStatus.unreachable,
+            "no_longer_available",
+            PublicStatus.no_action_possible,
+        ),
+        (
+            "not_assessable",
+            TargetStatus.not_illegal,
+            "not_assessable",
+            PublicStatus.no_action_possible,
+        ),
+    ],
+)
+def test_outcomes_that_close_a_target(
+    session: Session, verdict: str, status: TargetStatus, reason: str, public: PublicStatus
+) -> None:
+    ana = staff(session, "ana@hotline.example")
+    case = Case(session, "http://a.example.net/1")
+    first, second = media(session, "1", on=case), media(session, "2", on=case)
+    if verdict == "not_illegal":
+        data = items((first, NI), (second, IG))
+    else:
+        data = AssessmentCreate(outcome=verdict)  # type: ignore[arg-type]
+
+    assess(session, case, ana, data)
+
+    assert (case.target.status, case.target.status_reason) == (status, reason)
+    assert case.reporter_sees() == public
+    assert decisions(session, case) == [("first", verdict, ana.id, None)]
+    assert routed(session) == []
+    assert own_hashes(session) == set()
+
+
+# -- validation and claims -------------------------------------------------------------------
+
+
+def test_assessments_are_checked_before_anything_is_written(session: Session) -> None:
+    ana = staff(session, "ana@hotline.example")
+    case = Case(session, "http://a.example.net/1")
+    other = Case(session, "http://b.example.net/1")
+    mine, also = media(session, "m", on=case), media(session, "a", on=case)
+    elsewhere = media(session, "e", on=other)
+
+    for data, error in (
+        (items((mine, B), (also, B), (elsewhere, B)), MediaNotOnTarget),
+        (items((mine, B), (mine, NI), (also, B)), DuplicateMedia),
+        (items((mine, B)), MediaNotCovered),
+        (AssessmentCreate(), NothingAssessed),
+        (
+            AssessmentCreate(
+                items=[
+                    ItemAssessment(media_id=mine, classification=NI, age_group=AgeGroup.infant),
+                    ItemAssessment(media_id=also, classification=NI),
+                ]
+            ),
+            DetailsForIllegalOnly,
+        ),
+    ):
+        with pytest.raises(error):
+            assess(session, case, ana, data)
+    assert assessment.current_assessments(session, case.id) == {}
+    assert case.target.status == TargetStatus.queued
+
+
+def test_an_assessment_needs_the_analysts_own_live_claim(session: Session) -> None:
+    ana = staff(session, "ana@hotline.example")
+    olek = staff(session, "olek@hotline.example")
+    case = Case(session, "http://a.example.net/1")
+    data = AssessmentCreate(outcome="not_assessable")
+
+    with pytest.raises(ClaimLost):  # nobody claimed it
+        assessment.assess(session, case.id, data, user=ana, now=utcnow())
+    case.claim(olek)
+    with pytest.raises(ClaimLost):  # someone else's
+        assessment.assess(session, case.id, data, user=ana, now=utcnow())
+    case.claim(ana, minutes=-1)
+    with pytest.raises(ClaimLost):  # expired
+        assessment.assess(session, case.id, data, user=ana, now=utcnow())
+    assess(session, case, ana, data)
+    with pytest.raises(TargetNotOpen):  # decided already
+        assess(session, case, ana, data)
+    with pytest.raises(NotFound):
+        assessment.assess(session, 999_999, data, user=ana, now=utcnow())
+
+
+# -- earlier verdicts and suggestions ---------------------------------------------------------
+
+
+def test_earlier_verdicts_are_taken_over_and_an_analyst_can_overrule_them(
+    session: Session,
+) -> None:
+    ana = staff(session, "ana@hotline.example")
+    olek = staff(session, "olek@hotline.example")
+    first = Case(session, "http://a.example.net/1")
+    known, plain = media(session, "known", on=first), media(session, "plain", on=first)
+    assess(session, first, ana, items((known, B), (plain, NI)))
+    source = assessment.current_assessments(session, first.id)[known]
+
+    # Partly known: the known item carries the verdict, the target waits for an analyst.
+    later = Case(session, "http://b.example.net/2")
+    later.show(known)
+    new = media(session, "new", on=later)
+    assert assessment.adopt_earlier_verdicts(session, later.id, now=utcnow()) is None
+    carried = assessment.current_assessments(session, later.id)
+    assert set(carried) == {known}
+    assert (carried[known].origin, carried[known].source_id, carried[known].classification) == (
+        AssessmentOrigin.earlier,
+        source.id,
+        B,
+    )
+    assert later.target.status == TargetStatus.queued
+
+    # The analyst sees it otherwise: their verdict supersedes the automatic one.
+    result = assess(session, later, olek, items((known, NI), (new, NI)))
+    assert result.status == "not_illegal"
+    rows = session.execute(
+        select(col(Assessment.origin), col(Assessment.classification), col(Assessment.current))
+        .where(col(Assessment.target_id) == later.id, col(Assessment.media_id) == known)
+        .order_by(col(Assessment.id))
+    ).all()
+    assert rows == [(AssessmentOrigin.earlier, B, False), (AssessmentOrigin.analyst, NI, True)]
+
+
+@pytest.mark.parametrize(
+    ("policy", "status", "public"),
+    [
+        ("national", TargetStatus.confirmed, PublicStatus.action_taken),
+        ("always", TargetStatus.second_opinion, PublicStatus.being_assessed),
+    ],
+)
+def test_a_target_whose_media_were_all_assessed_before_is_decided_automatically(
+    session: Session, policy: assessment.Policy, status: TargetStatus, public: PublicStatus
+) -> None:
+    ana = staff(session, "ana@hotline.example")
+    olek = staff(session, "olek@hotline.example")
+    first = Case(session, "http://a.example.net/1")
+    known = media(session, "known", on=first)
+    assess(session, first, ana, items((known, B)), policy="none")
+    again = Case(session, "http://b.example.net/again")
+    again.show(known)
+
+    assert (
+        assessment.adopt_earlier_verdicts(session, again.id, now=utcnow(), policy=policy) == status
+    )
+
+    assert again.reporter_sees() == public
+    [decision] = session.execute(
+        select(Decision).where(col(Decision.target_id) == again.id)
+    ).scalars()
+    assert (decision.stage, decision.outcome, decision.staff_id) == (
+        DecisionStage.first,
+        Outcome.illegal,
+        None,
+    )
+    assert "earlier verdicts" in (decision.note or "")
+    [(action, actor, details)] = events(session, again.id)
+    assert (action, actor, details["origin"]) == ("assessed", "system", "earlier")
+    if status == TargetStatus.second_opinion:
+        # Nobody decided first, so any analyst may give the second opinion.
+        waiting = assessment.waiting(session, TargetStatus.second_opinion, exclude_first_by=ana.id)
+        assert [w.id for w in waiting] == [again.id]
+        result = assessment.give_second_opinion(
+            session, again.id, agrees=True, note=None, user=olek, now=utcnow()
+        )
+        assert result.status == "confirmed"
+    assert again.id in routed(session) or status == TargetStatus.second_opinion
+
+
+def test_near_duplicates_are_shown_as_suggestions_only(session: Session) -> None:
+    ana = staff(session, "ana@hotline.example")
+    first = Case(session, "http://a.example.net/1")
+    known = media(session, "known", on=first)
+    assess(session, first, ana, items((known, B)), policy="none")
+    later = Case(session, "http://b.example.net/2")
+    similar = media(session, "similar", on=later)
+    session.add(
+        MediaMatch(
+            media_id=similar,
+            kind=MatchKind.near,
+            hash_type=HashType.pdq,
+            distance=12,
+            matched_media_id=known,
+            ref=f"m{known}",
+        )
+    )
+    session.flush()
+
+    assert assessment.adopt_earlier_verdicts(session, later.id, now=utcnow()) is None
+    assert assessment.current_assessments(session, later.id) == {}
+    view = assessment.extend_item(
+        session, later.target, service.describe_target(session, later.target)
+    )
+
+    [shown] = view["media"]
+    assert shown["assessment"] is None
+    assert shown["earlier_verdicts"] == []
+    assert shown["near_duplicates"] == [
+        {
+            "media_id": known,
+            "hash_type": "pdq",
+            "distance": 12,
+            "verdict": "baseline",
+            "verdict_target_id": first.id,
+        }
+    ]
+    first_view = assessment.extend_item(
+        session, first.target, service.describe_target(session, first.target)
+    )
+    [mine] = first_view["media"]
+    assert mine["assessment"]["classification"] == "baseline"
+    assert mine["assessment"]["origin"] == "analyst"
+    assert [d["outcome"] for d in first_view["decisions"]] == ["illegal"]
+    assert first_view["decisions"][0]["staff_email"] == "ana@hotline.example"
+    assert first_view["site"]["statuses"] == {"confirmed": 1, "queued": 1}
+    assert [t["id"] for t in first_view["site"]["targets"]] == [later.id]
+    assert first_view["site"]["confirmed_count"] == 1
+
+
+# -- bulk confirmation -----------------------------------------------------------------------
+
+
+def listed(
+    session: Session, name: str, *entries: tuple[HashType, str, str | None], enabled: bool = True
+) -> None:
+    hash_list = HashList(name=name, enabled=enabled)
+    session.add(hash_list)
+    session.flush()
+    for hash_type, value, category in entries:
+        session.add(
+            KnownHash(list_id=hash_list.id, hash_type=hash_type, value=value, category=category)
+        )
+    session.flush()
+
+
+def test_bulk_confirm_takes_only_targets_whose_media_all_match_a_trusted_list(
+    session: Session,
+) -> None:
+    sue = staff(session, "sue@hotline.example", Role.supervisor)
+    ana = staff(session, "ana@hotline.example")
+
+    def sha256(media_id: int) -> str:
+        return session.get(Media, media_id).sha256  # type: ignore[union-attr]
+
+    def md5(media_id: int) -> str:
+        return session.get(Media, media_id).md5  # type: ignore[union-attr]
+
+    whole = Case(session, "http://a.example.net/whole")
+    w1, w2 = media(session, "w1", on=whole), media(session, "w2", on=whole)
+    national = Case(session, "http://a.example.net/national")
+    n1 = media(session, "n1", on=national)
+    partly = Case(session, "http://a.example.net/partly")
+    partly.show(w1)
+    media(session, "unlisted", on=partly)
+    disabled = Case(session, "http://a.example.net/disabled")
+    d1 = media(session, "d1", on=disabled)
+    adult = Case(session, "http://a.example.net/adult")
+    a1 = media(session, "a1", on=adult)
+    empty = Case(session, "http://a.example.net/empty")
+    held = Case(session, "http://a.example.net/held")
+    held.show(w2)
+    held.claim(ana)
+    listed(
+        session,
+        "icse",
+        (HashType.sha256, sha256(w1), "Category 1"),
+        (HashType.md5, md5(w2), None),
+        (HashType.md5, md5(n1), "national"),
+        (HashType.sha256, sha256(a1), "0"),
+    )
+    listed(session, "old", (HashType.sha256, sha256(d1), None), enabled=False)
+
+    ids = [whole.id, national.id, partly.id, disabled.id, adult.id, empty.id, held.id, 999_999]
+    result = assessment.bulk_confirm(session, user=sue, now=utcnow(), target_ids=ids)
+
+    assert result.confirmed == [whole.id, national.id]
+    assert {s.target_id: s.reason for s in result.skipped} == {
+        partly.id: "not_all_media_listed",
+        disabled.id: "not_all_media_listed",
+        adult.id: "list_category_not_illegal",
+        empty.id: "no_media",
+        held.id: "claimed",
+        999_999: "not_found",
+    }
+    assert whole.reporter_sees() == PublicStatus.action_taken
+    assert {
+        (a.media_id, a.classification, a.origin, a.analyst_id)
+        for a in assessment.current_assessments(session, national.id).values()
+    } == {(n1, N, AssessmentOrigin.bulk, sue.id)}
+    assert decisions(session, whole) == [("supervisor", "illegal", sue.id, None)]
+    assert [(a, who) for a, who, _ in events(session, whole.id)] == [
+        ("bulk_confirmed", "sue@hotline.example")
+    ]
+    assert sorted(routed(session)) == sorted([whole.id, national.id])
+    assert ("sha256", sha256(w2), "baseline") in own_hashes(session)
+
+    # Without ids: every queued target whose media all match, with the reasons for those
+    # that still cannot be confirmed; the others are not looked at.
+    again = Case(session, "http://b.example.net/again")
+    again.show(w1)
+    swept = assessment.bulk_confirm(session, user=sue, now=utcnow())
+    assert swept.confirmed == [again.id]
+    assert {s.target_id: s.reason for s in swept.skipped} == {
+        adult.id: "list_category_not_illegal",
+        held.id: "claimed",
+    }
+    assert partly.target.status == TargetStatus.queued
+
+
+# -- a confirmed picture is recognised next time -----------------------------------------------
+
+
+def test_a_confirmed_picture_is_matched_on_the_own_list_when_it_turns_up_again(
+    session: Session,
+) -> None:
+    ana = staff(session, "ana@hotline.example")
+    pictures = images.variants(7301)
+    near = NearDuplicates(phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=0)
+
+    def arrives(url: str, picture: bytes) -> tuple[Case, service.Outcome]:
+        case = Case(session, url)
+        target = case.target
+        target.status = TargetStatus.pending
+        session.flush()
+        claim = service.claim_target(session, case.id, now=utcnow(), lease=dt.timedelta(minutes=5))
+        assert claim is not None
+        hashes = hash_media(picture)
+        gathered = service.Gathered(
+            "http://cdn.example/p.jpg",
+            "127.0.0.1",
+            page=False,
+            media=[service.Found("http://cdn.example/p.jpg", "127.0.0.1", hashes)],
+        )
+        outcome = service.record_gathered(
+            session, claim, gathered, now=utcnow(), near=near, hosting=get_hosting_lookup()
+        )
+        return case, outcome
+
+    first, outcome = arrives("http://a.example.net/first", pictures["original"])
+    assert outcome.status == TargetStatus.queued
+    [item] = assessment.target_media(session, first.id)
+    assess(session, first, ana, items((item, B)), policy="none")
+
+    again, outcome = arrives("http://b.example.net/again", pictures["original"])
+    exact = session.execute(
+        select(col(MediaMatch.kind), col(MediaMatch.hash_type), col(HashList.name))
+        .join(HashList, col(HashList.id) == col(MediaMatch.list_id))
+        .where(col(MediaMatch.media_id) == item)
+    ).all()
+    assert {(MatchKind.exact, HashType.sha256, "hotline")} <= set(exact)
+    # The same picture also carries its verdict: decided without an analyst.
+    assert outcome.status == TargetStatus.confirmed
+    assert again.target.status == TargetStatus.confirmed
+
+    # A re-encoded copy is a near match on the own list: a suggestion, not a verdict.
+    copy, outcome = arrives("http://c.example.net/copy", pictures["reencoded"])
+    assert outcome.status == TargetStatus.queued
+    [other] = assessment.target_media(session, copy.id)
+    found = session.execute(
+        select(col(MediaMatch.kind), col(HashList.name))
+        .join(HashList, col(HashList.id) == col(MediaMatch.list_id))
+        .where(col(MediaMatch.media_id) == other)
+    ).all()
+    assert (MatchKind.near, "hotline") in found
+    view = assessment.extend_item(
+        session, copy.target, service.describe_target(session, copy.target)
+    )
+    assert any(
+        m["list"] == "hotline" and m["kind"] == "near" for m in view["media"][0]["list_matches"]
+    )
+    assert view["media"][0]["assessment"] is None
+
+
+# -- hosting ---------------------------------------------------------------------------------
+
+
+def test_an_analyst_corrects_the_hosting_country(session: Session) -> None:
+    ana = staff(session, "ana@hotline.example")
+    case = Case(session, "http://a.example.net/1")
+    case.target.hosting_country = "US"
+    session.flush()
+
+    assert assessment.correct_hosting(session, case.id, "nl", user=ana, now=utcnow()) == (
+        "US",
+        "NL",
+    )
+    assert case.target.hosting_country == "NL"
+    assert events(session, case.id) == [
+        ("hosting_corrected", "ana@hotline.example", {"old": "US", "new": "NL"})
+    ]
+    for wrong in ("XX", "EU", "ZZ", "N1"):
+        with pytest.raises(UnknownCountry):
+            assessment.correct_hosting(session, case.id, wrong, user=ana, now=utcnow())
+    assert case.target.hosting_country == "NL"
