@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Body, Depends, Query, Response, status
 from sqlalchemy import select
 from sqlmodel import col
 
@@ -19,9 +19,20 @@ from hotline.authz import Forbidden, allowed, authorize
 from hotline.deps import NowDep, SessionDep, SettingsDep
 from hotline.errors import HotlineError, NotFound
 from hotline.models import StaffUser
-from reporting.models import Report, Target
-from triage import review, safeview
+from reporting.models import Report, Target, TargetStatus
+from triage import assessment, review, safeview
 from triage.fetcher import Fetcher, get_fetcher
+from triage.schemas import (
+    AssessmentCreate,
+    BulkConfirm,
+    BulkResult,
+    DecisionResult,
+    HostingRead,
+    HostingUpdate,
+    RulingCreate,
+    SecondOpinionCreate,
+    WaitingItem,
+)
 from triage.service import describe_target
 
 router = APIRouter(prefix="/api/v1", tags=["staff"], include_in_schema=False)
@@ -129,14 +140,17 @@ def release(
 def get_target(
     target_id: int,
     session: SessionDep,
+    settings: SettingsDep,
     now: NowDep,
     user: Annotated[StaffUser, Depends(authorize("target.view"))],
 ) -> dict[str, Any]:
-    """Everything the workers learned about a target, and its reports; the view is audited."""
+    """Everything the workers learned about a target, its reports, verdicts and site; media
+    assessed before take their earlier verdict first. The view is audited."""
     target = session.get(Target, target_id)
     if target is None:
         raise NotFound("No target has this id.")
-    shown = describe_target(session, target)
+    assessment.adopt_earlier_verdicts(session, target_id, now=now, policy=settings.second_opinion)
+    shown = assessment.extend_item(session, target, describe_target(session, target))
     reports = session.execute(
         select(Report).where(col(Report.target_id) == target_id).order_by(col(Report.id))
     ).scalars()
@@ -156,6 +170,99 @@ def get_target(
     }
     _audit(session, user, audit.Action.item_viewed, target_id, now)
     return shown
+
+
+@router.post("/targets/{target_id}/assessments")
+def assess_target(
+    target_id: int,
+    data: AssessmentCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    now: NowDep,
+    user: Annotated[StaffUser, Depends(authorize("target.assess"))],
+) -> DecisionResult:
+    """Verdicts on the media of the item the analyst holds; see docs/assessment.md."""
+    return assessment.assess(
+        session, target_id, data, user=user, now=now, policy=settings.second_opinion
+    )
+
+
+@router.get("/second-opinions")
+def second_opinions(
+    session: SessionDep,
+    user: Annotated[StaffUser, Depends(authorize("target.assess"))],
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[WaitingItem]:
+    """Targets waiting for a second opinion, but not those the caller decided first."""
+    return assessment.waiting(
+        session,
+        TargetStatus.second_opinion,
+        exclude_first_by=_id(user),
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.post("/targets/{target_id}/second-opinion")
+def second_opinion(
+    target_id: int,
+    data: SecondOpinionCreate,
+    session: SessionDep,
+    now: NowDep,
+    user: Annotated[StaffUser, Depends(authorize("target.assess"))],
+) -> DecisionResult:
+    return assessment.give_second_opinion(
+        session, target_id, agrees=data.agrees, note=data.note, user=user, now=now
+    )
+
+
+@router.get("/disputes")
+def disputes(
+    session: SessionDep,
+    user: Annotated[StaffUser, Depends(authorize("target.confirm"))],
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[WaitingItem]:
+    """Targets waiting for a supervisor's ruling (disagreements and doubtful verdicts)."""
+    return assessment.waiting(session, TargetStatus.disputed, limit=limit, offset=offset)
+
+
+@router.post("/targets/{target_id}/ruling")
+def ruling(
+    target_id: int,
+    data: RulingCreate,
+    session: SessionDep,
+    now: NowDep,
+    user: Annotated[StaffUser, Depends(authorize("target.confirm"))],
+) -> DecisionResult:
+    return assessment.rule(session, target_id, data, user=user, now=now)
+
+
+@router.patch("/targets/{target_id}/hosting")
+def correct_hosting(
+    target_id: int,
+    data: HostingUpdate,
+    session: SessionDep,
+    now: NowDep,
+    user: Annotated[StaffUser, Depends(authorize("target.assess"))],
+) -> HostingRead:
+    previous, country = assessment.correct_hosting(
+        session, target_id, data.country, user=user, now=now
+    )
+    return HostingRead(target_id=target_id, country=country, previous=previous)
+
+
+@router.post("/queue/bulk-confirm")
+def bulk_confirm(
+    session: SessionDep,
+    now: NowDep,
+    user: Annotated[StaffUser, Depends(authorize("target.confirm"))],
+    data: Annotated[BulkConfirm | None, Body()] = None,
+) -> BulkResult:
+    """Confirm queued targets whose media all match a trusted list exactly."""
+    ids = data.target_ids if data is not None else None
+    return assessment.bulk_confirm(session, user=user, now=now, target_ids=ids)
 
 
 # The safe view's answer is for this one look only: not cached, not sniffed, not saved

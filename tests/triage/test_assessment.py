@@ -15,8 +15,8 @@ from sqlalchemy import select
 from sqlmodel import Session, col
 
 from hotline import queue
-from hotline.auth import configured_staff_cipher, create_user
-from hotline.db import utcnow
+from hotline.auth import configured_staff_cipher, create_user, issue_token
+from hotline.db import session_scope, utcnow
 from hotline.errors import NotFound
 from hotline.models import AuditEvent, Role, StaffUser
 from reporting import service as intake
@@ -192,7 +192,7 @@ def routed(session: Session) -> list[int]:
 
 
 def test_without_second_opinion_an_illegal_verdict_confirms_at_once(session: Session) -> None:
-    ana = staff(session, "ana@hotline.example")
+    ana = staff(session, "ana@assess.example")
     case = Case(session, "http://pics.example.com/a")
     abuse, icon = media(session, "abuse", on=case), media(session, "icon", on=case)
     assert case.reporter_sees() == PublicStatus.being_assessed
@@ -220,7 +220,7 @@ def test_without_second_opinion_an_illegal_verdict_confirms_at_once(session: Ses
     assert site.confirmed_count == 1
     assert routed(session) == [case.id]
     [(action, actor, details)] = events(session, case.id)
-    assert (action, actor) == ("assessed", "ana@hotline.example")
+    assert (action, actor) == ("assessed", "ana@assess.example")
     assert details == {
         "classifications": {"baseline": 1, "ignore": 1},
         "origin": "analyst",
@@ -235,7 +235,7 @@ def test_without_second_opinion_an_illegal_verdict_confirms_at_once(session: Ses
 def test_national_policy_asks_a_second_opinion_for_national_law_verdicts_only(
     session: Session,
 ) -> None:
-    ana = staff(session, "ana@hotline.example")
+    ana = staff(session, "ana@assess.example")
     national_only = Case(session, "http://a.example.org/1")
     one = media(session, "n1", on=national_only)
     mixed = Case(session, "http://b.example.org/2")
@@ -252,8 +252,8 @@ def test_national_policy_asks_a_second_opinion_for_national_law_verdicts_only(
 
 
 def test_always_policy_needs_a_different_analyst_who_agrees(session: Session) -> None:
-    ana = staff(session, "ana@hotline.example")
-    olek = staff(session, "olek@hotline.example")
+    ana = staff(session, "ana@assess.example")
+    olek = staff(session, "olek@assess.example")
     case = Case(session, "http://a.example.net/1")
     item = media(session, "x", on=case)
 
@@ -268,7 +268,7 @@ def test_always_policy_needs_a_different_analyst_who_agrees(session: Session) ->
         ]
         for user in (ana, olek)
     }
-    assert waiting_for == {"ana@hotline.example": [], "olek@hotline.example": [case.id]}
+    assert waiting_for == {"ana@assess.example": [], "olek@assess.example": [case.id]}
 
     with pytest.raises(SameAnalyst):
         assessment.give_second_opinion(
@@ -286,8 +286,8 @@ def test_always_policy_needs_a_different_analyst_who_agrees(session: Session) ->
     ]
     assert routed(session) == [case.id]
     assert [(a, who) for a, who, _ in events(session, case.id)] == [
-        ("assessed", "ana@hotline.example"),
-        ("second_opinion", "olek@hotline.example"),
+        ("assessed", "ana@assess.example"),
+        ("second_opinion", "olek@assess.example"),
     ]
     with pytest.raises(NotAwaitingSecondOpinion):
         assessment.give_second_opinion(
@@ -296,9 +296,9 @@ def test_always_policy_needs_a_different_analyst_who_agrees(session: Session) ->
 
 
 def test_a_disagreement_goes_to_a_supervisor_who_rules(session: Session) -> None:
-    ana = staff(session, "ana@hotline.example")
-    olek = staff(session, "olek@hotline.example")
-    sue = staff(session, "sue@hotline.example", Role.supervisor)
+    ana = staff(session, "ana@assess.example")
+    olek = staff(session, "olek@assess.example")
+    sue = staff(session, "sue@assess.example", Role.supervisor)
     case = Case(session, "http://a.example.net/1")
     item = media(session, "x", on=case)
     assess(session, case, ana, items((item, N)), policy="always")
@@ -337,8 +337,8 @@ def test_a_disagreement_goes_to_a_supervisor_who_rules(session: Session) -> None
 
 
 def test_doubtful_items_wait_for_a_supervisor(session: Session) -> None:
-    ana = staff(session, "ana@hotline.example")
-    sue = staff(session, "sue@hotline.example", Role.supervisor)
+    ana = staff(session, "ana@assess.example")
+    sue = staff(session, "sue@assess.example", Role.supervisor)
     case = Case(session, "http://a.example.net/1")
     unsure, icon = media(session, "u", on=case), media(session, "i", on=case)
 
@@ -390,7 +390,7 @@ def test_doubtful_items_wait_for_a_supervisor(session: Session) -> None:
 def test_outcomes_that_close_a_target(
     session: Session, verdict: str, status: TargetStatus, reason: str, public: PublicStatus
 ) -> None:
-    ana = staff(session, "ana@hotline.example")
+    ana = staff(session, "ana@assess.example")
     case = Case(session, "http://a.example.net/1")
     first, second = media(session, "1", on=case), media(session, "2", on=case)
     if verdict == "not_illegal":
@@ -411,7 +411,7 @@ def test_outcomes_that_close_a_target(
 
 
 def test_assessments_are_checked_before_anything_is_written(session: Session) -> None:
-    ana = staff(session, "ana@hotline.example")
+    ana = staff(session, "ana@assess.example")
     case = Case(session, "http://a.example.net/1")
     other = Case(session, "http://b.example.net/1")
     mine, also = media(session, "m", on=case), media(session, "a", on=case)
@@ -439,8 +439,8 @@ def test_assessments_are_checked_before_anything_is_written(session: Session) ->
 
 
 def test_an_assessment_needs_the_analysts_own_live_claim(session: Session) -> None:
-    ana = staff(session, "ana@hotline.example")
-    olek = staff(session, "olek@hotline.example")
+    ana = staff(session, "ana@assess.example")
+    olek = staff(session, "olek@assess.example")
     case = Case(session, "http://a.example.net/1")
     data = AssessmentCreate(outcome="not_assessable")
 
@@ -465,8 +465,8 @@ def test_an_assessment_needs_the_analysts_own_live_claim(session: Session) -> No
 def test_earlier_verdicts_are_taken_over_and_an_analyst_can_overrule_them(
     session: Session,
 ) -> None:
-    ana = staff(session, "ana@hotline.example")
-    olek = staff(session, "olek@hotline.example")
+    ana = staff(session, "ana@assess.example")
+    olek = staff(session, "olek@assess.example")
     first = Case(session, "http://a.example.net/1")
     known, plain = media(session, "known", on=first), media(session, "plain", on=first)
     assess(session, first, ana, items((known, B), (plain, NI)))
@@ -507,8 +507,8 @@ def test_earlier_verdicts_are_taken_over_and_an_analyst_can_overrule_them(
 def test_a_target_whose_media_were_all_assessed_before_is_decided_automatically(
     session: Session, policy: assessment.Policy, status: TargetStatus, public: PublicStatus
 ) -> None:
-    ana = staff(session, "ana@hotline.example")
-    olek = staff(session, "olek@hotline.example")
+    ana = staff(session, "ana@assess.example")
+    olek = staff(session, "olek@assess.example")
     first = Case(session, "http://a.example.net/1")
     known = media(session, "known", on=first)
     assess(session, first, ana, items((known, B)), policy="none")
@@ -543,7 +543,7 @@ def test_a_target_whose_media_were_all_assessed_before_is_decided_automatically(
 
 
 def test_near_duplicates_are_shown_as_suggestions_only(session: Session) -> None:
-    ana = staff(session, "ana@hotline.example")
+    ana = staff(session, "ana@assess.example")
     first = Case(session, "http://a.example.net/1")
     known = media(session, "known", on=first)
     assess(session, first, ana, items((known, B)), policy="none")
@@ -586,7 +586,7 @@ def test_near_duplicates_are_shown_as_suggestions_only(session: Session) -> None
     assert mine["assessment"]["classification"] == "baseline"
     assert mine["assessment"]["origin"] == "analyst"
     assert [d["outcome"] for d in first_view["decisions"]] == ["illegal"]
-    assert first_view["decisions"][0]["staff_email"] == "ana@hotline.example"
+    assert first_view["decisions"][0]["staff_email"] == "ana@assess.example"
     assert first_view["site"]["statuses"] == {"confirmed": 1, "queued": 1}
     assert [t["id"] for t in first_view["site"]["targets"]] == [later.id]
     assert first_view["site"]["confirmed_count"] == 1
@@ -611,8 +611,8 @@ def listed(
 def test_bulk_confirm_takes_only_targets_whose_media_all_match_a_trusted_list(
     session: Session,
 ) -> None:
-    sue = staff(session, "sue@hotline.example", Role.supervisor)
-    ana = staff(session, "ana@hotline.example")
+    sue = staff(session, "sue@assess.example", Role.supervisor)
+    ana = staff(session, "ana@assess.example")
 
     def sha256(media_id: int) -> str:
         return session.get(Media, media_id).sha256  # type: ignore[union-attr]
@@ -664,7 +664,7 @@ def test_bulk_confirm_takes_only_targets_whose_media_all_match_a_trusted_list(
     } == {(n1, N, AssessmentOrigin.bulk, sue.id)}
     assert decisions(session, whole) == [("supervisor", "illegal", sue.id, None)]
     assert [(a, who) for a, who, _ in events(session, whole.id)] == [
-        ("bulk_confirmed", "sue@hotline.example")
+        ("bulk_confirmed", "sue@assess.example")
     ]
     assert sorted(routed(session)) == sorted([whole.id, national.id])
     assert ("sha256", sha256(w2), "baseline") in own_hashes(session)
@@ -688,7 +688,7 @@ def test_bulk_confirm_takes_only_targets_whose_media_all_match_a_trusted_list(
 def test_a_confirmed_picture_is_matched_on_the_own_list_when_it_turns_up_again(
     session: Session,
 ) -> None:
-    ana = staff(session, "ana@hotline.example")
+    ana = staff(session, "ana@assess.example")
     pictures = images.variants(7301)
     near = NearDuplicates(phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=0)
 
@@ -750,7 +750,7 @@ def test_a_confirmed_picture_is_matched_on_the_own_list_when_it_turns_up_again(
 
 
 def test_an_analyst_corrects_the_hosting_country(session: Session) -> None:
-    ana = staff(session, "ana@hotline.example")
+    ana = staff(session, "ana@assess.example")
     case = Case(session, "http://a.example.net/1")
     case.target.hosting_country = "US"
     session.flush()
@@ -761,9 +761,189 @@ def test_an_analyst_corrects_the_hosting_country(session: Session) -> None:
     )
     assert case.target.hosting_country == "NL"
     assert events(session, case.id) == [
-        ("hosting_corrected", "ana@hotline.example", {"old": "US", "new": "NL"})
+        ("hosting_corrected", "ana@assess.example", {"old": "US", "new": "NL"})
     ]
     for wrong in ("XX", "EU", "ZZ", "N1"):
         with pytest.raises(UnknownCountry):
             assessment.correct_hosting(session, case.id, wrong, user=ana, now=utcnow())
     assert case.target.hosting_country == "NL"
+
+
+# -- through the API -------------------------------------------------------------------------
+
+
+def bearer(role: Role, email: str) -> dict[str, str]:
+    with session_scope() as session:
+        user = staff(session, email, role)
+        token = issue_token(session, user, now=utcnow())
+    return {"authorization": f"Bearer {token}"}
+
+
+def reported(url: str, *seeds: str) -> tuple[int, str, list[int]]:
+    """A queued target with media, committed: (target id, receipt, media ids)."""
+    with session_scope() as session:
+        case = Case(session, url)
+        return case.id, case.receipt, [media(session, seed, on=case) for seed in seeds]
+
+
+def reporter_sees(client: Any, receipt: str) -> str:
+    return str(client.get(f"/api/v1/reports/{receipt}").json()["status"])
+
+
+def test_an_analyst_assesses_and_a_second_analyst_confirms(client: Any, configure: Any) -> None:
+    configure(second_opinion="always")
+    ana = bearer(Role.analyst, "ana@assess.example")
+    olek = bearer(Role.analyst, "olek@assess.example")
+    target_id, receipt, [abuse, icon] = reported("http://pics.example.com/a", "abuse", "icon")
+    body = {
+        "items": [
+            {"media_id": abuse, "classification": "baseline", "age_group": "prepubescent"},
+            {"media_id": icon, "classification": "ignore"},
+        ]
+    }
+    assessments = f"/api/v1/targets/{target_id}/assessments"
+
+    unclaimed = client.post(assessments, json=body, headers=ana)
+    assert (unclaimed.status_code, unclaimed.json()["code"]) == (409, "claim_lost")
+    assert client.post("/api/v1/queue/claim", headers=ana).json()["id"] == target_id
+    item = client.get(f"/api/v1/targets/{target_id}", headers=ana).json()
+    assert [m["id"] for m in item["media"]] == [abuse, icon]
+    assert all(m["assessment"] is None for m in item["media"])
+
+    done = client.post(assessments, json=body, headers=ana)
+    assert done.status_code == 200, done.text
+    assert (done.json()["status"], done.json()["outcome"]) == ("second_opinion", "illegal")
+    assert reporter_sees(client, receipt) == "being_assessed"
+    # The claim is given back with the assessment.
+    assert client.get(f"/api/v1/targets/{target_id}", headers=ana).json()["claim"] == {
+        "claimed_by": None,
+        "expires_at": None,
+    }
+
+    assert client.get("/api/v1/second-opinions", headers=ana).json() == []
+    [waiting] = client.get("/api/v1/second-opinions", headers=olek).json()
+    assert (waiting["id"], waiting["first_outcome"]) == (target_id, "illegal")
+    second = f"/api/v1/targets/{target_id}/second-opinion"
+    same = client.post(second, json={"agrees": True}, headers=ana)
+    assert (same.status_code, same.json()["code"]) == (409, "same_analyst")
+    agreed = client.post(second, json={"agrees": True, "note": "clear"}, headers=olek)
+    assert (agreed.status_code, agreed.json()["status"]) == (200, "confirmed")
+    assert reporter_sees(client, receipt) == "action_taken"
+
+    item = client.get(f"/api/v1/targets/{target_id}", headers=olek).json()
+    assert [(d["stage"], d["agrees"], d["staff_email"]) for d in item["decisions"]] == [
+        ("first", None, "ana@assess.example"),
+        ("second", True, "olek@assess.example"),
+    ]
+    assert item["media"][0]["assessment"]["age_group"] == "prepubescent"
+    with session_scope() as session:
+        logged = session.execute(
+            select(col(AuditEvent.action), col(AuditEvent.actor))
+            .where(col(AuditEvent.object_id) == str(target_id))
+            .where(col(AuditEvent.action).in_(["assessed", "second_opinion"]))
+            .order_by(col(AuditEvent.id))
+        ).all()
+        texts = " ".join(str(e.details) for e in session.execute(select(AuditEvent)).scalars())
+    assert logged == [
+        ("assessed", "ana@assess.example"),
+        ("second_opinion", "olek@assess.example"),
+    ]
+    assert "pics.example.com" not in texts
+
+
+def test_the_api_names_what_is_wrong_with_an_assessment(client: Any) -> None:
+    ana = bearer(Role.analyst, "ana@assess.example")
+    target_id, _, [one, _] = reported("http://a.example.net/1", "one", "two")
+    _, _, [foreign] = reported("http://b.example.net/2", "foreign")
+    client.post("/api/v1/queue/claim", headers=ana)
+    path = f"/api/v1/targets/{target_id}/assessments"
+
+    def refused(body: dict[str, Any]) -> tuple[int, str]:
+        answer = client.post(path, json=body, headers=ana)
+        return answer.status_code, answer.json()["code"]
+
+    assert refused({"items": [{"media_id": foreign, "classification": "baseline"}]}) == (
+        422,
+        "media_not_on_target",
+    )
+    assert refused({"items": [{"media_id": one, "classification": "national"}]}) == (
+        422,
+        "media_not_covered",
+    )
+    assert refused({"items": []}) == (422, "nothing_assessed")
+    assert refused({"items": [{"media_id": one, "classification": "terrible"}]}) == (
+        422,
+        "validation_error",
+    )
+    assert refused({"outcome": "illegal"}) == (422, "validation_error")
+    closed = client.post(path, json={"outcome": "no_longer_available"}, headers=ana)
+    assert (closed.status_code, closed.json()["status"]) == (200, "unreachable")
+    assert refused({"outcome": "not_assessable"}) == (409, "target_not_open")
+    assert (
+        client.post(
+            "/api/v1/targets/999999/assessments", json={"outcome": "not_assessable"}, headers=ana
+        ).status_code
+        == 404
+    )
+
+
+def test_a_supervisor_settles_a_disagreement(client: Any, configure: Any) -> None:
+    configure(second_opinion="national")
+    ana = bearer(Role.analyst, "ana@assess.example")
+    olek = bearer(Role.analyst, "olek@assess.example")
+    sue = bearer(Role.supervisor, "sue@assess.example")
+    target_id, receipt, [item] = reported("http://a.example.net/1", "drawn")
+    client.post("/api/v1/queue/claim", headers=ana)
+    first = client.post(
+        f"/api/v1/targets/{target_id}/assessments",
+        json={"items": [{"media_id": item, "classification": "national", "virtual": True}]},
+        headers=ana,
+    )
+    assert first.json()["status"] == "second_opinion"  # national law only
+    disagreed = client.post(
+        f"/api/v1/targets/{target_id}/second-opinion", json={"agrees": False}, headers=olek
+    )
+    assert (disagreed.json()["status"], disagreed.json()["status_reason"]) == (
+        "disputed",
+        "second_opinion_disagrees",
+    )
+    ruling = f"/api/v1/targets/{target_id}/ruling"
+    assert client.post(ruling, json={"outcome": "illegal"}, headers=olek).status_code == 403
+    assert [d["id"] for d in client.get("/api/v1/disputes", headers=sue).json()] == [target_id]
+
+    ruled = client.post(ruling, json={"outcome": "illegal", "note": "national law"}, headers=sue)
+
+    assert (ruled.status_code, ruled.json()["status"]) == (200, "confirmed")
+    assert reporter_sees(client, receipt) == "action_taken"
+    again = client.post(ruling, json={"outcome": "not_illegal"}, headers=sue)
+    assert (again.status_code, again.json()["code"]) == (409, "not_disputed")
+
+
+def test_bulk_confirm_and_hosting_correction_through_the_api(client: Any) -> None:
+    ana = bearer(Role.analyst, "ana@assess.example")
+    sue = bearer(Role.supervisor, "sue@assess.example")
+    listed_id, receipt, [known] = reported("http://a.example.net/listed", "listed")
+    unknown_id, _, _ = reported("http://a.example.net/unknown", "unknown")
+    with session_scope() as session:
+        row = session.get(Media, known)
+        assert row is not None
+        listed(session, "icse", (HashType.sha1, row.sha1, "baseline"))
+
+    assert client.post("/api/v1/queue/bulk-confirm", json={}, headers=ana).status_code == 403
+    answer = client.post(
+        "/api/v1/queue/bulk-confirm", json={"target_ids": [listed_id, unknown_id]}, headers=sue
+    )
+    assert answer.json() == {
+        "confirmed": [listed_id],
+        "skipped": [{"target_id": unknown_id, "reason": "not_all_media_listed"}],
+    }
+    assert reporter_sees(client, receipt) == "action_taken"
+
+    path = f"/api/v1/targets/{unknown_id}/hosting"
+    moved = client.patch(path, json={"country": "de"}, headers=ana)
+    assert moved.json() == {"target_id": unknown_id, "country": "DE", "previous": None}
+    wrong = client.patch(path, json={"country": "QQ"}, headers=ana)
+    assert (wrong.status_code, wrong.json()["code"]) == (422, "unknown_country")
+    shown = client.get(f"/api/v1/targets/{unknown_id}", headers=ana).json()
+    assert shown["hosting"]["country"] == "DE"
+    assert shown["site"]["statuses"] == {"confirmed": 1, "queued": 1}
