@@ -746,6 +746,16 @@ def adopt_earlier_verdicts(
     Returns the new status when the target was decided, else None. An analyst's
     assessment supersedes the automatic rows.
     """
+    try:
+        with session.begin_nested():  # a race lost leaves nothing of this attempt behind
+            return _adopt(session, target_id, now=now, policy=policy)
+    except StatusChanged:
+        return None
+
+
+def _adopt(
+    session: Session, target_id: int, *, now: dt.datetime, policy: Policy | None
+) -> TargetStatus | None:
     target = session.get(Target, target_id, populate_existing=True)
     if target is None or target.status != TargetStatus.queued:
         return None
