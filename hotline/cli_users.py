@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -33,7 +33,8 @@ PrintURI = Annotated[
 ]
 
 PENDING = (
-    "TOTP secret created but not shown; hand it over with "
+    "TOTP secret created but not shown: its owner sets up the authenticator app at the "
+    "first sign-in at /staff/login (QR code), or hand it over with "
     "'hotline users reset-2fa {email} --print-totp-uri'."
 )
 
@@ -51,6 +52,29 @@ def _read_password(from_stdin: bool) -> str:
         raise fail("no terminal to ask for the password on: use --password-stdin", 2)
     password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     return password
+
+
+def _audit(session: Any, user: Any, change: str, **details: str) -> None:
+    """Admin changes made at the console are audited like those made in the staff pages;
+    the actor is the operating-system account that ran the command."""
+    import getpass
+
+    from hotline import audit
+    from hotline.db import utcnow
+
+    try:
+        operator = getpass.getuser()
+    except (KeyError, OSError):
+        operator = "unknown"
+    audit.record(
+        session,
+        action=audit.Action.admin_change,
+        actor=f"cli:{operator}"[:254],
+        object_type="staff_user",
+        object_id=user.id,
+        details={"change": change, **details},
+        now=utcnow(),
+    )
 
 
 @users_app.command("add")
@@ -79,6 +103,7 @@ def add(
                 now=utcnow(),
                 cipher=auth.configured_staff_cipher(),
             )
+            _audit(session, user, "user_created", role=user.role.value)
     except HotlineError as exc:
         raise fail(exc.detail) from None
     typer.echo(f"created {user.email} ({user.role.value})")
@@ -94,6 +119,7 @@ def disable(email: Email) -> None:
     try:
         with session_scope() as session:
             user = auth.disable_user(session, email)
+            _audit(session, user, "disabled")
     except HotlineError as exc:
         raise fail(exc.detail) from None
     typer.echo(f"disabled {user.email}")
@@ -108,6 +134,7 @@ def reset_2fa(email: Email, print_totp_uri: PrintURI = False) -> None:
     try:
         with session_scope() as session:
             user, uri = auth.reset_2fa(session, email, cipher=auth.configured_staff_cipher())
+            _audit(session, user, "second_factor_reset")
     except HotlineError as exc:
         raise fail(exc.detail) from None
     typer.echo(f"new TOTP secret for {user.email}")

@@ -50,6 +50,15 @@
       unblur(document.getElementById("media-" + button.getAttribute("data-unblur")));
     });
   });
+  document.querySelectorAll("[data-show]").forEach(function (button) {
+    button.addEventListener("click", function () {
+      var img = document.querySelector("#media-" + button.getAttribute("data-show") + " .safe-view img");
+      if (img && img.getAttribute("data-src")) {
+        img.src = img.getAttribute("data-src");
+        button.hidden = true;
+      }
+    });
+  });
   document.querySelectorAll(".safe-view img").forEach(function (img) {
     img.addEventListener("click", function () {
       img.parentNode.classList.toggle("zoomed");

@@ -106,6 +106,23 @@ def test_disable_reset_and_list(cli: Run) -> None:
     assert "a@hotline.example" in table
     assert "disabled" in table
     assert PASSWORD not in listed.stdout + table
+    # Every change made at the console is in the audit log, by the operator's account.
+    from sqlalchemy import select
+
+    from hotline.db import session_scope
+    from hotline.models import AuditEvent
+
+    with session_scope() as session:
+        changes = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "admin_change")  # type: ignore[arg-type]
+        ).all()
+    assert [json.loads(e.details or "{}")["change"] for e in changes][-4:] == [
+        "user_created",
+        "user_created",
+        "second_factor_reset",
+        "disabled",
+    ]
+    assert all(e.actor.startswith("cli:") for e in changes[-4:])
 
 
 @pytest.mark.parametrize("command", [[], ["add"], ["disable"], ["reset-2fa"], ["list"]])
