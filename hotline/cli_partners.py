@@ -7,7 +7,9 @@ a secret given to the hotline is read from standard input, never from the comman
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -261,6 +263,63 @@ def load(
         typer.echo(f"{'added' if created else 'kept '} {partner_id:>4}  {name}")
         _print_secrets(name, issued)
     typer.echo(f"{sum(1 for s in shown if s[2])} added, {sum(1 for s in shown if not s[2])} kept")
+
+
+@partners_app.command("deliveries")
+def deliveries(
+    dead: Annotated[
+        bool, typer.Option("--dead", help="The dead-letter list: failed and dead deliveries.")
+    ] = False,
+    state: Annotated[
+        list[str] | None,
+        typer.Option(help="Only deliveries in this state (pending, delivered, failed, dead)."),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List deliveries to partners' webhooks (by default those still pending)."""
+    from hotline.db import session_scope
+    from partners import delivery
+    from partners.models import DeliveryState
+
+    names = list(state or [])
+    if dead:
+        names += [DeliveryState.failed.value, DeliveryState.dead.value]
+    unknown = [n for n in names if n not in DeliveryState.__members__]
+    if unknown:
+        raise fail(f"unknown state {unknown[0]!r}; one of: {', '.join(DeliveryState)}", 2)
+    states = [DeliveryState(n) for n in names] or [DeliveryState.pending]
+    with session_scope() as session:
+        rows = delivery.list_deliveries(session, states=states, limit=limit)
+    for row in rows:
+        if as_json:
+            typer.echo(json.dumps(dataclasses.asdict(row), default=str))
+        else:
+            status = row.last_status if row.last_status is not None else "-"
+            typer.echo(
+                f"{row.id:>6}  {row.state:<9} {row.event:<22} partner {row.partner_id} "
+                f"({row.partner})  target {row.target_id}  attempts {row.attempts}  "
+                f"last {status} {row.last_error or ''}"
+            )
+    if not as_json:
+        typer.echo(f"{len(rows)} delivery(ies)", err=True)
+
+
+@partners_app.command("redeliver")
+def redeliver(
+    delivery_id: Annotated[int, typer.Argument(help="The delivery's id (see 'deliveries').")],
+) -> None:
+    """Send a failed or dead delivery again, with the same webhook-id, from attempt one."""
+    from hotline.db import session_scope, utcnow
+    from partners import delivery
+
+    try:
+        with session_scope() as session:
+            row = delivery.redeliver(session, delivery_id, now=utcnow(), actor=ACTOR)
+            webhook_id = row.webhook_id
+    except HotlineError as exc:
+        raise fail(exc.detail) from None
+    typer.echo(f"delivery {delivery_id} ({webhook_id}) handed to the workers again")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from hotline.logging import configure_logging
 from hotline.queue import make_celery
 from hotline.settings import get_settings
 
-TASK_MODULES = ["reporting.tasks", "triage.tasks"]
+TASK_MODULES = ["reporting.tasks", "triage.tasks", "partners.tasks"]
 
 
 @setup_logging.connect
@@ -53,6 +53,10 @@ def create_worker_app() -> Celery:
             "schedule": settings.sweep_interval_seconds,
         },
         "purge-expired-contacts": {"task": "reporting.purge_contacts", "schedule": 3600.0},
+        "sweep-deliveries": {
+            "task": "partners.sweep",
+            "schedule": settings.sweep_interval_seconds,
+        },
     }
     app.set_default()
     return app

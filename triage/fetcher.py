@@ -1,4 +1,5 @@
-"""The one guarded HTTP client: every fetch of a reported URL, and of the media on it.
+"""The one guarded HTTP client: every fetch of a reported URL, and of the media on it, and
+every POST to a partner's endpoint (`Fetcher.post`, which never follows a redirect).
 
 Anyone on the internet can make the workers fetch any URL, so this module is the
 attack surface and owns the defences (docs/fetcher.md):
@@ -57,6 +58,7 @@ __all__ = [
     "FetchPolicy",
     "FetchResult",
     "Fetcher",
+    "PostResult",
     "Resolver",
     "get_fetcher",
     "system_resolver",
@@ -101,6 +103,19 @@ class FetchResult:
     def __repr__(self) -> str:
         # Never print the URL or the bytes by accident (e.g. in a failed assertion log).
         return f"FetchResult(status={self.status}, bytes={len(self.content)})"
+
+
+@dataclass(frozen=True)
+class PostResult:
+    """What a partner's endpoint answered to a POST: its status, nothing of its body."""
+
+    status: int
+    ip: str
+    location: str | None = None
+    """The Location header of a redirect, which is never followed."""
+
+    def __repr__(self) -> str:
+        return f"PostResult(status={self.status})"
 
 
 @dataclass(frozen=True)
@@ -159,6 +174,23 @@ class Fetcher:
             return self._fetch(url)
         except FetchError as exc:
             log.debug("fetch failed: %s", exc.reason)
+            raise
+
+    def post(self, url: str, body: bytes, headers: Sequence[tuple[str, str]] = ()) -> PostResult:
+        """POST ``body`` to ``url`` through the same guard as a fetch: scheme, port and every
+        resolved address checked, the connection pinned to a vetted address, the total
+        deadline kept. Redirects are not followed (a 3xx is returned like any status);
+        the response body is read up to ``max_bytes`` and dropped. Raise
+        `FetchError(reason)` when no answer came (``timeout``, ``connect_error``, ...)."""
+        try:
+            deadline = _Deadline(self._policy.total_timeout)
+            hop = _Hop.parse(url, self._policy)
+            if hop.port not in self._policy.ports:
+                raise FetchError("blocked_port")
+            addresses = self._vetted_addresses(hop, deadline)
+            return self._post(hop, addresses, deadline, body, headers)
+        except FetchError as exc:
+            log.debug("post failed: %s", exc.reason)
             raise
 
     def close(self) -> None:
@@ -273,6 +305,72 @@ class Fetcher:
                     content=content,
                     content_type=_header(response.headers, b"content-type"),
                     ip=backend.connected_address or addresses[0],
+                )
+        except httpcore.TimeoutException:
+            raise FetchError("timeout") from None
+        except httpcore.ConnectError as exc:
+            tls = isinstance(exc.__cause__ or exc.__context__, ssl.SSLError)
+            raise FetchError("tls_error" if tls else "connect_error") from None
+        except (httpcore.NetworkError, httpcore.ProtocolError):
+            raise FetchError("connect_error") from None
+
+    def _post(
+        self,
+        hop: _Hop,
+        addresses: tuple[str, ...],
+        deadline: _Deadline,
+        body: bytes,
+        extra_headers: Sequence[tuple[str, str]],
+    ) -> PostResult:
+        policy = self._policy
+        backend = _PinnedBackend(hop.host, hop.port, addresses, deadline)
+        headers = [
+            (b"Host", hop.host_header.encode("ascii")),
+            (b"User-Agent", policy.user_agent.encode("latin-1", "replace")),
+            (b"Accept", b"*/*"),
+            (b"Content-Length", str(len(body)).encode("ascii")),
+            (b"Connection", b"close"),
+            *((k.encode("latin-1"), v.encode("latin-1")) for k, v in extra_headers),
+        ]
+        timeouts = {
+            "connect": policy.connect_timeout,
+            "read": policy.read_timeout,
+            "write": policy.read_timeout,
+            "pool": policy.connect_timeout,
+        }
+        request_url = httpcore.URL(
+            scheme=hop.scheme.encode("ascii"),
+            host=hop.host.encode("ascii"),
+            port=hop.port,
+            target=hop.target.encode("ascii"),
+        )
+        try:
+            with (
+                httpcore.ConnectionPool(
+                    ssl_context=self._ssl_context,
+                    network_backend=backend,
+                    max_connections=1,
+                    max_keepalive_connections=0,
+                    retries=0,
+                ) as pool,
+                pool.stream(
+                    "POST",
+                    request_url,
+                    headers=headers,
+                    content=body,
+                    extensions={"timeout": timeouts},
+                ) as response,
+            ):
+                received = 0
+                for chunk in response.iter_stream():
+                    received += len(chunk)
+                    if received > policy.max_bytes:
+                        break
+                    deadline.check()
+                return PostResult(
+                    status=response.status,
+                    ip=backend.connected_address or addresses[0],
+                    location=_header(response.headers, b"location"),
                 )
         except httpcore.TimeoutException:
             raise FetchError("timeout") from None

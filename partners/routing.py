@@ -1,0 +1,250 @@
+"""Who must hear of a confirmed target: one ``Forwarding`` per decision, naming its rule.
+
+Rules (docs/partners.md):
+
+- ``home.law_enforcement``: hosted in the home country -> national law enforcement.
+- ``home.hosting_provider``: hosted at home -> a notice to the hosting provider's abuse
+  contact (matched by registered domain, else by ASN), held for the law-enforcement hold.
+- ``abroad.hotline``: hosted abroad -> the partner hotline(s) of that country.
+- ``abroad.law_enforcement``: hosted abroad, and policy says tell the police too.
+- ``abroad.fallback``: hosted abroad where no partner hotline serves -> the fallback.
+- ``home.fallback``: hosted at home but no law-enforcement partner is registered.
+- ``unknown.fallback``: the hosting country is unknown -> the fallback.
+
+Invariants: routing is idempotent (one forwarding per target, partner and kind; running
+it again creates nothing). Deliveries are an outbox: the ``Delivery`` rows are added in
+the same unit of work as their forwardings and the ``partners.deliver`` messages are
+buffered with `hotline.queue.enqueue`, so they are sent only after the commit; the
+sweep re-sends what a lost message left behind. Nothing here commits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Select, select
+from sqlmodel import Session, col
+
+from hotline.queue import enqueue
+from hotline.settings import Settings
+from partners.models import (
+    Delivery,
+    DeliveryState,
+    Forwarding,
+    ForwardingKind,
+    ForwardingState,
+    Partner,
+    PartnerAsn,
+    PartnerCountry,
+    PartnerDomain,
+    PartnerKind,
+)
+from reporting.models import Target, TargetStatus
+
+DELIVER_TASK = "partners.deliver"
+ROUTABLE = frozenset({TargetStatus.confirmed, TargetStatus.forwarded})
+log = logging.getLogger("hotline.partners.routing")
+
+
+@dataclass(frozen=True)
+class RoutingPolicy:
+    home_country: str = "UA"
+    hold: dt.timedelta = dt.timedelta(0)
+    law_enforcement_abroad: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RoutingPolicy:
+        return cls(
+            home_country=settings.home_country,
+            hold=dt.timedelta(minutes=settings.law_enforcement_hold_minutes),
+            law_enforcement_abroad=settings.forward_abroad_to_law_enforcement,
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    partner: Partner
+    kind: ForwardingKind
+    rule: str
+
+
+def new_webhook_id() -> str:
+    """A Standard Webhooks message id: unique, the same on every attempt of a delivery."""
+    return "msg_" + secrets.token_urlsafe(18)
+
+
+def _active(kind: PartnerKind) -> Select[Partner]:
+    return (
+        select(Partner)
+        .where(col(Partner.kind) == kind, col(Partner.active).is_(True))
+        .order_by(col(Partner.id))
+    )
+
+
+def _serving(session: Session, kind: PartnerKind, country: str) -> list[Partner]:
+    query = _active(kind).join(PartnerCountry, col(PartnerCountry.partner_id) == col(Partner.id))
+    return list(session.execute(query.where(col(PartnerCountry.country) == country)).scalars())
+
+
+def _fallbacks(session: Session) -> list[Partner]:
+    return list(session.execute(_active(PartnerKind.fallback)).scalars())
+
+
+def hosting_contact(session: Session, target: Target) -> Partner | None:
+    """The abuse contact answering for the target: by registered domain (a platform)
+    first, else by the ASN its address belongs to."""
+    by_domain = _active(PartnerKind.hosting_provider).join(
+        PartnerDomain, col(PartnerDomain.partner_id) == col(Partner.id)
+    )
+    found = (
+        session.execute(
+            by_domain.where(col(PartnerDomain.registered_domain) == target.registered_domain)
+        )
+        .scalars()
+        .first()
+    )
+    if found is None and target.hosting_asn is not None:
+        by_asn = _active(PartnerKind.hosting_provider).join(
+            PartnerAsn, col(PartnerAsn.partner_id) == col(Partner.id)
+        )
+        found = (
+            session.execute(by_asn.where(col(PartnerAsn.asn) == target.hosting_asn))
+            .scalars()
+            .first()
+        )
+    return found
+
+
+def decide(session: Session, target: Target, policy: RoutingPolicy) -> list[Decision]:
+    """The forwardings the rules call for, in the order they are made (no side effects)."""
+    country = target.hosting_country
+    home = policy.home_country
+    decisions: list[Decision] = []
+
+    def add(partners: Sequence[Partner], kind: ForwardingKind, rule: str) -> None:
+        decisions.extend(Decision(p, kind, rule) for p in partners)
+
+    if country is None:
+        add(_fallbacks(session), ForwardingKind.report, "unknown.fallback")
+    elif country == home:
+        police = _serving(session, PartnerKind.law_enforcement, home)
+        if police:
+            add(police, ForwardingKind.report, "home.law_enforcement")
+        else:
+            add(_fallbacks(session), ForwardingKind.report, "home.fallback")
+        contact = hosting_contact(session, target)
+        if contact is not None:
+            add([contact], ForwardingKind.notice, "home.hosting_provider")
+    else:
+        hotlines = _serving(session, PartnerKind.hotline, country)
+        if hotlines:
+            add(hotlines, ForwardingKind.report, "abroad.hotline")
+        else:
+            add(_fallbacks(session), ForwardingKind.report, "abroad.fallback")
+        if policy.law_enforcement_abroad:
+            police = _serving(session, PartnerKind.law_enforcement, home)
+            add(police, ForwardingKind.report, "abroad.law_enforcement")
+    return decisions
+
+
+def route_target(
+    session: Session, target_id: int, *, now: dt.datetime, policy: RoutingPolicy
+) -> list[Forwarding]:
+    """Make the forwardings a confirmed target calls for and queue their deliveries.
+
+    Returns the forwardings made now (none when run again). The target becomes
+    ``forwarded`` once it has any forwarding.
+    """
+    target = session.get(Target, target_id, with_for_update=True)
+    if target is None or target.status not in ROUTABLE:
+        return []
+    existing = {
+        (f.partner_id, f.kind)
+        for f in session.execute(
+            select(Forwarding).where(col(Forwarding.target_id) == target_id)
+        ).scalars()
+    }
+    made = []
+    for decision in decide(session, target, policy):
+        partner_id = decision.partner.id
+        key = (partner_id, decision.kind)
+        if partner_id is None or key in existing:
+            continue
+        existing.add(key)
+        held = decision.kind is ForwardingKind.notice and policy.hold > dt.timedelta(0)
+        forwarding = Forwarding(
+            target_id=target_id,
+            partner_id=partner_id,
+            kind=decision.kind,
+            rule=decision.rule,
+            state=ForwardingState.held if held else ForwardingState.pending,
+            hold_until=now + policy.hold if held else None,
+            created_at=now,
+        )
+        session.add(forwarding)
+        session.flush()
+        if not held:
+            queue_delivery(session, forwarding, decision.partner, now=now)
+        made.append(forwarding)
+    if existing and target.status is not TargetStatus.forwarded:
+        target.status = TargetStatus.forwarded
+        target.status_changed_at = now
+        session.add(target)
+    if not existing:
+        log.warning(
+            "target %s: no partner to forward to (hosting %s)", target_id, target.hosting_country
+        )
+    return made
+
+
+def queue_delivery(
+    session: Session, forwarding: Forwarding, partner: Partner, *, now: dt.datetime
+) -> Delivery | None:
+    """Put the forwarding in the outbox of the partner's webhook (sent after the commit).
+
+    A partner reached by e-mail only gets no delivery here: its notices go by the notice
+    module, and its forwardings stay ``pending`` for staff to see.
+    """
+    if not partner.webhook_url or partner.id is None or forwarding.id is None:
+        return None
+    delivery = Delivery(
+        forwarding_id=forwarding.id,
+        partner_id=partner.id,
+        webhook_id=new_webhook_id(),
+        event=f"forwarding.{forwarding.kind.value}",
+        state=DeliveryState.pending,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(delivery)
+    session.flush()
+    enqueue(session, DELIVER_TASK, delivery_id=delivery.id)
+    return delivery
+
+
+def release_holds(session: Session, *, now: dt.datetime) -> list[int]:
+    """Queue the held notices whose law-enforcement hold has ended; returns their ids."""
+    query = (
+        select(Forwarding)
+        .where(
+            col(Forwarding.state) == ForwardingState.held,
+            col(Forwarding.hold_until) <= now,
+        )
+        .order_by(col(Forwarding.id))
+        .with_for_update(skip_locked=True)
+    )
+    released = []
+    for forwarding in session.execute(query).scalars():
+        partner = session.get(Partner, forwarding.partner_id)
+        forwarding.state = ForwardingState.pending
+        session.add(forwarding)
+        if partner is not None and partner.active:
+            queue_delivery(session, forwarding, partner, now=now)
+        if forwarding.id is not None:
+            released.append(forwarding.id)
+    session.flush()
+    return released

@@ -1,0 +1,47 @@
+"""Celery tasks of partners (thin wrappers around ``partners.routing`` and
+``partners.delivery``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from typing import Any
+
+from celery import shared_task
+
+from hotline.db import session_scope, utcnow
+from hotline.settings import get_settings
+from partners import delivery, routing
+
+_rng = random.SystemRandom()
+
+
+@shared_task(name="partners.route_target", acks_late=True, ignore_result=True)
+def route_target(target_id: int) -> int:
+    """Make the forwardings a confirmed target calls for; their deliveries follow the commit."""
+    policy = routing.RoutingPolicy.from_settings(get_settings())
+    with session_scope() as session:
+        return len(routing.route_target(session, target_id, now=utcnow(), policy=policy))
+
+
+@shared_task(
+    bind=True, name="partners.deliver", acks_late=True, ignore_result=True, max_retries=None
+)
+def deliver(self: Any, delivery_id: int) -> str | None:
+    """One signed POST of a delivery; retried by Celery with the policy's backoff."""
+    policy = delivery.RetryPolicy.from_settings(get_settings())
+    verdict = delivery.attempt(
+        delivery_id, now=utcnow(), fetcher=delivery.delivery_fetcher(), policy=policy, rng=_rng
+    )
+    if verdict.retry_in is not None:
+        # Celery re-sends this message at the due time; if it is lost, the sweep re-sends.
+        raise self.retry(countdown=verdict.retry_in, max_retries=policy.max_attempts)
+    return verdict.state.value if verdict.state else None
+
+
+@shared_task(name="partners.sweep", acks_late=True, ignore_result=True)
+def sweep() -> int:
+    """Release ended holds; hand over again the deliveries whose message was lost."""
+    overdue = dt.timedelta(seconds=get_settings().delivery_sweep_after_seconds)
+    with session_scope() as session:
+        return delivery.sweep(session, now=utcnow(), overdue=overdue)

@@ -1,0 +1,184 @@
+"""Routing by hosting country: who gets a forwarding, by which rule, and the outbox."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from cryptography.fernet import Fernet, MultiFernet
+from sqlalchemy import func, select
+from sqlmodel import Session, col
+
+from hotline.queue import buffered
+from partners import registry, routing
+from partners.delivery import sweep
+from partners.models import Delivery, Forwarding, ForwardingKind, ForwardingState, Partner
+from reporting.models import TargetStatus
+from tests.partners.conftest import confirmed_target
+
+NOW = dt.datetime(2026, 5, 4, 12, 0, tzinfo=dt.UTC)
+CIPHER = MultiFernet([Fernet(Fernet.generate_key())])
+HOME = routing.RoutingPolicy(home_country="UA")
+
+
+@pytest.fixture
+def partners(session: Session) -> dict[str, Partner]:
+    specs = [
+        {"name": "police", "kind": "law_enforcement", "countries": ["UA"]},
+        {"name": "hotline-pl", "kind": "hotline", "countries": ["PL"]},
+        {"name": "hotline-de", "kind": "hotline", "countries": ["DE", "AT"]},
+        {"name": "interpol", "kind": "fallback"},
+        {"name": "host-asn", "kind": "hosting_provider", "asns": [64500]},
+        {"name": "host-platform", "kind": "hosting_provider", "domains": ["platform.test"]},
+        {"name": "by-mail", "kind": "hosting_provider", "asns": [64501], "email": "a@b.test"},
+    ]
+    made = {}
+    for data in specs:
+        if "email" not in data:
+            data["webhook_url"] = f"https://{data['name']}.example.org/hook"
+        spec = registry.parse_spec(data)
+        made[spec.name] = registry.add_partner(session, spec, now=NOW, cipher=CIPHER).partner
+    return made
+
+
+def routed(session: Session, target_id: int) -> set[tuple[str, str, str]]:
+    rows = session.execute(
+        select(Partner.name, Forwarding.kind, Forwarding.rule)
+        .join(Partner, col(Partner.id) == col(Forwarding.partner_id))
+        .where(col(Forwarding.target_id) == target_id)
+    ).all()
+    return {(name, kind.value, rule) for name, kind, rule in rows}
+
+
+def test_hosted_at_home_goes_to_police_and_the_hosting_provider(
+    session: Session, partners: dict[str, Partner]
+) -> None:
+    target = confirmed_target(session, country="UA", asn=64500)
+    assert target.id is not None
+    made = routing.route_target(session, target.id, now=NOW, policy=HOME)
+    assert routed(session, target.id) == {
+        ("police", "report", "home.law_enforcement"),
+        ("host-asn", "notice", "home.hosting_provider"),
+    }
+    assert target.status is TargetStatus.forwarded
+    # The outbox: a delivery per forwarding, and a message for each buffered until commit.
+    deliveries = session.execute(select(Delivery)).scalars().all()
+    assert {d.forwarding_id for d in deliveries} == {f.id for f in made}
+    assert len({d.webhook_id for d in deliveries}) == 2
+    messages = buffered(session)
+    assert sorted(m.kwargs["delivery_id"] for m in messages) == sorted(d.id for d in deliveries)
+    assert {m.name for m in messages} == {"partners.deliver"}
+
+
+def test_a_platform_is_matched_by_its_domain_before_the_asn(
+    session: Session, partners: dict[str, Partner]
+) -> None:
+    target = confirmed_target(session, country="UA", asn=64500, domain="platform.test")
+    assert target.id is not None
+    routing.route_target(session, target.id, now=NOW, policy=HOME)
+    assert ("host-platform", "notice", "home.hosting_provider") in routed(session, target.id)
+    assert not any(name == "host-asn" for name, _, _ in routed(session, target.id))
+
+
+def test_the_hold_delays_the_notice_until_the_sweep_releases_it(
+    session: Session, partners: dict[str, Partner]
+) -> None:
+    target = confirmed_target(session, country="UA", asn=64500)
+    assert target.id is not None
+    policy = routing.RoutingPolicy(home_country="UA", hold=dt.timedelta(minutes=30))
+    routing.route_target(session, target.id, now=NOW, policy=policy)
+    notice = session.execute(
+        select(Forwarding).where(col(Forwarding.kind) == ForwardingKind.notice)
+    ).scalar_one()
+    assert notice.state is ForwardingState.held
+    assert notice.hold_until == NOW + dt.timedelta(minutes=30)
+    assert (
+        session.execute(
+            select(func.count())
+            .select_from(Delivery)
+            .where(col(Delivery.forwarding_id) == notice.id)
+        ).scalar_one()
+        == 0
+    )
+
+    sweep(session, now=NOW + dt.timedelta(minutes=29), overdue=dt.timedelta(minutes=5))
+    assert notice.state is ForwardingState.held
+    sweep(session, now=NOW + dt.timedelta(minutes=30), overdue=dt.timedelta(minutes=5))
+    assert notice.state is ForwardingState.pending
+    delivery = session.execute(
+        select(Delivery).where(col(Delivery.forwarding_id) == notice.id)
+    ).scalar_one()
+    assert any(m.kwargs == {"delivery_id": delivery.id} for m in buffered(session))
+
+
+def test_hosted_abroad_goes_to_that_countrys_hotline(
+    session: Session, partners: dict[str, Partner]
+) -> None:
+    target = confirmed_target(session, country="AT", asn=64500)
+    assert target.id is not None
+    routing.route_target(session, target.id, now=NOW, policy=HOME)
+    assert routed(session, target.id) == {("hotline-de", "report", "abroad.hotline")}
+
+
+def test_policy_can_tell_the_police_of_content_abroad_too(
+    session: Session, partners: dict[str, Partner]
+) -> None:
+    target = confirmed_target(session, country="PL")
+    assert target.id is not None
+    policy = routing.RoutingPolicy(home_country="UA", law_enforcement_abroad=True)
+    routing.route_target(session, target.id, now=NOW, policy=policy)
+    assert routed(session, target.id) == {
+        ("hotline-pl", "report", "abroad.hotline"),
+        ("police", "report", "abroad.law_enforcement"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("country", "rule"), [("BR", "abroad.fallback"), (None, "unknown.fallback")]
+)
+def test_nobody_there_means_the_fallback(
+    session: Session, partners: dict[str, Partner], country: str | None, rule: str
+) -> None:
+    target = confirmed_target(session, country=country)
+    assert target.id is not None
+    routing.route_target(session, target.id, now=NOW, policy=HOME)
+    assert routed(session, target.id) == {("interpol", "report", rule)}
+
+
+def test_a_disabled_partner_is_passed_over(session: Session, partners: dict[str, Partner]) -> None:
+    registry.disable_partner(session, partners["hotline-pl"], reason="admin", now=NOW)
+    target = confirmed_target(session, country="PL")
+    assert target.id is not None
+    routing.route_target(session, target.id, now=NOW, policy=HOME)
+    assert routed(session, target.id) == {("interpol", "report", "abroad.fallback")}
+
+
+def test_routing_twice_creates_nothing_new(session: Session, partners: dict[str, Partner]) -> None:
+    target = confirmed_target(session, country="UA", asn=64500)
+    assert target.id is not None
+    assert len(routing.route_target(session, target.id, now=NOW, policy=HOME)) == 2
+    messages = len(buffered(session))
+    assert routing.route_target(session, target.id, now=NOW, policy=HOME) == []
+    assert session.execute(select(func.count()).select_from(Forwarding)).scalar_one() == 2
+    assert session.execute(select(func.count()).select_from(Delivery)).scalar_one() == 2
+    assert len(buffered(session)) == messages
+
+
+def test_an_email_only_contact_gets_a_forwarding_without_a_webhook_delivery(
+    session: Session, partners: dict[str, Partner]
+) -> None:
+    target = confirmed_target(session, country="UA", asn=64501)
+    assert target.id is not None
+    routing.route_target(session, target.id, now=NOW, policy=HOME)
+    assert ("by-mail", "notice", "home.hosting_provider") in routed(session, target.id)
+    assert session.execute(select(func.count()).select_from(Delivery)).scalar_one() == 1
+
+
+@pytest.mark.parametrize("status", [TargetStatus.in_review, TargetStatus.not_illegal])
+def test_only_confirmed_targets_are_routed(
+    session: Session, partners: dict[str, Partner], status: TargetStatus
+) -> None:
+    target = confirmed_target(session, country="UA", asn=64500, status=status)
+    assert target.id is not None
+    assert routing.route_target(session, target.id, now=NOW, policy=HOME) == []
+    assert routed(session, target.id) == set()
