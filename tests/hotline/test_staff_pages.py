@@ -7,63 +7,13 @@ import datetime as dt
 import re
 from typing import Any
 
-import pyotp
 from sqlalchemy import select
 from sqlmodel import col
 
 from hotline import auth
-from hotline.auth import configured_staff_cipher, create_user, totp_code, totp_step
 from hotline.db import session_scope, utcnow
 from hotline.models import AuditEvent, Role, StaffSession, StaffUser
-
-PASSWORD = "correct horse battery"
-
-
-def make_user(email: str, role: Role = Role.analyst) -> str:
-    """An account that has not enrolled yet; returns its TOTP secret."""
-    with session_scope() as session:
-        _, uri = create_user(
-            session, email, role, PASSWORD, now=utcnow(), cipher=configured_staff_cipher()
-        )
-    return pyotp.parse_uri(uri).secret
-
-
-def code(secret: str, offset: int = 0) -> str:
-    return totp_code(secret, totp_step(utcnow()) + offset)
-
-
-def csrf(html: str) -> str:
-    match = re.search(r'name="csrf_token" value="([0-9a-f]+)"', html)
-    assert match, "no CSRF token in the page"
-    return match.group(1)
-
-
-def enrol(client: Any, email: str) -> str:
-    """First sign-in of a new account through the pages; returns its secret."""
-    make_user(email)
-    first = client.post(
-        "/staff/login", data={"email": email, "password": PASSWORD}, follow_redirects=False
-    )
-    assert (first.status_code, first.headers["location"]) == (303, "/staff/enrol")
-    page = client.get("/staff/enrol")
-    secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', page.text)
-    assert secret
-    assert 'src="data:image/svg+xml' in page.text
-    done = client.post(
-        "/staff/enrol",
-        data={"totp": code(secret.group(1)), "csrf_token": csrf(page.text)},
-        follow_redirects=False,
-    )
-    assert (done.status_code, done.headers["location"]) == (303, "/staff/queue")
-    return secret.group(1)
-
-
-def sign_in(client: Any, email: str, secret: str, offset: int = 1) -> Any:
-    return client.post(
-        "/staff/login",
-        data={"email": email, "password": PASSWORD, "totp": code(secret, offset)},
-        follow_redirects=False,
-    )
+from tests.fixtures.staff import PASSWORD, code, csrf, enrol, make_user, sign_in
 
 
 def test_first_sign_in_enrols_the_second_factor_with_a_qr_code(client: Any) -> None:
