@@ -26,6 +26,7 @@ from hotline.logging import configure_logging
 from hotline.queue import producer
 from hotline.settings import get_settings
 from hotline.staff_ui import public_staff_page
+from partners import api as partners_api
 from reporting import api as reporting_api
 from reporting import pages as reporting_pages
 from triage import api as triage_api
@@ -274,6 +275,7 @@ def create_app() -> FastAPI:
     app.include_router(reporting_api.router)
     app.include_router(auth_api.router)
     app.include_router(triage_api.router)
+    app.include_router(partners_api.router)
     app.include_router(reporting_pages.router)
     app.include_router(staff_pages.router)
     app.include_router(triage_pages.router)

@@ -35,3 +35,28 @@ class NotRedeliverable(HotlineError):
     code = "not_redeliverable"
     status_code = 409
     detail = "Only failed or dead deliveries can be redelivered."
+
+
+class PartnerUnauthorized(HotlineError):
+    """Missing or wrong API key, or a signature that does not verify (wrong secret, a
+    changed byte, a stale timestamp, missing headers): one answer for all of them."""
+
+    code = "unauthorized"
+    status_code = 401
+    detail = "The API key or the request signature is missing or invalid."
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail)
+        self.headers = {"WWW-Authenticate": 'Bearer realm="partner"'}
+
+
+class NotAllowed(HotlineError):
+    code = "forbidden"
+    status_code = 403
+    detail = "This partner may not do that."
+
+
+class ForwardingNotFound(HotlineError):
+    code = "forwarding_not_found"
+    status_code = 404
+    detail = "No such forwarding for this partner."

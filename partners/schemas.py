@@ -10,13 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 import ada_url
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hotline.types import StorableText
 from partners.models import PartnerKind
+from reporting.models import ReportCategory
 from reporting.urls import registered_domain
 
 # Territories Babel (CLDR) knows that are not ISO 3166-1 alpha-2 country codes.
@@ -158,3 +159,68 @@ class PartnerRead(BaseModel):
     may_submit: bool
     note: str | None
     created_at: dt.datetime
+
+
+# The partner API -------------------------------------------------------------------------
+
+MAX_BULK_REPORTS = 500
+
+
+class InboundReport(BaseModel):
+    """One URL a partner reports: taken like a public report, with the partner as source."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: StorableText = Field(description="The reported URL.")
+    category: ReportCategory = ReportCategory.csam
+    reference: Annotated[StorableText, Field(max_length=200)] | None = Field(
+        None,
+        description="The partner's own id for it (a peer hotline: the `forwarding.id` of "
+        "the forwarding it received), quoted back in the result.",
+    )
+
+
+class InboundReports(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reports: list[InboundReport] = Field(min_length=1, max_length=MAX_BULK_REPORTS)
+
+
+class ReportResult(BaseModel):
+    reference: str | None = None
+    accepted: bool
+    code: str | None = Field(None, description="Why it was refused, e.g. `invalid_url`.")
+    report_id: int | None = None
+    target_id: int | None = None
+
+
+class ReportResults(BaseModel):
+    results: list[ReportResult]
+
+
+class StatusReport(BaseModel):
+    """What the partner did or found: `received`, or one of ICCAM's action types."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal[
+        "received",
+        "LEA",
+        "ISP",
+        "content_removed",
+        "content_unavailable",
+        "moved",
+        "not_illegal",
+    ]
+    at: AwareDatetime | None = Field(None, description="When it happened; default: now.")
+    note: Annotated[StorableText, Field(max_length=2000)] | None = Field(
+        None, description="E.g. the reason for a refusal."
+    )
+
+
+class ForwardingRead(BaseModel):
+    id: int
+    state: str
+    acknowledged_at: dt.datetime | None
+    partner_status: str | None
+    partner_status_at: dt.datetime | None

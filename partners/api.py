@@ -1,0 +1,182 @@
+"""The partner API under /api/v1/partner: reports in bulk, acknowledgements, status.
+
+Every call carries the partner's API key (``Authorization: Bearer hpk_...``) and a
+Standard Webhooks signature of its body; see docs/partners.md. The body is read raw,
+so the signature is checked over the exact bytes before anything is parsed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from hotline.deps import NowDep, SessionDep, SettingsDep
+from hotline.errors import HotlineError
+from partners import inbound, registry
+from partners.schemas import (
+    ForwardingRead,
+    InboundReports,
+    ReportResults,
+    StatusReport,
+)
+from reporting.schemas import ErrorBody
+
+router = APIRouter(prefix="/api/v1/partner", tags=["partner API"])
+Model = TypeVar("Model", bound=BaseModel)
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "API key or signature missing or invalid."},
+    403: {"model": ErrorBody, "description": "Not allowed for this partner (`forbidden`)."},
+    422: {"model": ErrorBody, "description": "Invalid body (`validation_error`)."},
+}
+
+
+class InvalidBody(HotlineError):
+    code = "validation_error"
+    status_code = 422
+    detail = "The request body is not valid for this call."
+
+
+async def raw_body(request: Request) -> bytes:
+    return await request.body()
+
+
+RawBody = Annotated[bytes, Depends(raw_body)]
+Authorization = Annotated[str | None, Header(include_in_schema=False)]
+
+
+def _api_key(authorization: str | None) -> str | None:
+    scheme, _, key = (authorization or "").partition(" ")
+    return key.strip() if scheme.lower() == "bearer" else None
+
+
+def _parse(model: type[Model], body: bytes) -> Model:
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()})
+        raise InvalidBody(
+            "Some fields are missing or invalid: " + ", ".join(fields) + "."
+        ) from None
+
+
+def _signed_call(
+    session: Session,
+    request: Request,
+    body: bytes,
+    authorization: str | None,
+    now: Any,
+    endpoint: str,
+    handle: Callable[[Any], BaseModel],
+) -> JSONResponse:
+    """Authenticate; answer a replay with the stored result; else run ``handle`` and store
+    its answer with the change, in one unit of work."""
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    partner, webhook_id = inbound.authenticate(
+        session,
+        api_key=_api_key(authorization),
+        body=body,
+        headers=headers,
+        now=now,
+        cipher=registry.partner_cipher(),
+    )
+    earlier = inbound.replayed(session, partner, webhook_id)
+    if earlier is not None:
+        return JSONResponse(
+            json.loads(earlier.result), earlier.status_code, headers={"Webhook-Replayed": "true"}
+        )
+    result = handle(partner).model_dump(mode="json")
+    try:
+        inbound.remember(
+            session, partner, webhook_id, endpoint=endpoint, status_code=200, result=result, now=now
+        )
+    except IntegrityError:
+        # The same call ran concurrently and committed first: undo ours, answer with its.
+        session.rollback()
+        earlier = inbound.replayed(session, partner, webhook_id)
+        if earlier is None:  # pragma: no cover - the conflict was that very row
+            raise
+        return JSONResponse(
+            json.loads(earlier.result), earlier.status_code, headers={"Webhook-Replayed": "true"}
+        )
+    return JSONResponse(result, 200)
+
+
+@router.post(
+    "/reports",
+    response_model=ReportResults,
+    responses=ERRORS,
+    summary="Report up to 500 URLs, each taken like a public report",
+)
+def submit_reports(
+    request: Request,
+    body: RawBody,
+    session: SessionDep,
+    settings: SettingsDep,
+    now: NowDep,
+    authorization: Authorization = None,
+) -> JSONResponse:
+    def handle(partner: Any) -> BaseModel:
+        data = _parse(InboundReports, body)
+        results = inbound.submit_reports(session, partner, data.reports, settings=settings, now=now)
+        return ReportResults(results=results)
+
+    return _signed_call(session, request, body, authorization, now, "reports", handle)
+
+
+@router.post(
+    "/forwardings/{forwarding_id}/acknowledge",
+    response_model=ForwardingRead,
+    responses={**ERRORS, 404: {"model": ErrorBody, "description": "Not your forwarding."}},
+    summary="Confirm receipt of a forwarding",
+)
+def acknowledge(
+    forwarding_id: int,
+    request: Request,
+    body: RawBody,
+    session: SessionDep,
+    now: NowDep,
+    authorization: Authorization = None,
+) -> JSONResponse:
+    def handle(partner: Any) -> BaseModel:
+        return _read(inbound.acknowledge(session, partner, forwarding_id, now=now))
+
+    return _signed_call(session, request, body, authorization, now, "acknowledge", handle)
+
+
+@router.post(
+    "/forwardings/{forwarding_id}/status",
+    response_model=ForwardingRead,
+    responses={**ERRORS, 404: {"model": ErrorBody, "description": "Not your forwarding."}},
+    summary="Report what was done: received, LEA, ISP, content removed, ...",
+)
+def report_status(
+    forwarding_id: int,
+    request: Request,
+    body: RawBody,
+    session: SessionDep,
+    now: NowDep,
+    authorization: Authorization = None,
+) -> JSONResponse:
+    def handle(partner: Any) -> BaseModel:
+        data = _parse(StatusReport, body)
+        return _read(inbound.report_status(session, partner, forwarding_id, data, now=now))
+
+    return _signed_call(session, request, body, authorization, now, "status", handle)
+
+
+def _read(forwarding: Any) -> ForwardingRead:
+    return ForwardingRead(
+        id=forwarding.id,
+        state=forwarding.state.value,
+        acknowledged_at=forwarding.acknowledged_at,
+        partner_status=forwarding.partner_status.value if forwarding.partner_status else None,
+        partner_status_at=forwarding.partner_status_at,
+    )
