@@ -298,6 +298,27 @@ class Settings(BaseSettings):
         description="A delivery whose attempt is this overdue (its message was lost, or its "
         "worker died) is handed to the workers again by the sweep.",
     )
+    recheck_interval_seconds: float = Field(
+        300,
+        gt=0,
+        description="How often beat looks for re-checks that are due (confirmed targets are "
+        "re-fetched 1 h, 6 h, 24 h and 72 h after confirmation, then daily).",
+    )
+    recheck_max_age_days: int = Field(
+        90,
+        ge=1,
+        description="Confirmed targets are re-checked daily until removed or until this many "
+        "days after confirmation.",
+    )
+    recheck_after_removal_days: int = Field(
+        14,
+        ge=0,
+        description="A removed target is still re-checked on the schedule this many days "
+        "after its removal, so that a return is noticed (and it is re-opened).",
+    )
+    recheck_batch_size: int = Field(
+        50, ge=1, description="Re-checks handed to the workers per beat run at most."
+    )
 
     @field_validator("trusted_proxies", "fetch_allow_networks", mode="before")
     @classmethod

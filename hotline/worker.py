@@ -57,6 +57,10 @@ def create_worker_app() -> Celery:
             "task": "partners.sweep",
             "schedule": settings.sweep_interval_seconds,
         },
+        "sweep-rechecks": {
+            "task": "partners.sweep_rechecks",
+            "schedule": settings.recheck_interval_seconds,
+        },
     }
     app.set_default()
     return app

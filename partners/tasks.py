@@ -1,5 +1,5 @@
-"""Celery tasks of partners (thin wrappers around ``partners.routing`` and
-``partners.delivery``)."""
+"""Celery tasks of partners (thin wrappers around ``partners.routing``,
+``partners.delivery`` and ``partners.rechecks``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from celery import shared_task
 
 from hotline.db import session_scope, utcnow
 from hotline.settings import get_settings
-from partners import delivery, routing
+from partners import delivery, rechecks, routing
+from triage.fetcher import get_fetcher
+from triage.service import Limits
 
 _rng = random.SystemRandom()
 
@@ -45,3 +47,36 @@ def sweep() -> int:
     overdue = dt.timedelta(seconds=get_settings().delivery_sweep_after_seconds)
     with session_scope() as session:
         return delivery.sweep(session, now=utcnow(), overdue=overdue)
+
+
+# Re-checks (partners.rechecks) ------------------------------------------------------------
+
+
+@shared_task(name="partners.sweep_rechecks", acks_late=True, ignore_result=True)
+def sweep_rechecks() -> int:
+    """Beat: open the first re-check of newly confirmed targets, hand the due ones over."""
+    policy = rechecks.RecheckPolicy.from_settings(get_settings())
+    with session_scope() as session:
+        return len(rechecks.sweep(session, now=utcnow(), policy=policy))
+
+
+@shared_task(name="partners.recheck", acks_late=True, ignore_result=True)
+def recheck(recheck_id: int) -> str | None:
+    """Re-fetch a confirmed target and record whether its media are still online."""
+    settings = get_settings()
+    recorded = rechecks.run_recheck(
+        recheck_id,
+        units=session_scope,
+        fetcher=get_fetcher(),
+        limits=Limits.from_settings(settings),
+        policy=rechecks.RecheckPolicy.from_settings(settings),
+        now=utcnow,
+    )
+    return recorded.result.value if recorded.result else None
+
+
+@shared_task(name="partners.notify_reopened", acks_late=True, ignore_result=True)
+def notify_reopened(target_id: int) -> int:
+    """Tell the partners that received a target that it is back online."""
+    with session_scope() as session:
+        return len(rechecks.notify_reopened(session, target_id, now=utcnow()))

@@ -92,6 +92,8 @@ class Gathered:
     page: bool
     media: list[Found] = field(default_factory=list)
     broken: int = 0
+    # Why each broken link failed (fetch reason codes, ``not_media``, ``timeout``...).
+    broken_reasons: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -202,12 +204,14 @@ def gather(
     for link in links:
         if clock() > deadline:
             gathered.broken += 1
+            gathered.broken_reasons.append("timeout")
             continue
         try:
             fetched = fetcher.fetch(link)
         except FetchError as exc:
             log.info("media link skipped: %s", exc.reason)
             gathered.broken += 1
+            gathered.broken_reasons.append(exc.reason)
             continue
         where = (fetched.url, fetched.ip)
         item = _hash(fetched.content, limits) if is_media(sniff(fetched.content)) else None
@@ -216,6 +220,7 @@ def gather(
             gathered.media.append(Found(*where, item))
         else:
             gathered.broken += 1
+            gathered.broken_reasons.append(item.reason if item is not None else "not_media")
     return gathered
 
 
