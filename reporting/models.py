@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Index, String, Text
+from sqlalchemy import BigInteger, Column, ForeignKey, Index, String, Text, text
 from sqlmodel import Field, SQLModel
 
 from hotline.db import BigIntId, UTCDateTime, str_enum, utcnow
@@ -90,6 +90,23 @@ class Target(SQLModel, table=True):
     __table_args__ = (
         Index("ix_target_status_handed_over", "status", "handed_over_at"),
         Index("ix_target_queue", "status", "priority", "first_reported_at"),
+        # The queue page's counts and sites read only these (an index-only scan of the
+        # queued rows), and each analyst's claims are found without a scan.
+        Index(
+            "ix_target_open_sites",
+            "registered_domain",
+            "priority",
+            "claimed_by",
+            "claim_expires_at",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+        ),
+        Index(
+            "ix_target_claimed_by",
+            "claimed_by",
+            postgresql_where=text("claimed_by IS NOT NULL"),
+            sqlite_where=text("claimed_by IS NOT NULL"),
+        ),
     )
 
 
