@@ -21,6 +21,7 @@ import typer
 from sqlalchemy import func, select
 
 from hotline.cli_audit import audit_app
+from hotline.cli_exports import exports_app
 from hotline.cli_hashes import hashes_app
 from hotline.cli_partners import partners_app
 from hotline.cli_users import users_app
@@ -39,6 +40,7 @@ app.add_typer(hashes_app, name="hashes")
 app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
 app.add_typer(partners_app, name="partners")
+app.add_typer(exports_app, name="exports")
 
 DataDir = Annotated[
     Path | None,

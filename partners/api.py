@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError
@@ -19,7 +19,8 @@ from sqlmodel import Session
 
 from hotline.deps import NowDep, SessionDep, SettingsDep
 from hotline.errors import HotlineError
-from partners import inbound, registry
+from partners import exports, inbound, registry
+from partners.errors import PartnerUnauthorized
 from partners.schemas import (
     ForwardingRead,
     InboundReports,
@@ -180,3 +181,74 @@ def _read(forwarding: Any) -> ForwardingRead:
         partner_status=forwarding.partner_status.value if forwarding.partner_status else None,
         partner_status_at=forwarding.partner_status_at,
     )
+
+
+# Exports (partners.exports): read-only, so the API key suffices; the answer is signed. ---
+
+ExportFormat = Annotated[
+    exports.Format, Query(alias="format", description="csv, jsonl or vics (hashes only).")
+]
+Since = Annotated[
+    str | None,
+    Query(description="Only rows added or changed after this ISO 8601 time (incremental)."),
+]
+
+
+def _export(
+    kind: exports.Kind,
+    fmt: exports.Format,
+    since: str | None,
+    session: Session,
+    now: Any,
+    authorization: str | None,
+) -> Response:
+    key = _api_key(authorization)
+    partner = registry.partner_for_api_key(session, key, now=now) if key else None
+    if partner is None:
+        raise PartnerUnauthorized()
+    made, signature = exports.for_partner(
+        session,
+        partner,
+        kind,
+        fmt,
+        since=exports.parse_since(since),
+        now=now,
+        cipher=registry.partner_cipher(),
+    )
+    headers = {
+        **signature,
+        "X-Export-As-Of": made.as_of.isoformat(),
+        "X-Export-Rows": str(made.rows),
+        "Cache-Control": "no-store",
+    }
+    return Response(made.body, media_type=made.media_type, headers=headers)
+
+
+@router.get(
+    "/exports/urls",
+    responses={**ERRORS, 200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}},
+    summary="The URL list: confirmed targets still online (csv or jsonl), signed",
+)
+def export_urls(
+    session: SessionDep,
+    now: NowDep,
+    fmt: ExportFormat = "csv",
+    since: Since = None,
+    authorization: Authorization = None,
+) -> Response:
+    return _export("urls", fmt, since, session, now, authorization)
+
+
+@router.get(
+    "/exports/hashes",
+    responses={**ERRORS, 200: {"content": {"text/csv": {}, "application/json": {}}}},
+    summary="The hash list: SHA-256, SHA-1, MD5, PDQ, pHash with category, signed",
+)
+def export_hashes(
+    session: SessionDep,
+    now: NowDep,
+    fmt: ExportFormat = "csv",
+    since: Since = None,
+    authorization: Authorization = None,
+) -> Response:
+    return _export("hashes", fmt, since, session, now, authorization)
