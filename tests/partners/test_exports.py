@@ -37,7 +37,7 @@ from tests.partners.conftest import confirmed_target
 from tests.partners.test_rechecks import confirm, publish
 from triage.assessment import own_list
 from triage.hashing import hash_media
-from triage.models import HashList, KnownHash, Media, Sighting
+from triage.models import HashList, HashType, KnownHash, Media, Sighting
 from triage.neardup import NearDuplicates
 
 
@@ -222,12 +222,12 @@ def test_since_on_the_hash_list_gives_the_media_confirmed_after_it(session: Sess
             .first()
         )
         assert media is not None
-        for kind in ("sha256", "sha1", "md5"):
+        for kind in (HashType.sha256, HashType.sha1, HashType.md5):
             session.add(
                 KnownHash(
                     list_id=int(own.id or 0),
                     hash_type=kind,
-                    value=getattr(media, kind),
+                    value=getattr(media, kind.value),
                     category="national" if target is second else "baseline",
                     added_at=at,
                 )
@@ -278,7 +278,10 @@ def test_partners_allowed_to_export_get_signed_lists_through_the_api(client: Any
         for value in sha256s:
             session.add(
                 KnownHash(
-                    list_id=int(own.id or 0), hash_type="sha256", value=value, category="baseline"
+                    list_id=int(own.id or 0),
+                    hash_type=HashType.sha256,
+                    value=value,
+                    category="baseline",
                 )
             )
     auth = {"Authorization": f"Bearer {key}"}

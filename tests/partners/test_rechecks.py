@@ -9,6 +9,7 @@ import datetime as dt
 import ipaddress
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -16,7 +17,7 @@ from sqlmodel import Session, col
 
 from hotline import queue
 from hotline.auth import configured_staff_cipher, create_user
-from hotline.db import utcnow
+from hotline.db import session_scope, utcnow
 from hotline.models import AuditEvent, Role
 from partners import rechecks
 from partners.models import (
@@ -33,6 +34,7 @@ from partners.routing import RoutingPolicy, route_target
 from reporting import service as intake
 from reporting.models import ReportCategory, ReportSource, Target, TargetStatus
 from reporting.schemas import ReportCreate
+from tests.conftest import wait_for
 from tests.fixtures import images
 from tests.fixtures.servers import LocalHTTPServer, drip
 from triage import assessment, service
@@ -124,7 +126,7 @@ def confirm(session: Session, url: str) -> Target:
 
 
 def confirmation_time(session: Session, target: Target) -> dt.datetime:
-    decision = session.execute(
+    decision: Decision = session.execute(
         select(Decision).where(
             col(Decision.target_id) == target.id, col(Decision.outcome) == Outcome.illegal
         )
@@ -163,6 +165,11 @@ def decided(session: Session, target: Target) -> dt.datetime:
     )
     session.flush()
     return target.status_changed_at
+
+
+def status(target: Target) -> TargetStatus:
+    """The target's status (a function, so checks after a change are not narrowed away)."""
+    return target.status
 
 
 def buffered_tasks(session: Session, name: str) -> list[dict[str, object]]:
@@ -207,7 +214,7 @@ def test_a_picture_taken_down_sets_removed_at_and_its_return_reopens_the_target(
     assert second.result is RecheckResult.removed
     assert second.removed
     session.refresh(target)
-    assert target.status == TargetStatus.removed
+    assert status(target) == TargetStatus.removed
     assert target.removed_at == gone_at
     assert rechecks.time_to_removal(session, target) == gone_at - confirmed
     view = rechecks.removal(session, target).as_json()
@@ -497,3 +504,41 @@ def test_a_target_no_longer_confirmed_is_no_longer_checked(session: Session) -> 
 def test_what_a_failed_fetch_means(reason: str, result: RecheckResult) -> None:
     watched = rechecks.Watched(1, 1, "http://example.test/", "example.test", ())
     assert rechecks.observe(watched, service.Failure(reason), POLICY).result is result
+
+
+# -- a real worker -------------------------------------------------------------------------
+
+
+@pytest.mark.worker
+def test_a_worker_runs_the_rechecks_beat_hands_over(
+    worker: Any, http_server: LocalHTTPServer
+) -> None:
+    url = publish(http_server, images.variants(8140)["original"], "live")
+    with session_scope() as session:
+        target = confirm(session, url)
+        target_id = int(target.id or 0)
+    # Beat's sweep, an hour and a minute later: the first re-check is due.
+    with session_scope() as session:
+        claimed = rechecks.sweep(
+            session, now=utcnow() + HOUR + dt.timedelta(minutes=1), policy=POLICY
+        )
+    assert len(claimed) == 1
+
+    def recorded() -> Recheck | None:
+        with session_scope() as session:
+            return session.execute(
+                select(Recheck).where(
+                    col(Recheck.target_id) == target_id, col(Recheck.done_at).is_not(None)
+                )
+            ).scalar_one_or_none()
+
+    done = wait_for(recorded, timeout=30)
+    assert done.result is RecheckResult.online
+    assert done.media_found == 1
+    with session_scope() as session:
+        pending = session.execute(
+            select(Recheck).where(
+                col(Recheck.target_id) == target_id, col(Recheck.done_at).is_(None)
+            )
+        ).scalar_one()
+        assert pending.due_at > done.done_at
