@@ -51,6 +51,7 @@ from partners.models import (
     Delivery,
     DeliveryState,
     Forwarding,
+    ForwardingKind,
     ForwardingState,
     Partner,
     SecretPurpose,
@@ -128,8 +129,16 @@ CLASSIFICATION_FIELDS = (
 )
 
 
-def _media(session: Session, target_id: int) -> list[dict[str, Any]]:
-    """The target's media assessed illegal, with hashes and the ICCAM classification."""
+def _media(session: Session, target_id: int, *, withdrawn: bool = False) -> list[dict[str, Any]]:
+    """The target's media assessed illegal, with hashes and the ICCAM classification; for
+    a retraction (``withdrawn``), the media once assessed illegal with that withdrawn
+    verdict (the newest illegal one), whose hashes the partner should take off its lists."""
+    conditions = [
+        col(Sighting.target_id) == target_id,
+        col(Assessment.classification).in_([c.value for c in ILLEGAL]),
+    ]
+    if not withdrawn:
+        conditions.append(col(Assessment.current).is_(True))
     rows = session.execute(
         select(Media, Assessment, Sighting)
         .join(Sighting, col(Sighting.media_id) == col(Media.id))
@@ -138,15 +147,15 @@ def _media(session: Session, target_id: int) -> list[dict[str, Any]]:
             (col(Assessment.media_id) == col(Media.id))
             & (col(Assessment.target_id) == col(Sighting.target_id)),
         )
-        .where(
-            col(Sighting.target_id) == target_id,
-            col(Assessment.current).is_(True),
-            col(Assessment.classification).in_([c.value for c in ILLEGAL]),
-        )
-        .order_by(col(Media.sha256))
+        .where(*conditions)
+        .order_by(col(Media.sha256), col(Assessment.id).desc())
     ).all()
     items = []
+    seen: set[int | None] = set()
     for media, assessment, sighting in rows:
+        if media.id in seen:
+            continue
+        seen.add(media.id)
         classification = {}
         for name in CLASSIFICATION_FIELDS:
             value = getattr(assessment, name)
@@ -179,7 +188,8 @@ def build_document(
     target = session.get(Target, forwarding.target_id)
     if target is None:  # pragma: no cover - a foreign key
         raise DeliveryNotFound()
-    return {
+    retraction = forwarding.kind is ForwardingKind.retraction
+    document: dict[str, Any] = {
         "$schema": SCHEMA_ID,
         "version": SCHEMA_VERSION,
         "type": f"forwarding.{forwarding.kind.value}",
@@ -205,7 +215,29 @@ def build_document(
                 "org": target.hosting_org,
             },
         },
-        "media": _media(session, target.id) if target.id is not None else [],
+        "media": _media(session, target.id, withdrawn=retraction) if target.id is not None else [],
+    }
+    if retraction:
+        document["retraction"] = _retraction(session, forwarding)
+    return document
+
+
+def _retraction(session: Session, forwarding: Forwarding) -> dict[str, Any]:
+    """What a retraction takes back: every forwarding of the target this partner got."""
+    retracted = session.execute(
+        select(col(Forwarding.id))
+        .where(
+            col(Forwarding.target_id) == forwarding.target_id,
+            col(Forwarding.partner_id) == forwarding.partner_id,
+            col(Forwarding.kind) != ForwardingKind.retraction,
+            col(Forwarding.state) == ForwardingState.retracted,
+        )
+        .order_by(col(Forwarding.id))
+    ).scalars()
+    return {
+        "reason": "verdict_reversed",
+        "reversed_at": _iso(forwarding.created_at),
+        "forwardings": list(retracted),
     }
 
 

@@ -250,6 +250,7 @@ class DeliveryState(enum.StrEnum):
     delivered = "delivered"
     failed = "failed"  # a failure that retrying cannot fix (redirect, 410, no endpoint)
     dead = "dead"  # every attempt failed: on the dead-letter list
+    cancelled = "cancelled"  # its forwarding was retracted first: never to be sent
 
 
 class Delivery(SQLModel, table=True):

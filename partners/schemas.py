@@ -224,3 +224,83 @@ class ForwardingRead(BaseModel):
     acknowledged_at: dt.datetime | None
     partner_status: str | None
     partner_status_at: dt.datetime | None
+
+
+# Holds, disputes and what staff see of forwardings -----------------------------------------
+
+
+class HoldChange(BaseModel):
+    """Law enforcement releases the hold on the notices of a target it received, or
+    extends it to ``until`` (at most ``HOTLINE_LAW_ENFORCEMENT_HOLD_MAX_DAYS`` after the
+    notice was decided)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["release", "extend"]
+    until: AwareDatetime | None = Field(None, description="For `extend`: the new end.")
+
+    @model_validator(mode="after")
+    def _until_for_extend(self) -> HoldChange:
+        if self.action == "extend" and self.until is None:
+            raise ValueError("extending the hold needs `until`")
+        return self
+
+
+class HeldNotice(BaseModel):
+    id: int
+    state: str
+    hold_until: dt.datetime | None
+
+
+class HoldRead(BaseModel):
+    forwarding_id: int = Field(description="The caller's forwarding the call named.")
+    notices: list[HeldNotice] = Field(description="The target's notices the hold applies to.")
+
+
+DisputeReason = Literal["not_illegal", "not_hosted_here", "wrong_recipient", "duplicate", "other"]
+
+
+class DisputeCreate(BaseModel):
+    """A partner contests a forwarding it received."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: DisputeReason
+    note: Annotated[StorableText, Field(max_length=2000)] | None = None
+
+
+class DisputeRead(BaseModel):
+    forwarding_id: int
+    target_id: int
+    partner_id: int
+    partner: str
+    kind: str
+    rule: str
+    state: str
+    reason: str | None
+    note: str | None
+    disputed_at: dt.datetime | None
+    target_status: str
+
+
+class ForwardingView(BaseModel):
+    """A forwarding as staff see it on the item page."""
+
+    id: int
+    partner_id: int
+    partner: str
+    partner_kind: str
+    kind: str
+    rule: str
+    state: str
+    hold_until: dt.datetime | None
+    created_at: dt.datetime
+    delivered_at: dt.datetime | None
+    acknowledged_at: dt.datetime | None
+    partner_status: str | None = Field(description="ICCAM action type the partner reported.")
+    partner_status_at: dt.datetime | None
+    partner_note: str | None
+    retracts_id: int | None
+    disputed_at: dt.datetime | None
+    dispute_reason: str | None
+    dispute_note: str | None

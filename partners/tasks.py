@@ -11,7 +11,7 @@ from celery import shared_task
 
 from hotline.db import session_scope, utcnow
 from hotline.settings import get_settings
-from partners import delivery, rechecks, routing
+from partners import delivery, rechecks, retractions, routing
 from triage.fetcher import get_fetcher
 from triage.service import Limits
 
@@ -80,3 +80,10 @@ def notify_reopened(target_id: int) -> int:
     """Tell the partners that received a target that it is back online."""
     with session_scope() as session:
         return len(rechecks.notify_reopened(session, target_id, now=utcnow()))
+
+
+@shared_task(name="partners.retract_target", acks_late=True, ignore_result=True)
+def retract_target(target_id: int) -> int:
+    """A reversed verdict: retract the target's forwardings and tell who received them."""
+    with session_scope() as session:
+        return len(retractions.retract_target(session, target_id, now=utcnow()))

@@ -29,6 +29,8 @@ from triage.schemas import (
     DecisionResult,
     HostingRead,
     HostingUpdate,
+    ReversalCreate,
+    ReversalResult,
     RulingCreate,
     SecondOpinionCreate,
     WaitingItem,
@@ -237,6 +239,19 @@ def ruling(
     user: Annotated[StaffUser, Depends(authorize("target.confirm"))],
 ) -> DecisionResult:
     return assessment.rule(session, target_id, data, user=user, now=now)
+
+
+@router.post("/targets/{target_id}/reversal")
+def reversal(
+    target_id: int,
+    data: ReversalCreate,
+    session: SessionDep,
+    now: NowDep,
+    user: Annotated[StaffUser, Depends(authorize("target.confirm"))],
+) -> ReversalResult:
+    """Reverse a confirmed target's verdict: closed as not illegal, its hashes off the own
+    list, partners sent a retraction (docs/partners.md)."""
+    return assessment.reverse(session, target_id, note=data.note, user=user, now=now)
 
 
 @router.patch("/targets/{target_id}/hosting")

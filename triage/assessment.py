@@ -21,7 +21,7 @@ from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Literal
 
 from babel import Locale
-from sqlalchemy import and_, func, literal, select, union_all, update
+from sqlalchemy import and_, delete, func, literal, select, union_all, update
 from sqlmodel import Session, col
 
 from hotline import audit, queue
@@ -60,12 +60,17 @@ from triage.schemas import (
     DecisionRead,
     DecisionResult,
     ItemAssessment,
+    ReversalResult,
     RulingCreate,
     WaitingItem,
 )
 
 Policy = Literal["none", "national", "always"]
 ROUTE_TASK = "partners.route_target"
+RETRACT_TASK = "partners.retract_target"
+# Targets whose verdict stands confirmed (their media on the own list); a reversal
+# takes a target out of them.
+CONFIRMED = frozenset({TargetStatus.confirmed, TargetStatus.forwarded, TargetStatus.removed})
 SYSTEM = "system"
 EARLIER_NOTE = "Decided from earlier verdicts on the same media."
 
@@ -186,6 +191,12 @@ class StatusChanged(HotlineError):
     code = "status_changed"
     status_code = 409
     detail = "Someone else decided this target meanwhile."
+
+
+class NotReversible(HotlineError):
+    code = "not_reversible"
+    status_code = 409
+    detail = "Only a confirmed (forwarded or removed) target's verdict can be reversed."
 
 
 class UnknownCountry(HotlineError):
@@ -732,6 +743,173 @@ def rule(
         details={"outcome": data.outcome.value, "status": status.value, "items": len(data.items)},
     )
     return _result(session, target, data.outcome)
+
+
+def _held_elsewhere(
+    session: Session, target_id: int, media: Collection[Media]
+) -> tuple[set[int], dict[HashType, set[str]]]:
+    """Of these media, the ones another confirmed target holds with an illegal verdict,
+    and every hash value such held media have (two media may share a pHash or PDQ)."""
+    held_media = (
+        select(col(Assessment.media_id))
+        .join(Target, col(Target.id) == col(Assessment.target_id))
+        .where(
+            col(Assessment.current).is_(True),
+            col(Assessment.classification).in_(list(ILLEGAL)),
+            col(Assessment.target_id) != target_id,
+            col(Target.status).in_(list(CONFIRMED)),
+        )
+    )
+    ids = [int(m.id or 0) for m in media]
+    held = {
+        int(i)
+        for i in session.execute(
+            select(col(Media.id)).where(col(Media.id).in_(ids), col(Media.id).in_(held_media))
+        ).scalars()
+    }
+    values: dict[HashType, set[str]] = {}
+    for hash_type in HashType:
+        column = getattr(Media, hash_type.value, None)
+        wanted = {getattr(m, hash_type.value) for m in media if getattr(m, hash_type.value, None)}
+        if column is None or not wanted:
+            continue
+        values[hash_type] = {
+            str(v)
+            for v in session.execute(
+                select(column).where(column.in_(wanted), col(Media.id).in_(held_media))
+            ).scalars()
+        }
+    return held, values
+
+
+def _leave_own_list(
+    session: Session, target_id: int, media: Collection[Media], *, now: dt.datetime
+) -> tuple[int, list[int]]:
+    """Take the hashes of ``media`` off the own list, except those another confirmed target
+    still holds; the matches found through the removed entries go with them (exact
+    matching and the near-duplicate index read the table, so neither finds them again).
+    Returns (entries removed, media kept on the list)."""
+    if not media:
+        return 0, []
+    held, held_values = _held_elsewhere(session, target_id, media)
+    list_id = own_list(session, now=now).id
+    removed = 0
+    for hash_type in HashType:
+        values = {
+            str(getattr(m, hash_type.value))
+            for m in media
+            if int(m.id or 0) not in held and getattr(m, hash_type.value, None)
+        } - held_values.get(hash_type, set())
+        if not values:
+            continue
+        where = (
+            col(KnownHash.list_id) == list_id,
+            col(KnownHash.hash_type) == hash_type,
+            col(KnownHash.value).in_(sorted(values)),
+        )
+        known_ids = list(session.execute(select(col(KnownHash.id)).where(*where)).scalars())
+        if not known_ids:
+            continue
+        # Explicit rather than trusting ON DELETE CASCADE (SQLite applies it only with
+        # foreign keys switched on for the connection).
+        session.execute(delete(MediaMatch).where(col(MediaMatch.known_hash_id).in_(known_ids)))
+        session.execute(delete(KnownHash).where(col(KnownHash.id).in_(known_ids)))
+        removed += len(known_ids)
+    session.flush()
+    return removed, sorted(held)
+
+
+def reverse(
+    session: Session, target_id: int, *, note: str, user: StaffUser, now: dt.datetime
+) -> ReversalResult:
+    """A supervisor reverses a confirmed (forwarded, removed) target's verdict.
+
+    The illegal and doubtful verdicts on its media are superseded by the supervisor's
+    ``not_illegal`` ones (as a not-illegal ruling does), a supervisor's decision records
+    the reversal, the target is closed as ``not_illegal`` (reason ``reversed``), its
+    media's hashes leave the own list unless another confirmed target holds them, the
+    site's confirmed count goes down, and ``partners.retract_target`` is sent after the
+    commit to retract what partners received. Nothing is deleted but the list entries
+    (and the matches made through them); the verdicts stay as history. Audited.
+    """
+    user_id = int(user.id or 0)
+    target = _target(session, target_id)
+    previous = target.status
+    if previous not in CONFIRMED:
+        raise NotReversible()
+    media = target_media(session, target_id)
+    current = current_assessments(session, target_id)
+    illegal = sorted(m for m, a in current.items() if a.classification in ILLEGAL)
+    items = [
+        ItemAssessment(media_id=m, classification=Classification.not_illegal, note="reversal")
+        for m, a in sorted(current.items())
+        if a.classification in ILLEGAL | {Classification.doubtful}
+    ]
+    _record_items(
+        session,
+        target_id,
+        items,
+        media,
+        analyst_id=user_id,
+        origin=AssessmentOrigin.analyst,
+        now=now,
+    )
+    _decide(
+        session,
+        target_id,
+        DecisionStage.supervisor,
+        Outcome.not_illegal,
+        staff_id=user_id,
+        now=now,
+        note=note,
+    )
+    changed = session.execute(
+        update(Target)
+        .where(col(Target.id) == target_id, col(Target.status) == previous)
+        .values(
+            status=TargetStatus.not_illegal,
+            status_reason="reversed",
+            status_changed_at=now,
+            claimed_by=None,
+            claim_expires_at=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if not changed.rowcount:  # type: ignore[attr-defined]
+        raise StatusChanged()
+    session.refresh(target)
+    removed, kept = _leave_own_list(session, target_id, [media[m] for m in illegal], now=now)
+    session.execute(
+        update(Site)
+        .where(
+            col(Site.registered_domain) == target.registered_domain, col(Site.confirmed_count) > 0
+        )
+        .values(confirmed_count=col(Site.confirmed_count) - 1)
+        .execution_options(synchronize_session=False)
+    )
+    queue.enqueue(session, RETRACT_TASK, target_id=target_id)
+    _audit(
+        session,
+        "reversed",
+        target_id,
+        user=user,
+        now=now,
+        details={
+            "previous_status": previous.value,
+            "media": illegal,
+            "hashes_removed": removed,
+            "media_kept_on_list": kept,
+        },
+    )
+    return ReversalResult(
+        target_id=target_id,
+        status=str(target.status),
+        status_reason=target.status_reason,
+        previous_status=previous.value,
+        media_reversed=illegal,
+        hashes_removed=removed,
+        media_kept_on_list=kept,
+    )
 
 
 def adopt_earlier_verdicts(

@@ -83,6 +83,29 @@ class RulingCreate(BaseModel):
     items: list[ItemAssessment] = Field(default_factory=list, max_length=ITEMS_MAX)
 
 
+class ReversalCreate(BaseModel):
+    """A supervisor reverses a confirmed target's verdict; the note says why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: Text = Field(min_length=1, max_length=NOTE_MAX, description="Why it is reversed.")
+
+
+class ReversalResult(BaseModel):
+    """What a reversal changed: the target closed, hashes off the own list (or kept because
+    another confirmed target still holds them), retractions to follow."""
+
+    target_id: int
+    status: str
+    status_reason: str | None
+    previous_status: str
+    media_reversed: list[int] = Field(description="Media items whose verdict became not illegal.")
+    hashes_removed: int = Field(description="Entries taken off the hotline's own hash list.")
+    media_kept_on_list: list[int] = Field(
+        description="Media whose hashes stay listed: another confirmed target holds them."
+    )
+
+
 class HostingUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -1,0 +1,168 @@
+"""Retractions: when a supervisor reverses a confirmed verdict (``triage.assessment.reverse``,
+which sends ``partners.retract_target``), every partner that received the target is
+sent a signed retraction, and nothing more of the original goes out.
+
+For each partner with report, notice or re-opened forwardings of the target:
+
+- the originals become ``retracted``; their deliveries not yet delivered are
+  ``cancelled`` (so a retry, the sweep or an admin's redelivery never sends them);
+- if the partner received any of them (delivered, acknowledged, answered, disputed, a
+  delivery attempt made, or a notice sent), one ``retraction`` forwarding is made,
+  naming the first of them in ``retracts_id``, and delivered like any forwarding
+  (docs/forwarding.md, the retraction document). A partner that never received it (a
+  notice still held, a delivery never attempted) gets nothing.
+
+Invariants: idempotent (a second run makes nothing new); runs only for a target closed
+as not illegal; nothing is deleted; no URL in a log line or an audit event. Nothing here
+commits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+
+from sqlalchemy import exists, select
+from sqlmodel import Session, col
+
+from hotline import audit
+from partners.models import (
+    Delivery,
+    DeliveryState,
+    Forwarding,
+    ForwardingKind,
+    ForwardingState,
+    Notice,
+    NoticeItem,
+    NoticeState,
+    Partner,
+)
+from partners.routing import queue_delivery
+from reporting.models import Target, TargetStatus
+
+RETRACTED_KINDS = (ForwardingKind.report, ForwardingKind.notice, ForwardingKind.reopened)
+RECEIVED_STATES = frozenset(
+    {ForwardingState.delivered, ForwardingState.acknowledged, ForwardingState.disputed}
+)
+RULE = "reversal"
+log = logging.getLogger("hotline.partners.retractions")
+
+
+def _received(session: Session, forwarding: Forwarding) -> bool:
+    """Whether the partner may have this forwarding: it was delivered, answered, or at
+    least one attempt went out (an attempt that timed out may have arrived)."""
+    if (
+        forwarding.state in RECEIVED_STATES
+        or forwarding.delivered_at is not None
+        or forwarding.acknowledged_at is not None
+        or forwarding.partner_status is not None
+    ):
+        return True
+    attempted = session.execute(
+        select(
+            exists().where(col(Delivery.forwarding_id) == forwarding.id, col(Delivery.attempts) > 0)
+        )
+    ).scalar()
+    if attempted:
+        return True
+    noticed = session.execute(
+        select(
+            exists()
+            .where(col(NoticeItem.forwarding_id) == forwarding.id)
+            .where(col(Notice.id) == col(NoticeItem.notice_id))
+            .where(col(Notice.state).in_([NoticeState.sending, NoticeState.sent]))
+        )
+    ).scalar()
+    return bool(noticed)
+
+
+def _cancel_deliveries(session: Session, forwarding_id: int) -> None:
+    rows = session.execute(
+        select(Delivery)
+        .where(
+            col(Delivery.forwarding_id) == forwarding_id,
+            col(Delivery.state).in_(
+                [DeliveryState.pending, DeliveryState.failed, DeliveryState.dead]
+            ),
+        )
+        .with_for_update()
+    ).scalars()
+    for delivery in rows:
+        delivery.state = DeliveryState.cancelled
+        delivery.last_error = "retracted"
+        session.add(delivery)
+
+
+def _first(originals: Sequence[Forwarding]) -> Forwarding:
+    """The forwarding a retraction names: the report (or notice) before a re-opening."""
+    order = {ForwardingKind.report: 0, ForwardingKind.notice: 1, ForwardingKind.reopened: 2}
+    return sorted(originals, key=lambda f: (order.get(f.kind, 3), f.id or 0))[0]
+
+
+def retract_target(session: Session, target_id: int, *, now: dt.datetime) -> list[int]:
+    """Retract what partners received of a reversed target; returns the ids of the
+    retraction forwardings made now (none when run again)."""
+    target = session.get(Target, target_id)
+    if target is None or target.status is not TargetStatus.not_illegal:
+        return []
+    forwardings = list(
+        session.execute(
+            select(Forwarding)
+            .where(col(Forwarding.target_id) == target_id)
+            .order_by(col(Forwarding.id))
+            .with_for_update()
+        ).scalars()
+    )
+    retracted_already = {f.partner_id for f in forwardings if f.kind is ForwardingKind.retraction}
+    by_partner: dict[int, list[Forwarding]] = {}
+    for forwarding in forwardings:
+        if forwarding.kind in RETRACTED_KINDS:
+            by_partner.setdefault(forwarding.partner_id, []).append(forwarding)
+    made: list[int] = []
+    told: list[int] = []
+    not_reached: list[int] = []
+    changed = False
+    for partner_id, originals in sorted(by_partner.items()):
+        received = [f for f in originals if _received(session, f)]
+        for forwarding in originals:
+            if forwarding.id is not None:
+                _cancel_deliveries(session, forwarding.id)
+            if forwarding.state is not ForwardingState.retracted:
+                forwarding.state = ForwardingState.retracted
+                session.add(forwarding)
+                changed = True
+        if partner_id in retracted_already:
+            continue
+        if not received:
+            not_reached.append(partner_id)
+            continue
+        retraction = Forwarding(
+            target_id=target_id,
+            partner_id=partner_id,
+            kind=ForwardingKind.retraction,
+            rule=RULE,
+            state=ForwardingState.pending,
+            retracts_id=_first(received).id,
+            created_at=now,
+        )
+        session.add(retraction)
+        session.flush()
+        partner = session.get(Partner, partner_id)
+        if partner is not None:
+            queue_delivery(session, retraction, partner, now=now)
+        made.append(int(retraction.id or 0))
+        told.append(partner_id)
+    session.flush()
+    if made or changed:
+        audit.record(
+            session,
+            action="target_retracted",
+            actor="system",
+            object_type="target",
+            object_id=target_id,
+            details={"retractions": made, "partners_told": told, "not_reached": not_reached},
+            now=now,
+        )
+        log.info("target %s: %d retraction(s) made", target_id, len(made))
+    return made
