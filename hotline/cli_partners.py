@@ -322,5 +322,70 @@ def redeliver(
     typer.echo(f"delivery {delivery_id} ({webhook_id}) handed to the workers again")
 
 
+# Notice templates (partners.notices) ------------------------------------------------------
+
+template_app = typer.Typer(
+    help="Notice templates: the text of notices to hosting providers, per contact and "
+    "language (docs/notices.md).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+partners_app.add_typer(template_app, name="template")
+Contact = Annotated[
+    str | None,
+    typer.Argument(
+        help="The abuse contact's name or id; none: the hotline's default template.",
+        show_default=False,
+    ),
+]
+Language = Annotated[str, typer.Option("--lang", help="Language of the template, e.g. uk.")]
+
+
+@template_app.command("show")
+def template_show(partner: Contact = None, lang: Language = "en") -> None:
+    """Print the template a notice in that language would use (the contact's own, the
+    hotline's default or the shipped one), in the file format of 'set'."""
+    from hotline.db import session_scope
+    from partners import notices, registry
+
+    try:
+        with session_scope() as session:
+            row = registry.find_partner(session, partner) if partner else None
+            found = notices.show_template(session, row, lang)
+    except HotlineError as exc:
+        raise fail(exc.detail) from None
+    typer.echo(notices.format_template(found), nl=False)
+    typer.echo(f"({found.source} template, language {found.language})", err=True)
+
+
+@template_app.command("set")
+def template_set(
+    partner: Contact = None,
+    lang: Language = "en",
+    file: Annotated[
+        Path,
+        typer.Option(
+            exists=True, dir_okay=False, help="'Subject: ...', a blank line, then the body."
+        ),
+    ] = Path("notice.txt"),
+) -> None:
+    """Store a notice template for a contact (or the default), checked by rendering it."""
+    from hotline.db import session_scope, utcnow
+    from partners import notices, registry
+
+    policy = notices.NoticePolicy.from_settings(get_settings())
+    try:
+        text = file.read_text(encoding="utf-8")
+        with session_scope() as session:
+            row = registry.find_partner(session, partner) if partner else None
+            notices.set_template(session, row, lang, text, now=utcnow(), policy=policy, actor=ACTOR)
+            name = row.name if row is not None else "the default"
+    except HotlineError as exc:
+        raise fail(exc.detail) from None
+    except UnicodeDecodeError:
+        raise fail("The template file is not UTF-8.") from None
+    typer.echo(f"notice template ({lang}) of {name} stored")
+
+
 if __name__ == "__main__":
     partners_app()

@@ -319,6 +319,47 @@ class Settings(BaseSettings):
     recheck_batch_size: int = Field(
         50, ge=1, description="Re-checks handed to the workers per beat run at most."
     )
+    notice_window_minutes: float = Field(
+        15,
+        ge=0,
+        description="A notice to a hosting provider collects the URLs due for that abuse "
+        "contact for this long after the first one, then goes out as one message.",
+    )
+    notice_repeat_hours: float = Field(
+        24,
+        gt=0,
+        description="A notice is repeated this long after the last one while a URL it names "
+        "is still online.",
+    )
+    notice_max_repeats: int = Field(
+        6, ge=0, description="Re-notices per URL at most, after the first notice."
+    )
+    smtp_host: str = Field(
+        "",
+        description="SMTP server that sends notices by e-mail. Empty: e-mail notices are "
+        "retried like an unreachable server (`smtp_not_configured`), then fail.",
+    )
+    smtp_port: int = Field(
+        587, ge=1, le=65535, description="Port of the SMTP server (587 STARTTLS, 465 SSL)."
+    )
+    smtp_security: Literal["starttls", "ssl", "none"] = Field(
+        "starttls",
+        description="`starttls` (upgrade the connection, required), `ssl` (TLS from the "
+        "start) or `none` (plain; a local relay only). Production refuses `none`.",
+    )
+    smtp_user: str = Field("", description="SMTP login; empty: no authentication.")
+    smtp_password: SecretStr = Field(SecretStr(""), description="SMTP password.")
+    smtp_from: str = Field(
+        "hotline@localhost",
+        description="Sender address of notices (also the domain of their Message-ID).",
+    )
+    smtp_timeout_seconds: float = Field(30, gt=0, description="Deadline of one SMTP conversation.")
+    partner_max_body_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        description="Largest request body accepted under `/api/v1/partner/` (bulk reports of "
+        "up to 500 URLs); elsewhere `HOTLINE_MAX_BODY_BYTES` applies.",
+    )
 
     @field_validator("trusted_proxies", "fetch_allow_networks", mode="before")
     @classmethod
@@ -380,6 +421,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "HOTLINE_FETCH_ALLOW_NETWORKS must be empty in production: it lets the "
                 "fetcher reach non-public addresses"
+            )
+        if self.smtp_host and self.smtp_security == "none":
+            raise ValueError(
+                "HOTLINE_SMTP_SECURITY=none is refused in production: notices name the "
+                "URLs and travel encrypted"
             )
         if not self.secure_cookies:
             raise ValueError(

@@ -27,6 +27,7 @@ from hotline.queue import producer
 from hotline.settings import get_settings
 from hotline.staff_ui import public_staff_page
 from partners import api as partners_api
+from partners import pages as partners_pages
 from reporting import api as reporting_api
 from reporting import pages as reporting_pages
 from triage import api as triage_api
@@ -122,18 +123,27 @@ async def server_error_handler(request: Request, exc: Exception) -> Response:
 
 
 class BodyLimitMiddleware:
-    """Refuse request bodies above the cap with 413, declared or streamed."""
+    """Refuse request bodies above the cap with 413, declared or streamed. Paths under a
+    prefix of ``larger`` have that prefix's cap instead (the partner API's bulk reports)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = larger or {}
+
+    def _cap(self, path: str) -> int:
+        for prefix, cap in self.larger.items():
+            if path.startswith(prefix):
+                return cap
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        cap = self._cap(scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+        if declared is not None and (not declared.isdigit() or int(declared) > cap):
             await self._refuse(scope, receive, send)
             return
         seen = 0
@@ -147,7 +157,7 @@ class BodyLimitMiddleware:
                 return {"type": "http.disconnect"}
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
+            if seen > cap:
                 refused = True
                 await self._refuse(scope, receive, send)
                 return {"type": "http.disconnect"}
@@ -276,14 +286,20 @@ def create_app() -> FastAPI:
     app.include_router(auth_api.router)
     app.include_router(triage_api.router)
     app.include_router(partners_api.router)
+    app.include_router(partners_api.staff_router)
     app.include_router(reporting_pages.router)
     app.include_router(staff_pages.router)
     app.include_router(triage_pages.router)
+    app.include_router(partners_pages.router)
     app.mount("/static", reporting_pages.static_files(), name="static")
     app.mount("/staff/static", staff_ui.static_files(), name="staff-static")
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
     app.add_middleware(SecurityHeadersMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        larger={"/api/v1/partner/": settings.partner_max_body_bytes},
+    )
     app.add_middleware(AccessLogMiddleware)
     return app

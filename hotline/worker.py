@@ -61,6 +61,10 @@ def create_worker_app() -> Celery:
             "task": "partners.sweep_rechecks",
             "schedule": settings.recheck_interval_seconds,
         },
+        "sweep-notices": {
+            "task": "partners.sweep_notices",
+            "schedule": settings.sweep_interval_seconds,
+        },
     }
     app.set_default()
     return app

@@ -45,8 +45,8 @@ from hotline import audit
 from hotline.db import session_scope, utcnow
 from hotline.queue import enqueue
 from hotline.settings import Settings, get_settings
-from partners import registry
-from partners.errors import DeliveryNotFound, NotRedeliverable
+from partners import notices, registry
+from partners.errors import DeliveryNotFound, InvalidNoticeTemplate, NotRedeliverable
 from partners.models import (
     Delivery,
     DeliveryState,
@@ -309,6 +309,8 @@ def _fail(
     if forwarding is not None and forwarding.state is ForwardingState.pending:
         forwarding.state = ForwardingState.failed
         session.add(forwarding)
+    if delivery.notice_id is not None:
+        notices.mark_failed(session, delivery.notice_id, code, now=now)
     log.warning(
         "delivery %s to partner %s %s after %d attempt(s): %s",
         delivery.id,
@@ -347,9 +349,16 @@ def claim(
     if not secrets:
         return _fail(session, delivery, "no_signing_secret", now=now)
     forwarding = session.get(Forwarding, delivery.forwarding_id) if delivery.forwarding_id else None
-    if forwarding is None:
+    if delivery.notice_id is not None:
+        # A notice to a hosting provider: its URLs grouped in one document.
+        try:
+            body = encode(notices.notice_document(session, delivery.notice_id, sender=sender))
+        except InvalidNoticeTemplate:
+            return _fail(session, delivery, "template_error", now=now)
+    elif forwarding is None:
         return _fail(session, delivery, "nothing_to_send", now=now)
-    body = encode(build_document(session, forwarding, sender=sender))
+    else:
+        body = encode(build_document(session, forwarding, sender=sender))
     delivery.attempts += 1
     delivery.last_attempt_at = now
     # Until the attempt is recorded: a worker dying in between leaves it to the sweep.
@@ -411,6 +420,8 @@ def record(
             forwarding.state = ForwardingState.delivered
             forwarding.delivered_at = now
             session.add(forwarding)
+        if delivery.notice_id is not None:
+            notices.mark_sent(session, delivery.notice_id, now=now)
         return Verdict(state=DeliveryState.delivered)
     if status == 410:
         _endpoint_gone(session, delivery, now=now)
@@ -606,6 +617,8 @@ def redeliver(
     if forwarding is not None and forwarding.state is ForwardingState.failed:
         forwarding.state = ForwardingState.pending
         session.add(forwarding)
+    if delivery.notice_id is not None:
+        notices.mark_sending(session, delivery.notice_id)
     audit.record(
         session,
         action="delivery_redelivered",

@@ -60,3 +60,11 @@ class ForwardingNotFound(HotlineError):
     code = "forwarding_not_found"
     status_code = 404
     detail = "No such forwarding for this partner."
+
+
+class InvalidNoticeTemplate(HotlineError):
+    """A notice template that does not parse or render (an unknown variable, say)."""
+
+    code = "invalid_notice_template"
+    status_code = 422
+    detail = "The notice template is invalid."

@@ -187,6 +187,7 @@ class ForwardingState(enum.StrEnum):
     failed = "failed"  # could not be delivered (dead letter)
     disputed = "disputed"  # the partner contests it
     retracted = "retracted"  # the verdict was reversed and a retraction sent
+    superseded = "superseded"  # the site moved before the notice went out: routed anew
 
 
 class PartnerAction(enum.StrEnum):

@@ -206,9 +206,12 @@ def queue_delivery(
 ) -> Delivery | None:
     """Put the forwarding in the outbox of the partner's webhook (sent after the commit).
 
-    A partner reached by e-mail only gets no delivery here: its notices go by the notice
-    module, and its forwardings stay ``pending`` for staff to see.
+    A partner reached by e-mail only gets no delivery here, and neither does a notice:
+    notices are grouped per abuse contact and sent by ``partners.notices`` (by e-mail or
+    webhook), which picks up the ``pending`` notice forwardings.
     """
+    if forwarding.kind is ForwardingKind.notice:
+        return None
     if not partner.webhook_url or partner.id is None or forwarding.id is None:
         return None
     delivery = Delivery(
@@ -227,7 +230,8 @@ def queue_delivery(
 
 
 def release_holds(session: Session, *, now: dt.datetime) -> list[int]:
-    """Queue the held notices whose law-enforcement hold has ended; returns their ids."""
+    """Make the held notices whose law-enforcement hold has ended ``pending`` (the notice
+    sweep groups and sends them); returns their ids."""
     query = (
         select(Forwarding)
         .where(

@@ -11,7 +11,7 @@ from celery import shared_task
 
 from hotline.db import session_scope, utcnow
 from hotline.settings import get_settings
-from partners import delivery, rechecks, retractions, routing
+from partners import delivery, notices, rechecks, retractions, routing
 from triage.fetcher import get_fetcher
 from triage.service import Limits
 
@@ -87,3 +87,43 @@ def retract_target(target_id: int) -> int:
     """A reversed verdict: retract the target's forwardings and tell who received them."""
     with session_scope() as session:
         return len(retractions.retract_target(session, target_id, now=utcnow()))
+
+
+# Notice and takedown (partners.notices) ---------------------------------------------------
+
+
+@shared_task(name="partners.sweep_notices", acks_late=True, ignore_result=True)
+def sweep_notices() -> int:
+    """Beat: group due notices per abuse contact, open re-notices, send those whose window
+    closed (the hosting looked up again first)."""
+    settings = get_settings()
+    with session_scope() as session:
+        swept = notices.sweep(
+            session,
+            now=utcnow(),
+            policy=notices.NoticePolicy.from_settings(settings),
+            lookup=notices.dns_lookup(),
+            routing_policy=routing.RoutingPolicy.from_settings(settings),
+        )
+    return len(swept.sent)
+
+
+@shared_task(
+    bind=True, name="partners.send_notice", acks_late=True, ignore_result=True, max_retries=None
+)
+def send_notice(self: Any, notice_id: int) -> str | None:
+    """One SMTP attempt of an e-mail notice; retried by Celery with the delivery backoff."""
+    settings = get_settings()
+    retry = delivery.RetryPolicy.from_settings(settings)
+    verdict = notices.attempt_email(
+        notice_id,
+        now=utcnow(),
+        policy=notices.NoticePolicy.from_settings(settings),
+        smtp=notices.SmtpConfig.from_settings(settings),
+        attempt=self.request.retries + 1,
+        max_attempts=retry.max_attempts,
+        delay=lambda n: retry.delay(n, _rng),
+    )
+    if verdict.retry_in is not None:
+        raise self.retry(countdown=verdict.retry_in, max_retries=retry.max_attempts)
+    return verdict.state.value if verdict.state else None

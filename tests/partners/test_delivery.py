@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from hotline.cli_partners import partners_app
 from hotline.db import session_scope, utcnow
 from hotline.models import AuditEvent
-from partners import delivery, registry, routing
+from partners import delivery, notices, registry, routing
 from partners.models import (
     Delivery,
     DeliveryState,
@@ -108,22 +108,31 @@ def test_each_target_reaches_exactly_the_right_receivers(
     receivers: Callable[..., Receiver], fetcher: Any
 ) -> None:
     _, police = partner_with_receiver(receivers, "police", "law_enforcement", countries=["UA"])
-    _, host = partner_with_receiver(receivers, "host", "hosting_provider", asns=[64500])
+    host_id, host = partner_with_receiver(receivers, "host", "hosting_provider", asns=[64500])
     _, poland = partner_with_receiver(receivers, "hotline-pl", "hotline", countries=["PL"])
     _, interpol = partner_with_receiver(receivers, "interpol", "fallback")
 
     domestic = confirm_and_route("UA", asn=64500)
     foreign = confirm_and_route("PL", asn=64999)
     nobody = confirm_and_route("BR")
+    # The notice to the hosting provider goes out grouped, once its window closes.
+    with session_scope() as session:
+        notices.sweep(
+            session,
+            now=utcnow(),
+            policy=notices.NoticePolicy(window=dt.timedelta(0)),
+            lookup=lambda host: None,
+            routing_policy=HOME,
+        )
     for delivery_id in pending_ids():
         assert run(delivery_id, fetcher).state is DeliveryState.delivered
 
     assert police.target_ids == [domestic]
-    assert host.target_ids == [domestic]
     assert poland.target_ids == [foreign]
     assert interpol.target_ids == [nobody]
     for receiver in (police, host, poland, interpol):
         assert receiver.rejected == 0
+    for receiver in (police, poland, interpol):
         for payload in receiver.processed.values():
             jsonschema.validate(payload, SCHEMA)
     # The document: hashes and the ICCAM classification of the illegal media only.
@@ -136,7 +145,13 @@ def test_each_target_reaches_exactly_the_right_receivers(
     assert media["classification"]["classification"] == "baseline"
     assert len(media["sha256"]) == 64
     (notice,) = host.processed.values()
-    assert notice["type"] == "forwarding.notice"
+    assert notice["type"] == "notice"
+    with session_scope() as session:
+        noticed = session.execute(
+            select(Forwarding.id, Forwarding.target_id).where(col(Forwarding.partner_id) == host_id)
+        ).one()
+    assert tuple(noticed) == (notice["items"][0]["forwarding_id"], domestic)
+    assert len(notice["items"]) == 1
     with session_scope() as session:
         states = session.execute(select(Forwarding.state)).scalars().all()
     assert set(states) == {ForwardingState.delivered}

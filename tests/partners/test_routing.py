@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session, col
 
 from hotline.queue import buffered
-from partners import registry, routing
+from partners import notices, registry, routing
 from partners.delivery import sweep
 from partners.models import Delivery, Forwarding, ForwardingKind, ForwardingState, Partner
 from reporting.models import TargetStatus
@@ -61,10 +61,13 @@ def test_hosted_at_home_goes_to_police_and_the_hosting_provider(
         ("host-asn", "notice", "home.hosting_provider"),
     }
     assert target.status is TargetStatus.forwarded
-    # The outbox: a delivery per forwarding, and a message for each buffered until commit.
+    # The outbox: a delivery per report, and a message for each buffered until commit;
+    # notices are grouped per abuse contact and sent by partners.notices.
     deliveries = session.execute(select(Delivery)).scalars().all()
-    assert {d.forwarding_id for d in deliveries} == {f.id for f in made}
-    assert len({d.webhook_id for d in deliveries}) == 2
+    assert {d.forwarding_id for d in deliveries} == {
+        f.id for f in made if f.kind is ForwardingKind.report
+    }
+    assert len({d.webhook_id for d in deliveries}) == 1
     messages = buffered(session)
     assert sorted(m.kwargs["delivery_id"] for m in messages) == sorted(d.id for d in deliveries)
     assert {m.name for m in messages} == {"partners.deliver"}
@@ -105,10 +108,10 @@ def test_the_hold_delays_the_notice_until_the_sweep_releases_it(
     assert notice.state is ForwardingState.held
     sweep(session, now=NOW + dt.timedelta(minutes=30), overdue=dt.timedelta(minutes=5))
     assert notice.state is ForwardingState.pending
-    delivery = session.execute(
-        select(Delivery).where(col(Delivery.forwarding_id) == notice.id)
-    ).scalar_one()
-    assert any(m.kwargs == {"delivery_id": delivery.id} for m in buffered(session))
+    # Now due, it is collected into a notice to its contact (partners.notices).
+    assert notices.collect(
+        session, now=NOW + dt.timedelta(minutes=30), policy=notices.NoticePolicy()
+    )
 
 
 def test_hosted_abroad_goes_to_that_countrys_hotline(
@@ -160,7 +163,7 @@ def test_routing_twice_creates_nothing_new(session: Session, partners: dict[str,
     messages = len(buffered(session))
     assert routing.route_target(session, target.id, now=NOW, policy=HOME) == []
     assert session.execute(select(func.count()).select_from(Forwarding)).scalar_one() == 2
-    assert session.execute(select(func.count()).select_from(Delivery)).scalar_one() == 2
+    assert session.execute(select(func.count()).select_from(Delivery)).scalar_one() == 1
     assert len(buffered(session)) == messages
 
 
