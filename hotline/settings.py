@@ -263,6 +263,12 @@ class Settings(BaseSettings):
         "told, so an investigation is not spoiled; law enforcement can release or extend "
         "the hold through the partner API.",
     )
+    law_enforcement_hold_max_days: int = Field(
+        30,
+        ge=0,
+        description="Law enforcement can extend the hold on a notice through the partner API "
+        "to at most this many days after the notice was decided.",
+    )
     forward_abroad_to_law_enforcement: bool = Field(
         False,
         description="Tell national law enforcement of content hosted abroad as well (besides "

@@ -48,6 +48,8 @@ def N_(message: str) -> str:  # noqa: N802 (gettext's name for "translate later"
 NAVIGATION = (
     ("/staff/queue", N_("Queue"), "queue.view"),
     ("/staff/second-opinions", N_("Second opinions"), "target.assess"),
+    ("/staff/disputes", N_("Partner disputes"), "target.confirm"),
+    ("/staff/partners", N_("Partners"), "partners.view"),
     ("/staff/users", N_("Staff accounts"), "users.manage"),
     ("/staff/audit", N_("Audit log"), "audit.view"),
 )

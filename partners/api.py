@@ -7,6 +7,7 @@ so the signature is checked over the exact bytes before anything is parsed.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -17,12 +18,19 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from hotline.authz import authorize
 from hotline.deps import NowDep, SessionDep, SettingsDep
 from hotline.errors import HotlineError
-from partners import exports, inbound, registry
+from hotline.models import StaffUser
+from partners import disputes, exports, holds, inbound, registry, service
 from partners.errors import PartnerUnauthorized
 from partners.schemas import (
+    DisputeCreate,
+    DisputeRead,
     ForwardingRead,
+    ForwardingView,
+    HoldChange,
+    HoldRead,
     InboundReports,
     ReportResults,
     StatusReport,
@@ -171,6 +179,97 @@ def report_status(
         return _read(inbound.report_status(session, partner, forwarding_id, data, now=now))
 
     return _signed_call(session, request, body, authorization, now, "status", handle)
+
+
+@router.post(
+    "/forwardings/{forwarding_id}/hold",
+    response_model=HoldRead,
+    responses={
+        **ERRORS,
+        404: {"model": ErrorBody, "description": "Not your forwarding."},
+        409: {"model": ErrorBody, "description": "No notice of the target is held."},
+    },
+    summary="Law enforcement: release or extend the hold on the target's notices",
+)
+def change_hold(
+    forwarding_id: int,
+    request: Request,
+    body: RawBody,
+    session: SessionDep,
+    settings: SettingsDep,
+    now: NowDep,
+    authorization: Authorization = None,
+) -> JSONResponse:
+    def handle(partner: Any) -> BaseModel:
+        data = _parse(HoldChange, body)
+        limit = dt.timedelta(days=settings.law_enforcement_hold_max_days)
+        return holds.change_hold(session, partner, forwarding_id, data, now=now, max_hold=limit)
+
+    return _signed_call(session, request, body, authorization, now, "hold", handle)
+
+
+@router.post(
+    "/forwardings/{forwarding_id}/dispute",
+    response_model=ForwardingRead,
+    responses={
+        **ERRORS,
+        404: {"model": ErrorBody, "description": "Not your forwarding."},
+        409: {"model": ErrorBody, "description": "A retraction, or retracted already."},
+    },
+    summary="Contest a forwarding: the hotline's supervisors look at it again",
+)
+def dispute(
+    forwarding_id: int,
+    request: Request,
+    body: RawBody,
+    session: SessionDep,
+    now: NowDep,
+    authorization: Authorization = None,
+) -> JSONResponse:
+    def handle(partner: Any) -> BaseModel:
+        data = _parse(DisputeCreate, body)
+        return _read(disputes.dispute(session, partner, forwarding_id, data, now=now))
+
+    return _signed_call(session, request, body, authorization, now, "dispute", handle)
+
+
+# Staff: what partners did with a target, and their disputes (docs/partners.md). ----------
+
+staff_router = APIRouter(prefix="/api/v1", tags=["staff"], include_in_schema=False)
+
+
+@staff_router.get("/targets/{target_id}/forwardings")
+def target_forwardings(
+    target_id: int,
+    session: SessionDep,
+    user: Annotated[StaffUser, Depends(authorize("target.view"))],
+) -> list[ForwardingView]:
+    """The target's forwardings: partner, kind, rule, state, delivery, the partner's answer."""
+    return service.target_forwardings(session, target_id)
+
+
+@staff_router.get("/partner-disputes")
+def partner_disputes(
+    session: SessionDep,
+    user: Annotated[StaffUser, Depends(authorize("target.confirm"))],
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[DisputeRead]:
+    """Open disputes of partners, oldest first."""
+    return disputes.list_disputes(session, limit=limit, offset=offset)
+
+
+@staff_router.post("/partner-disputes/{forwarding_id}/dismiss")
+def dismiss_dispute(
+    forwarding_id: int,
+    session: SessionDep,
+    now: NowDep,
+    user: Annotated[StaffUser, Depends(authorize("target.confirm"))],
+) -> ForwardingView:
+    """Keep the verdict: the forwarding leaves the dispute list (the dispute stays recorded)."""
+    forwarding = disputes.dismiss(session, forwarding_id, user=user, now=now)
+    views = service.target_forwardings(session, forwarding.target_id)
+    return next(v for v in views if v.id == forwarding.id)
 
 
 def _read(forwarding: Any) -> ForwardingRead:

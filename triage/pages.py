@@ -176,6 +176,7 @@ def _render_target(
         and (first is None or first["staff_id"] != page.staff_id),
         can_rule=target.status == TargetStatus.disputed
         and (first is None or first["staff_id"] != page.staff_id),
+        can_reverse=target.status in assessment.CONFIRMED,
         lease_seconds=page.settings.claim_lease_seconds,
         choices=CHOICES,
         error=error,
@@ -315,6 +316,24 @@ def ruling(
     except HotlineError as exc:
         return _refused(page, session, target_id, now, exc.code, exc.status_code)
     return _decided(target_id)
+
+
+@router.post("/staff/targets/{target_id}/reversal", response_class=HTMLResponse)
+def reversal(
+    target_id: int,
+    page: ConfirmPage,
+    session: SessionDep,
+    now: NowDep,
+    note: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """A supervisor reverses the confirmed verdict (docs/partners.md, reversals)."""
+    if not note.strip():
+        return _refused(page, session, target_id, now, "validation_error", 422)
+    try:
+        assessment.reverse(session, target_id, note=note.strip(), user=page.staff, now=now)
+    except HotlineError as exc:
+        return _refused(page, session, target_id, now, exc.code, exc.status_code)
+    return RedirectResponse(f"/staff/targets/{target_id}", 303)
 
 
 @router.post("/staff/targets/{target_id}/hosting", response_class=HTMLResponse)

@@ -15,10 +15,19 @@ from hotline.auth import configured_staff_cipher, create_user, issue_token
 from hotline.authz import PERMISSIONS, allowed
 from hotline.db import session_scope, utcnow
 from hotline.models import Role
+from partners import api as partners_api
+from partners import pages as partners_pages
 from triage import api as triage_api
 from triage import pages as triage_pages
 
-STAFF_ROUTERS = [auth_api.router, triage_api.router, staff_pages.router, triage_pages.router]
+STAFF_ROUTERS = [
+    auth_api.router,
+    triage_api.router,
+    staff_pages.router,
+    triage_pages.router,
+    partners_api.staff_router,
+    partners_pages.router,
+]
 
 
 def denied_anonymously(response: Any, path: str) -> bool:
