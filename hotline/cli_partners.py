@@ -360,14 +360,14 @@ def template_show(partner: Contact = None, lang: Language = "en") -> None:
 
 @template_app.command("set")
 def template_set(
-    partner: Contact = None,
-    lang: Language = "en",
     file: Annotated[
         Path,
         typer.Option(
             exists=True, dir_okay=False, help="'Subject: ...', a blank line, then the body."
         ),
-    ] = Path("notice.txt"),
+    ],
+    partner: Contact = None,
+    lang: Language = "en",
 ) -> None:
     """Store a notice template for a contact (or the default), checked by rendering it."""
     from hotline.db import session_scope, utcnow
