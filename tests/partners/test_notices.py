@@ -11,6 +11,7 @@ import email.policy
 import json
 import random
 import re
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -28,7 +29,7 @@ from typer.testing import CliRunner
 from hotline.cli_partners import partners_app
 from hotline.db import session_scope, utcnow
 from hotline.models import AuditEvent
-from hotline.queue import buffered
+from hotline.queue import buffered, enqueue
 from partners import delivery, notices, registry, routing
 from partners.errors import InvalidNoticeTemplate
 from partners.models import (
@@ -44,7 +45,7 @@ from partners.models import (
     SecretPurpose,
 )
 from reporting.models import Target, TargetStatus
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, wait_for
 from tests.fixtures.receivers import Receiver
 from tests.partners.conftest import confirmed_target
 from triage.hosting import Hosting
@@ -652,3 +653,46 @@ def test_500_urls_fit_the_partner_api_and_40_kib_is_still_refused_elsewhere(
         headers={"Content-Type": "application/json"},
     )
     assert (public.status_code, public.json()["code"]) == (413, "payload_too_large")
+
+
+# In a real worker --------------------------------------------------------------------------
+
+
+@pytest.mark.worker
+def test_a_worker_retries_an_smtp_failure_through_celery_and_sends_once(
+    start_worker: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    server = SmtpServer(port=free_port(), inbox=Inbox())  # down until the first attempt failed
+    with session_scope() as session:
+        add(session, name="Host A", kind="hosting_provider", asns=[64500],
+            email="abuse@host-a.test", languages=["en"])  # fmt: skip
+        target = confirm(session, utcnow())
+        target_url = target.canonical_url
+    start_worker(
+        concurrency=1,
+        home_country="UA",
+        notice_window_minutes="0",
+        smtp_host="127.0.0.1",
+        smtp_port=str(server.port),
+        smtp_security="none",
+        smtp_from="notices@hotline.test",
+        delivery_retry_base_seconds="1",
+    )
+    with session_scope() as session:
+        enqueue(session, "partners.sweep_notices")  # as beat does
+
+    def notice() -> Notice | None:
+        with session_scope() as session:
+            return session.execute(select(Notice)).scalar_one_or_none()
+
+    failed = wait_for(lambda: (n := notice()) and n.last_error == "smtp_unavailable" and n)
+    assert failed.state is NoticeState.sending
+    server.start()
+    try:
+        sent = wait_for(lambda: (n := notice()) and n.state is NoticeState.sent and n)
+    finally:
+        server.stop()
+    ((recipients, message),) = server.inbox.accepted
+    assert recipients == ["abuse@host-a.test"]
+    assert target_url in text(message)
+    assert sent.last_error is None
