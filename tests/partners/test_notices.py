@@ -398,6 +398,23 @@ def test_another_address_of_the_same_provider_is_still_noticed(
     assert [r for r, _ in smtp.inbox.accepted] == [["abuse@host-a.test"]]
 
 
+def test_the_lookup_before_sending_asks_dns_now() -> None:
+    asked: list[tuple[str, int]] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        asked.append((host, port))
+        return ["8.8.8.8"]
+
+    def failing(host: str, port: int) -> list[str]:
+        raise OSError("no such host")
+
+    where = notices.dns_lookup(resolver)("www.example.test")
+    assert asked == [("www.example.test", 443)]
+    assert where is not None
+    assert (where.ip, where.country) == ("8.8.8.8", "US")
+    assert notices.dns_lookup(failing)("www.example.test") is None  # unknown: not moved
+
+
 # Re-notices --------------------------------------------------------------------------------
 
 
