@@ -37,7 +37,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlmodel import Session, col
 from standardwebhooks import Webhook
 
@@ -359,15 +359,26 @@ def claim(
         return _fail(session, delivery, "nothing_to_send", now=now)
     else:
         body = encode(build_document(session, forwarding, sender=sender))
-    delivery.attempts += 1
-    delivery.last_attempt_at = now
-    # Until the attempt is recorded: a worker dying in between leaves it to the sweep.
-    delivery.next_attempt_at = now + lease
-    session.add(delivery)
-    session.flush()
+    attempt = delivery.attempts + 1
+    # Compare and set, not a plain write: SQLite has no row lock, so a second worker that
+    # read the row before this claim committed waits here for it and then finds nothing.
+    # The due time moves past a lease: a worker dying before recording leaves it to the
+    # sweep.
+    taken = session.execute(
+        update(Delivery)
+        .where(
+            col(Delivery.id) == delivery_id,
+            col(Delivery.state) == DeliveryState.pending,
+            col(Delivery.attempts) == delivery.attempts,
+        )
+        .values(attempts=attempt, last_attempt_at=now, next_attempt_at=now + lease)
+        .execution_options(synchronize_session="fetch")
+    )
+    if taken.rowcount != 1:  # type: ignore[attr-defined]
+        return SKIPPED
     return Prepared(
         delivery_id=delivery_id,
-        attempt=delivery.attempts,
+        attempt=attempt,
         webhook_id=delivery.webhook_id,
         url=partner.webhook_url,
         body=body,
