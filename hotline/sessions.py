@@ -114,13 +114,6 @@ def resolve(
     return SignedIn(user, int(staff_session.id or 0), staff_session.pending_totp)
 
 
-def complete_enrolment(session: Session, session_id: int) -> None:
-    staff_session = session.get(StaffSession, session_id)
-    if staff_session is not None:
-        staff_session.pending_totp = False
-        session.flush()
-
-
 def end(session: Session, token: str | None) -> None:
     if token and len(token) <= MAX_TOKEN_LENGTH:
         session.execute(delete(StaffSession).where(col(StaffSession.token_hash) == _digest(token)))

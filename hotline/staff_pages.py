@@ -198,8 +198,13 @@ def enrol(
         ok = user is not None and auth.enrol(
             session, user, totp, now=now, cipher=auth.configured_staff_cipher()
         )
-        if ok:
-            sessions.complete_enrolment(session, signed_in.session_id)
+        token = None
+        if ok and user is not None:
+            # A new session for the signed-in account: the half-way one is never promoted.
+            sessions.end(session, cookie)
+            token = sessions.start(
+                session, user, now=now, lifetimes=session_lifetimes(page.settings)
+            )
         _record(
             session,
             "enrolled" if ok else audit.Action.login_failed,
@@ -212,7 +217,10 @@ def enrol(
         return page.render(
             "staff/enrol.html", 401, qr=_qr_svg(uri), secret=_secret_of(uri), error="invalid_code"
         )
-    return RedirectResponse(_home(signed_in.user), 303)
+    response = RedirectResponse(_home(signed_in.user), 303)
+    if token is not None:
+        set_session_cookie(response, token, page.settings)
+    return response
 
 
 @router.post("/staff/logout")

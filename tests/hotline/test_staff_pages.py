@@ -224,3 +224,23 @@ def test_the_audit_page_shows_and_verifies_the_chain(client: Any) -> None:
         assert 'id="verify-result"' in shown.text
         assert "enrolled" in shown.text
         assert auditor.get("/staff/queue").status_code == 403
+
+
+def test_enrolment_ends_in_a_new_session(client: Any) -> None:
+    make_user("ana@hotline.example")
+    client.post(
+        "/staff/login",
+        data={"email": "ana@hotline.example", "password": PASSWORD},
+        follow_redirects=False,
+    )
+    half_way = client.cookies.get("hotline_staff")
+    page = client.get("/staff/enrol")
+    secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', page.text)
+    assert secret
+    assert half_way
+    client.post("/staff/enrol", data={"totp": code(secret.group(1)), "csrf_token": csrf(page.text)})
+    signed_in = client.cookies.get("hotline_staff")
+    assert signed_in
+    assert signed_in != half_way
+    client.cookies.set("hotline_staff", half_way)
+    assert client.get("/staff/queue", follow_redirects=False).status_code == 303
