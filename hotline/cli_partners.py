@@ -226,6 +226,60 @@ def rotate_secret(
         _print_secrets(name, {purpose: secret})
 
 
+@partners_app.command("accept-secrets")
+def accept_secrets(
+    partner: NameOrId,
+    overlap_hours: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="How long the secrets they replace stay valid (0 when pairing: the ones "
+            "'add' made for this side were never used).",
+        ),
+    ] = None,
+) -> None:
+    """Store what a peer hotline's admin handed over, one per line on standard input: its
+    signing secret (whsec_..., it signs what it sends us) and the API key it issued us
+    (hpk_..., sent with our deliveries to it). See docs/partners.md, pairing."""
+    from hotline.db import session_scope, utcnow
+    from partners import registry
+
+    purposes = {
+        registry.SECRET_PREFIX: SecretPurpose.inbound_signing,
+        registry.API_KEY_PREFIX: SecretPurpose.outbound_api_key,
+    }
+    given: dict[SecretPurpose, str] = {}
+    for line in sys.stdin.read().splitlines():
+        value = line.strip()
+        purpose = next((p for prefix, p in purposes.items() if value.startswith(prefix)), None)
+        if value and purpose is None:
+            raise fail("expected a signing secret (whsec_...) or an API key (hpk_...)", 2)
+        if purpose is not None:
+            given[purpose] = value
+    if not given:
+        raise fail("no secret on standard input", 2)
+    hours = get_settings().partner_secret_overlap_hours if overlap_hours is None else overlap_hours
+    try:
+        with session_scope() as session:
+            row = registry.find_partner(session, partner)
+            for purpose, value in given.items():
+                registry.rotate_secret(
+                    session,
+                    row,
+                    purpose=purpose,
+                    now=utcnow(),
+                    overlap=dt.timedelta(hours=hours),
+                    cipher=registry.partner_cipher(),
+                    value=value,
+                    actor=ACTOR,
+                )
+            name = row.name
+    except HotlineError as exc:
+        raise fail(exc.detail) from None
+    for purpose in given:
+        typer.echo(f"stored {SECRET_LABELS[purpose]} for {name}")
+
+
 @partners_app.command("load")
 def load(
     file: Annotated[
@@ -320,6 +374,37 @@ def redeliver(
     except HotlineError as exc:
         raise fail(exc.detail) from None
     typer.echo(f"delivery {delivery_id} ({webhook_id}) handed to the workers again")
+
+
+@partners_app.command("recheck")
+def recheck(
+    target_id: Annotated[int, typer.Argument(help="The confirmed target's id.")],
+) -> None:
+    """Re-check a confirmed target now, outside its schedule (docs/rechecks.md): fetched
+    through the guarded client; a removal is recorded and told like any other."""
+    from hotline.db import session_scope, utcnow
+    from partners import rechecks
+    from triage.fetcher import get_fetcher
+    from triage.service import Limits
+
+    settings = get_settings()
+    policy = rechecks.RecheckPolicy.from_settings(settings)
+    try:
+        with session_scope() as session:
+            recheck_id = rechecks.due_now(session, target_id, now=utcnow(), policy=policy)
+    except HotlineError as exc:
+        raise fail(exc.detail) from None
+    recorded = rechecks.run_recheck(
+        recheck_id,
+        units=session_scope,
+        fetcher=get_fetcher(),
+        limits=Limits.from_settings(settings),
+        policy=policy,
+        now=utcnow,
+    )
+    result = recorded.result.value if recorded.result else "not recorded"
+    removal = " (removal recorded)" if recorded.removed else ""
+    typer.echo(f"target {target_id}: {result}{removal}")
 
 
 # Notice templates (partners.notices) ------------------------------------------------------

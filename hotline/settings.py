@@ -196,6 +196,13 @@ class Settings(BaseSettings):
         description="geoip2fast data file for hosting country and ASN. Empty: the file "
         "shipped with the geoip2fast package (update by upgrading it).",
     )
+    hosting_overrides: Annotated[list[tuple[IPNetwork, str]], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated `network=COUNTRY` pairs (e.g. `127.0.0.0/8=PL`) that "
+        "the hosting lookup answers before the geolocation data: for tests and "
+        "demonstrations that stand in a local server for a site abroad. Refused in "
+        "production.",
+    )
     process_max_attempts: int = Field(
         3,
         ge=1,
@@ -372,6 +379,22 @@ class Settings(BaseSettings):
     def _networks(cls, value: object) -> object:
         return _split_networks(value)
 
+    @field_validator("hosting_overrides", mode="before")
+    @classmethod
+    def _overrides(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs = []
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            network, _, country = part.partition("=")
+            code = country.strip().upper()
+            if len(code) != 2 or not code.isalpha():
+                raise ValueError(
+                    "HOTLINE_HOSTING_OVERRIDES takes network=COUNTRY pairs, e.g. 127.0.0.0/8=PL"
+                )
+            pairs.append((ipaddress.ip_network(network.strip(), strict=False), code))
+        return pairs
+
     @field_validator("fetch_ports", mode="before")
     @classmethod
     def _ports(cls, value: object) -> object:
@@ -427,6 +450,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "HOTLINE_FETCH_ALLOW_NETWORKS must be empty in production: it lets the "
                 "fetcher reach non-public addresses"
+            )
+        if self.hosting_overrides:
+            raise ValueError(
+                "HOTLINE_HOSTING_OVERRIDES must be empty in production: it makes up where "
+                "content is hosted, and so who hears of it"
             )
         if self.smtp_host and self.smtp_security == "none":
             raise ValueError(

@@ -32,6 +32,8 @@ from partners.schemas import (
     HoldChange,
     HoldRead,
     InboundReports,
+    PeerDocument,
+    PeerResult,
     ReportResults,
     StatusReport,
 )
@@ -138,6 +140,35 @@ def submit_reports(
         return ReportResults(results=results)
 
     return _signed_call(session, request, body, authorization, now, "reports", handle)
+
+
+@router.post(
+    "/webhook",
+    response_model=PeerResult,
+    responses={
+        **ERRORS,
+        403: {"model": ErrorBody, "description": "This partner may not submit reports."},
+        404: {"model": ErrorBody, "description": "A status naming a forwarding not yours."},
+    },
+    summary="A peer hotline's delivery: a forwarding taken as a report, or a status",
+)
+def peer_webhook(
+    request: Request,
+    body: RawBody,
+    session: SessionDep,
+    settings: SettingsDep,
+    now: NowDep,
+    authorization: Authorization = None,
+) -> JSONResponse:
+    """Another hotline running this software delivers here (its partner entry for us has
+    this URL as webhook): the forwarding documents of docs/forwarding.md, signed and with
+    the API key we issued it, like every partner call."""
+
+    def handle(partner: Any) -> BaseModel:
+        document = _parse(PeerDocument, body)
+        return inbound.receive(session, partner, document, settings=settings, now=now)
+
+    return _signed_call(session, request, body, authorization, now, "webhook", handle)
 
 
 @router.post(

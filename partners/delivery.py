@@ -4,6 +4,8 @@ Each delivery is one HTTP POST of a versioned JSON document (docs/forwarding.md,
 docs/forwarding.schema.json), signed under the Standard Webhooks scheme
 (``webhook-id``, ``webhook-timestamp``, ``webhook-signature``) with every valid signing
 secret of the partner (two during a rotation, so a receiver holding either verifies).
+A partner that issued us an API key (a peer hotline running this software, whose webhook
+is its partner API) also gets ``Authorization: Bearer <key>``.
 
 Invariants:
 
@@ -45,7 +47,7 @@ from hotline import audit
 from hotline.db import session_scope, utcnow
 from hotline.queue import enqueue
 from hotline.settings import Settings, get_settings
-from partners import notices, registry
+from partners import notices, peers, registry
 from partners.errors import DeliveryNotFound, InvalidNoticeTemplate, NotRedeliverable
 from partners.models import (
     Delivery,
@@ -219,7 +221,17 @@ def build_document(
     }
     if retraction:
         document["retraction"] = _retraction(session, forwarding)
+    if forwarding.kind is ForwardingKind.status:
+        document["status"] = _status(session, forwarding)
     return document
+
+
+def _status(session: Session, forwarding: Forwarding) -> dict[str, Any]:
+    """A status back to the peer hotline that sent us the target (partners.peers)."""
+    now = peers.current_status(session, forwarding)
+    if now is None:
+        raise DeliveryNotFound("The peer's reference of this target is gone.")
+    return {"status": now.status, "at": _iso(now.at), "note": None, "reference": now.reference}
 
 
 def _retraction(session: Session, forwarding: Forwarding) -> dict[str, Any]:
@@ -271,6 +283,8 @@ class Prepared:
     url: str
     body: str
     secrets: tuple[str, ...]
+    # The API key the partner issued us (a peer hotline's partner API wants it too).
+    api_key: str | None = None
 
     def __repr__(self) -> str:
         return f"Prepared(delivery={self.delivery_id}, attempt={self.attempt})"
@@ -358,7 +372,13 @@ def claim(
     elif forwarding is None:
         return _fail(session, delivery, "nothing_to_send", now=now)
     else:
-        body = encode(build_document(session, forwarding, sender=sender))
+        try:
+            body = encode(build_document(session, forwarding, sender=sender))
+        except DeliveryNotFound:
+            return _fail(session, delivery, "nothing_to_send", now=now)
+    api_keys = registry.valid_secrets(
+        session, delivery.partner_id, SecretPurpose.outbound_api_key, now=now, cipher=cipher
+    )
     attempt = delivery.attempts + 1
     # Compare and set, not a plain write: SQLite has no row lock, so a second worker that
     # read the row before this claim committed waits here for it and then finds nothing.
@@ -383,6 +403,7 @@ def claim(
         url=partner.webhook_url,
         body=body,
         secrets=tuple(secrets),
+        api_key=api_keys[0] if api_keys else None,
     )
 
 
@@ -391,6 +412,8 @@ def send(
 ) -> Answer:
     """POST the prepared document, signed at the moment of sending."""
     headers = signature_headers(prepared.webhook_id, prepared.body, prepared.secrets, at=clock())
+    if prepared.api_key:
+        headers.append(("Authorization", f"Bearer {prepared.api_key}"))
     try:
         result: PostResult = fetcher.post(prepared.url, prepared.body.encode("utf-8"), headers)
     except FetchError as exc:

@@ -68,3 +68,11 @@ class InvalidNoticeTemplate(HotlineError):
     code = "invalid_notice_template"
     status_code = 422
     detail = "The notice template is invalid."
+
+
+class TargetNotWatched(HotlineError):
+    """A re-check asked for a target that is not confirmed (or its watch is over)."""
+
+    code = "not_watched"
+    status_code = 409
+    detail = "The target is not watched: not confirmed, or its watch is over."

@@ -31,7 +31,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from hotline import audit
 from hotline.errors import HotlineError
 from hotline.settings import Settings
-from partners import registry
+from partners import peers, registry
 from partners.errors import ForwardingNotFound, NotAllowed, PartnerUnauthorized
 from partners.models import (
     Forwarding,
@@ -42,8 +42,15 @@ from partners.models import (
     PartnerReport,
     SecretPurpose,
 )
-from partners.schemas import InboundReport, ReportResult, StatusReport
-from reporting.models import ReportSource, Target, TargetStatus
+from partners.schemas import (
+    ForwardingRead,
+    InboundReport,
+    PeerDocument,
+    PeerResult,
+    ReportResult,
+    StatusReport,
+)
+from reporting.models import Report, ReportSource, Target, TargetStatus
 from reporting.schemas import ReportCreate
 from reporting.service import submit_report
 
@@ -252,6 +259,9 @@ def report_status(
                 target.status = TargetStatus.removed
                 target.status_changed_at = now
             session.add(target)
+            session.flush()
+            # A target a peer hotline sent us: it hears of the removal in turn.
+            peers.tell_sources(session, forwarding.target_id, now=now)
     audit.record(
         session,
         action="forwarding_status",
@@ -262,3 +272,80 @@ def report_status(
         now=now,
     )
     return forwarding
+
+
+# A peer hotline's deliveries, taken at our webhook --------------------------------------------
+
+
+def receive(
+    session: Session,
+    partner: Partner,
+    document: PeerDocument,
+    *,
+    settings: Settings,
+    now: dt.datetime,
+) -> PeerResult:
+    """A document a peer hotline delivered to our webhook (docs/forwarding.md):
+
+    - ``forwarding.report``: its URL is taken like a public report with the peer as its
+      source and the peer's forwarding id as reference (once: the same forwarding again,
+      under a new ``webhook-id``, gets the first result), then processed like any report;
+    - ``forwarding.status``: what the peer did with a forwarding of ours, as through
+      ``/forwardings/{reference}/status``;
+    - anything else (a retraction, a re-opened target): audited for staff to act on.
+    """
+    kind = document.type
+    if kind == "forwarding.report" and document.target is not None:
+        reference = str(document.forwarding.id)
+        earlier = session.execute(
+            select(PartnerReport, col(Report.target_id))
+            .join(Report, col(Report.id) == col(PartnerReport.report_id))
+            .where(
+                col(PartnerReport.partner_id) == partner.id,
+                col(PartnerReport.external_ref) == reference,
+            )
+        ).first()
+        if earlier is not None:
+            row, target_id = earlier
+            result = ReportResult(
+                reference=reference, accepted=True, report_id=row.report_id, target_id=target_id
+            )
+        else:
+            item = InboundReport(url=document.target.url, reference=reference)
+            (result,) = submit_reports(session, partner, [item], settings=settings, now=now)
+        return PeerResult(type=kind, handled="report", report=result)
+    if kind == "forwarding.status" and document.status is not None:
+        reference = document.status.reference
+        if not reference.isdigit():
+            raise ForwardingNotFound()
+        status = StatusReport(
+            status=document.status.status, at=document.status.at, note=document.status.note
+        )
+        forwarding = report_status(session, partner, int(reference), status, now=now)
+        return PeerResult(
+            type=kind,
+            handled="status",
+            forwarding=ForwardingRead(
+                id=int(forwarding.id or 0),
+                state=forwarding.state.value,
+                acknowledged_at=forwarding.acknowledged_at,
+                partner_status=forwarding.partner_status.value
+                if forwarding.partner_status
+                else None,
+                partner_status_at=forwarding.partner_status_at,
+            ),
+        )
+    audit.record(
+        session,
+        action="peer_document_noted",
+        actor=_actor(partner),
+        object_type="partner",
+        object_id=partner.id,
+        details={
+            "type": kind[:64],
+            "forwarding_id": document.forwarding.id,
+            "retracts": document.forwarding.retracts,
+        },
+        now=now,
+    )
+    return PeerResult(type=kind, handled="noted")

@@ -177,6 +177,8 @@ class ForwardingKind(enum.StrEnum):
     notice = "notice"  # notice and takedown to the hosting provider's abuse contact
     retraction = "retraction"  # a reversed verdict: please disregard
     reopened = "reopened"  # a target that was removed is back online
+    # What became of a report a peer hotline sent us (partners.peers), back to that hotline.
+    status = "status"
 
 
 class ForwardingState(enum.StrEnum):

@@ -43,6 +43,8 @@ from hotline import audit
 from hotline.db import utcnow
 from hotline.queue import enqueue
 from hotline.settings import Settings
+from partners import peers
+from partners.errors import TargetNotWatched
 from partners.models import (
     Forwarding,
     ForwardingKind,
@@ -234,6 +236,19 @@ def claim_due(session: Session, *, now: dt.datetime, policy: RecheckPolicy) -> l
             claimed.append(row.id)
     session.flush()
     return claimed
+
+
+def due_now(session: Session, target_id: int, *, now: dt.datetime, policy: RecheckPolicy) -> int:
+    """Make the watched target's next re-check due now (outside its schedule: staff want
+    to know at once); returns its id. `TargetNotWatched` when it is not watched."""
+    target = session.get(Target, target_id)
+    row = None if target is None else schedule(session, target, now=now, policy=policy)
+    if row is None or row.id is None:
+        raise TargetNotWatched()
+    row.due_at = now
+    session.add(row)
+    session.flush()
+    return row.id
 
 
 def sweep(session: Session, *, now: dt.datetime, policy: RecheckPolicy) -> list[int]:
@@ -432,6 +447,8 @@ def record(
         removed = True
         _audit(session, "target_removed", target, now=now, details={"source": "recheck"})
         log.info("target %s: removed (recheck %s)", target.id, recheck_id)
+        session.flush()
+        peers.tell_sources(session, row.target_id, now=now)
     elif (
         observation.result in (RecheckResult.online, RecheckResult.moved)
         and target.status is TargetStatus.removed
@@ -532,6 +549,7 @@ def mark_removed(
         actor=source[:254] or "system",
     )
     session.flush()
+    peers.tell_sources(session, target_id, now=now or utcnow())
     return True
 
 

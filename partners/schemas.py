@@ -304,3 +304,51 @@ class ForwardingView(BaseModel):
     disputed_at: dt.datetime | None
     dispute_reason: str | None
     dispute_note: str | None
+
+
+# Documents from a peer hotline's deliveries (docs/forwarding.md), taken at our webhook ----
+
+
+class PeerForwarding(BaseModel):
+    """The ``forwarding`` part of a document a peer hotline delivered: its own id."""
+
+    id: int
+    kind: str | None = None
+    rule: str | None = None
+    retracts: int | None = None
+
+
+class PeerTarget(BaseModel):
+    url: StorableText
+
+
+class PeerStatusBody(StatusReport):
+    """The ``status`` part of a ``forwarding.status`` document: what became of the report
+    we sent, and our forwarding id it answers (``reference``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    reference: Annotated[StorableText, Field(max_length=200)]
+
+
+class PeerDocument(BaseModel):
+    """A forwarding document (docs/forwarding.schema.json) as our webhook reads it: fields
+    it does not need are ignored, so a newer sender's additions do no harm."""
+
+    version: Literal[1]
+    type: Annotated[str, Field(max_length=64)]
+    forwarding: PeerForwarding
+    target: PeerTarget | None = None
+    status: PeerStatusBody | None = None
+
+
+class PeerResult(BaseModel):
+    """Our webhook's answer to a peer's delivery."""
+
+    type: str
+    handled: Literal["report", "status", "noted"] = Field(
+        description="report: taken as a partner report; status: recorded on the forwarding "
+        "it answers; noted: kept in the audit log for staff (retraction, re-opened)."
+    )
+    report: ReportResult | None = None
+    forwarding: ForwardingRead | None = None

@@ -11,7 +11,7 @@ from celery import shared_task
 
 from hotline.db import session_scope, utcnow
 from hotline.settings import get_settings
-from partners import delivery, notices, rechecks, retractions, routing
+from partners import delivery, notices, peers, rechecks, retractions, routing
 from triage.fetcher import get_fetcher
 from triage.service import Limits
 
@@ -20,10 +20,14 @@ _rng = random.SystemRandom()
 
 @shared_task(name="partners.route_target", acks_late=True, ignore_result=True)
 def route_target(target_id: int) -> int:
-    """Make the forwardings a confirmed target calls for; their deliveries follow the commit."""
+    """Make the forwardings a confirmed target calls for, and tell the peer hotline that
+    sent it what we did; their deliveries follow the commit."""
     policy = routing.RoutingPolicy.from_settings(get_settings())
+    now = utcnow()
     with session_scope() as session:
-        return len(routing.route_target(session, target_id, now=utcnow(), policy=policy))
+        made = routing.route_target(session, target_id, now=now, policy=policy)
+        peers.tell_confirmed(session, target_id, now=now)
+        return len(made)
 
 
 @shared_task(

@@ -6,12 +6,17 @@ not AS numbers, so ``asn`` stays empty unless a data file carrying them is
 configured; routing (partners) keys on the country and the operator name.
 Update the data by upgrading the geoip2fast package or setting
 ``HOTLINE_GEOIP_DATA_FILE`` to a newer file.
+
+``HOTLINE_HOSTING_OVERRIDES`` (never in production; settings refuse it) maps networks
+to countries before the data is asked: tests and demonstrations serve "a site abroad"
+from 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -32,13 +37,23 @@ class Hosting:
     org: str | None
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 class HostingLookup:
-    def __init__(self, data_file: Path = BUNDLED) -> None:
+    def __init__(
+        self, data_file: Path = BUNDLED, overrides: Sequence[tuple[Network, str]] = ()
+    ) -> None:
         self._db = GeoIP2Fast(geoip2fast_data_file=str(data_file))
         self._lock = threading.Lock()  # geoip2fast keeps per-lookup state
+        self._overrides = tuple(overrides)
 
     def lookup(self, ip: str) -> Hosting:
-        address = str(ipaddress.ip_address(ip))
+        parsed = ipaddress.ip_address(ip)
+        address = str(parsed)
+        for network, overridden in self._overrides:
+            if parsed.version == network.version and parsed in network:
+                return Hosting(ip=address, country=overridden, asn=None, org=None)
         with self._lock:
             found = self._db.lookup(address)
         code = str(getattr(found, "country_code", "") or "")
@@ -51,5 +66,8 @@ class HostingLookup:
 
 @lru_cache
 def get_hosting_lookup() -> HostingLookup:
-    configured = get_settings().geoip_data_file
-    return HostingLookup(Path(configured) if configured else BUNDLED)
+    settings = get_settings()
+    configured = settings.geoip_data_file
+    return HostingLookup(
+        Path(configured) if configured else BUNDLED, overrides=settings.hosting_overrides
+    )

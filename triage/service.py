@@ -638,6 +638,7 @@ def describe_target(session: Session, target: Target) -> dict[str, Any]:
         "attempts": target.attempts,
         "first_reported_at": target.first_reported_at.isoformat(),
         "last_reported_at": target.last_reported_at.isoformat(),
+        "removed_at": target.removed_at.isoformat() if target.removed_at else None,
         "media": [
             {
                 "id": m.id,
