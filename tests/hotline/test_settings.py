@@ -76,3 +76,23 @@ def test_production_refuses_fetching_from_private_networks() -> None:
             staff_keys=Fernet.generate_key().decode(),  # type: ignore[arg-type]
             fetch_allow_networks="127.0.0.0/8",  # type: ignore[arg-type]
         )
+
+
+def test_hosting_overrides_serve_tests_and_are_refused_in_production() -> None:
+    parsed = Settings(hosting_overrides="127.0.0.0/8=pl, ::1/128=PL")  # type: ignore[arg-type]
+    assert [(str(n), c) for n, c in parsed.hosting_overrides] == [
+        ("127.0.0.0/8", "PL"),
+        ("::1/128", "PL"),
+    ]
+    with pytest.raises(ValidationError, match="network=COUNTRY"):
+        Settings(hosting_overrides="127.0.0.0/8=Poland")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="HOTLINE_HOSTING_OVERRIDES"):
+        Settings(
+            env="production",
+            database_url="postgresql+psycopg://h@db/h",
+            broker_url="redis://r:6379/0",
+            redis_url="redis://r:6379/1",
+            contact_keys=Fernet.generate_key().decode(),  # type: ignore[arg-type]
+            staff_keys=Fernet.generate_key().decode(),  # type: ignore[arg-type]
+            hosting_overrides="127.0.0.0/8=PL",  # type: ignore[arg-type]
+        )
