@@ -50,6 +50,7 @@ NAVIGATION = (
     ("/staff/second-opinions", N_("Second opinions"), "target.assess"),
     ("/staff/disputes", N_("Partner disputes"), "target.confirm"),
     ("/staff/partners", N_("Partners"), "partners.view"),
+    ("/staff/statistics", N_("Statistics"), "stats.view"),
     ("/staff/users", N_("Staff accounts"), "users.manage"),
     ("/staff/audit", N_("Audit log"), "audit.view"),
 )

@@ -22,7 +22,7 @@ from hotline.authz import authorize
 from hotline.deps import NowDep, SessionDep, SettingsDep
 from hotline.errors import HotlineError
 from hotline.models import StaffUser
-from partners import disputes, exports, holds, inbound, registry, service
+from partners import disputes, exports, holds, inbound, registry, service, statistics
 from partners.errors import PartnerUnauthorized
 from partners.schemas import (
     DisputeCreate,
@@ -35,7 +35,9 @@ from partners.schemas import (
     PeerDocument,
     PeerResult,
     ReportResults,
+    Statistics,
     StatusReport,
+    TargetWatch,
 )
 from reporting.schemas import ErrorBody
 
@@ -277,6 +279,31 @@ def target_forwardings(
 ) -> list[ForwardingView]:
     """The target's forwardings: partner, kind, rule, state, delivery, the partner's answer."""
     return service.target_forwardings(session, target_id)
+
+
+@staff_router.get("/targets/{target_id}/removal")
+def target_removal(
+    target_id: int,
+    session: SessionDep,
+    user: Annotated[StaffUser, Depends(authorize("target.view"))],
+) -> TargetWatch:
+    """What the re-checks learned: removal and time to removal, every re-check, and the
+    notices to hosting providers that named the target."""
+    return service.target_watch(session, target_id)
+
+
+@staff_router.get("/statistics")
+def hotline_statistics(
+    session: SessionDep,
+    now: NowDep,
+    user: Annotated[StaffUser, Depends(authorize("stats.view"))],
+    days: Annotated[int | None, Query(ge=1, le=36500)] = None,
+) -> Statistics:
+    """Reports received, confirmation rate, hosting countries of confirmed targets, and
+    removal (share removed within 3 days, median time to removal); over the last ``days``
+    days, or all time."""
+    since = now - dt.timedelta(days=days) if days is not None else None
+    return statistics.statistics(session, since=since)
 
 
 @staff_router.get("/partner-disputes")

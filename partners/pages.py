@@ -1,6 +1,7 @@
 """Staff HTML pages of partners: the registry (list, add, disable, enable, rotate a
-secret), the dead-letter list with redelivery, partners' disputes, and a target's
-forwardings (linked from the item page).
+secret), the dead-letter list with redelivery, partners' disputes, a target's
+forwardings with what the re-checks learned and the notices that named it (linked from
+the item page), and the hotline's statistics.
 
 Routes of a few lines over the same services as the command line and the JSON API,
 authorised by the matrix in ``hotline.authz``. Secrets are shown once, in the answer to
@@ -15,7 +16,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session
 from starlette.datastructures import FormData
@@ -23,7 +24,7 @@ from starlette.datastructures import FormData
 from hotline.deps import NowDep, SessionDep
 from hotline.errors import HotlineError, NotFound
 from hotline.staff_ui import StaffPage, staff_page, staff_templates
-from partners import delivery, disputes, registry, service
+from partners import delivery, disputes, registry, service, statistics
 from partners.models import DeliveryState, PartnerKind, SecretPurpose
 from reporting.models import Target
 
@@ -34,6 +35,7 @@ ViewPage = Annotated[StaffPage, Depends(staff_page("partners.view"))]
 ManagePage = Annotated[StaffPage, Depends(staff_page("partners.manage"))]
 TargetPage = Annotated[StaffPage, Depends(staff_page("target.view"))]
 ConfirmPage = Annotated[StaffPage, Depends(staff_page("target.confirm"))]
+StatsPage = Annotated[StaffPage, Depends(staff_page("stats.view"))]
 
 DEAD_LETTERS = (DeliveryState.failed, DeliveryState.dead)
 ROTATABLE = (
@@ -280,4 +282,29 @@ def target_forwardings(target_id: int, page: TargetPage, session: SessionDep) ->
         target_id=target_id,
         target_status=str(target.status),
         forwardings=service.target_forwardings(session, target_id),
+        watch=service.target_watch(session, target_id),
+    )
+
+
+# Statistics --------------------------------------------------------------------------------
+
+PERIODS = (30, 365)
+"""The periods offered besides all time, in days."""
+
+
+@router.get("/staff/statistics", response_class=HTMLResponse)
+def statistics_page(
+    page: StatsPage,
+    session: SessionDep,
+    now: NowDep,
+    days: Annotated[int | None, Query(ge=1, le=36500)] = None,
+) -> HTMLResponse:
+    """Reports, confirmation rate, hosting countries, removal within three days."""
+    since = now - dt.timedelta(days=days) if days is not None else None
+    return page.render(
+        "staff/statistics.html",
+        engine=templates,
+        days=days,
+        periods=PERIODS,
+        figures=statistics.statistics(session, since=since),
     )

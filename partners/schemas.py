@@ -352,3 +352,79 @@ class PeerResult(BaseModel):
     )
     report: ReportResult | None = None
     forwarding: ForwardingRead | None = None
+
+
+# What the re-checks learned of a target, and the hotline's figures (staff) ---------------
+
+
+class RemovalView(BaseModel):
+    """The watch on a target (`partners.rechecks.removal`)."""
+
+    confirmed_at: dt.datetime | None
+    removed_at: dt.datetime | None
+    reopened_at: dt.datetime | None
+    time_to_removal_seconds: int | None
+    last_result: str | None
+    last_checked_at: dt.datetime | None
+    next_due_at: dt.datetime | None
+    checks: int
+
+
+class RecheckView(BaseModel):
+    id: int
+    due_at: dt.datetime
+    done_at: dt.datetime | None
+    result: str | None = Field(description="online, moved, removed or unreachable; None: due")
+    status_code: int | None
+    media_found: int | None
+    error: str | None
+
+
+class NoticeView(BaseModel):
+    id: int
+    partner_id: int
+    partner: str
+    channel: str
+    state: str
+    language: str | None
+    repeats_id: int | None = Field(description="The notice this one repeats (a re-notice).")
+    created_at: dt.datetime
+    sent_at: dt.datetime | None
+    last_error: str | None
+
+
+class TargetWatch(BaseModel):
+    """A target after its confirmation: removal, the re-checks (newest first) and the
+    notices to hosting providers that named it."""
+
+    target_id: int
+    status: str
+    removal: RemovalView
+    rechecks: list[RecheckView]
+    notices: list[NoticeView]
+
+
+class CountryCount(BaseModel):
+    country: str | None = Field(description="ISO 3166-1 alpha-2; None: unknown")
+    targets: int
+
+
+class RemovalFigures(BaseModel):
+    confirmed: int
+    removed: int
+    removed_within: int
+    within_seconds: int
+    share_removed_within: float | None
+    median_time_to_removal_seconds: int | None
+
+
+class Statistics(BaseModel):
+    since: dt.datetime | None
+    reports: int
+    reports_by_source: dict[str, int]
+    targets_reported: int
+    decided: int = Field(description="Targets confirmed or found not illegal.")
+    confirmed: int = Field(description="Targets confirmed (and maybe forwarded or removed).")
+    confirmation_rate: float | None
+    hosting_countries: list[CountryCount]
+    removal: RemovalFigures
