@@ -8,11 +8,17 @@ left for the sweeps. Domain packages wake each other by task name only.
 from __future__ import annotations
 
 import logging
+import os
+import time
+import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from celery import Celery
+from kombu.exceptions import ChannelError
+from kombu.transport import TRANSPORT_ALIASES, filesystem
+from kombu.utils.json import dumps
 from sqlmodel import Session
 
 from hotline.settings import Settings, get_settings
@@ -34,6 +40,34 @@ def enqueue(session: Session, name: str, **kwargs: Any) -> None:
 
 def buffered(session: Session) -> list[Message]:
     return list(session.info.get(OUTBOX_KEY, []))
+
+
+class AtomicFilesystemChannel(filesystem.Channel):
+    """kombu's filesystem channel creates a message file and then writes it, so a
+    consumer listing the folder in between takes an empty or half-written file and the
+    worker dies on half a JSON document. Here every message is written under a name no
+    queue reads (a leading dot, a ``.part`` suffix) and renamed into place, which is
+    atomic: consumers only ever see whole messages."""
+
+    # kombu declares two signatures for _put (filesystem and virtual base); this is the former.
+    def _put(self, queue: str, payload: dict[str, Any], **kwargs: Any) -> None:  # type: ignore[override]
+        name = f"{round(time.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        folder = self.data_folder_out
+        staging = os.path.join(folder, f".{name}.part")
+        try:
+            with open(staging, "wb") as file:
+                file.write(dumps(payload).encode("utf-8"))
+            os.replace(staging, os.path.join(folder, name))
+        except OSError as exc:
+            raise ChannelError(f"Cannot add a message to {folder!r}") from exc
+
+
+class AtomicFilesystemTransport(filesystem.Transport):
+    Channel = AtomicFilesystemChannel
+
+
+# The embedded runtime's broker: kombu's filesystem transport with atomic writes.
+TRANSPORT_ALIASES["hotline-filesystem"] = "hotline.queue:AtomicFilesystemTransport"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -58,6 +92,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "timezone": "UTC",
     }
     if not settings.broker_url:
+        config["broker_url"] = "hotline-filesystem://"
         folder = settings.broker_dir
         for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)

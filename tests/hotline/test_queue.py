@@ -1,0 +1,61 @@
+"""The embedded broker: messages written by one process and taken by another are whole."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kombu import Connection
+
+from hotline.queue import celery_config
+from hotline.settings import Settings
+
+COUNT = 300
+
+
+def consume(url: str, options: dict[str, Any], results: Any) -> None:
+    received, error = 0, ""
+    with Connection(url, transport_options=options) as connection:
+        queue = connection.SimpleQueue("race")
+        try:
+            while received < COUNT:
+                message = queue.get(timeout=30)
+                assert message.payload["n"] >= 0
+                message.ack()
+                received += 1
+        except Exception as exc:  # a half-written file raises here
+            error = f"{type(exc).__name__}: {exc}"[:200]
+        finally:
+            queue.close()
+    results.put((received, error))
+
+
+def race(url: str, options: dict[str, Any]) -> tuple[int, str]:
+    # Large bodies widen the window in which a plain write is half done.
+    body = {"padding": "x" * 1_000_000}
+    results: Any = multiprocessing.get_context("spawn").Queue()
+    consumer = multiprocessing.get_context("spawn").Process(
+        target=consume, args=(url, options, results)
+    )
+    consumer.start()
+    with Connection(url, transport_options=options) as connection:
+        queue = connection.SimpleQueue("race")
+        for n in range(COUNT):
+            queue.put({"n": n, **body})
+        queue.close()
+    outcome: tuple[int, str] = results.get(timeout=120)
+    consumer.join(timeout=30)
+    return outcome
+
+
+@pytest.mark.parametrize("transport", ["hotline-filesystem"])
+def test_a_consumer_racing_the_producer_only_ever_sees_whole_messages(
+    tmp_path: Path, transport: str
+) -> None:
+    config = celery_config(Settings(data_dir=tmp_path, broker_url=""))
+    assert config["broker_url"] == "hotline-filesystem://"
+    options = config["broker_transport_options"]
+    assert race(f"{transport}://", options) == (COUNT, "")
+    assert [p.name for p in Path(options["data_folder_in"]).iterdir()] == []
