@@ -21,7 +21,7 @@ from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Literal
 
 from babel import Locale
-from sqlalchemy import and_, delete, func, literal, select, union_all, update
+from sqlalchemy import and_, delete, exists, func, literal, select, union_all, update
 from sqlmodel import Session, col
 
 from hotline import audit, queue
@@ -924,11 +924,30 @@ def adopt_earlier_verdicts(
     Returns the new status when the target was decided, else None. An analyst's
     assessment supersedes the automatic rows.
     """
+    if not _assessed_elsewhere(session, target_id):
+        return None  # the usual case for new content: one query, no savepoint
     try:
         with session.begin_nested():  # a race lost leaves nothing of this attempt behind
             return _adopt(session, target_id, now=now, policy=policy)
     except StatusChanged:
         return None
+
+
+def _assessed_elsewhere(session: Session, target_id: int) -> bool:
+    """Whether any media item of the target has a current analyst's verdict elsewhere."""
+    seen_here = select(col(Sighting.media_id)).where(col(Sighting.target_id) == target_id)
+    return bool(
+        session.execute(
+            select(
+                exists().where(
+                    col(Assessment.media_id).in_(seen_here),
+                    col(Assessment.target_id) != target_id,
+                    col(Assessment.current).is_(True),
+                    col(Assessment.origin) == AssessmentOrigin.analyst,
+                )
+            )
+        ).scalar()
+    )
 
 
 def _adopt(
