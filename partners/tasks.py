@@ -86,6 +86,14 @@ def notify_reopened(target_id: int) -> int:
         return len(rechecks.notify_reopened(session, target_id, now=utcnow()))
 
 
+@shared_task(name="partners.tell_sources", acks_late=True, ignore_result=True)
+def tell_sources(target_id: int) -> int:
+    """A target closed without confirmation (not illegal, gone): tell the peer hotline
+    that sent it, if one did."""
+    with session_scope() as session:
+        return len(peers.tell_sources(session, target_id, now=utcnow()))
+
+
 @shared_task(name="partners.retract_target", acks_late=True, ignore_result=True)
 def retract_target(target_id: int) -> int:
     """A reversed verdict: retract the target's forwardings and tell who received them."""

@@ -67,6 +67,8 @@ from triage.schemas import (
 
 Policy = Literal["none", "national", "always"]
 ROUTE_TASK = "partners.route_target"
+# A target closed otherwise: a peer hotline that sent it hears the outcome.
+CLOSED_TASK = "partners.tell_sources"
 RETRACT_TASK = "partners.retract_target"
 # Targets whose verdict stands confirmed (their media on the own list); a reversal
 # takes a target out of them.
@@ -501,8 +503,10 @@ def apply_outcome(
     if status == TargetStatus.confirmed:
         _join_own_list(session, int(target.id or 0), now=now)
         _count_confirmed(session, target.registered_domain, now=now)
-        # Until the partners package has this task, the target waits as confirmed.
+        # Routing to law enforcement, the hosting provider and partner hotlines.
         queue.enqueue(session, ROUTE_TASK, target_id=target.id)
+    elif status in (TargetStatus.not_illegal, TargetStatus.unreachable):
+        queue.enqueue(session, CLOSED_TASK, target_id=target.id)
     return status
 
 

@@ -70,6 +70,12 @@ def test_a_peer_hears_what_became_of_its_report_in_a_valid_status_document(
     assert document["status"]["reference"] == "42"
     assert document["status"]["status"] == "received"
 
+    target.status = TargetStatus.not_illegal
+    session.add(target)
+    session.flush()
+    document = delivery.build_document(session, forwarding, sender=SENDER)
+    assert document["status"]["status"] == "not_illegal"
+
     target.status = TargetStatus.removed
     target.removed_at = now
     session.add(target)

@@ -410,6 +410,10 @@ def test_outcomes_that_close_a_target(
     assert decisions(session, case) == [("first", verdict, ana.id, None)]
     assert routed(session) == []
     assert own_hashes(session) == set()
+    # A peer hotline that sent the target hears the outcome (partners.tell_sources).
+    assert [m.kwargs for m in queue.buffered(session) if m.name == assessment.CLOSED_TASK] == [
+        {"target_id": case.id}
+    ]
 
 
 # -- validation and claims -------------------------------------------------------------------
