@@ -105,7 +105,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         }
     elif settings.broker_url.startswith(("redis://", "rediss://")):
         config["broker_transport_options"] = {
-            "visibility_timeout": 3600,
+            # Longer than the longest retry countdown (with its jitter): Redis would
+            # otherwise hand a waiting retry to another worker every timeout, piling up
+            # copies. A dead worker's tasks come back through the sweeps meanwhile.
+            "visibility_timeout": max(
+                3600, int(settings.delivery_retry_max_delay_seconds * 1.25) + 600
+            ),
             "socket_connect_timeout": settings.broker_publish_timeout_seconds,
             "socket_timeout": settings.broker_publish_timeout_seconds,
         }

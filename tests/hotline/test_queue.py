@@ -59,3 +59,10 @@ def test_a_consumer_racing_the_producer_only_ever_sees_whole_messages(
     options = config["broker_transport_options"]
     assert race(f"{transport}://", options) == (COUNT, "")
     assert [p.name for p in Path(options["data_folder_in"]).iterdir()] == []
+
+
+def test_redis_never_hands_a_waiting_retry_to_a_second_worker(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/0")
+    timeout = celery_config(settings)["broker_transport_options"]["visibility_timeout"]
+    # The longest countdown a delivery retry can get, jitter included, fits inside it.
+    assert timeout > settings.delivery_retry_max_delay_seconds * 1.25  # jitter is +-25 %
