@@ -42,6 +42,19 @@
     if (!img || img.getAttribute("data-state") === "unblurred") {
       return;
     }
+    if (img.getAttribute("data-kind") === "video") {
+      // A video plays in a player, never with sound unless the analyst turns it on.
+      var video = document.createElement("video");
+      video.muted = true;
+      video.controls = true;
+      video.preload = "metadata";
+      video.src = img.getAttribute("data-unblurred");
+      video.setAttribute("data-state", "unblurred");
+      img.setAttribute("data-state", "unblurred");
+      img.hidden = true;
+      img.parentNode.insertBefore(video, img);
+      return;
+    }
     img.src = img.getAttribute("data-unblurred");
     img.setAttribute("data-state", "unblurred");
   }

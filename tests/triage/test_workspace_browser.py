@@ -180,3 +180,33 @@ def test_from_new_analyst_to_confirmed_report(
             assert visit.failed_assets == [], visit.failed_assets
             assert visit.console_errors == [], visit.console_errors
             visit.close()
+
+
+def test_a_video_plays_muted_only_when_unblurred(
+    browser: Any,  # noqa: F811
+    axe_source: str,  # noqa: F811
+    live_server: str,
+) -> None:
+    with LocalHTTPServer() as site:
+        target_id, _ = seen(site.route("/clip.mp4", body=images.fake_mp4()))
+        with session_scope() as session:
+            create_user(
+                session,
+                "ana@hotline.example",
+                Role.analyst,
+                PASSWORD,
+                now=utcnow(),
+                cipher=configured_staff_cipher(),
+            )
+        ana = Visit(browser, live_server, axe_source, locale="en-GB")
+        sign_in_first_time(ana, live_server, "ana@hotline.example")
+        ana.navigate(lambda: ana.page.keyboard.press("n"))
+        assert ana.page.url.endswith(f"/staff/targets/{target_id}")
+        assert ana.page.locator(".safe-view video").count() == 0  # a still placeholder first
+        ana.page.keyboard.press("u")
+        video = ana.page.locator(".safe-view video")
+        video.wait_for()
+        assert video.evaluate("v => v.muted") is True
+        assert "unblur=true" in (video.get_attribute("src") or "")
+        assert ana.outside == []
+        ana.close()
