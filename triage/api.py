@@ -83,11 +83,15 @@ def get_queue(
     domain: str | None = None,
     country: str | None = None,
     list_name: Annotated[str | None, Query(alias="list")] = None,
+    status: Annotated[
+        TargetStatus | None,
+        Query(description="Targets in this status instead of the open items."),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
     """Open items, most urgent first, with counts and the sites they belong to."""
-    filters = review.QueueFilters(category, domain, country, list_name)
+    filters = review.QueueFilters(category, domain, country, list_name, status)
     items = review.list_queue(session, now=now, filters=filters, limit=limit, offset=offset)
     return {
         "counts": review.queue_counts(session, now=now),

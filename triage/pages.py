@@ -99,13 +99,18 @@ def queue(
     domain: str = "",
     country: str = "",
     list_name: Annotated[str, Query(alias="list", max_length=100)] = "",
+    status: Annotated[TargetStatus | None, Query()] = None,
     offset: Annotated[int, Query(ge=0)] = 0,
     done: Annotated[int | None, Query(ge=1)] = None,
 ) -> HTMLResponse:
     """Open items, most urgent first, with the reasons, counts and sites."""
     decided = session.get(Target, done) if done else None
     filters = review.QueueFilters(
-        category or None, domain or None, (country or "")[:2] or None, list_name or None
+        category or None,
+        domain or None,
+        (country or "")[:2] or None,
+        list_name or None,
+        None if status is TargetStatus.queued else status,
     )
     items = review.list_queue(session, now=now, filters=filters, limit=50, offset=offset)
     return page.render(
@@ -114,7 +119,14 @@ def queue(
         items=[review.queue_item(t) for t in items],
         counts=review.queue_counts(session, now=now),
         sites=review.queue_by_site(session, now=now, limit=20),
-        filters={"category": category, "domain": domain, "country": country, "list": list_name},
+        filters={
+            "category": category,
+            "domain": domain,
+            "country": country,
+            "list": list_name,
+            "status": status.value if status else "",
+        },
+        statuses=[s.value for s in TargetStatus],
         categories=[c.value for c in ReportCategory],
         offset=offset,
         page_size=50,

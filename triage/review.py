@@ -28,6 +28,9 @@ class QueueFilters:
     registered_domain: str | None = None
     country: str | None = None
     list_name: str | None = None
+    # None: the open items (queued, nobody holds them). Another status lists the targets
+    # in it (waiting for a second opinion, disputed, confirmed...), most urgent first.
+    status: TargetStatus | None = None
 
 
 def _unclaimed(now: dt.datetime) -> ColumnElement[bool]:
@@ -62,6 +65,12 @@ def _open_items(now: dt.datetime, filters: QueueFilters) -> list[ColumnElement[b
     return [col(Target.status) == TargetStatus.queued, _unclaimed(now), *_filtered(filters)]
 
 
+def _listed(now: dt.datetime, filters: QueueFilters) -> list[ColumnElement[bool]]:
+    if filters.status is None:
+        return _open_items(now, filters)
+    return [col(Target.status) == filters.status, *_filtered(filters)]
+
+
 ORDER = (col(Target.priority).desc(), col(Target.first_reported_at), col(Target.id))
 
 
@@ -90,8 +99,8 @@ def list_queue(
     limit: int = 50,
     offset: int = 0,
 ) -> list[Target]:
-    """Open items, most urgent first."""
-    query = select(Target).where(*_open_items(now, filters)).order_by(*ORDER)
+    """Open items (or the targets in ``filters.status``), most urgent first."""
+    query = select(Target).where(*_listed(now, filters)).order_by(*ORDER)
     return list(session.execute(query.limit(limit).offset(offset)).scalars())
 
 

@@ -73,6 +73,23 @@ def test_filters_narrow_the_queue(session: Session) -> None:
     assert [t.registered_domain for t in grooming] == ["example.org"]
 
 
+def test_the_status_filter_lists_targets_past_the_queue(session: Session) -> None:
+    open_item = queued(session, "http://a.example.com/1", priority=100)
+    waiting = queued(session, "http://a.example.com/2", priority=900)
+    target = session.get(Target, waiting)
+    assert target is not None
+    target.status = TargetStatus.second_opinion
+    session.flush()
+    now = utcnow()
+    assert [t.id for t in review.list_queue(session, now=now)] == [open_item]
+    second = review.QueueFilters(status=TargetStatus.second_opinion)
+    assert [t.id for t in review.list_queue(session, now=now, filters=second)] == [waiting]
+    # "Next" always takes an open item, whatever the list shows.
+    taken = review.claim_next(session, user_id=1, now=now, lease=LEASE, filters=second)
+    assert taken is not None
+    assert taken.id == open_item
+
+
 def test_a_claimed_item_is_offered_to_no_one_else_until_its_lease_ends(session: Session) -> None:
     first = queued(session, "http://a.example.com/1", priority=500)
     second = queued(session, "http://a.example.com/2", priority=100)
