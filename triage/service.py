@@ -271,7 +271,8 @@ def record_failure(
     return Outcome(TargetStatus.unreachable)
 
 
-def upsert_media(session: Session, hashes: MediaHashes, *, now: dt.datetime) -> int:
+def upsert_media(session: Session, hashes: MediaHashes, *, now: dt.datetime) -> tuple[int, bool]:
+    """The media row's id, and whether this call inserted it."""
     insert = dialect_insert(session)
     table = Media.__table__  # type: ignore[attr-defined]
     statement = (
@@ -296,12 +297,11 @@ def upsert_media(session: Session, hashes: MediaHashes, *, now: dt.datetime) -> 
     )
     inserted = session.execute(statement).scalar()
     if inserted is not None:
-        return int(inserted)
-    return int(
-        session.execute(
-            select(col(Media.id)).where(col(Media.sha256) == hashes.sha256)
-        ).scalar_one()
-    )
+        return int(inserted), True
+    existing = session.execute(
+        select(col(Media.id)).where(col(Media.sha256) == hashes.sha256)
+    ).scalar_one()
+    return int(existing), False
 
 
 def upsert_sighting(
@@ -454,9 +454,11 @@ def record_gathered(
     place = hosting.lookup(gathered.ip)
     facts = ranking.PriorityInput(report_count=claim.report_count)
     media_ids: set[int] = set()
+    seen_before = False
     # Rows in one order for every worker: two pages sharing new media cannot deadlock.
     for found in sorted(gathered.media, key=lambda item: item.hashes.sha256):
-        media_id = upsert_media(session, found.hashes, now=now)
+        media_id, new = upsert_media(session, found.hashes, now=now)
+        seen_before = seen_before or not new
         where = place if found.ip == gathered.ip else hosting.lookup(found.ip)
         upsert_sighting(session, claim.target_id, media_id, found, where, now=now)
         if media_id not in media_ids:
@@ -498,7 +500,10 @@ def record_gathered(
         gathered.broken,
         priority,
     )
-    # Media an analyst already assessed on another target carry that verdict.
+    # Media an analyst already assessed on another target carry that verdict (media
+    # first seen just now cannot have one: no query then).
+    if not seen_before:
+        return Outcome(TargetStatus.queued)
     decided = adopt_earlier_verdicts(session, claim.target_id, now=now)
     if decided is not None:
         log.info("target %s decided from earlier verdicts: %s", claim.target_id, decided)

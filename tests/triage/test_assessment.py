@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import ipaddress
 import json
 from typing import Any
 
@@ -959,3 +960,62 @@ def test_bulk_confirm_and_hosting_correction_through_the_api(client: Any) -> Non
     shown = client.get(f"/api/v1/targets/{unknown_id}", headers=ana).json()
     assert shown["hosting"]["country"] == "DE"
     assert shown["site"]["statuses"] == {"confirmed": 1, "queued": 1}
+
+
+def test_the_pipeline_gives_a_known_picture_on_a_new_page_its_earlier_verdict(
+    committed: Any, http_server: Any, configure: Any
+) -> None:
+    """The worker, not only the item view, takes over earlier verdicts: the same file
+    reported at a second address is decided without an analyst (policy none)."""
+    from tests.triage.test_safeview import seen
+    from triage import review
+    from triage.fetcher import get_fetcher
+
+    configure(second_opinion="none")
+    picture = images.jpeg(7, (320, 240))
+    first, [media_id] = seen(http_server.route("/first.jpg", body=picture))
+    with session_scope() as session:
+        ana = staff(session, "ana@earlier.example")
+        claimed = review.claim_next(
+            session, user_id=int(ana.id or 0), now=utcnow(), lease=dt.timedelta(minutes=5)
+        )
+        assert claimed is not None
+        assert claimed.id == first
+        assessment.assess(
+            session,
+            first,
+            AssessmentCreate(items=[ItemAssessment(media_id=media_id, classification=B)]),
+            user=ana,
+            now=utcnow(),
+            policy="none",
+        )
+    with session_scope() as session:
+        _, report = intake.submit_report(
+            session,
+            ReportCreate(
+                url=http_server.route("/again.jpg", body=picture), category=ReportCategory.csam
+            ),
+            source=ReportSource.api,
+            now=utcnow(),
+            max_url_length=4096,
+            allow_networks=(ipaddress.ip_network("127.0.0.0/8"),),
+        )
+        second = report.target_id
+    outcome = service.process_target(
+        second,
+        units=session_scope,
+        fetcher=get_fetcher(),
+        near=NearDuplicates(phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=0),
+        hosting=get_hosting_lookup(),
+        limits=service.Limits(),
+        lease=dt.timedelta(minutes=10),
+        max_attempts=2,
+        retry_delay=0,
+        now=utcnow,
+    )
+    assert outcome.status == TargetStatus.confirmed
+    with session_scope() as session:
+        taken = session.execute(
+            select(Assessment).where(col(Assessment.target_id) == second)
+        ).scalar_one()
+        assert (taken.origin, taken.classification) == (AssessmentOrigin.earlier, B)
