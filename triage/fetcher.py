@@ -28,6 +28,7 @@ no URL, host or bytes in exception texts, and the underlying exception is suppre
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import ipaddress
@@ -254,19 +255,20 @@ class Fetcher:
             addresses.append(str(ip))
         return tuple(dict.fromkeys(addresses))
 
-    def _request(
-        self, hop: _Hop, addresses: tuple[str, ...], deadline: _Deadline
-    ) -> FetchResult | str:
-        """One GET on a fresh connection to a vetted address: a result, or a Location."""
+    @contextlib.contextmanager
+    def _exchange(
+        self,
+        method: bytes,
+        hop: _Hop,
+        addresses: tuple[str, ...],
+        deadline: _Deadline,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes | None = None,
+    ) -> Iterator[tuple[httpcore.Response, _PinnedBackend]]:
+        """One request on a fresh connection to a vetted address, its failures mapped to
+        reason codes; yields the streaming response and the backend that connected."""
         policy = self._policy
         backend = _PinnedBackend(hop.host, hop.port, addresses, deadline)
-        headers = [
-            (b"Host", hop.host_header.encode("ascii")),
-            (b"User-Agent", policy.user_agent.encode("latin-1", "replace")),
-            (b"Accept", b"*/*"),
-            (b"Accept-Encoding", _ACCEPT_ENCODING),
-            (b"Connection", b"close"),
-        ]
         timeouts = {
             "connect": policy.connect_timeout,
             "read": policy.read_timeout,
@@ -279,6 +281,12 @@ class Fetcher:
             port=hop.port,
             target=hop.target.encode("ascii"),
         )
+        base = [
+            (b"Host", hop.host_header.encode("ascii")),
+            (b"User-Agent", policy.user_agent.encode("latin-1", "replace")),
+            (b"Accept", b"*/*"),
+            (b"Connection", b"close"),
+        ]
         try:
             with (
                 httpcore.ConnectionPool(
@@ -289,23 +297,14 @@ class Fetcher:
                     retries=0,
                 ) as pool,
                 pool.stream(
-                    "GET", request_url, headers=headers, extensions={"timeout": timeouts}
+                    method,
+                    request_url,
+                    headers=[*base, *headers],
+                    content=body,
+                    extensions={"timeout": timeouts},
                 ) as response,
             ):
-                status = response.status
-                location = _header(response.headers, b"location")
-                if status in _REDIRECT_STATUSES and location is not None:
-                    return location
-                if status >= 400:
-                    raise FetchError(f"http_error_{status}")
-                content = self._read_body(response, deadline)
-                return FetchResult(
-                    url=hop.url,
-                    status=status,
-                    content=content,
-                    content_type=_header(response.headers, b"content-type"),
-                    ip=backend.connected_address or addresses[0],
-                )
+                yield response, backend
         except httpcore.TimeoutException:
             raise FetchError("timeout") from None
         except httpcore.ConnectError as exc:
@@ -313,6 +312,27 @@ class Fetcher:
             raise FetchError("tls_error" if tls else "connect_error") from None
         except (httpcore.NetworkError, httpcore.ProtocolError):
             raise FetchError("connect_error") from None
+
+    def _request(
+        self, hop: _Hop, addresses: tuple[str, ...], deadline: _Deadline
+    ) -> FetchResult | str:
+        """One GET on a fresh connection to a vetted address: a result, or a Location."""
+        headers = [(b"Accept-Encoding", _ACCEPT_ENCODING)]
+        with self._exchange(b"GET", hop, addresses, deadline, headers) as (response, backend):
+            status = response.status
+            location = _header(response.headers, b"location")
+            if status in _REDIRECT_STATUSES and location is not None:
+                return location
+            if status >= 400:
+                raise FetchError(f"http_error_{status}")
+            content = self._read_body(response, deadline)
+            return FetchResult(
+                url=hop.url,
+                status=status,
+                content=content,
+                content_type=_header(response.headers, b"content-type"),
+                ip=backend.connected_address or addresses[0],
+            )
 
     def _post(
         self,
@@ -322,63 +342,25 @@ class Fetcher:
         body: bytes,
         extra_headers: Sequence[tuple[str, str]],
     ) -> PostResult:
-        policy = self._policy
-        backend = _PinnedBackend(hop.host, hop.port, addresses, deadline)
         headers = [
-            (b"Host", hop.host_header.encode("ascii")),
-            (b"User-Agent", policy.user_agent.encode("latin-1", "replace")),
-            (b"Accept", b"*/*"),
             (b"Content-Length", str(len(body)).encode("ascii")),
-            (b"Connection", b"close"),
             *((k.encode("latin-1"), v.encode("latin-1")) for k, v in extra_headers),
         ]
-        timeouts = {
-            "connect": policy.connect_timeout,
-            "read": policy.read_timeout,
-            "write": policy.read_timeout,
-            "pool": policy.connect_timeout,
-        }
-        request_url = httpcore.URL(
-            scheme=hop.scheme.encode("ascii"),
-            host=hop.host.encode("ascii"),
-            port=hop.port,
-            target=hop.target.encode("ascii"),
-        )
-        try:
-            with (
-                httpcore.ConnectionPool(
-                    ssl_context=self._ssl_context,
-                    network_backend=backend,
-                    max_connections=1,
-                    max_keepalive_connections=0,
-                    retries=0,
-                ) as pool,
-                pool.stream(
-                    "POST",
-                    request_url,
-                    headers=headers,
-                    content=body,
-                    extensions={"timeout": timeouts},
-                ) as response,
-            ):
-                received = 0
-                for chunk in response.iter_stream():
-                    received += len(chunk)
-                    if received > policy.max_bytes:
-                        break
-                    deadline.check()
-                return PostResult(
-                    status=response.status,
-                    ip=backend.connected_address or addresses[0],
-                    location=_header(response.headers, b"location"),
-                )
-        except httpcore.TimeoutException:
-            raise FetchError("timeout") from None
-        except httpcore.ConnectError as exc:
-            tls = isinstance(exc.__cause__ or exc.__context__, ssl.SSLError)
-            raise FetchError("tls_error" if tls else "connect_error") from None
-        except (httpcore.NetworkError, httpcore.ProtocolError):
-            raise FetchError("connect_error") from None
+        with self._exchange(b"POST", hop, addresses, deadline, headers, body) as (
+            response,
+            backend,
+        ):
+            received = 0
+            for chunk in response.iter_stream():
+                received += len(chunk)
+                if received > self._policy.max_bytes:
+                    break
+                deadline.check()
+            return PostResult(
+                status=response.status,
+                ip=backend.connected_address or addresses[0],
+                location=_header(response.headers, b"location"),
+            )
 
     def _read_body(self, response: httpcore.Response, deadline: _Deadline) -> bytes:
         limit = self._policy.max_bytes
