@@ -403,38 +403,30 @@ def enable_partner(
     return partner
 
 
+def _by_partner(session: Session, ids: list[int], value: Any, order: Any) -> dict[int, list[Any]]:
+    """One column of a partner's detail table (countries, ASNs...), per partner, ordered."""
+    found: dict[int, list[Any]] = {i: [] for i in ids}
+    if ids:
+        table = value.class_
+        rows = session.execute(
+            select(col(table.partner_id), col(value))
+            .where(col(table.partner_id).in_(ids))
+            .order_by(col(order))
+        )
+        for partner_id, item in rows:
+            found[partner_id].append(item)
+    return found
+
+
 def read_partners(session: Session, partners: Sequence[Partner]) -> list[PartnerRead]:
     """Partners with their countries, ASNs, domains and languages, in the given order."""
     ids = [_id(p) for p in partners]
-    countries: dict[int, list[str]] = {i: [] for i in ids}
-    asns: dict[int, list[int]] = {i: [] for i in ids}
-    domains: dict[int, list[str]] = {i: [] for i in ids}
-    languages: dict[int, list[str]] = {i: [] for i in ids}
-    if ids:
-        for c in session.execute(
-            select(PartnerCountry)
-            .where(col(PartnerCountry.partner_id).in_(ids))
-            .order_by(col(PartnerCountry.country))
-        ).scalars():
-            countries[c.partner_id].append(c.country)
-        for a in session.execute(
-            select(PartnerAsn)
-            .where(col(PartnerAsn.partner_id).in_(ids))
-            .order_by(col(PartnerAsn.asn))
-        ).scalars():
-            asns[a.partner_id].append(a.asn)
-        for d in session.execute(
-            select(PartnerDomain)
-            .where(col(PartnerDomain.partner_id).in_(ids))
-            .order_by(col(PartnerDomain.registered_domain))
-        ).scalars():
-            domains[d.partner_id].append(d.registered_domain)
-        for lang in session.execute(
-            select(PartnerLanguage)
-            .where(col(PartnerLanguage.partner_id).in_(ids))
-            .order_by(col(PartnerLanguage.position))
-        ).scalars():
-            languages[lang.partner_id].append(lang.language)
+    countries = _by_partner(session, ids, PartnerCountry.country, PartnerCountry.country)
+    asns = _by_partner(session, ids, PartnerAsn.asn, PartnerAsn.asn)
+    domains = _by_partner(
+        session, ids, PartnerDomain.registered_domain, PartnerDomain.registered_domain
+    )
+    languages = _by_partner(session, ids, PartnerLanguage.language, PartnerLanguage.position)
     return [
         PartnerRead(
             id=_id(p),
