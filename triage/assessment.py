@@ -680,6 +680,34 @@ def give_second_opinion(
     return _result(session, target, first_outcome if agrees else None)
 
 
+def _overrule(
+    session: Session,
+    target_id: int,
+    current: dict[int, Assessment],
+    media: dict[int, Media],
+    *,
+    user_id: int,
+    now: dt.datetime,
+    note: str,
+) -> None:
+    """A supervisor's not-illegal verdict on every item still classified illegal or
+    doubtful, so none of them is carried to other targets as an earlier verdict."""
+    items = [
+        ItemAssessment(media_id=m, classification=Classification.not_illegal, note=note)
+        for m, a in sorted(current.items())
+        if a.classification in ILLEGAL | {Classification.doubtful}
+    ]
+    _record_items(
+        session,
+        target_id,
+        items,
+        media,
+        analyst_id=user_id,
+        origin=AssessmentOrigin.analyst,
+        now=now,
+    )
+
+
 def rule(
     session: Session, target_id: int, data: RulingCreate, *, user: StaffUser, now: dt.datetime
 ) -> DecisionResult:
@@ -714,20 +742,7 @@ def rule(
     ):
         raise NoIllegalMedia()
     if data.outcome == Outcome.not_illegal:
-        left = [
-            ItemAssessment(media_id=m, classification=Classification.not_illegal, note="ruling")
-            for m, a in sorted(current.items())
-            if a.classification in ILLEGAL | {Classification.doubtful}
-        ]
-        _record_items(
-            session,
-            target_id,
-            left,
-            media,
-            analyst_id=user_id,
-            origin=AssessmentOrigin.analyst,
-            now=now,
-        )
+        _overrule(session, target_id, current, media, user_id=user_id, now=now, note="ruling")
     _decide(
         session,
         target_id,
@@ -844,20 +859,7 @@ def reverse(
     media = target_media(session, target_id)
     current = current_assessments(session, target_id)
     illegal = sorted(m for m, a in current.items() if a.classification in ILLEGAL)
-    items = [
-        ItemAssessment(media_id=m, classification=Classification.not_illegal, note="reversal")
-        for m, a in sorted(current.items())
-        if a.classification in ILLEGAL | {Classification.doubtful}
-    ]
-    _record_items(
-        session,
-        target_id,
-        items,
-        media,
-        analyst_id=user_id,
-        origin=AssessmentOrigin.analyst,
-        now=now,
-    )
+    _overrule(session, target_id, current, media, user_id=user_id, now=now, note="reversal")
     _decide(
         session,
         target_id,
