@@ -290,6 +290,14 @@ def reset_2fa(
 # Sign-in -----------------------------------------------------------------------------
 
 
+def _count_failure(session: Session, user: StaffUser, now: dt.datetime) -> None:
+    """One more failed sign-in (or first code); the fifth in a row locks the account."""
+    user.failed_logins += 1
+    if user.failed_logins >= MAX_FAILED_LOGINS:
+        user.locked_until = now + LOCKOUT
+    session.flush()
+
+
 @dataclass(frozen=True)
 class LoginResult:
     """What ``check_login`` decided. A refusal has already been recorded on the account."""
@@ -349,10 +357,7 @@ def check_login(
         else None
     )
     if step is None:
-        user.failed_logins += 1
-        if user.failed_logins >= MAX_FAILED_LOGINS:
-            user.locked_until = now + LOCKOUT
-        session.flush()
+        _count_failure(session, user, now)
         return LoginResult(None, InvalidCredentials())
     user.totp_last_step = step
     user.totp_enrolled_at = user.totp_enrolled_at or now
@@ -402,10 +407,7 @@ def enrol(
         else None
     )
     if step is None:
-        user.failed_logins += 1
-        if user.failed_logins >= MAX_FAILED_LOGINS:
-            user.locked_until = now + LOCKOUT
-        session.flush()
+        _count_failure(session, user, now)
         return False
     user.totp_last_step = step
     user.totp_enrolled_at = now
