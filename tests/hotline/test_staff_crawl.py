@@ -12,7 +12,6 @@ descriptions appear as text only; the headers keep the browser on this site.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import io
 import ipaddress
@@ -36,13 +35,10 @@ from reporting import service as intake
 from reporting.models import ReportCategory, ReportSource, Target, TargetStatus
 from reporting.schemas import ReportCreate
 from tests.fixtures import images
+from tests.fixtures.pipeline import process
 from tests.fixtures.servers import LocalHTTPServer
 from tests.fixtures.staff import PASSWORD, csrf, enrol, home, make_user
-from triage import service
-from triage.fetcher import get_fetcher
 from triage.hashlists import import_list
-from triage.hosting import get_hosting_lookup
-from triage.neardup import NearDuplicates
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 OUTSIDE_HOST = "evil.example"
@@ -99,18 +95,7 @@ class Reported:
 
 
 def _process(target_id: int) -> None:
-    outcome = service.process_target(
-        target_id,
-        units=session_scope,
-        fetcher=get_fetcher(),
-        near=NearDuplicates(phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=0),
-        hosting=get_hosting_lookup(),
-        limits=service.Limits(),
-        lease=dt.timedelta(minutes=10),
-        max_attempts=2,
-        retry_delay=0,
-        now=utcnow,
-    )
+    outcome = process(target_id)
     assert outcome.status == TargetStatus.queued
 
 

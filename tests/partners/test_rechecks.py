@@ -36,12 +36,11 @@ from reporting.models import ReportCategory, ReportSource, Target, TargetStatus
 from reporting.schemas import ReportCreate
 from tests.conftest import wait_for
 from tests.fixtures import images
+from tests.fixtures.pipeline import process
 from tests.fixtures.servers import LocalHTTPServer, drip
 from triage import assessment, service
 from triage.fetcher import Fetcher, FetchPolicy
-from triage.hosting import get_hosting_lookup
 from triage.models import Classification, Decision, DecisionStage, Outcome
-from triage.neardup import NearDuplicates
 from triage.schemas import AssessmentCreate, ItemAssessment
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
@@ -80,18 +79,7 @@ def confirm(session: Session, url: str) -> Target:
         max_url_length=4096,
         allow_networks=LOOPBACK,
     )
-    outcome = service.process_target(
-        report.target_id,
-        units=units(session),
-        fetcher=FETCHER,
-        near=NearDuplicates(phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=0),
-        hosting=get_hosting_lookup(),
-        limits=service.Limits(),
-        lease=dt.timedelta(minutes=10),
-        max_attempts=2,
-        retry_delay=0,
-        now=utcnow,
-    )
+    outcome = process(report.target_id, units=units(session), fetcher=FETCHER)
     assert outcome.status == TargetStatus.queued
     analyst, _ = create_user(
         session,

@@ -24,6 +24,7 @@ from reporting import service as intake
 from reporting.models import ReportCategory, ReportSource, Target, TargetStatus
 from reporting.schemas import PublicStatus, ReportCreate
 from tests.fixtures import images
+from tests.fixtures.pipeline import process
 from triage import assessment, service
 from triage.assessment import (
     ClaimLost,
@@ -969,7 +970,6 @@ def test_the_pipeline_gives_a_known_picture_on_a_new_page_its_earlier_verdict(
     reported at a second address is decided without an analyst (policy none)."""
     from tests.triage.test_safeview import seen
     from triage import review
-    from triage.fetcher import get_fetcher
 
     configure(second_opinion="none")
     picture = images.jpeg(7, (320, 240))
@@ -1001,18 +1001,7 @@ def test_the_pipeline_gives_a_known_picture_on_a_new_page_its_earlier_verdict(
             allow_networks=(ipaddress.ip_network("127.0.0.0/8"),),
         )
         second = report.target_id
-    outcome = service.process_target(
-        second,
-        units=session_scope,
-        fetcher=get_fetcher(),
-        near=NearDuplicates(phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=0),
-        hosting=get_hosting_lookup(),
-        limits=service.Limits(),
-        lease=dt.timedelta(minutes=10),
-        max_attempts=2,
-        retry_delay=0,
-        now=utcnow,
-    )
+    outcome = process(second)
     assert outcome.status == TargetStatus.confirmed
     with session_scope() as session:
         taken = session.execute(

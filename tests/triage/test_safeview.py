@@ -3,7 +3,6 @@ real pipeline, then looked at through `GET /api/v1/targets/{id}/media/{id}/view`
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import io
 import ipaddress
@@ -26,15 +25,14 @@ from reporting.models import ReportCategory, ReportSource, TargetStatus
 from reporting.schemas import ReportCreate
 from tests.conftest import tables_with_marker
 from tests.fixtures import images
+from tests.fixtures.pipeline import process
 from tests.fixtures.servers import LocalHTTPServer
 from tests.reporting.test_anonymity import database_dump, redis_dump
 from tests.triage.test_api import bearer
 from tests.triage.test_hashing import audit_writes  # noqa: F401 - a fixture
-from triage import safeview, service
+from triage import safeview
 from triage.fetcher import get_fetcher
-from triage.hosting import get_hosting_lookup
 from triage.models import Sighting
-from triage.neardup import NearDuplicates
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 SAFE_HEADERS = {
@@ -58,18 +56,7 @@ def seen(url: str) -> tuple[int, list[int]]:
             max_url_length=4096,
             allow_networks=LOOPBACK,
         )
-    outcome = service.process_target(
-        created.target_id,
-        units=session_scope,
-        fetcher=get_fetcher(),
-        near=NearDuplicates(phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=0),
-        hosting=get_hosting_lookup(),
-        limits=service.Limits(),
-        lease=dt.timedelta(minutes=10),
-        max_attempts=2,
-        retry_delay=0,
-        now=utcnow,
-    )
+    outcome = process(created.target_id)
     assert outcome.status == TargetStatus.queued
     with session_scope() as session:
         media = session.execute(
