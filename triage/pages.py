@@ -267,8 +267,8 @@ def assess(
     target_id: int, page: AssessPage, session: SessionDep, now: NowDep, form: FormDep
 ) -> Response:
     """The assessment form: a verdict per media item, or an outcome for the whole page."""
-    target = _target_or_404(session, target_id)
-    media_ids = [int(m["id"]) for m in describe_target(session, target)["media"]]
+    _target_or_404(session, target_id)
+    media_ids = sorted(assessment.target_media(session, target_id))
     outcome = _text(form, "outcome")
     try:
         data = AssessmentCreate.model_validate(
