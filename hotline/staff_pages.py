@@ -12,6 +12,7 @@ import datetime as dt
 from typing import Annotated, Any
 from urllib.parse import quote
 
+import pyotp
 import segno
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -163,12 +164,7 @@ def _qr_svg(uri: str) -> str:
 
 
 def _secret_of(uri: str) -> str:
-    query = uri.split("?", 1)[1] if "?" in uri else ""
-    for part in query.split("&"):
-        name, _, value = part.partition("=")
-        if name == "secret":
-            return value
-    return ""
+    return str(pyotp.parse_uri(uri).secret)
 
 
 @router.get("/staff/enrol", response_class=HTMLResponse)
