@@ -1,6 +1,6 @@
 """The README stays true: every setting listed, a two-command quick start, ``make test``.
 
-Regenerate the settings table after changing ``hotline.settings.Settings``::
+Rewrite the README's settings table after changing ``hotline.settings.Settings``::
 
     .venv/bin/python tests/hotline/test_readme.py
 """
@@ -185,5 +185,21 @@ def test_readme_links_resolve(readme: str) -> None:
     assert not missing, f"README links to missing files: {missing}"
 
 
+def write_settings_table() -> None:
+    """Replace the table in the README's Settings section with the current one."""
+    text = README.read_text(encoding="utf-8")
+    match = re.search(r"^## Settings\s*$(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert match, "README has no '## Settings' section"
+    lines = match.group(1).splitlines()
+    first = next(i for i, line in enumerate(lines) if line.strip().startswith("| Variable"))
+    last = first
+    while last + 1 < len(lines) and lines[last + 1].strip().startswith("|"):
+        last += 1
+    body = "\n".join([*lines[:first], settings_table().strip(), *lines[last + 1 :]])
+    if match.group(1).endswith("\n"):
+        body += "\n"
+    README.write_text(text[: match.start(1)] + body + text[match.end(1) :], encoding="utf-8")
+
+
 if __name__ == "__main__":
-    print(settings_table())
+    write_settings_table()
