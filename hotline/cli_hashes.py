@@ -120,7 +120,7 @@ def import_(
                     on_progress=on_progress,
                     on_stage=on_stage,
                 )
-                if summary.hashes == 0 and summary.rejected_count:
+                if summary.entries == 0 and summary.rejected_count:
                     # Nothing usable: leave no empty list behind.
                     session.rollback()
             if task is not None:
@@ -134,7 +134,7 @@ def import_(
 
     typer.echo(
         f"{summary.format} list {summary.list_name!r}: {summary.total_lines:,} lines read, "
-        f"{summary.added:,} hashes added, {summary.duplicates:,} duplicates, "
+        f"{summary.added:,} entries added, {summary.duplicates:,} duplicates, "
         f"{summary.rejected_count:,} lines rejected"
     )
     if summary.rejected_count:
@@ -150,7 +150,7 @@ def import_(
                 else "(--show-rejected prints them)"
             )
             typer.echo(f"  ... and {hidden:,} more {more}")
-    if summary.hashes == 0 and summary.rejected_count:
+    if summary.entries == 0 and summary.rejected_count:
         raise fail("no line of the file was usable; nothing imported")
 
 
@@ -158,7 +158,8 @@ def import_(
 def lists(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
-    """Show the hash lists: enabled or not, the own list, hashes per type."""
+    """Show the hash lists: enabled or not, the own list, entries (files) and how many of
+    them carry each hash type."""
     from hotline.db import session_scope
     from triage.hashlists import list_lists
 
@@ -174,7 +175,7 @@ def lists(
                         "enabled": info.enabled,
                         "own": info.own,
                         "counts": info.counts,
-                        "total": info.total,
+                        "entries": info.entries,
                         "created_at": info.created_at.isoformat(),
                     }
                 )
@@ -189,7 +190,7 @@ def lists(
     table.add_column("own")
     for name in types:
         table.add_column(name, justify="right")
-    table.add_column("total", justify="right")
+    table.add_column("entries", justify="right")
     table.add_column("created")
     for info in infos:
         table.add_row(
@@ -197,7 +198,7 @@ def lists(
             "yes" if info.enabled else "no",
             "yes" if info.own else "",
             *(f"{info.counts.get(name, 0):,}" for name in types),
-            f"{info.total:,}",
+            f"{info.entries:,}",
             info.created_at.strftime("%Y-%m-%d"),
         )
     Console(soft_wrap=True).print(table)
@@ -232,7 +233,7 @@ def remove(
     name: ListName,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Delete an imported list with all its hashes (the hotline's own list cannot be)."""
+    """Delete an imported list with all its entries (the hotline's own list cannot be)."""
     from hotline.db import session_scope
     from triage.hashlists import OwnListReadOnly, list_info, remove_list
 
@@ -241,13 +242,13 @@ def remove(
             info = list_info(session, name)
         if info.own:
             raise OwnListReadOnly()
-        if not yes and not typer.confirm(f"Remove list {name!r} and its {info.total:,} hashes?"):
+        if not yes and not typer.confirm(f"Remove list {name!r} and its {info.entries:,} entries?"):
             raise fail("nothing removed")
         with session_scope() as session:
             removed = remove_list(session, name)
     except HotlineError as exc:
         raise fail(exc.detail) from None
-    typer.echo(f"list {name!r} removed with {removed:,} hashes")
+    typer.echo(f"list {name!r} removed with {removed:,} entries")
 
 
 if __name__ == "__main__":

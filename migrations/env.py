@@ -10,6 +10,7 @@ import partners.models  # noqa: F401
 import reporting.models  # noqa: F401  (registers the tables)
 import triage.models  # noqa: F401
 from hotline.db import make_engine
+from hotline.migrate import include_name
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -19,6 +20,7 @@ def run_migrations_offline() -> None:
     context.configure(
         url=config.get_main_option("sqlalchemy.url"),
         target_metadata=target_metadata,
+        include_name=include_name,
         literal_binds=True,
         render_as_batch=True,
     )
@@ -32,6 +34,7 @@ def run_migrations_online() -> None:
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
+            include_name=include_name,
             render_as_batch=connection.dialect.name == "sqlite",
         )
         with context.begin_transaction():

@@ -43,7 +43,7 @@ from partners import registry
 from partners.errors import NotAllowed
 from partners.models import Partner, SecretPurpose
 from reporting.models import Target, TargetStatus
-from triage.models import Classification, Decision, HashList, HashType, KnownHash, Media, Outcome
+from triage.models import Classification, Decision, HashList, KnownEntry, Media, Outcome
 
 Kind = Literal["urls", "hashes"]
 Format = Literal["csv", "jsonl", "vics"]
@@ -145,21 +145,17 @@ def hash_rows(
     """The media of the hotline's own list, one row per item with all its hashes."""
     own = select(col(HashList.id)).where(col(HashList.own).is_(True)).scalar_subquery()
     query = (
-        select(Media, col(KnownHash.category), col(KnownHash.added_at))
+        select(Media, col(KnownEntry.category), col(KnownEntry.added_at))
         .join(
-            KnownHash,
-            and_(
-                col(KnownHash.hash_type) == HashType.sha256,
-                col(KnownHash.value) == col(Media.sha256),
-                col(KnownHash.list_id).in_(own),
-            ),
+            KnownEntry,
+            and_(col(KnownEntry.sha256) == col(Media.sha256), col(KnownEntry.list_id).in_(own)),
         )
-        .order_by(col(KnownHash.added_at), col(KnownHash.id))
+        .order_by(col(KnownEntry.added_at), col(KnownEntry.id))
     )
     if since is not None:
-        query = query.where(col(KnownHash.added_at) > since)
+        query = query.where(col(KnownEntry.added_at) > since)
     if until is not None:
-        query = query.where(col(KnownHash.added_at) <= until)
+        query = query.where(col(KnownEntry.added_at) <= until)
     return [
         {
             "sha256": media.sha256,

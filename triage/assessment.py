@@ -18,18 +18,24 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from babel import Locale
-from sqlalchemy import and_, delete, exists, func, literal, select, union_all, update
+from sqlalchemy import exists, func, literal, select, update
 from sqlmodel import Session, col
 
 from hotline import audit, queue
-from hotline.db import dialect_insert
 from hotline.errors import HotlineError, NotFound
 from hotline.models import StaffUser
 from hotline.settings import get_settings
 from reporting.models import Target, TargetStatus
+from triage.hashlists import (
+    KEY_COLUMNS,
+    add_entries,
+    create_list,
+    entry_key,
+    remove_entries,
+)
 from triage.models import (
     ILLEGAL,
     AgeGroup,
@@ -43,7 +49,7 @@ from triage.models import (
     Gender,
     HashList,
     HashType,
-    KnownHash,
+    KnownEntry,
     MatchKind,
     Media,
     MediaKind,
@@ -389,15 +395,13 @@ def own_list(session: Session, *, now: dt.datetime) -> HashList:
         select(HashList).where(col(HashList.own).is_(True)).order_by(col(HashList.id)).limit(1)
     ).scalar_one_or_none()
     if found is None:
-        found = HashList(
-            name="hotline",
+        found = create_list(
+            session,
+            "hotline",
             description="Media confirmed by this hotline's analysts.",
-            enabled=True,
             own=True,
-            created_at=now,
+            now=now,
         )
-        session.add(found)
-        session.flush()
     return found
 
 
@@ -416,26 +420,18 @@ def _join_own_list(session: Session, target_id: int, *, now: dt.datetime) -> int
     ).all()
     if not rows:
         return 0
-    list_id = own_list(session, now=now).id
-    values = []
-    for media, classification in rows:
-        for hash_type in HashType:
-            value = getattr(media, hash_type.value, None)
-            if value:
-                values.append(
-                    {
-                        "list_id": list_id,
-                        "hash_type": hash_type,
-                        "value": value,
-                        "category": Classification(classification).value,
-                        "added_at": now,
-                    }
-                )
-    table = KnownHash.__table__  # type: ignore[attr-defined]
-    session.execute(
-        dialect_insert(session)(table)
-        .values(values)
-        .on_conflict_do_nothing(index_elements=[table.c.hash_type, table.c.value, table.c.list_id])
+    list_id = cast(int, own_list(session, now=now).id)
+    add_entries(
+        session,
+        list_id,
+        [
+            {
+                **{c: getattr(media, c, None) for c in KEY_COLUMNS},
+                "category": Classification(classification).value,
+                "added_at": now,
+            }
+            for media, classification in rows
+        ],
     )
     return len(rows)
 
@@ -812,28 +808,16 @@ def _leave_own_list(
         return 0, []
     held, held_values = _held_elsewhere(session, target_id, media)
     list_id = own_list(session, now=now).id
-    removed = 0
-    for hash_type in HashType:
-        values = {
-            str(getattr(m, hash_type.value))
-            for m in media
-            if int(m.id or 0) not in held and getattr(m, hash_type.value, None)
-        } - held_values.get(hash_type, set())
-        if not values:
-            continue
-        where = (
-            col(KnownHash.list_id) == list_id,
-            col(KnownHash.hash_type) == hash_type,
-            col(KnownHash.value).in_(sorted(values)),
-        )
-        known_ids = list(session.execute(select(col(KnownHash.id)).where(*where)).scalars())
-        if not known_ids:
-            continue
-        # Explicit rather than trusting ON DELETE CASCADE (SQLite applies it only with
-        # foreign keys switched on for the connection).
-        session.execute(delete(MediaMatch).where(col(MediaMatch.known_hash_id).in_(known_ids)))
-        session.execute(delete(KnownHash).where(col(KnownHash.id).in_(known_ids)))
-        removed += len(known_ids)
+    leaving = {
+        str(getattr(m, hash_type.value))
+        for m in media
+        if int(m.id or 0) not in held
+        for hash_type in HashType
+        if getattr(m, hash_type.value, None)
+    }
+    staying = set().union(*held_values.values())
+    # An entry's key is one of its media's hashes (SHA-256 for entries made here).
+    removed = remove_entries(session, cast(int, list_id), leaving - staying)
     session.flush()
     return removed, sorted(held)
 
@@ -903,7 +887,7 @@ def reverse(
         details={
             "previous_status": previous.value,
             "media": illegal,
-            "hashes_removed": removed,
+            "entries_removed": removed,
             "media_kept_on_list": kept,
         },
     )
@@ -913,7 +897,7 @@ def reverse(
         status_reason=target.status_reason,
         previous_status=previous.value,
         media_reversed=illegal,
-        hashes_removed=removed,
+        entries_removed=removed,
         media_kept_on_list=kept,
     )
 
@@ -1034,32 +1018,30 @@ def _adopt(
 # -- bulk confirmation -----------------------------------------------------------------------
 
 
+def _exactly_known() -> Any:
+    """A list entry is known exactly for a media item: its key is one of the media's
+    file hashes (the partitions' key index answers it)."""
+    return entry_key().in_([col(Media.sha256), col(Media.sha1), col(Media.md5)])
+
+
 def _list_hits(session: Session, target_ids: Sequence[int]) -> dict[int, dict[int, set[str]]]:
     """target id -> media id -> categories of enabled list entries matching it exactly
     (SHA-256, SHA-1 or MD5); media without a hit are absent."""
     if not target_ids:
         return {}
-    parts: list[Any] = []
-    for hash_type in (HashType.sha256, HashType.sha1, HashType.md5):
-        parts.append(
-            select(
-                col(Sighting.target_id).label("target_id"),
-                col(Media.id).label("media_id"),
-                func.coalesce(col(KnownHash.category), literal("")).label("category"),
-            )
-            .join(Media, col(Media.id) == col(Sighting.media_id))
-            .join(
-                KnownHash,
-                and_(
-                    col(KnownHash.hash_type) == hash_type,
-                    col(KnownHash.value) == getattr(Media, hash_type.value),
-                ),
-            )
-            .join(HashList, col(HashList.id) == col(KnownHash.list_id))
-            .where(col(HashList.enabled).is_(True), col(Sighting.target_id).in_(target_ids))
+    rows = (
+        select(
+            col(Sighting.target_id),
+            col(Media.id),
+            func.coalesce(col(KnownEntry.category), literal("")),
         )
+        .join(Media, col(Media.id) == col(Sighting.media_id))
+        .join(KnownEntry, _exactly_known())
+        .join(HashList, col(HashList.id) == col(KnownEntry.list_id))
+        .where(col(HashList.enabled).is_(True), col(Sighting.target_id).in_(target_ids))
+    )
     hits: dict[int, dict[int, set[str]]] = {}
-    for target_id, media_id, category in session.execute(union_all(*parts)):
+    for target_id, media_id, category in session.execute(rows):
         hits.setdefault(int(target_id), {}).setdefault(int(media_id), set()).add(
             str(category).strip().lower()
         )
@@ -1079,25 +1061,19 @@ def bulk_classification(categories: Iterable[str]) -> Classification | None:
 
 def _eligible_queued(session: Session, limit: int) -> list[int]:
     """Queued targets with media, every one of which an enabled list matches exactly."""
-    matched = []
-    for hash_type in (HashType.sha256, HashType.sha1, HashType.md5):
-        matched.append(
-            select(literal(1))
-            .select_from(KnownHash)
-            .join(HashList, col(HashList.id) == col(KnownHash.list_id))
-            .where(
-                col(HashList.enabled).is_(True),
-                col(KnownHash.hash_type) == hash_type,
-                col(KnownHash.value) == getattr(Media, hash_type.value),
-            )
-            .exists()
-        )
+    matched = (
+        select(literal(1))
+        .select_from(KnownEntry)
+        .join(HashList, col(HashList.id) == col(KnownEntry.list_id))
+        .where(col(HashList.enabled).is_(True), _exactly_known())
+        .exists()
+    )
     unmatched = (
         select(literal(1))
         .select_from(Sighting)
         .join(Media, col(Media.id) == col(Sighting.media_id))
         .where(col(Sighting.target_id) == col(Target.id))
-        .where(~matched[0], ~matched[1], ~matched[2])
+        .where(~matched)
         .exists()
     )
     has_media = select(literal(1)).where(col(Sighting.target_id) == col(Target.id)).exists()

@@ -8,8 +8,15 @@ Invariants:
 - Hex hashes are stored lowercased and validated by type (sha256 64, sha1 40, md5 32,
   phash 16, pdq 64 hex digits). PhotoDNA values are kept as text, as given, and never
   matched (``MATCHABLE_TYPES``).
-- A line is imported whole or rejected whole, with its number and a reason.
-- Within a list an entry is unique by (hash type, value); the first category seen wins.
+- A line is imported whole or rejected whole, with its number and a reason; a good line
+  is one entry (``KnownEntry``): the hashes of one file, with its category.
+- Within a list an entry is unique by its key, the first of SHA-256, SHA-1, MD5, PDQ,
+  pHash, PhotoDNA it has (``ENTRY_KEY``); of entries with the same key the first in the
+  file wins. Exact matching looks media up by that key (``exact_key_matches``).
+- On PostgreSQL each list has a partition of ``known_entry`` of its own. A new list is
+  COPYed into a table of its own, indexed once at the end and attached: no index is
+  maintained row by row. Well-formed CSV goes to COPY as it is (checked a block at a
+  time); other lines are parsed one by one.
 - The hotline's own list (``own``) is filled by its analysts only: it cannot be imported
   into or removed.
 - Services never commit; ``import_list`` writes through the session's connection, so the
@@ -32,13 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, NamedTuple, cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select, text
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, col
 
 from hotline.db import utcnow
 from hotline.errors import HotlineError
-from triage.models import HashList, HashType, KnownHash, MediaMatch
+from triage.models import HashList, HashType, KnownEntry, MediaMatch
 
 if TYPE_CHECKING:
     import psycopg
@@ -113,9 +120,30 @@ class InvalidListName(HotlineError):
 # --- results ------------------------------------------------------------------------------
 
 
-# One hash of one line: (line number, type, normalised value, category). A plain tuple,
-# not a NamedTuple, because a million-line list makes millions of them.
-Entry = tuple[int, HashType, str, str | None]
+# The hash columns of an entry, in key order: the key is the first one an entry has.
+KEY_TYPES: tuple[HashType, ...] = (
+    HashType.sha256,
+    HashType.sha1,
+    HashType.md5,
+    HashType.pdq,
+    HashType.phash,
+    HashType.photodna,
+)
+KEY_COLUMNS = tuple(t.value for t in KEY_TYPES)
+_KEY_AT = {t: i for i, t in enumerate(KEY_TYPES)}
+
+
+def key_sql(alias: str = "") -> str:
+    """The entry key as SQL: the first hash an entry has (the partitions' unique index)."""
+    prefix = f"{alias}." if alias else ""
+    return f"coalesce({', '.join(prefix + c for c in KEY_COLUMNS)})"
+
+
+ENTRY_KEY_SQL = key_sql()
+
+# One good line: (line number, its hashes in KEY_TYPES order, None where absent, category).
+# A plain tuple, not a NamedTuple, because a million-line list makes a million of them.
+Entry = tuple[int, tuple[str | None, ...], str | None]
 
 
 class Rejected(NamedTuple):
@@ -127,8 +155,8 @@ class Rejected(NamedTuple):
 class ImportSummary:
     """What an import did. ``rejected`` keeps the first ``REJECTED_KEPT``; the count is exact.
 
-    ``added`` and ``duplicates`` count hashes; a line may carry several. For a VICS
-    document the "lines" are the media items, numbered from 1 in document order.
+    ``added`` and ``duplicates`` count entries (good lines). For a VICS document the
+    "lines" are the media items, numbered from 1 in document order.
     """
 
     list_name: str
@@ -140,7 +168,7 @@ class ImportSummary:
     total_lines: int = 0
 
     @property
-    def hashes(self) -> int:
+    def entries(self) -> int:
         return self.added + self.duplicates
 
 
@@ -150,12 +178,9 @@ class ListInfo:
     description: str | None
     enabled: bool
     own: bool
-    counts: dict[str, int]
+    entries: int
+    counts: dict[str, int]  # entries with each hash type
     created_at: dt.datetime
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -294,86 +319,80 @@ def _hash_value(hash_type: HashType, raw: object) -> tuple[str | None, str | Non
 
 def _line(
     line_no: int, hashes: Iterable[tuple[HashType, object]], category: object
-) -> Iterator[Entry | Rejected]:
-    """Validate one line's hashes and category: all its entries, or one Rejected."""
+) -> Entry | Rejected:
+    """Validate one line's hashes and category: its entry, or why it is rejected."""
     cat, reason = _category(category)
     if reason is not None:
-        yield Rejected(line_no, reason)
-        return
-    good: list[Entry] = []
+        return Rejected(line_no, reason)
+    values: list[str | None] = [None] * len(KEY_TYPES)
     for hash_type, raw in hashes:
         value, reason = _hash_value(hash_type, raw)
         if reason is not None:
-            yield Rejected(line_no, reason)
-            return
+            return Rejected(line_no, reason)
         if value is not None:
-            good.append((line_no, hash_type, value, cat))
-    if not good:
-        yield Rejected(line_no, "no hash value")
-        return
-    yield from good
+            values[_KEY_AT[hash_type]] = value
+    if not any(values):
+        return Rejected(line_no, "no hash value")
+    return (line_no, tuple(values), cat)
 
 
-def parse_delimited(
-    text: IO[str], *, delimiter: str, counter: _Counter | None = None
-) -> Iterator[Entry | Rejected]:
-    """CSV (``,``) and ICSE (``;``): a header row naming the columns, then one row per item.
+class _Layout:
+    """The columns of a CSV or ICSE list, from its header row, and how a row is read.
 
     Columns are recognised by name, case and ``-``/``_``/space aside: the hash types,
     ``category`` and ICSE's ``baseline`` (a true value makes the category ``baseline``).
-    Other columns are ignored; blank lines are skipped; numbers are physical lines (the
-    first line of a quoted multi-line row). The loop is written for speed: it is the path
-    of a million-line list.
+    Other columns are ignored.
     """
-    counter = counter or _Counter()
-    reader = csv.reader(text, delimiter=delimiter)
-    rows = _rows(reader)
-    header: list[str] = []
-    for _first, row in rows:
-        if isinstance(row, str) or not any(cell.strip() for cell in row):
-            continue  # before the header, even an unreadable line is not a list line
-        header = row
-        break
-    keys = [_column_key(cell) for cell in header]
-    columns: list[tuple[int, HashType, Callable[[str], object], str]] = []
-    for key in dict.fromkeys(keys):
-        hash_type = _HASH_COLUMNS.get(key)
-        if hash_type is None:
-            continue
-        pattern = _PHOTODNA if hash_type is HashType.photodna else _HEX[hash_type]
-        columns.append((keys.index(key), hash_type, pattern.fullmatch, _INVALID[hash_type]))
-    if not columns:
-        raise UnrecognisedFormat()
-    category_at = keys.index("category") if "category" in keys else -1
-    baseline_at = keys.index("baseline") if "baseline" in keys else -1
-    width = len(header)
-    categories: dict[str, tuple[str | None, str | None]] = {}
-    for first, row in rows:
-        if isinstance(row, str):
-            counter.lines += 1
-            yield Rejected(first, row)
-            continue
+
+    def __init__(self, header: list[str], delimiter: str) -> None:
+        keys = [_column_key(cell) for cell in header]
+        self.delimiter = delimiter
+        self.width = len(header)
+        self.keys = keys
+        self.columns: list[tuple[int, int, Callable[[str], object], str, HashType]] = []
+        for key in dict.fromkeys(keys):
+            hash_type = _HASH_COLUMNS.get(key)
+            if hash_type is None:
+                continue
+            pattern = _PHOTODNA if hash_type is HashType.photodna else _HEX[hash_type]
+            self.columns.append(
+                (
+                    keys.index(key),
+                    _KEY_AT[hash_type],
+                    pattern.fullmatch,
+                    _INVALID[hash_type],
+                    hash_type,
+                )
+            )
+        if not self.columns:
+            raise UnrecognisedFormat()
+        self.category_at = keys.index("category") if "category" in keys else -1
+        self.baseline_at = keys.index("baseline") if "baseline" in keys else -1
+        self._categories: dict[str, tuple[str | None, str | None]] = {}
+
+    def row(self, first: int, row: list[str]) -> Entry | Rejected | None:
+        """One row's entry, or why it is rejected; None for a blank row. Written for speed:
+        it is the path of every line the block check does not pass."""
         n = len(row)
         if n <= 1 and (not n or not row[0].strip()):
-            continue
-        counter.lines += 1
-        if n > width:
-            yield Rejected(first, f"{n} fields, the header has {width}")
-            continue
+            return None
+        if n > self.width:
+            return Rejected(first, f"{n} fields, the header has {self.width}")
+        category_at, baseline_at = self.category_at, self.baseline_at
         raw = row[category_at] if 0 <= category_at < n else ""
         if 0 <= baseline_at < n and row[baseline_at].strip().lower() in _TRUTHY:
             raw = "baseline"
-        checked = categories.get(raw)
+        checked = self._categories.get(raw)
         if checked is None:
             checked = _category(raw)
-            if len(categories) < 10_000:
-                categories[raw] = checked
+            if len(self._categories) < 10_000:
+                self._categories[raw] = checked
         category, reason = checked
         if reason is not None:
-            yield Rejected(first, reason)
-            continue
-        good: list[Entry] = []
-        for i, hash_type, check, invalid in columns:
+            return Rejected(first, reason)
+        values: list[str | None] = [None] * len(KEY_TYPES)
+        found = False
+        for i, at, check, invalid, hash_type in self.columns:
             if i >= n:
                 continue
             value = row[i]
@@ -386,15 +405,191 @@ def parse_delimited(
                 if not value:
                     continue
                 if check(value) is None:
-                    reason = invalid
-                    break
-            good.append((first, hash_type, value, category))
-        if reason is not None:
-            yield Rejected(first, reason)
-        elif good:
-            yield from good
+                    return Rejected(first, invalid)
+            values[at] = value
+            found = True
+        if not found:
+            return Rejected(first, "no hash value")
+        return (first, tuple(values), category)
+
+    def block_pattern(self, newline: bytes) -> re.Pattern[bytes] | None:
+        """A pattern that whole blocks of well-formed lines match, when every column is a
+        matchable hash type or the category: such lines go to COPY as they are. A line
+        passes when its hashes are lowercase hex of the right length (at least one), its
+        category printable ASCII without quotes, backslashes, the delimiter, or spaces at
+        either end, and at most 64 characters; anything else is read line by line."""
+        names = [_HASH_COLUMNS.get(key) for key in self.keys]
+        if len(set(self.keys)) != len(self.keys) or self.baseline_at >= 0:
+            return None
+        if any(t is None and key != "category" for t, key in zip(names, self.keys, strict=True)):
+            return None
+        if any(t is HashType.photodna for t in names):
+            return None
+        delimiter = re.escape(self.delimiter.encode())
+        allowed = bytes(c for c in range(0x21, 0x7F) if chr(c) not in f'"\\{self.delimiter}')
+        char = b"[" + re.escape(allowed) + b"]"
+        # Up to 64 characters, a space only before another character: no doubled spaces,
+        # none at either end (those are normalised, so the line is read on its own).
+        category = b"(?:" + char + b"(?:" + char + b"| (?=" + char + b")){0,63})?"
+        hashes = [i for i, t in enumerate(names) if t is not None]
+        branches = []
+        for first in hashes:
+            cells = []
+            for i, hash_type in enumerate(names):
+                if hash_type is None:
+                    cells.append(category)
+                    continue
+                hex_ = b"[0-9a-f]{%d}" % _HEX_LENGTH[hash_type]
+                cells.append(b"" if i < first else hex_ if i == first else b"(?:" + hex_ + b")?")
+            branches.append(delimiter.join(cells))
+        line = b"(?:" + b"|".join(branches) + b")" + re.escape(newline)
+        return re.compile(b"(?:" + line + b")*")
+
+    def copy_columns(self) -> tuple[str, ...]:
+        """The entry columns the file's columns are, in file order (for COPY)."""
+        return tuple(_HASH_COLUMNS[key].value if key != "category" else key for key in self.keys)
+
+
+@dataclass(frozen=True)
+class Block:
+    """Lines that passed the block check, as read: COPY takes them as CSV."""
+
+    data: bytes
+    first_line: int  # the number of its first line
+    lines: int
+    columns: tuple[str, ...]
+    delimiter: str
+
+
+def parse_delimited(
+    text: IO[str],
+    *,
+    delimiter: str,
+    counter: _Counter | None = None,
+    first_line: int = 1,
+    layout: _Layout | None = None,
+) -> Iterator[Entry | Rejected]:
+    """CSV (``,``) and ICSE (``;``): a header row naming the columns (see ``_Layout``),
+    then one row per item, read with the csv module. Blank lines are skipped; numbers are
+    physical lines (the first line of a quoted multi-line row). ``layout`` and
+    ``first_line``: the header was read already and ``text`` starts at that line."""
+    counter = counter or _Counter()
+    reader = csv.reader(text, delimiter=delimiter)
+    rows = _rows(reader)
+    if layout is None:
+        header: list[str] = []
+        for _first, row in rows:
+            if isinstance(row, str) or not any(cell.strip() for cell in row):
+                continue  # before the header, even an unreadable line is not a list line
+            header = row
+            break
+        layout = _Layout(header, delimiter)
+    offset = first_line - 1
+    for first, row in rows:
+        if isinstance(row, str):
+            counter.lines += 1
+            yield Rejected(first + offset, row)
+            continue
+        item = layout.row(first + offset, row)
+        if item is not None:
+            counter.lines += 1
+            yield item
+
+
+BLOCK_SIZE = 4 << 20
+_MAX_LINE = 1 << 20
+
+
+def parse_delimited_blocks(
+    stream: IO[bytes], *, delimiter: str, encoding: str, counter: _Counter | None = None
+) -> Iterator[Block | Entry | Rejected]:
+    """Like ``parse_delimited`` for a UTF-8 stream, but runs of well-formed lines come
+    out whole, as ``Block`` (see ``_Layout.block_pattern``); a line that is not is read
+    on its own, and the run after it is a block again. A quote in a block may open a
+    field that spans lines, so from such a block on the rest is read by
+    ``parse_delimited``."""
+    counter = counter or _Counter()
+    line_no = 0
+    header_line = b""
+    while not header_line.strip():
+        header_line = stream.readline(_MAX_LINE)
+        if not header_line:
+            raise UnrecognisedFormat()
+        line_no += 1
+        if line_no == 1 and encoding == "utf-8-sig":
+            header_line = header_line.removeprefix(codecs.BOM_UTF8)
+    if not header_line.endswith(b"\n"):
+        header_line += b"\n"  # a header without lines, or a header longer than _MAX_LINE
+    newline = b"\r\n" if header_line.endswith(b"\r\n") else b"\n"
+    header = next(
+        csv.reader([header_line.decode("utf-8", "replace").rstrip("\r\n")], delimiter=delimiter)
+    )
+    layout = _Layout(header, delimiter)
+    pattern = layout.block_pattern(newline)
+    columns = layout.copy_columns() if pattern is not None else ()
+    rest = b""
+    while True:
+        data = stream.read(BLOCK_SIZE)
+        block = rest + data
+        if not data:
+            if not block:
+                return
+            if not block.endswith(b"\n"):
+                block += newline
+            cut = len(block)
         else:
-            yield Rejected(first, "no hash value")
+            cut = block.rfind(b"\n") + 1
+            if cut == 0 and len(block) < BLOCK_SIZE * 4:
+                rest = block
+                continue
+        block, rest = block[:cut], block[cut:]
+        if b'"' in block or cut == 0:
+            text = io.TextIOWrapper(
+                cast(IO[bytes], io.BufferedReader(_Source(block + rest, stream))),
+                encoding="utf-8",
+                errors="replace",
+                newline="",
+            )
+            yield from parse_delimited(
+                text, delimiter=delimiter, counter=counter, first_line=line_no + 1, layout=layout
+            )
+            return
+        if pattern is None:
+            yield from _lines(block, line_no, layout, counter)
+            line_no += block.count(b"\n")
+            continue
+        # The longest run of well-formed lines from ``start`` is one match; the line that
+        # ends it is read on its own, then the next run.
+        start = 0
+        while start < len(block):
+            end = cast(re.Match[bytes], pattern.match(block, start)).end()
+            if end > start:
+                lines = block.count(b"\n", start, end)
+                counter.lines += lines
+                yield Block(block[start:end], line_no + 1, lines, columns, delimiter)
+                line_no += lines
+            if end == len(block):
+                break
+            start = block.index(b"\n", end) + 1
+            yield from _lines(block[end:start], line_no, layout, counter)
+            line_no += 1
+
+
+def _lines(
+    data: bytes, line_no: int, layout: _Layout, counter: _Counter
+) -> Iterator[Entry | Rejected]:
+    """The lines of ``data`` (none holding a quote), numbered after ``line_no``, one by
+    one through the csv module."""
+    texts = [line.removesuffix(b"\r").decode("utf-8", "replace") for line in data.split(b"\n")[:-1]]
+    for first, row in _rows(csv.reader(texts, delimiter=layout.delimiter)):
+        if isinstance(row, str):
+            counter.lines += 1
+            yield Rejected(line_no + first, row)
+            continue
+        item = layout.row(line_no + first, row)
+        if item is not None:
+            counter.lines += 1
+            yield item
 
 
 def _rows(reader: Any) -> Iterator[tuple[int, list[str] | str]]:
@@ -449,7 +644,7 @@ def parse_jsonl(text: IO[str], *, counter: _Counter | None = None) -> Iterator[E
         except ValueError as exc:
             yield Rejected(line_no, str(exc))
             continue
-        yield from _line(line_no, hashes, category)
+        yield _line(line_no, hashes, category)
 
 
 def _vics_media(value: list[Any]) -> Iterator[object]:
@@ -486,15 +681,23 @@ def parse_vics(text: IO[str], *, counter: _Counter | None = None) -> Iterator[En
         except ValueError as exc:
             yield Rejected(number, str(exc))
             continue
-        yield from _line(number, hashes, category)
+        yield _line(number, hashes, category)
 
 
 def parse(
-    stream: IO[bytes], fmt: Format, *, counter: _Counter | None = None
-) -> Iterator[Entry | Rejected]:
-    """Entries and rejected lines of a binary stream in the given format."""
+    stream: IO[bytes], fmt: Format, *, counter: _Counter | None = None, blocks: bool = False
+) -> Iterator[Block | Entry | Rejected]:
+    """Entries and rejected lines of a binary stream in the given format; with
+    ``blocks``, UTF-8 CSV and ICSE also give blocks of well-formed lines as read."""
     head = stream.read(4)
     encoding = _sniff_encoding(head)
+    if blocks and fmt in ("csv", "icse") and encoding != "utf-16":
+        return parse_delimited_blocks(
+            cast(IO[bytes], io.BufferedReader(_Source(head, stream), BLOCK_SIZE)),
+            delimiter="," if fmt == "csv" else ";",
+            encoding=encoding,
+            counter=counter,
+        )
     text = io.TextIOWrapper(
         cast(IO[bytes], io.BufferedReader(_Source(head, stream))),
         encoding=encoding,
@@ -522,10 +725,44 @@ def _copy_text(value: str) -> str:
     )
 
 
+def partition_name(list_id: int) -> str:
+    """The PostgreSQL partition of ``known_entry`` holding one list."""
+    return f"known_entry_{int(list_id)}"
+
+
+def _index_partition(cursor: Any, name: str) -> None:
+    cursor.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS {name}_key ON {name} (({ENTRY_KEY_SQL}))")
+    # Ids only grow within a partition: a block range index is tiny and built in one pass.
+    cursor.execute(
+        f"CREATE INDEX IF NOT EXISTS {name}_id ON {name} USING brin (id) WITH (autosummarize = on)"
+    )
+
+
+def _create_partition(cursor: Any, list_id: int) -> None:
+    name = partition_name(list_id)
+    cursor.execute(
+        f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF known_entry FOR VALUES IN ({int(list_id)})"
+    )
+    _index_partition(cursor, name)
+
+
+def create_partition(session: Session, list_id: int) -> None:
+    """PostgreSQL: the list's (empty) partition, if it has none yet. Elsewhere nothing."""
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        return
+    raw = cast("psycopg.Connection[Any]", connection.connection.driver_connection)
+    with raw.cursor() as cursor:
+        _create_partition(cursor, list_id)
+
+
 class _Writer:
     """Takes the valid entries of one import in batches, then adds them to the list."""
 
     def add(self, batch: list[Entry]) -> None:
+        raise NotImplementedError
+
+    def add_block(self, block: Block) -> None:
         raise NotImplementedError
 
     def finish(self) -> int:
@@ -536,76 +773,223 @@ class _Writer:
         return None
 
 
-_MERGE = (
-    "INSERT INTO known_hash (list_id, hash_type, value, category, added_at)"
-    " SELECT DISTINCT ON (hash_type, value) %s, hash_type, value, category, now()"
-    " FROM hotline_hash_staging ORDER BY hash_type, value, line_no"
-)
-_MERGE_INTO_FILLED = _MERGE + " ON CONFLICT (list_id, hash_type, value) DO NOTHING"
+_ENTRY_COLUMNS = (*KEY_COLUMNS, "category")
+
+
+_IMPORT_IDS = "pg_temp.hotline_import_ids"
+
+
+def _reserve_ids(connection: Connection, count: int) -> int | None:
+    """Take ``count`` consecutive ids of ``known_entry_id_seq``; returns the first, or
+    None when they cannot be had at once (the import then takes them one by one).
+
+    On a connection of its own, committed at once: ALTER SEQUENCE holds off every other
+    nextval until the commit, so the block is read and skipped in one step. It waits for
+    transactions that took ids and are still open, so not when the import's own
+    transaction took some (it would wait for itself), and at most 2 s for others. The
+    import's transaction is already running (it locked its list's row), so the
+    near-duplicate index keeps waiting for ids of the block it finds missing until the
+    import ends.
+    """
+    raw = cast("psycopg.Connection[Any]", connection.connection.driver_connection)
+    holding = raw.execute(
+        "SELECT EXISTS (SELECT FROM pg_locks WHERE pid = pg_backend_pid()"
+        " AND relation = 'known_entry_id_seq'::regclass AND mode <> 'AccessShareLock')"
+    ).fetchone()
+    if holding and holding[0]:
+        return None
+    import psycopg
+
+    other = connection.engine.raw_connection()
+    try:
+        driver = cast("psycopg.Connection[Any]", other.driver_connection)
+        with driver.transaction(), driver.cursor() as cursor:
+            cursor.execute("SET LOCAL lock_timeout = '2s'")
+            cursor.execute("ALTER SEQUENCE known_entry_id_seq INCREMENT BY 1")
+            found = cursor.execute("SELECT last_value, is_called FROM known_entry_id_seq")
+            last, called = found.fetchone() or (0, True)
+            first = int(last) + 1 if called else int(last)
+            cursor.execute("SELECT setval('known_entry_id_seq', %s)", (first + count - 1,))
+        return first
+    except psycopg.errors.LockNotAvailable:
+        return None
+    finally:
+        other.close()
 
 
 class _PostgresWriter(_Writer):
-    """One COPY of every entry into a temporary staging table, then one INSERT ... SELECT.
+    """COPY into a table of the import's own, then index it once.
 
-    The INSERT reads the staging table sorted by (type, value): the index pages of
-    ``known_hash`` are then visited in order, once, instead of at random (sorted batches
-    of 50,000 were twice as slow on 3M rows). ``DISTINCT ON`` with the line order keeps
-    the first category of a value the file repeats; ``ON CONFLICT DO NOTHING`` skips the
-    values the list already holds (not an anti-join, whose plan depends on statistics: a
-    nested loop over a freshly filled table would take hours).
+    A list new in this import: its partition is built as a table of its own (with the
+    partition's CHECK, so attaching it reads nothing), filled by COPY in file order,
+    indexed (the unique key index doubles as the test for repeats in the file; only when
+    it fails are the later copies deleted), and attached. A list that exists already: the
+    entries are COPYed into a temporary table and merged, ``DISTINCT ON`` the key in
+    line order and ``ON CONFLICT DO NOTHING``, sorted by key so the partition's index is
+    visited in order.
+
+    Blocks that passed the block check go to ``COPY ... (FORMAT csv)`` as they are; other
+    entries to COPY's text format. A writer thread sends the data while the next block
+    is checked.
     """
 
-    def __init__(self, connection: Connection, list_id: int) -> None:
+    def __init__(
+        self, connection: Connection, list_id: int, *, fresh: bool, most_rows: int | None = None
+    ) -> None:
         self._raw = cast("psycopg.Connection[Any]", connection.connection.driver_connection)
-        self._list_id = list_id
+        self._list_id = int(list_id)
+        self._fresh = fresh
         self._categories: dict[str | None, str] = {}
         self._cursor = self._raw.cursor()
-        # For this transaction's sort only; the staging table is private to the session.
-        self._cursor.execute("SET LOCAL work_mem = '64MB'")
-        self._cursor.execute(
-            "CREATE TEMPORARY TABLE hotline_hash_staging ("
-            ' line_no bigint, hash_type text COLLATE "C", value text COLLATE "C", category text'
-            ") ON COMMIT DROP"
-        )
-        self._copying = self._cursor.copy(
-            "COPY hotline_hash_staging (line_no, hash_type, value, category) FROM STDIN"
-        )
-        self._copy = self._copying.__enter__()
+        self._copying: Any = None
+        self._copy: Any = None
+        self._statement = ""
+        self._written = 0
+        self._partition = partition_name(list_id)
+        cursor = self._cursor
+        if fresh:
+            self._table = self._partition
+            exists = cursor.execute("SELECT to_regclass(%s)", (self._table,)).fetchone()
+            if exists and exists[0]:
+                # Left by a list that had this id before (ids restart only when a test
+                # database is reset); it holds nothing of this list.
+                cursor.execute(f"DROP TABLE {self._table}")
+            cursor.execute(
+                f"CREATE TABLE {self._table} (LIKE known_entry INCLUDING DEFAULTS,"
+                f" CONSTRAINT {self._table}_list CHECK (list_id = {self._list_id}))"
+            )
+            cursor.execute(
+                f"ALTER TABLE {self._table} ALTER list_id SET DEFAULT {self._list_id},"
+                " ALTER added_at SET DEFAULT now()"
+            )
+            first = _reserve_ids(connection, most_rows) if most_rows else None
+            self._own_ids = first is not None
+            if first is not None and most_rows:
+                # A private, cached sequence over the reserved block: nextval of the shared
+                # sequence for every row costs a third of the COPY. MAXVALUE: a file that
+                # grew since it was counted fails the import rather than reuse an id.
+                cursor.execute(
+                    f"CREATE TEMPORARY SEQUENCE {_IMPORT_IDS} START {first}"
+                    f" MINVALUE {first} MAXVALUE {first + most_rows - 1} CACHE 1000"
+                )
+                cursor.execute(
+                    f"ALTER TABLE {self._table} ALTER id SET DEFAULT nextval('{_IMPORT_IDS}')"
+                )
+        else:
+            self._table = "hotline_entry_staging"
+            columns = ", ".join(f"{c} text" for c in _ENTRY_COLUMNS)
+            cursor.execute(
+                f"CREATE TEMPORARY TABLE {self._table} (line bigint GENERATED ALWAYS AS"
+                f" IDENTITY, {columns}) ON COMMIT DROP"
+            )
+
+    def _start(self, statement: str) -> Any:
+        if statement != self._statement:
+            self._end()
+            from psycopg.copy import QueuedLibpqWriter
+
+            self._copying = self._cursor.copy(statement, writer=QueuedLibpqWriter(self._cursor))
+            self._copy = self._copying.__enter__()
+            self._statement = statement
+        return self._copy
+
+    def _end(self) -> None:
+        if self._copying is not None:
+            copying, self._copying, self._statement = self._copying, None, ""
+            copying.__exit__(None, None, None)
+
+    def _options(self, *options: str) -> str:
+        # FREEZE: the rows of a table made in this transaction are written frozen, so no
+        # vacuum has to visit a million-row list again just to freeze it.
+        chosen = list(options)
+        return f" ({', '.join(chosen)})" if chosen else ""
 
     def add(self, batch: list[Entry]) -> None:
+        copy = self._start(
+            f"COPY {self._table} ({', '.join(_ENTRY_COLUMNS)}) FROM STDIN{self._options()}"
+        )
         categories = self._categories
         lines = []
-        for line_no, hash_type, value, category in batch:
+        for _line_no, values, category in batch:
             cat = categories.get(category)
             if cat is None:
                 cat = _NULL if category is None else _copy_text(category)
                 if len(categories) < 10_000:
                     categories[category] = cat
-            if hash_type is HashType.photodna:
-                value = _copy_text(value)
-            lines.append(f"{line_no}\t{hash_type}\t{value}\t{cat}\n")
-        self._copy.write("".join(lines))
+            photodna = values[-1]
+            cells = [_NULL if v is None else v for v in values[:-1]]
+            cells.append(_NULL if photodna is None else _copy_text(photodna))
+            cells.append(cat)
+            lines.append("\t".join(cells) + "\n")
+        copy.write("".join(lines))
+        self._written += len(batch)
+
+    def add_block(self, block: Block) -> None:
+        csv_options = ["FORMAT csv"] + (["DELIMITER ';'"] if block.delimiter == ";" else [])
+        copy = self._start(
+            f"COPY {self._table} ({', '.join(block.columns)}) FROM STDIN"
+            + self._options(*csv_options)
+        )
+        copy.write(block.data)
+        self._written += block.lines
 
     def finish(self) -> int:
-        self._copying.__exit__(None, None, None)
+        self._end()
         cursor = self._cursor
-        cursor.execute(
-            "SELECT EXISTS (SELECT FROM known_hash WHERE list_id = %s)", (self._list_id,)
-        )
-        row = cursor.fetchone()
-        # A list that is still empty (the usual first import) needs no conflict check: its
-        # row is locked (import_list) and DISTINCT ON removes the file's own repeats. That
-        # plain INSERT is 20 to 25% faster on 3M rows than with ON CONFLICT.
-        cursor.execute(_MERGE_INTO_FILLED if row and row[0] else _MERGE, (self._list_id,))
-        added = int(cursor.rowcount)
-        cursor.execute("DROP TABLE hotline_hash_staging")
+        # For this transaction's sorts only.
+        cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        cursor.execute("SET LOCAL work_mem = '64MB'")
+        if self._fresh:
+            if self._own_ids:
+                cursor.execute(
+                    f"ALTER TABLE {self._table} ALTER id SET DEFAULT nextval('known_entry_id_seq')"
+                )
+                cursor.execute(f"DROP SEQUENCE {_IMPORT_IDS}")
+            added = self._written - self._index_fresh()
+            cursor.execute(
+                f"ALTER TABLE known_entry ATTACH PARTITION {self._table}"
+                f" FOR VALUES IN ({self._list_id})"
+            )
+        else:
+            _create_partition(cursor, self._list_id)
+            columns = ", ".join(_ENTRY_COLUMNS)
+            cursor.execute(
+                f"INSERT INTO {self._partition} (list_id, {columns}, added_at)"  # noqa: S608
+                f" SELECT DISTINCT ON ({ENTRY_KEY_SQL}) %s, {columns}, now()"
+                f" FROM {self._table} ORDER BY {ENTRY_KEY_SQL}, line"
+                f" ON CONFLICT (({ENTRY_KEY_SQL})) DO NOTHING",
+                (self._list_id,),
+            )
+            added = int(cursor.rowcount)
+            cursor.execute(f"DROP TABLE {self._table}")
         cursor.close()
         return added
 
+    def _index_fresh(self) -> int:
+        """Index the new partition; returns how many repeated entries were deleted."""
+        import psycopg
+
+        cursor, table = self._cursor, self._table
+        try:
+            with self._raw.transaction():  # a savepoint
+                _index_partition(cursor, table)
+            return 0
+        except psycopg.errors.UniqueViolation:
+            pass
+        # The file repeats entries: keep the first (ids follow the file's order).
+        cursor.execute(
+            f"DELETE FROM {table} a USING {table} b"  # noqa: S608
+            f" WHERE {key_sql('a')} = {key_sql('b')} AND a.id > b.id"
+        )
+        repeated = int(cursor.rowcount)
+        _index_partition(cursor, table)
+        return repeated
+
     def abort(self) -> None:
-        # Ends the COPY with an error; the caller's rollback then drops the staging table.
-        with suppress(Exception):
-            self._copying.__exit__(RuntimeError, RuntimeError("import aborted"), None)
+        # Ends the COPY with an error; the caller's rollback then drops what was made.
+        if self._copying is not None:
+            with suppress(Exception):
+                self._copying.__exit__(RuntimeError, RuntimeError("import aborted"), None)
         self._cursor.close()
 
 
@@ -616,19 +1000,23 @@ class _SQLiteWriter(_Writer):
         self._raw = cast(sqlite3.Connection, connection.connection.driver_connection)
         self._list_id = list_id
         self._added = 0
-        column = cast(Any, KnownHash.__table__).c.added_at  # type: ignore[attr-defined]
+        column = cast(Any, KnownEntry.__table__).c.added_at  # type: ignore[attr-defined]
         processor = column.type.dialect_impl(connection.dialect).bind_processor(connection.dialect)
         now = utcnow()
         self._added_at = processor(now) if processor else now
+        columns = ", ".join(_ENTRY_COLUMNS)
+        marks = ", ".join("?" for _ in _ENTRY_COLUMNS)
+        self._insert = (
+            f"INSERT OR IGNORE INTO known_entry (list_id, {columns}, added_at)"  # noqa: S608
+            f" VALUES (?, {marks}, ?)"
+        )
 
     def add(self, batch: list[Entry]) -> None:
-        # Sorted (stable, so the first category of a repeated value wins) for index locality.
+        # Sorted (stable, so the first of a repeated entry wins) for index locality.
         batch.sort(key=_entry_key)
         list_id, added_at = self._list_id, self._added_at
         cursor = self._raw.executemany(
-            "INSERT OR IGNORE INTO known_hash (list_id, hash_type, value, category, added_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            [(list_id, str(t), value, cat, added_at) for _, t, value, cat in batch],
+            self._insert, [(list_id, *values, cat, added_at) for _, values, cat in batch]
         )
         self._added += int(cursor.rowcount)
 
@@ -636,10 +1024,12 @@ class _SQLiteWriter(_Writer):
         return self._added
 
 
-def _writer(session: Session, list_id: int) -> _Writer:
+def _writer(
+    session: Session, list_id: int, *, fresh: bool, most_rows: int | None = None
+) -> _Writer:
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        return _PostgresWriter(connection, list_id)
+        return _PostgresWriter(connection, list_id, fresh=fresh, most_rows=most_rows)
     if connection.dialect.name == "sqlite":
         return _SQLiteWriter(connection, list_id)
     raise NotImplementedError(f"hash list import on {connection.dialect.name}")
@@ -675,6 +1065,29 @@ def _open(source: str | os.PathLike[str] | IO[bytes]) -> tuple[IO[bytes], int, b
     return source, size, False
 
 
+def create_list(
+    session: Session,
+    name: str,
+    *,
+    description: str | None = None,
+    own: bool = False,
+    enabled: bool = True,
+    now: dt.datetime | None = None,
+) -> HashList:
+    """A new, empty list (with its partition on PostgreSQL)."""
+    hash_list = HashList(
+        name=clean_list_name(name),
+        description=description,
+        own=own,
+        enabled=enabled,
+        created_at=now or utcnow(),
+    )
+    session.add(hash_list)
+    session.flush()
+    create_partition(session, cast(int, hash_list.id))
+    return hash_list
+
+
 def import_list(
     session: Session,
     source: str | os.PathLike[str] | IO[bytes],
@@ -685,10 +1098,10 @@ def import_list(
     on_stage: StageCallback | None = None,
     batch_size: int = BATCH_SIZE,
 ) -> ImportSummary:
-    """Add the hashes of a list file (path or binary stream) to the named list.
+    """Add the entries of a list file (path or binary stream) to the named list.
 
     Creates the list if missing (and sets its description when one is given). Detects the
-    format from the content. Good lines are kept, bad ones reported by number; hashes the
+    format from the content. Good lines are kept, bad ones reported by number; entries the
     list already holds, or that the file repeats, count as duplicates. Calls
     ``on_progress(bytes_read, total_bytes)`` (total 0 when unknown) after each batch and
     ``on_stage("reading" | "merging")``. Writes through the session without committing.
@@ -706,6 +1119,7 @@ def import_list(
             .where(col(HashList.name) == list_name)
             .with_for_update(key_share=True)  # FOR NO KEY UPDATE
         ).scalar_one_or_none()
+        fresh = hash_list is None
         if hash_list is None:
             hash_list = HashList(name=list_name, description=description)
         elif hash_list.own:
@@ -719,18 +1133,34 @@ def import_list(
         summary = ImportSummary(list_name=list_name, format=fmt)
         source_bytes = _Source(head, stream)
         counter = _Counter()
-        entries = parse(cast(IO[bytes], source_bytes), fmt, counter=counter)
+        # VICS is one JSON value: its lines say nothing of its media items.
+        most_rows = _count_lines(source) if fresh and opened and fmt != "vics" else None
+        writer = _writer(session, list_id, fresh=fresh, most_rows=most_rows)
+        items = parse(
+            cast(IO[bytes], source_bytes),
+            fmt,
+            counter=counter,
+            blocks=isinstance(writer, _PostgresWriter),
+        )
         if on_stage:
             on_stage("reading")
-        writer = _writer(session, list_id)
         batch: list[Entry] = []
         valid = 0
         try:
-            for item in entries:
-                if type(item) is Rejected:
+            for item in items:
+                kind = type(item)
+                if kind is Block:
+                    block = cast(Block, item)
+                    writer.add_block(block)
+                    valid += block.lines
+                    if on_progress:
+                        on_progress(source_bytes.consumed, total)
+                    continue
+                if kind is Rejected:
+                    rejected = cast(Rejected, item)
                     summary.rejected_count += 1
                     if len(summary.rejected) < REJECTED_KEPT:
-                        summary.rejected.append((item.line_no, item.reason))
+                        summary.rejected.append((rejected.line_no, rejected.reason))
                     elif on_progress and summary.rejected_count % batch_size == 0:
                         on_progress(source_bytes.consumed, total)
                     continue
@@ -760,42 +1190,135 @@ def import_list(
             stream.close()
 
 
-def _entry_key(entry: Entry) -> tuple[str, str]:
-    return entry[1], entry[2]
+def add_entries(session: Session, list_id: int, entries: list[dict[str, Any]]) -> int:
+    """Add entries (dicts of hash columns, ``category`` and ``added_at``) to a list,
+    skipping those whose key the list holds; returns how many were new."""
+    if not entries:
+        return 0
+    columns = (*_ENTRY_COLUMNS, "added_at")
+    rows = [{"list_id": list_id} | {c: entry.get(c) for c in columns} for entry in entries]
+    names = ", ".join(("list_id", *columns))
+    values = ", ".join(f":{c}" for c in ("list_id", *columns))
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        create_partition(session, list_id)
+        statement = (
+            f"INSERT INTO {partition_name(list_id)} ({names}) VALUES ({values})"  # noqa: S608
+            f" ON CONFLICT (({ENTRY_KEY_SQL})) DO NOTHING"
+        )
+    else:
+        statement = f"INSERT OR IGNORE INTO known_entry ({names}) VALUES ({values})"  # noqa: S608
+    table = cast(Any, KnownEntry.__table__)  # type: ignore[attr-defined]
+    typed = text(statement).bindparams(bindparam("added_at", type_=table.c.added_at.type))
+    added = 0
+    for row in rows:  # rowcount of an executemany is not reliable on every driver
+        added += int(cast(Any, session.execute(typed, row)).rowcount)
+    return added
+
+
+def remove_entries(session: Session, list_id: int, keys: Iterable[str]) -> int:
+    """Remove a list's entries with these keys and the matches found through them;
+    returns how many entries went."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return 0
+    where = (col(KnownEntry.list_id) == list_id, entry_key().in_(wanted))
+    ids = list(session.execute(select(col(KnownEntry.id)).where(*where)).scalars())
+    if not ids:
+        return 0
+    # Explicit: matches have no foreign key to the entries.
+    session.execute(delete(MediaMatch).where(col(MediaMatch.known_entry_id).in_(ids)))
+    session.execute(delete(KnownEntry).where(col(KnownEntry.id).in_(ids)))
+    return len(ids)
+
+
+def _count_lines(path: str | os.PathLike[str] | IO[bytes]) -> int:
+    """At most how many entries a list file holds: its line breaks, plus one. (A VICS
+    document is one line: it is counted by what it is, a JSON value, not by lines.)"""
+    count = 1
+    with Path(cast(str, path)).open("rb") as stream:
+        while block := stream.read(BLOCK_SIZE):
+            count += block.count(b"\n")
+    return count
+
+
+def _entry_key(entry: Entry) -> str:
+    return next(v for v in entry[1] if v is not None)
+
+
+def entry_key() -> Any:
+    """The entry key as a SQL expression on ``known_entry`` (see ``key_sql``)."""
+    return func.coalesce(*(getattr(KnownEntry, c) for c in KEY_COLUMNS))
+
+
+def key_type(sha256: str | None, sha1: str | None, md5: str | None, key: str) -> HashType:
+    """Which of a media item's hashes an exact match's key is."""
+    if key == sha256:
+        return HashType.sha256
+    return HashType.sha1 if key == sha1 else HashType.md5
+
+
+def exact_matches(
+    session: Session, *, sha256: str | None, sha1: str | None, md5: str | None
+) -> list[tuple[int, int, HashType, str]]:
+    """(entry id, list id, hash type, list name) of the enabled lists' entries whose key
+    is one of these hashes of a media item; one index probe per list and hash."""
+    wanted = [value for value in (sha256, sha1, md5) if value]
+    if not wanted:
+        return []
+    key = entry_key()
+    rows = session.execute(
+        select(col(KnownEntry.id), col(KnownEntry.list_id), key, col(HashList.name))
+        .join(HashList, col(HashList.id) == col(KnownEntry.list_id))
+        .where(col(HashList.enabled), key.in_(wanted))
+        .order_by(col(KnownEntry.list_id), col(KnownEntry.id))
+    )
+    return [
+        (int(entry_id), int(list_id), key_type(sha256, sha1, md5, value), str(name))
+        for entry_id, list_id, value, name in rows
+    ]
 
 
 def _counts(session: Session, list_id: int | None = None) -> dict[int, dict[str, int]]:
-    query = select(col(KnownHash.list_id), col(KnownHash.hash_type), func.count()).group_by(
-        col(KnownHash.list_id), col(KnownHash.hash_type)
+    """list id -> entries (``"entries"``) and entries with each hash type."""
+    columns = [func.count(getattr(KnownEntry, c)) for c in KEY_COLUMNS]
+    query = select(col(KnownEntry.list_id), func.count(), *columns).group_by(
+        col(KnownEntry.list_id)
     )
     if list_id is not None:
-        query = query.where(col(KnownHash.list_id) == list_id)
+        query = query.where(col(KnownEntry.list_id) == list_id)
     counts: dict[int, dict[str, int]] = {}
-    for found_id, hash_type, count in session.execute(query):
-        counts.setdefault(found_id, {})[HashType(hash_type).value] = int(count)
+    for found_id, entries, *by_type in session.execute(query):
+        counts[int(found_id)] = {"entries": int(entries)} | {
+            c: int(n) for c, n in zip(KEY_COLUMNS, by_type, strict=True) if n
+        }
     return counts
 
 
 def _info(hash_list: HashList, counts: dict[int, dict[str, int]]) -> ListInfo:
+    found = dict(counts.get(hash_list.id or 0, {}))
+    entries = found.pop("entries", 0)
     return ListInfo(
         name=hash_list.name,
         description=hash_list.description,
         enabled=hash_list.enabled,
         own=hash_list.own,
-        counts=dict(sorted(counts.get(hash_list.id or 0, {}).items())),
+        entries=entries,
+        counts=dict(sorted(found.items())),
         created_at=hash_list.created_at,
     )
 
 
 def list_lists(session: Session) -> list[ListInfo]:
-    """Every list, by name, with its number of hashes per type."""
+    """Every list, by name, with its number of entries and of hashes per type."""
     counts = _counts(session)
     lists = session.execute(select(HashList).order_by(col(HashList.name))).scalars()
     return [_info(h, counts) for h in lists]
 
 
 def list_info(session: Session, name: str) -> ListInfo:
-    """One list with its number of hashes per type; ``UnknownList`` if there is none."""
+    """One list with its number of entries and of hashes per type; ``UnknownList`` if
+    there is none."""
     hash_list = get_list(session, name)
     return _info(hash_list, _counts(session, hash_list.id))
 
@@ -810,18 +1333,29 @@ def set_enabled(session: Session, name: str, enabled: bool) -> HashList:
 
 
 def remove_list(session: Session, name: str) -> int:
-    """Delete an imported list, its hashes and the matches found through it; returns how
-    many hashes went. The own list cannot be removed."""
+    """Delete an imported list, its entries and the matches found through it; returns how
+    many entries went. The own list cannot be removed."""
     hash_list = get_list(session, name)
     if hash_list.own:
         raise OwnListReadOnly()
+    list_id = cast(int, hash_list.id)
     # Explicit rather than trusting ON DELETE CASCADE, which SQLite applies only with
     # foreign keys switched on for the connection.
-    session.execute(delete(MediaMatch).where(col(MediaMatch.list_id) == hash_list.id))
-    removed = session.execute(delete(KnownHash).where(col(KnownHash.list_id) == hash_list.id))
+    session.execute(delete(MediaMatch).where(col(MediaMatch.list_id) == list_id))
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        removed = int(
+            session.execute(
+                select(func.count()).where(col(KnownEntry.list_id) == list_id)
+            ).scalar_one()
+        )
+        connection.exec_driver_sql(f"DROP TABLE IF EXISTS {partition_name(list_id)}")
+    else:
+        result = session.execute(delete(KnownEntry).where(col(KnownEntry.list_id) == list_id))
+        removed = int(cast(Any, result).rowcount)
     session.delete(hash_list)
     session.flush()
-    return int(cast(Any, removed).rowcount)
+    return removed
 
 
 def is_matchable(hash_type: HashType) -> bool:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.types import TypeEngine
 from sqlmodel import Field, SQLModel
 
 from hotline.db import BigIntId, UTCDateTime, str_enum, utcnow
@@ -125,23 +126,39 @@ class HashList(SQLModel, table=True):
     )
 
 
-class KnownHash(SQLModel, table=True):
-    __tablename__ = "known_hash"
+def _hash_text(length: int) -> TypeEngine[str]:
+    """Hash text, compared byte by byte on PostgreSQL (``COLLATE "C"``): the key index of
+    a list is then built by memcmp, not by the locale's rules."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
+class KnownEntry(SQLModel, table=True):
+    """One entry of a known list: the hashes of one file, as one line of the list gives
+    them (a list line naming MD5 and SHA-1 is one entry with both).
+
+    An entry is identified within its list by its key, the first of SHA-256, SHA-1, MD5,
+    PDQ, pHash, PhotoDNA it has (``triage.hashlists.entry_key``); one index on the key
+    serves both de-duplication and exact matching. On PostgreSQL the table is
+    partitioned by list (one partition per list, built by ``triage.hashlists``), so a
+    list is imported into a table of its own and indexed once at the end, and removed by
+    dropping it; on SQLite it is one plain table.
+    """
+
+    __tablename__ = "known_entry"
 
     id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True))
     list_id: int = Field(
         sa_column=Column(BigInteger, ForeignKey("hash_list.id", ondelete="CASCADE"), nullable=False)
     )
-    hash_type: HashType = Field(sa_column=Column(str_enum(HashType), nullable=False))
-    value: str = Field(sa_column=Column(String(512), nullable=False))
+    sha256: str | None = Field(default=None, sa_column=Column(_hash_text(64)))
+    sha1: str | None = Field(default=None, sa_column=Column(_hash_text(40)))
+    md5: str | None = Field(default=None, sa_column=Column(_hash_text(32)))
+    pdq: str | None = Field(default=None, sa_column=Column(_hash_text(64)))
+    phash: str | None = Field(default=None, sa_column=Column(_hash_text(16)))
+    photodna: str | None = Field(default=None, sa_column=Column(_hash_text(512)))
     category: str | None = Field(default=None, sa_column=Column(String(64)))
     added_at: dt.datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
-    )
-
-    # One index serves both the lookup by (type, value) and de-duplication per list.
-    __table_args__ = (
-        UniqueConstraint("hash_type", "value", "list_id", name="uq_known_hash_type_value_list"),
     )
 
 
@@ -161,14 +178,13 @@ class MediaMatch(SQLModel, table=True):
         default=None,
         sa_column=Column(BigInteger, ForeignKey("hash_list.id", ondelete="CASCADE")),
     )
-    known_hash_id: int | None = Field(
-        default=None,
-        sa_column=Column(BigInteger, ForeignKey("known_hash.id", ondelete="CASCADE")),
-    )
+    # No foreign key: a partitioned table has no unique id to refer to. Removing a list
+    # or an own-list entry deletes its matches explicitly.
+    known_entry_id: int | None = Field(default=None, sa_column=Column(BigInteger))
     matched_media_id: int | None = Field(
         default=None, sa_column=Column(BigInteger, ForeignKey("media.id"))
     )
-    # "k<known_hash_id>" or "m<matched_media_id>": one non-null key for uniqueness, since
+    # "k<known_entry_id>" or "m<matched_media_id>": one non-null key for uniqueness, since
     # NULLs never collide in a unique constraint.
     ref: str = Field(sa_column=Column(String(24), nullable=False))
     found_at: dt.datetime = Field(

@@ -37,11 +37,11 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import ColumnElement, Select, String, case, func, or_, select, text, type_coerce
+from sqlalchemy import ColumnElement, Select, func, or_, select, text
 from sqlmodel import Session, col
 
 from hotline.settings import get_settings
-from triage.models import HashList, HashType, KnownHash, Media
+from triage.models import HashList, HashType, KnownEntry, Media
 
 log = logging.getLogger("hotline.triage.neardup")
 
@@ -537,7 +537,7 @@ class NearMatch:
     hash_type: str  # "phash" | "pdq"
     distance: int
     media_id: int | None
-    known_hash_id: int | None
+    known_entry_id: int | None
     list_id: int | None
 
 
@@ -802,7 +802,7 @@ class NearDuplicates:
             cursor.fill(np.array(found, dtype=np.int64))
         cursor.settle(now, before[0] if before else None, self.settle_seconds)
 
-        top = int(session.connection().execute(select(func.max(table.id))).scalar() or 0)
+        top = table.top(session)
         if not cursor.started:
             settled = max(top - self.settled_ids, 0)
             if session.connection().dialect.driver == "psycopg":
@@ -884,14 +884,13 @@ class NearDuplicates:
         for chunk in _chunks(ids, 500):
             statement = (
                 select(
-                    col(KnownHash.id),
-                    col(KnownHash.list_id),
-                    col(KnownHash.value),
+                    col(KnownEntry.id),
+                    col(KnownEntry.list_id),
+                    col(getattr(KnownEntry, hash_type.value)),
                     col(HashList.name),
                 )
-                .join(HashList, col(HashList.id) == col(KnownHash.list_id))
-                .where(col(KnownHash.id).in_(chunk))
-                .where(col(KnownHash.hash_type) == hash_type)
+                .join(HashList, col(HashList.id) == col(KnownEntry.list_id))
+                .where(col(KnownEntry.id).in_(chunk))
                 .where(col(HashList.enabled).is_(True))
             )
             for known_id, list_id, value, name in session.execute(statement):
@@ -905,9 +904,9 @@ def _match_order(match: NearMatch) -> tuple[int, ...]:
     return (
         match.hash_type != HashType.phash,
         match.distance,
-        match.known_hash_id is None,
+        match.known_entry_id is None,
         match.list_id or 0,
-        match.known_hash_id or 0,
+        match.known_entry_id or 0,
         match.media_id or 0,
     )
 
@@ -950,6 +949,10 @@ class _Table:
                 codes = np.concatenate([p[1] for p in parts])
                 self.owner._index[(self.kind, hash_type)].add(ids, codes)
         self._pending = {}
+
+    def top(self, session: Session) -> int:
+        """The highest id in the table (or above it)."""
+        return int(session.connection().execute(select(func.max(self.id))).scalar() or 0)
 
     def rows(
         self, where: ColumnElement[bool], *, settled_only: bool = False
@@ -1023,42 +1026,48 @@ class _MediaTable(_Table):
 
 
 class _KnownTable(_Table):
-    name = "known_hash"
+    name = "known_entry"
     kind = _KNOWN
 
     @property
     def id(self) -> Any:
-        return col(KnownHash.id)
+        return col(KnownEntry.id)
 
-    _types = (HashType.phash, HashType.pdq)
+    def top(self, session: Session) -> int:
+        connection = session.connection()
+        if connection.dialect.name != "postgresql":
+            return super().top(session)
+        # The partitions index ids by block range, which cannot give max(id) without a
+        # scan; the sequence's last value bounds every id handed out.
+        return int(
+            connection.exec_driver_sql(
+                "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM known_entry_id_seq"
+            ).scalar_one()
+        )
 
     def rows(
         self, where: ColumnElement[bool], *, settled_only: bool = False
     ) -> Select[*tuple[Any, ...]]:
-        kind = col(KnownHash.hash_type)
-        # The type as the stored string: converting millions of values to the enum is slow.
-        kind_text = type_coerce(kind, String)
+        statement = select(col(KnownEntry.id), col(KnownEntry.phash), col(KnownEntry.pdq))
         if settled_only:
-            return select(col(KnownHash.id), kind_text, col(KnownHash.value)).where(
-                where, kind.in_(self._types)
+            statement = statement.where(
+                col(KnownEntry.phash).is_not(None) | col(KnownEntry.pdq).is_not(None)
             )
-        # Every id (to tell gaps from other hash types), values only where they are used.
-        value = case((kind.in_(self._types), col(KnownHash.value)), else_=None)
-        return select(col(KnownHash.id), kind_text, value).where(where)
+        return statement.where(where)
 
     def copies(self, settled: int) -> list[tuple[HashType, str, tuple[object, ...]]]:
         query = (
-            "COPY (SELECT id::bigint, value::text FROM known_hash WHERE id <= %s"
-            " AND hash_type = %s AND octet_length(value) = %s) TO STDOUT (FORMAT BINARY)"
+            "COPY (SELECT id::bigint, {0}::text FROM known_entry WHERE id <= %s"
+            " AND octet_length({0}) = {1}) TO STDOUT (FORMAT BINARY)"
         )
         return [
-            (HashType.phash, query, (settled, HashType.phash.value, 16)),
-            (HashType.pdq, query, (settled, HashType.pdq.value, 64)),
+            (HashType.phash, query.format("phash", 16), (settled,)),
+            (HashType.pdq, query.format("pdq", 64), (settled,)),
         ]
 
     def add(self, rows: Sequence[Any]) -> None:
-        for hash_type in self._types:
-            self._add(hash_type, ((r[0], r[2]) for r in rows if r[1] == hash_type))
+        self._add(HashType.phash, ((r[0], r[1]) for r in rows if r[1] is not None))
+        self._add(HashType.pdq, ((r[0], r[2]) for r in rows if r[2] is not None))
 
 
 @lru_cache

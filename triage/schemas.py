@@ -100,7 +100,7 @@ class ReversalResult(BaseModel):
     status_reason: str | None
     previous_status: str
     media_reversed: list[int] = Field(description="Media items whose verdict became not illegal.")
-    hashes_removed: int = Field(description="Entries taken off the hotline's own hash list.")
+    entries_removed: int = Field(description="Entries taken off the hotline's own hash list.")
     media_kept_on_list: list[int] = Field(
         description="Media whose hashes stay listed: another confirmed target holds them."
     )

@@ -39,11 +39,11 @@ from triage.errors import FetchError
 from triage.extract import media_links
 from triage.fetcher import Fetcher
 from triage.hashing import HashingError, MediaHashes, hash_media, is_media, sniff
+from triage.hashlists import exact_matches
 from triage.hosting import Hosting, HostingLookup
 from triage.models import (
     HashList,
     HashType,
-    KnownHash,
     MatchKind,
     Media,
     MediaMatch,
@@ -56,7 +56,6 @@ log = logging.getLogger("hotline.triage")
 
 # Failures worth another attempt; everything else is final at once.
 RETRYABLE = {"timeout", "connect_error", "dns_error", "internal_error", "http_error_429"}
-EXACT_TYPES = (HashType.sha256, HashType.sha1, HashType.md5)
 
 
 @dataclass(frozen=True)
@@ -331,9 +330,9 @@ def upsert_sighting(
 
 
 def _match_row(**values: Any) -> dict[str, Any]:
-    known, media = values.get("known_hash_id"), values.get("matched_media_id")
+    known, media = values.get("known_entry_id"), values.get("matched_media_id")
     return {
-        "known_hash_id": None,
+        "known_entry_id": None,
         "matched_media_id": None,
         "list_id": None,
         **values,
@@ -364,17 +363,7 @@ def match_media(
 ) -> None:
     """Record every exact (SHA-256, SHA-1, MD5) and near (pHash, PDQ) match of one media
     item, and add them to the target's priority facts."""
-    wanted = [
-        and_(col(KnownHash.hash_type) == kind, col(KnownHash.value) == getattr(hashes, kind.value))
-        for kind in EXACT_TYPES
-    ]
-    exact = session.execute(
-        select(
-            col(KnownHash.id), col(KnownHash.list_id), col(KnownHash.hash_type), col(HashList.name)
-        )
-        .join(HashList, col(HashList.id) == col(KnownHash.list_id))
-        .where(col(HashList.enabled), or_(*wanted))
-    ).all()
+    exact = exact_matches(session, sha256=hashes.sha256, sha1=hashes.sha1, md5=hashes.md5)
     rows = []
     for known_id, list_id, hash_type, list_name in exact:
         facts.exact_lists.add(list_name)
@@ -385,7 +374,7 @@ def match_media(
                 hash_type=hash_type,
                 distance=0,
                 list_id=list_id,
-                known_hash_id=known_id,
+                known_entry_id=known_id,
                 found_at=now,
             )
         )
@@ -407,7 +396,7 @@ def match_media(
                 hash_type=HashType(found.hash_type),
                 distance=found.distance,
                 list_id=found.list_id,
-                known_hash_id=found.known_hash_id,
+                known_entry_id=found.known_entry_id,
                 matched_media_id=found.media_id,
                 found_at=now,
             )

@@ -300,15 +300,16 @@ def token_request(email: str, uri: str, **change: str) -> dict[str, str]:
 
 def test_token_endpoint_signs_in(api: TestClient) -> None:
     uri = create("a@hotline.example", "supervisor")
-    response = api.post("/api/v1/auth/token", json=token_request("a@hotline.example", uri))
+    request = token_request("a@hotline.example", uri)
+    response = api.post("/api/v1/auth/token", json=request)
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["token_type"] == "bearer"
     assert body["expires_in"] == 900
     me = api.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {body['access_token']}"})
     assert me.json() == {"email": "a@hotline.example", "role": "supervisor"}
-    # The same code again: replay.
-    again = api.post("/api/v1/auth/token", json=token_request("a@hotline.example", uri))
+    # The same code again: replay (the same request, not a fresh code of a later step).
+    again = api.post("/api/v1/auth/token", json=request)
     assert again.status_code == 401
     assert again.json()["code"] == "invalid_credentials"
     # Both sign-ins are in the audit log, the second as a failure.

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from hotline.cli_hashes import hashes_app
 from tests.conftest import REPO
-from triage.models import HashList, KnownHash
+from triage.models import HashList, KnownEntry
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -56,13 +56,13 @@ def cli(committed: Engine, backend_env: dict[str, str]) -> Run:
     return run
 
 
-def hashes_in(engine: Engine, name: str) -> int:
+def entries_in(engine: Engine, name: str) -> int:
     with Session(engine) as session:
         return int(
             session.execute(
                 select(func.count())
-                .select_from(KnownHash)
-                .join(HashList, col(HashList.id) == col(KnownHash.list_id))
+                .select_from(KnownEntry)
+                .join(HashList, col(HashList.id) == col(KnownEntry.list_id))
                 .where(col(HashList.name) == name)
             ).scalar_one()
         )
@@ -91,7 +91,7 @@ def test_import_of_100k_lines_with_progress_bar_and_summary(
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == (
-        "csv list 'national': 100,000 lines read, 199,992 hashes added, 2 duplicates, "
+        "csv list 'national': 100,000 lines read, 99,996 entries added, 1 duplicates, "
         "3 lines rejected"
     )
     assert lines[1:] == [
@@ -101,12 +101,12 @@ def test_import_of_100k_lines_with_progress_bar_and_summary(
     ]
     assert "100%" in done.stderr  # the progress bar's last state
     assert "MB" in done.stderr
-    assert hashes_in(committed, "national") == 199_992
+    assert entries_in(committed, "national") == 99_996
     assert elapsed < 60
 
     again = cli("import", str(path), "--list", "national")
     assert again.returncode == 0, again.stderr
-    assert "0 hashes added, 199,994 duplicates, 3 lines rejected" in again.stdout
+    assert "0 entries added, 99,997 duplicates, 3 lines rejected" in again.stdout
 
     listed = cli("lists", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -144,12 +144,12 @@ def test_import_of_a_million_lines(cli: Run, committed: Engine, tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == (
-        f"csv list 'million': 1,000,000 lines read, {1_000_000 - len(bad):,} hashes added, "
+        f"csv list 'million': 1,000,000 lines read, {1_000_000 - len(bad):,} entries added, "
         f"0 duplicates, {len(bad)} lines rejected"
     )
     assert [int(line.split()[2].rstrip(":")) for line in lines[1:]] == bad
     assert "100%" in done.stderr
-    assert hashes_in(committed, "million") == 1_000_000 - len(bad)
+    assert entries_in(committed, "million") == 1_000_000 - len(bad)
 
 
 def test_rejected_lines_beyond_twenty_on_request(cli: Run, tmp_path: Path) -> None:
@@ -180,7 +180,7 @@ def test_every_format_through_the_command(cli: Run, committed: Engine, tmp_path:
         ),
     }
     expected = {
-        "icse.csv": ("icse", 3, 0),
+        "icse.csv": ("icse", 1, 0),
         "list.jsonl": ("jsonl", 1, 0),
         "vics.json": ("vics", 1, 1),
     }
@@ -191,14 +191,14 @@ def test_every_format_through_the_command(cli: Run, committed: Engine, tmp_path:
         assert done.returncode == 0, done.stderr
         fmt, added, rejected = expected[name]
         assert done.stdout.startswith(f"{fmt} list 'formats'")
-        assert f"{added:,} hashes added" in done.stdout
+        assert f"{added:,} entries added" in done.stdout
         assert f"{rejected} lines rejected" in done.stdout
     assert "rejected media item 2: no hash value" in done.stdout
-    assert hashes_in(committed, "formats") == 5
+    assert entries_in(committed, "formats") == 3
 
     stdin = cli("import", "-", "--list", "piped", stdin=f"sha1\n{digest('sha1', 9)}\n")
     assert stdin.returncode == 0, stdin.stderr
-    assert "1 hashes added" in stdin.stdout
+    assert "1 entries added" in stdin.stdout
 
 
 def test_lists_enable_disable_remove(cli: Run, committed: Engine, tmp_path: Path) -> None:
@@ -209,9 +209,9 @@ def test_lists_enable_disable_remove(cli: Run, committed: Engine, tmp_path: Path
     table = cli("lists")
     assert table.returncode == 0, table.stderr
     header, *rows = table.stdout.splitlines()
-    assert header.split() == ["name", "enabled", "own", "sha1", "md5", "total", "created"]
+    assert header.split() == ["name", "enabled", "own", "sha1", "md5", "entries", "created"]
     assert rows[0].split()[:3] == ["hotline", "yes", "yes"]
-    assert rows[1].split()[:5] == ["interpol", "yes", "1", "1", "2"]
+    assert rows[1].split()[:5] == ["interpol", "yes", "1", "1", "1"]
 
     disabled = cli("disable", "interpol")
     assert (disabled.returncode, disabled.stdout) == (0, "list 'interpol' disabled\n")
@@ -220,13 +220,13 @@ def test_lists_enable_disable_remove(cli: Run, committed: Engine, tmp_path: Path
 
     kept = cli("remove", "interpol", stdin="n\n")
     assert kept.returncode == 1
-    assert "Remove list 'interpol' and its 2 hashes?" in kept.stdout
+    assert "Remove list 'interpol' and its 1 entries?" in kept.stdout
     assert "nothing removed" in kept.stderr
-    assert hashes_in(committed, "interpol") == 2
+    assert entries_in(committed, "interpol") == 1
     removed = cli("remove", "interpol", stdin="y\n")
     assert removed.returncode == 0, removed.stderr
-    assert "list 'interpol' removed with 2 hashes" in removed.stdout
-    assert hashes_in(committed, "interpol") == 0
+    assert "list 'interpol' removed with 1 entries" in removed.stdout
+    assert entries_in(committed, "interpol") == 0
 
     for command in (["remove", "interpol", "--yes"], ["disable", "interpol"]):
         missing = cli(*command)
@@ -245,7 +245,7 @@ def test_the_own_list_is_refused_clearly(cli: Run, committed: Engine, tmp_path: 
     not_removed = cli("remove", "hotline", "--yes")
     assert not_removed.returncode == 1
     assert "cannot be imported into or removed" in not_removed.stderr
-    assert hashes_in(committed, "hotline") == 0
+    assert entries_in(committed, "hotline") == 0
     assert cli("disable", "hotline").returncode == 0
     assert cli("enable", "hotline").returncode == 0
 

@@ -37,7 +37,8 @@ from tests.partners.conftest import confirmed_target
 from tests.partners.test_rechecks import confirm, publish
 from triage.assessment import own_list
 from triage.hashing import hash_media
-from triage.models import HashList, HashType, KnownHash, Media, Sighting
+from triage.hashlists import KEY_COLUMNS
+from triage.models import HashList, KnownEntry, Media, Sighting
 from triage.neardup import NearDuplicates
 
 
@@ -90,12 +91,14 @@ def run(env: dict[str, str], *args: str) -> str:
 
 def listed(engine: Engine, name: str) -> set[tuple[str, str, str | None]]:
     with Session(engine) as session:
-        rows = session.execute(
-            select(col(KnownHash.hash_type), col(KnownHash.value), col(KnownHash.category))
-            .join(HashList, col(HashList.id) == col(KnownHash.list_id))
+        entries = session.execute(
+            select(KnownEntry)
+            .join(HashList, col(HashList.id) == col(KnownEntry.list_id))
             .where(col(HashList.name) == name)
-        ).all()
-    return {(str(t), v, c) for t, v, c in rows}
+        ).scalars()
+        return {
+            (t, getattr(e, t), e.category) for e in entries for t in KEY_COLUMNS if getattr(e, t)
+        }
 
 
 # -- the acceptance ---------------------------------------------------------------------------
@@ -132,7 +135,7 @@ def test_an_exported_hash_list_is_imported_by_another_hotline_which_then_finds_t
         assert not exports.verify_detached(body + b" ", signature, secret)
 
         summary = run(env, "hashes", "import", str(out), "--list", f"from-ua-{fmt}")
-        assert "1 lines read, 5 hashes added, 0 duplicates, 0 lines rejected" in summary
+        assert "1 lines read, 1 entries added, 0 duplicates, 0 lines rejected" in summary
         # Exactly the hashes confirmed here, unchanged.
         assert listed(engine, f"from-ua-{fmt}") == {(k, v, category) for k, v in ours}
 
@@ -149,8 +152,8 @@ def test_an_exported_hash_list_is_imported_by_another_hotline_which_then_finds_t
         # And the original by its exact hash.
         exact = session.execute(
             select(col(HashList.name))
-            .join(KnownHash, col(KnownHash.list_id) == col(HashList.id))
-            .where(col(KnownHash.hash_type) == "sha256", col(KnownHash.value) == media.sha256)
+            .join(KnownEntry, col(KnownEntry.list_id) == col(HashList.id))
+            .where(col(KnownEntry.sha256) == media.sha256)
         ).scalars()
         assert set(exact) == {f"from-ua-{f}" for f in categories}
     engine.dispose()
@@ -222,16 +225,16 @@ def test_since_on_the_hash_list_gives_the_media_confirmed_after_it(session: Sess
             .first()
         )
         assert media is not None
-        for kind in (HashType.sha256, HashType.sha1, HashType.md5):
-            session.add(
-                KnownHash(
-                    list_id=int(own.id or 0),
-                    hash_type=kind,
-                    value=getattr(media, kind.value),
-                    category="national" if target is second else "baseline",
-                    added_at=at,
-                )
+        session.add(
+            KnownEntry(
+                list_id=int(own.id or 0),
+                sha256=media.sha256,
+                sha1=media.sha1,
+                md5=media.md5,
+                category="national" if target is second else "baseline",
+                added_at=at,
             )
+        )
         added.append(media.sha256)
     session.flush()
     now = t0 + dt.timedelta(days=3)
@@ -276,14 +279,7 @@ def test_partners_allowed_to_export_get_signed_lists_through_the_api(client: Any
         }
         own = own_list(session, now=utcnow())
         for value in sha256s:
-            session.add(
-                KnownHash(
-                    list_id=int(own.id or 0),
-                    hash_type=HashType.sha256,
-                    value=value,
-                    category="baseline",
-                )
-            )
+            session.add(KnownEntry(list_id=int(own.id or 0), sha256=value, category="baseline"))
     auth = {"Authorization": f"Bearer {key}"}
 
     response = client.get("/api/v1/partner/exports/urls", params={"format": "jsonl"}, headers=auth)

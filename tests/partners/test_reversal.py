@@ -136,7 +136,7 @@ def test_a_reversal_takes_the_hashes_off_the_own_list_and_keeps_the_history(
     assert (result.status, result.status_reason) == ("not_illegal", "reversed")
     assert result.media_reversed == [item]
     assert result.media_kept_on_list == []
-    assert result.hashes_removed == len(values_of(session, item))
+    assert result.entries_removed == 1  # the item's one entry, with all its hashes
     assert values_of(session, item).isdisjoint(v for _, v, _ in own_hashes(session))
     assert first.target.status == TargetStatus.not_illegal
     # Nothing is deleted: the illegal verdict stays as history, superseded.
@@ -200,7 +200,7 @@ def test_hashes_another_confirmed_target_holds_stay_on_the_list(session: Session
 
     kept = assessment.reverse(session, first.id, note="wrong", user=sue, now=utcnow())
     assert kept.media_kept_on_list == [item]
-    assert kept.hashes_removed == 0
+    assert kept.entries_removed == 0
     assert own_hashes(session) == before
     assert arrivals.own_list_near(pictures["reencoded"])
 

@@ -40,6 +40,7 @@ from triage.assessment import (
     UnknownCountry,
 )
 from triage.hashing import hash_media
+from triage.hashlists import KEY_COLUMNS, create_list
 from triage.hosting import get_hosting_lookup
 from triage.models import (
     AgeGroup,
@@ -51,7 +52,7 @@ from triage.models import (
     DecisionStage,
     HashList,
     HashType,
-    KnownHash,
+    KnownEntry,
     MatchKind,
     Media,
     MediaKind,
@@ -162,12 +163,12 @@ def assess(
 
 
 def own_hashes(session: Session) -> set[tuple[str, str, str | None]]:
-    rows = session.execute(
-        select(col(KnownHash.hash_type), col(KnownHash.value), col(KnownHash.category))
-        .join(HashList, col(HashList.id) == col(KnownHash.list_id))
+    entries = session.execute(
+        select(KnownEntry)
+        .join(HashList, col(HashList.id) == col(KnownEntry.list_id))
         .where(col(HashList.own).is_(True))
-    ).all()
-    return {(str(t), v, c) for t, v, c in rows}
+    ).scalars()
+    return {(t, getattr(e, t), e.category) for e in entries for t in KEY_COLUMNS if getattr(e, t)}
 
 
 def decisions(session: Session, case: Case) -> list[tuple[str, str, int | None, bool | None]]:
@@ -609,13 +610,9 @@ def test_near_duplicates_are_shown_as_suggestions_only(session: Session) -> None
 def listed(
     session: Session, name: str, *entries: tuple[HashType, str, str | None], enabled: bool = True
 ) -> None:
-    hash_list = HashList(name=name, enabled=enabled)
-    session.add(hash_list)
-    session.flush()
+    hash_list = create_list(session, name, enabled=enabled)
     for hash_type, value, category in entries:
-        session.add(
-            KnownHash(list_id=hash_list.id, hash_type=hash_type, value=value, category=category)
-        )
+        session.add(KnownEntry(list_id=hash_list.id, **{hash_type.value: value}, category=category))
     session.flush()
 
 

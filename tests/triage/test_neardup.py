@@ -16,7 +16,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
 from hotline.db import session_scope
-from triage.models import HashList, HashType, KnownHash, Media, MediaKind
+from triage.hashlists import create_list
+from triage.models import HashList, KnownEntry, Media, MediaKind
 from triage.neardup import (
     MIN_TABLE_ROWS,
     HammingIndex,
@@ -403,18 +404,16 @@ def test_known_lists_match_until_disabled_or_removed(committed: Engine, clock: F
     view = near(clock, refresh_seconds=0)
     phash, pdq = "a5a5a5a5a5a5a5a5", "3c" * 32
     with session_scope(committed) as session:
-        listed = HashList(name="partner-list")
-        other = HashList(name="other-list")
-        session.add_all([listed, other])
-        session.flush()
+        listed = create_list(session, "partner-list")
+        other = create_list(session, "other-list")
         assert listed.id is not None
         assert other.id is not None
         rows = [
-            KnownHash(list_id=listed.id, hash_type=HashType.phash, value=phash),
-            KnownHash(list_id=listed.id, hash_type=HashType.pdq, value=pdq.upper()),
-            KnownHash(list_id=other.id, hash_type=HashType.phash, value=phash),
-            KnownHash(list_id=other.id, hash_type=HashType.md5, value="0" * 32),
-            KnownHash(list_id=other.id, hash_type=HashType.phash, value="not a phash"),
+            KnownEntry(list_id=listed.id, phash=phash),
+            KnownEntry(list_id=listed.id, pdq=pdq.upper()),
+            KnownEntry(list_id=other.id, phash=phash),
+            KnownEntry(list_id=other.id, md5="0" * 32),
+            KnownEntry(list_id=other.id, phash="not a phash"),
         ]
         session.add_all(rows)
         session.flush()
@@ -501,15 +500,13 @@ def test_the_first_load_reads_settled_rows_in_bulk(committed: Engine, clock: Fak
     strong = add_media(committed, media("strong", phash=phash.upper(), pdq=pdq, quality=90))
     weak = add_media(committed, media("weak", pdq=pdq, quality=10))
     with session_scope(committed) as session:
-        listed = HashList(name="bulk-list")
-        session.add(listed)
-        session.flush()
+        listed = create_list(session, "bulk-list")
         assert listed.id is not None
         rows = [
-            KnownHash(list_id=listed.id, hash_type=HashType.phash, value=phash),
-            KnownHash(list_id=listed.id, hash_type=HashType.phash, value="z" * 16),
-            KnownHash(list_id=listed.id, hash_type=HashType.phash, value="é" * 16),
-            KnownHash(list_id=listed.id, hash_type=HashType.pdq, value=pdq),
+            KnownEntry(list_id=listed.id, phash=phash),
+            KnownEntry(list_id=listed.id, phash="z" * 16),
+            KnownEntry(list_id=listed.id, phash="é" * 16),
+            KnownEntry(list_id=listed.id, pdq=pdq),
         ]
         session.add_all(rows)
         session.flush()
@@ -546,20 +543,18 @@ def test_a_list_imported_again_after_removal_is_matched(
 
     def import_list(name: str, value: str) -> int:
         with session_scope(committed) as session:
-            hash_list = HashList(name=name)
-            session.add(hash_list)
-            session.flush()
+            hash_list = create_list(session, name)
             assert hash_list.id is not None
-            row = KnownHash(list_id=hash_list.id, hash_type=HashType.phash, value=value)
+            row = KnownEntry(list_id=hash_list.id, phash=value)
             session.add(row)
             session.flush()
             assert row.id is not None
             return row.id
 
     first = import_list("first", old_value)
-    assert [m.known_hash_id for m in lookup(view, committed, phash=old_value)] == [first]
+    assert [m.known_entry_id for m in lookup(view, committed, phash=old_value)] == [first]
     with session_scope(committed) as session:
         session.execute(delete(HashList).where(col(HashList.name) == "first"))
     second = import_list("second", new_value)
     assert lookup(view, committed, phash=old_value) == []
-    assert [m.known_hash_id for m in lookup(view, committed, phash=new_value)] == [second]
+    assert [m.known_entry_id for m in lookup(view, committed, phash=new_value)] == [second]
