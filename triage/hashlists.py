@@ -740,6 +740,9 @@ def _index_partition(cursor: Any, name: str) -> None:
 
 def _create_partition(cursor: Any, list_id: int) -> None:
     name = partition_name(list_id)
+    found = cursor.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
+    if found and found[0]:
+        return  # (CREATE INDEX IF NOT EXISTS would still lock the table first)
     cursor.execute(
         f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF known_entry FOR VALUES IN ({int(list_id)})"
     )
