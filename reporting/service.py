@@ -10,11 +10,12 @@ import datetime as dt
 import hashlib
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlmodel import Session, col
 
-from hotline.db import dialect_insert
+from hotline.db import built
 from hotline.queue import enqueue
 from hotline.settings import IPNetwork, Settings
 from reporting.contacts import encrypt_contact
@@ -43,35 +44,39 @@ PUBLIC_STATUS = {
 }
 
 
+def _add_target(insert: Any) -> Any:
+    table = Target.__table__  # type: ignore[attr-defined]
+    statement = insert(table)
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.url_sha256],
+        set_={
+            "report_count": table.c.report_count + 1,
+            "last_reported_at": statement.excluded.last_reported_at,
+        },
+    ).returning(table.c.id, table.c.report_count, table.c.status)
+
+
 def upsert_target(
     session: Session, url: str, host: str, domain: str, *, now: dt.datetime
 ) -> tuple[int, bool]:
     """Insert the target or count one more report on it; returns (id, hand it over).
     Race-free. An unreachable target reported again is tried afresh."""
-    insert = dialect_insert(session)
-    table = Target.__table__  # type: ignore[attr-defined]
-    statement = (
-        insert(table)
-        .values(
-            canonical_url=url,
-            url_sha256=hashlib.sha256(url.encode()).hexdigest(),
-            host=host,
-            registered_domain=domain,
-            status=TargetStatus.pending,
-            priority=0,
-            report_count=1,
-            first_reported_at=now,
-            last_reported_at=now,
-            status_changed_at=now,
-            handed_over_at=now,
-        )
-        .on_conflict_do_update(
-            index_elements=[table.c.url_sha256],
-            set_={"report_count": table.c.report_count + 1, "last_reported_at": now},
-        )
-        .returning(table.c.id, table.c.report_count, table.c.status)
-    )
-    target_id, count, status = session.execute(statement).one()
+    target_id, count, status = session.execute(
+        built(session, _add_target),
+        {
+            "canonical_url": url,
+            "url_sha256": hashlib.sha256(url.encode()).hexdigest(),
+            "host": host,
+            "registered_domain": domain,
+            "status": TargetStatus.pending,
+            "priority": 0,
+            "report_count": 1,
+            "first_reported_at": now,
+            "last_reported_at": now,
+            "status_changed_at": now,
+            "handed_over_at": now,
+        },
+    ).one()
     if status == TargetStatus.unreachable:
         # Reported again: the site may be back. Try afresh rather than answer 202 and
         # do nothing.

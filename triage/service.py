@@ -25,10 +25,10 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Integer, and_, bindparam, func, or_, select, update
 from sqlmodel import Session, col
 
-from hotline.db import dialect_insert
+from hotline.db import built, dialect_insert
 from hotline.errors import HotlineError
 from hotline.settings import Settings
 from reporting.models import Target, TargetStatus
@@ -122,6 +122,38 @@ class Claim:
     claimed_at: dt.datetime
 
 
+def _claim(_: Any) -> Any:
+    target = Target.__table__  # type: ignore[attr-defined]
+    handed_over = target.c.handed_over_at
+    claimable = or_(
+        target.c.status == TargetStatus.pending,
+        and_(
+            target.c.status == TargetStatus.fetching,
+            or_(handed_over.is_(None), handed_over < bindparam("expired_before")),
+        ),
+    )
+    return (
+        update(target)
+        .where(
+            target.c.id == bindparam("target"),
+            claimable,
+            target.c.attempts < bindparam("max_attempts"),
+        )
+        .values(
+            status=TargetStatus.fetching,
+            status_changed_at=bindparam("now"),
+            handed_over_at=bindparam("now"),
+            attempts=target.c.attempts + 1,
+        )
+        .returning(
+            target.c.canonical_url,
+            target.c.registered_domain,
+            target.c.report_count,
+            target.c.processed_at,
+        )
+    )
+
+
 def claim_target(
     session: Session,
     target_id: int,
@@ -135,30 +167,14 @@ def claim_target(
 
     One conditional UPDATE: of two workers racing for the target, one gets the row.
     """
-    handed_over = col(Target.handed_over_at)
-    claimable = or_(
-        col(Target.status) == TargetStatus.pending,
-        and_(
-            col(Target.status) == TargetStatus.fetching,
-            or_(handed_over.is_(None), handed_over < now - lease),
-        ),
-    )
     row = session.execute(
-        update(Target)
-        .where(col(Target.id) == target_id, claimable, col(Target.attempts) < max_attempts)
-        .values(
-            status=TargetStatus.fetching,
-            status_changed_at=now,
-            handed_over_at=now,
-            attempts=col(Target.attempts) + 1,
-        )
-        .returning(
-            col(Target.canonical_url),
-            col(Target.registered_domain),
-            col(Target.report_count),
-            col(Target.processed_at),
-        )
-        .execution_options(synchronize_session=False)
+        built(session, _claim),
+        {
+            "target": target_id,
+            "expired_before": now - lease,
+            "max_attempts": max_attempts,
+            "now": now,
+        },
     ).first()
     if row is None:
         return None
@@ -270,37 +286,60 @@ def record_failure(
     return Outcome(TargetStatus.unreachable)
 
 
+def _add_media(insert: Any) -> Any:
+    table = Media.__table__  # type: ignore[attr-defined]
+    return (
+        insert(table).on_conflict_do_nothing(index_elements=[table.c.sha256]).returning(table.c.id)
+    )
+
+
+def _find_media(_: Any) -> Any:
+    return select(col(Media.id)).where(col(Media.sha256) == bindparam("sha256"))
+
+
 def upsert_media(session: Session, hashes: MediaHashes, *, now: dt.datetime) -> tuple[int, bool]:
     """The media row's id, and whether this call inserted it."""
-    insert = dialect_insert(session)
-    table = Media.__table__  # type: ignore[attr-defined]
-    statement = (
-        insert(table)
-        .values(
-            sha256=hashes.sha256,
-            sha1=hashes.sha1,
-            md5=hashes.md5,
-            phash=hashes.phash,
-            pdq=hashes.pdq,
-            pdq_quality=hashes.pdq_quality,
-            mime=hashes.mime,
-            kind=hashes.kind,
-            size=hashes.size,
-            width=hashes.width,
-            height=hashes.height,
-            frames=hashes.frames,
-            first_seen_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=[table.c.sha256])
-        .returning(table.c.id)
-    )
-    inserted = session.execute(statement).scalar()
+    inserted = session.execute(
+        built(session, _add_media),
+        {
+            "sha256": hashes.sha256,
+            "sha1": hashes.sha1,
+            "md5": hashes.md5,
+            "phash": hashes.phash,
+            "pdq": hashes.pdq,
+            "pdq_quality": hashes.pdq_quality,
+            "mime": hashes.mime,
+            "kind": hashes.kind,
+            "size": hashes.size,
+            "width": hashes.width,
+            "height": hashes.height,
+            "frames": hashes.frames,
+            "first_seen_at": now,
+        },
+    ).scalar()
     if inserted is not None:
         return int(inserted), True
-    existing = session.execute(
-        select(col(Media.id)).where(col(Media.sha256) == hashes.sha256)
-    ).scalar_one()
+    existing = session.execute(built(session, _find_media), {"sha256": hashes.sha256}).scalar_one()
     return int(existing), False
+
+
+_SIGHTING_UPDATES = (
+    "media_url",
+    "hosting_ip",
+    "hosting_country",
+    "hosting_asn",
+    "online",
+    "last_seen_at",
+)
+
+
+def _add_sighting(insert: Any) -> Any:
+    table = Sighting.__table__  # type: ignore[attr-defined]
+    statement = insert(table)
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.target_id, table.c.media_id],
+        set_={name: statement.excluded[name] for name in _SIGHTING_UPDATES},
+    )
 
 
 def upsert_sighting(
@@ -312,20 +351,19 @@ def upsert_sighting(
     *,
     now: dt.datetime,
 ) -> None:
-    insert = dialect_insert(session)
-    table = Sighting.__table__  # type: ignore[attr-defined]
-    values = {
-        "media_url": found.url,
-        "hosting_ip": hosting.ip,
-        "hosting_country": hosting.country,
-        "hosting_asn": hosting.asn,
-        "online": True,
-        "last_seen_at": now,
-    }
     session.execute(
-        insert(table)
-        .values(target_id=target_id, media_id=media_id, first_seen_at=now, **values)
-        .on_conflict_do_update(index_elements=[table.c.target_id, table.c.media_id], set_=values)
+        built(session, _add_sighting),
+        {
+            "target_id": target_id,
+            "media_id": media_id,
+            "first_seen_at": now,
+            "media_url": found.url,
+            "hosting_ip": hosting.ip,
+            "hosting_country": hosting.country,
+            "hosting_asn": hosting.asn,
+            "online": True,
+            "last_seen_at": now,
+        },
     )
 
 
@@ -404,26 +442,56 @@ def match_media(
     _add_matches(session, rows)
 
 
-def upsert_site(session: Session, domain: str, *, new_target: bool, now: dt.datetime) -> int:
-    """Count the target on its site (registered domain); returns the site's confirmed count."""
-    insert = dialect_insert(session)
+def _count_site(insert: Any) -> Any:
     table = Site.__table__  # type: ignore[attr-defined]
-    confirmed = session.execute(
+    return (
         insert(table)
-        .values(
-            registered_domain=domain,
-            target_count=1,
-            confirmed_count=0,
-            dedicated=False,
-            first_seen_at=now,
-        )
         .on_conflict_do_update(
             index_elements=[table.c.registered_domain],
-            set_={"target_count": table.c.target_count + (1 if new_target else 0)},
+            set_={"target_count": table.c.target_count + bindparam("added", type_=Integer)},
         )
         .returning(table.c.confirmed_count)
+    )
+
+
+def upsert_site(session: Session, domain: str, *, new_target: bool, now: dt.datetime) -> int:
+    """Count the target on its site (registered domain); returns the site's confirmed count."""
+    confirmed = session.execute(
+        built(session, _count_site),
+        {
+            "registered_domain": domain,
+            "target_count": 1,
+            "confirmed_count": 0,
+            "dedicated": False,
+            "first_seen_at": now,
+            "added": 1 if new_target else 0,
+        },
     ).scalar_one()
     return int(confirmed)
+
+
+def _queue(_: Any) -> Any:
+    target = Target.__table__  # type: ignore[attr-defined]
+    return (
+        update(target)
+        .where(
+            target.c.id == bindparam("target"),
+            target.c.status == TargetStatus.fetching,
+            target.c.handed_over_at == bindparam("claimed_at"),
+        )
+        .values(
+            status=TargetStatus.queued,
+            status_reason=bindparam("reason"),
+            status_changed_at=bindparam("now"),
+            processed_at=bindparam("now"),
+            priority=bindparam("rank"),
+            priority_reasons=bindparam("reasons"),
+            hosting_ip=bindparam("ip"),
+            hosting_country=bindparam("country"),
+            hosting_asn=bindparam("asn"),
+            hosting_org=bindparam("org"),
+        )
+    )
 
 
 def record_gathered(
@@ -459,25 +527,19 @@ def record_gathered(
     )
     priority, reasons = ranking.priority(facts)
     updated = session.execute(
-        update(Target)
-        .where(
-            col(Target.id) == claim.target_id,
-            col(Target.status) == TargetStatus.fetching,
-            col(Target.handed_over_at) == claim.claimed_at,
-        )
-        .values(
-            status=TargetStatus.queued,
-            status_reason=None if gathered.media or not gathered.page else "no_media_found",
-            status_changed_at=now,
-            processed_at=now,
-            priority=priority,
-            priority_reasons=json.dumps(reasons),
-            hosting_ip=place.ip,
-            hosting_country=place.country,
-            hosting_asn=place.asn,
-            hosting_org=place.org,
-        )
-        .execution_options(synchronize_session=False)
+        built(session, _queue),
+        {
+            "target": claim.target_id,
+            "claimed_at": claim.claimed_at,
+            "reason": None if gathered.media or not gathered.page else "no_media_found",
+            "now": now,
+            "rank": priority,
+            "reasons": json.dumps(reasons),
+            "ip": place.ip,
+            "country": place.country,
+            "asn": place.asn,
+            "org": place.org,
+        },
     )
     if not updated.rowcount:  # type: ignore[attr-defined]
         session.rollback()
