@@ -3,8 +3,9 @@
     HOTLINE_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
         .venv/bin/python bench/hashimport.py [--lines 1000000] [--hashes-per-line 3] [--repeat 3]
 
-Target: the import (the whole command, process start to exit) takes at most 3x the time of ``COPY bare_table FROM STDIN`` of the same
-file into an unindexed table with the file's columns, on PostgreSQL.
+Target: the import (the whole command, process start to exit) takes at most 3x the time
+of ``COPY bare_table FROM STDIN`` of the same file into an unindexed table with the file's
+columns, on PostgreSQL.
 
 The list is generated: random SHA-256/SHA-1/MD5 values (hash lists are not content), with
 a few malformed lines at known numbers, written to a temporary file. The import runs the
