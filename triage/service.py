@@ -577,9 +577,14 @@ def process_target(
     max_attempts: int,
     retry_delay: float,
     now: Callable[[], dt.datetime],
+    claims: UnitOfWork | None = None,
 ) -> Outcome:
-    """Claim, gather and record one target; returns where it ended and whether to retry."""
-    with units() as session:
+    """Claim, gather and record one target; returns where it ended and whether to retry.
+
+    ``claims`` is the unit of work of the claim, a single statement (``units`` if not
+    given): a worker runs it without a transaction of its own.
+    """
+    with (claims or units)() as session:
         claim = claim_target(session, target_id, now=now(), lease=lease, max_attempts=max_attempts)
     if claim is None:
         return Outcome(None)

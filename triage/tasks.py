@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from functools import partial
 from typing import Any
 
 from celery import shared_task
@@ -24,6 +25,7 @@ def process_target(self: Any, target_id: int) -> str | None:
     outcome = service.process_target(
         target_id,
         units=session_scope,
+        claims=partial(session_scope, autocommit=True),
         fetcher=get_fetcher(),
         near=get_near_duplicates(),
         hosting=get_hosting_lookup(),
