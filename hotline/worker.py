@@ -6,6 +6,8 @@ and listed here; nothing imports this module.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import resource
 
@@ -27,11 +29,16 @@ def _configure_logging(**_: object) -> None:
 
 @worker_process_init.connect
 def _load_indexes(**_: object) -> None:
-    # Load the near-duplicate index when a pool process starts, not on its first task.
+    # Load the near-duplicate index, the hosting data and the fetcher's certificates
+    # when a pool process starts, not on its first task.
     from hotline.db import session_scope
+    from triage.fetcher import get_fetcher
+    from triage.hosting import get_hosting_lookup
     from triage.neardup import get_near_duplicates
 
     try:
+        get_hosting_lookup()
+        get_fetcher()
         with session_scope() as session:
             get_near_duplicates().refresh(session, force=True)
     except Exception as exc:  # the first task loads it instead
@@ -40,9 +47,34 @@ def _load_indexes(**_: object) -> None:
         )
 
 
+# glibc's mallopt parameters.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def keep_freed_memory(limit: int = 64 << 20) -> bool:
+    """Have glibc keep up to ``limit`` bytes of freed memory for the next allocation
+    rather than hand it back to the kernel; False where the C library is not glibc.
+
+    By default a worker returned the buffers of each image it decoded and hashed, and
+    faulted fresh zero-filled pages in for the next: ~2,300 page faults and 4.5 ms of
+    kernel time per 1600x1200 JPEG, a third more CPU than the hashing itself. Freed
+    memory stays in the process (whose core dumps are off), as it always did below
+    glibc's thresholds.
+    """
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    # A fixed mmap threshold also stops glibc from moving both thresholds by itself.
+    return bool(mallopt(_M_MMAP_THRESHOLD, limit // 2) and mallopt(_M_TRIM_THRESHOLD, limit))
+
+
 def create_worker_app() -> Celery:
     settings = get_settings()
     relax_commits()
+    # Set before the pool processes are forked: they inherit it.
+    keep_freed_memory()
     # A crash in a native decoder must not leave fetched bytes in a core file.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     app = make_celery(settings, main="hotline")
