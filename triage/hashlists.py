@@ -484,7 +484,13 @@ def parse_delimited(
             header = row
             break
         layout = _Layout(header, delimiter)
-    offset = first_line - 1
+    yield from _items(rows, layout, counter, offset=first_line - 1)
+
+
+def _items(
+    rows: Iterable[tuple[int, list[str] | str]], layout: _Layout, counter: _Counter, *, offset: int
+) -> Iterator[Entry | Rejected]:
+    """Entries and rejected lines of csv rows (see ``_rows``), numbered ``offset`` on."""
     for first, row in rows:
         if isinstance(row, str):
             counter.lines += 1
@@ -581,15 +587,9 @@ def _lines(
     """The lines of ``data`` (none holding a quote), numbered after ``line_no``, one by
     one through the csv module."""
     texts = [line.removesuffix(b"\r").decode("utf-8", "replace") for line in data.split(b"\n")[:-1]]
-    for first, row in _rows(csv.reader(texts, delimiter=layout.delimiter)):
-        if isinstance(row, str):
-            counter.lines += 1
-            yield Rejected(line_no + first, row)
-            continue
-        item = layout.row(line_no + first, row)
-        if item is not None:
-            counter.lines += 1
-            yield item
+    yield from _items(
+        _rows(csv.reader(texts, delimiter=layout.delimiter)), layout, counter, offset=line_no
+    )
 
 
 def _rows(reader: Any) -> Iterator[tuple[int, list[str] | str]]:
