@@ -43,7 +43,7 @@ from sqlalchemy import bindparam, delete, func, select, text
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, col
 
-from hotline.db import utcnow
+from hotline.db import built, utcnow
 from hotline.errors import HotlineError
 from triage.models import HashList, HashType, KnownEntry, MediaMatch
 
@@ -1261,6 +1261,19 @@ def key_type(sha256: str | None, sha1: str | None, md5: str | None, key: str) ->
     return HashType.sha1 if key == sha1 else HashType.md5
 
 
+def _exact(_: Any) -> Any:
+    # Core columns: a select of ORM attributes takes the ORM's slower execution path.
+    entry = KnownEntry.__table__  # type: ignore[attr-defined]
+    lists = HashList.__table__  # type: ignore[attr-defined]
+    key = func.coalesce(*(entry.c[c] for c in KEY_COLUMNS))
+    return (
+        select(entry.c.id, entry.c.list_id, key, lists.c.name)
+        .join(lists, lists.c.id == entry.c.list_id)
+        .where(lists.c.enabled, key.in_(bindparam("wanted", expanding=True)))
+        .order_by(entry.c.list_id, entry.c.id)
+    )
+
+
 def exact_matches(
     session: Session, *, sha256: str | None, sha1: str | None, md5: str | None
 ) -> list[tuple[int, int, HashType, str]]:
@@ -1269,13 +1282,7 @@ def exact_matches(
     wanted = [value for value in (sha256, sha1, md5) if value]
     if not wanted:
         return []
-    key = entry_key()
-    rows = session.execute(
-        select(col(KnownEntry.id), col(KnownEntry.list_id), key, col(HashList.name))
-        .join(HashList, col(HashList.id) == col(KnownEntry.list_id))
-        .where(col(HashList.enabled), key.in_(wanted))
-        .order_by(col(KnownEntry.list_id), col(KnownEntry.id))
-    )
+    rows = session.execute(built(session, _exact), {"wanted": wanted})
     return [
         (int(entry_id), int(list_id), key_type(sha256, sha1, md5, value), str(name))
         for entry_id, list_id, value, name in rows

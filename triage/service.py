@@ -294,7 +294,8 @@ def _add_media(insert: Any) -> Any:
 
 
 def _find_media(_: Any) -> Any:
-    return select(col(Media.id)).where(col(Media.sha256) == bindparam("sha256"))
+    table = Media.__table__  # type: ignore[attr-defined]
+    return select(table.c.id).where(table.c.sha256 == bindparam("sha256"))
 
 
 def upsert_media(session: Session, hashes: MediaHashes, *, now: dt.datetime) -> tuple[int, bool]:
