@@ -289,14 +289,13 @@ class Fetcher:
         ]
         try:
             with (
-                httpcore.ConnectionPool(
+                httpcore.HTTPConnection(
+                    httpcore.Origin(request_url.scheme, request_url.host, hop.port),
                     ssl_context=self._ssl_context,
                     network_backend=backend,
-                    max_connections=1,
-                    max_keepalive_connections=0,
                     retries=0,
-                ) as pool,
-                pool.stream(
+                ) as connection,
+                connection.stream(
                     method,
                     request_url,
                     headers=[*base, *headers],
