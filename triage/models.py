@@ -147,9 +147,9 @@ class KnownEntry(SQLModel, table=True):
     __tablename__ = "known_entry"
 
     id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True))
-    list_id: int = Field(
-        sa_column=Column(BigInteger, ForeignKey("hash_list.id", ondelete="CASCADE"), nullable=False)
-    )
+    # No foreign key: on PostgreSQL the list's partition ties its entries to it (made
+    # with the list, dropped with it), and validating a key on attach scanned every row.
+    list_id: int = Field(sa_column=Column(BigInteger, nullable=False))
     sha256: str | None = Field(default=None, sa_column=Column(_hash_text(64)))
     sha1: str | None = Field(default=None, sa_column=Column(_hash_text(40)))
     md5: str | None = Field(default=None, sa_column=Column(_hash_text(32)))
