@@ -6,8 +6,6 @@ and listed here; nothing imports this module.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import resource
 
@@ -16,6 +14,7 @@ from celery.signals import setup_logging, worker_process_init
 
 from hotline.db import relax_commits
 from hotline.logging import configure_logging
+from hotline.memory import keep_freed_memory
 from hotline.queue import make_celery
 from hotline.settings import get_settings
 
@@ -45,29 +44,6 @@ def _load_indexes(**_: object) -> None:
         logging.getLogger("hotline.worker").warning(
             "index not loaded at start: %s", type(exc).__name__
         )
-
-
-# glibc's mallopt parameters.
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-
-
-def keep_freed_memory(limit: int = 64 << 20) -> bool:
-    """Have glibc keep up to ``limit`` bytes of freed memory for the next allocation
-    rather than hand it back to the kernel; False where the C library is not glibc.
-
-    By default a worker returned the buffers of each image it decoded and hashed, and
-    faulted fresh zero-filled pages in for the next: ~2,300 page faults and 4.5 ms of
-    kernel time per 1600x1200 JPEG, a third more CPU than the hashing itself. Freed
-    memory stays in the process (whose core dumps are off), as it always did below
-    glibc's thresholds.
-    """
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
-    except (OSError, AttributeError, TypeError):
-        return False
-    # A fixed mmap threshold also stops glibc from moving both thresholds by itself.
-    return bool(mallopt(_M_MMAP_THRESHOLD, limit // 2) and mallopt(_M_TRIM_THRESHOLD, limit))
 
 
 def create_worker_app() -> Celery:

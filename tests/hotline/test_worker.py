@@ -40,7 +40,7 @@ def page_faults(kind: str) -> list[int]:
 
 
 def test_a_worker_reuses_the_memory_of_the_previous_image() -> None:
-    from hotline.worker import keep_freed_memory
+    from hotline.memory import keep_freed_memory
 
     if not keep_freed_memory():
         pytest.skip("the C library is not glibc")
