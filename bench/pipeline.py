@@ -2,12 +2,19 @@
 processes on PostgreSQL and Redis, against the pure hashing rate of the same images.
 
     .venv/bin/python bench/pipeline.py [--reports 1000] [--workers 2]
+        [--width 1600 --height 1200] [--intake-first]
 
 Baseline: ``hash_media`` over the same images in as many processes as there are
-workers. Pipeline: every report submitted through the intake service, then the
-time until every target is queued. Target: pipeline >= 70 % of the baseline.
-Uses its own schema (``hotline_bench``) and Redis database (13) and removes
-them afterwards. Images are synthetic and exist only in memory.
+workers (forked with the images, set up as a worker process is, timed after start-up).
+Pipeline: every report submitted through the intake service while the workers run, then
+the time until every target is queued; with ``--intake-first``, every report is
+submitted before the workers start and the workers are timed from the first queued
+target. Target: pipeline >= 70 % of the baseline. Also prints the CPU per target of
+each group of processes (workers' pool processes, Celery's main processes, PostgreSQL,
+Redis, the image server, this process), read from /proc.
+
+Uses its own schema (``hotline_bench``) and Redis database (13) and removes them
+afterwards. Images are synthetic and exist only in memory.
 """
 
 from __future__ import annotations
