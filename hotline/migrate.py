@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -22,6 +23,23 @@ _PARTITION = re.compile(r"known_entry_\d+")
 def include_name(name: str | None, type_: str, parent_names: Mapping[str, str | None]) -> bool:
     """Alembic ``include_name``: every schema object but the list partitions."""
     return not (type_ == "table" and name is not None and _PARTITION.fullmatch(name))
+
+
+def include_object_for(dialect: str) -> Callable[..., bool]:
+    """Alembic ``include_object`` for a database of ``dialect``: on PostgreSQL the
+    foreign key of ``known_entry.list_id`` is on each list's partition (migration 0008),
+    not on the partitioned table the model describes, so it is not compared there."""
+
+    def include_object(
+        obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+    ) -> bool:
+        return not (
+            dialect == "postgresql"
+            and type_ == "foreign_key_constraint"
+            and obj.table.name == "known_entry"
+        )
+
+    return include_object
 
 
 def alembic_config(url: str | None = None) -> Config:

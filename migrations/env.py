@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
 import hotline.models  # noqa: F401
@@ -10,7 +11,7 @@ import partners.models  # noqa: F401
 import reporting.models  # noqa: F401  (registers the tables)
 import triage.models  # noqa: F401
 from hotline.db import make_engine
-from hotline.migrate import include_name
+from hotline.migrate import include_name, include_object_for
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -21,6 +22,9 @@ def run_migrations_offline() -> None:
         url=config.get_main_option("sqlalchemy.url"),
         target_metadata=target_metadata,
         include_name=include_name,
+        include_object=include_object_for(
+            make_url(config.get_main_option("sqlalchemy.url") or "").get_backend_name()
+        ),
         literal_binds=True,
         render_as_batch=True,
     )
@@ -35,6 +39,7 @@ def run_migrations_online() -> None:
             connection=connection,
             target_metadata=target_metadata,
             include_name=include_name,
+            include_object=include_object_for(connection.dialect.name),
             render_as_batch=connection.dialect.name == "sqlite",
         )
         with context.begin_transaction():

@@ -738,6 +738,18 @@ def _index_partition(cursor: Any, name: str) -> None:
     )
 
 
+def _tie_to_list(cursor: Any, name: str) -> None:
+    """The partition's foreign key to its list (cascading deletes; checking rows added
+    later). The key is on each partition, not on ``known_entry``: attaching a partition
+    to a table with a key made PostgreSQL scan all its rows to validate it. NOT VALID,
+    since the rows already there cannot break it: the partition's bound holds them to
+    one list id, whose row the import made or locked."""
+    cursor.execute(
+        f"ALTER TABLE {name} ADD CONSTRAINT {name}_list_id_fkey FOREIGN KEY (list_id)"
+        " REFERENCES hash_list (id) ON DELETE CASCADE NOT VALID"
+    )
+
+
 def _create_partition(cursor: Any, list_id: int) -> None:
     name = partition_name(list_id)
     found = cursor.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
@@ -746,6 +758,7 @@ def _create_partition(cursor: Any, list_id: int) -> None:
     cursor.execute(
         f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF known_entry FOR VALUES IN ({int(list_id)})"
     )
+    _tie_to_list(cursor, name)
     _index_partition(cursor, name)
 
 
@@ -949,6 +962,7 @@ class _PostgresWriter(_Writer):
                 )
                 cursor.execute(f"DROP SEQUENCE {_IMPORT_IDS}")
             added = self._written - self._index_fresh()
+            _tie_to_list(cursor, self._table)
             cursor.execute(
                 f"ALTER TABLE known_entry ATTACH PARTITION {self._table}"
                 f" FOR VALUES IN ({self._list_id})"

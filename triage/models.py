@@ -147,9 +147,11 @@ class KnownEntry(SQLModel, table=True):
     __tablename__ = "known_entry"
 
     id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True))
-    # No foreign key: on PostgreSQL the list's partition ties its entries to it (made
-    # with the list, dropped with it), and validating a key on attach scanned every row.
-    list_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # On PostgreSQL the foreign key is on each list's partition, not on the partitioned
+    # table (see triage.hashlists._tie_to_list and migration 0008).
+    list_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("hash_list.id", ondelete="CASCADE"), nullable=False)
+    )
     sha256: str | None = Field(default=None, sa_column=Column(_hash_text(64)))
     sha1: str | None = Field(default=None, sa_column=Column(_hash_text(40)))
     md5: str | None = Field(default=None, sa_column=Column(_hash_text(32)))

@@ -12,7 +12,7 @@ import hotline.models  # noqa: F401
 import partners.models  # noqa: F401
 import reporting.models  # noqa: F401
 import triage.models  # noqa: F401
-from hotline.migrate import include_name
+from hotline.migrate import include_name, include_object_for
 
 
 # SQLite: the entry key's unique index is on an expression, which reflection skips.
@@ -20,6 +20,11 @@ from hotline.migrate import include_name
 def test_models_and_migrations_agree(engine: Engine) -> None:
     with engine.connect() as connection:
         context = MigrationContext.configure(
-            connection, opts={"compare_type": True, "include_name": include_name}
+            connection,
+            opts={
+                "compare_type": True,
+                "include_name": include_name,
+                "include_object": include_object_for(connection.dialect.name),
+            },
         )
         assert compare_metadata(context, SQLModel.metadata) == []

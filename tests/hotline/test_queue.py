@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from kombu import Connection
 
+import hotline.queue_fs  # noqa: F401  (a spawned consumer needs the transport's name)
 from hotline.queue import celery_config
 from hotline.settings import Settings
 

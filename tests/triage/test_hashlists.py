@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import datetime as dt
 import hashlib
 import io
 import json
@@ -16,7 +17,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from triage import hashlists
@@ -514,6 +516,33 @@ def test_disable_enable_and_remove(session: Session, tmp_path: Path, own_list: H
             set_enabled(session, missing_name, True)
         with pytest.raises(UnknownList):
             remove_list(session, missing_name)
+
+
+def test_a_lists_entries_go_with_its_row_and_need_one(session: Session, tmp_path: Path) -> None:
+    """The foreign key from entries to their list holds on every backend (on PostgreSQL
+    it is on each partition, made by an import or for an empty list): whatever deletes a
+    list's row takes its entries, and no entry can name a list that is gone."""
+    path = write(tmp_path, "list.csv", f"md5\n{digest('md5', 1)}\n{digest('md5', 2)}\n")
+    import_list(session, path, list_name="imported")
+    empty = hashlists.create_list(session, "made-empty")
+    assert empty.id is not None
+    added = hashlists.add_entries(
+        session, empty.id, [{"sha1": digest("sha1", 3), "added_at": dt.datetime.now(dt.UTC)}]
+    )
+    assert added == 1
+    for name, entries in (("imported", 2), ("made-empty", 1)):
+        hash_list = session.execute(select(HashList).where(col(HashList.name) == name)).scalar_one()
+        count = select(func.count()).where(col(KnownEntry.list_id) == hash_list.id)
+        assert session.execute(count).scalar_one() == entries
+        session.execute(delete(HashList).where(col(HashList.id) == hash_list.id))
+        assert session.execute(count).scalar_one() == 0
+        orphan = {
+            "list_id": hash_list.id,
+            "md5": digest("md5", 9),
+            "added_at": dt.datetime.now(dt.UTC),
+        }
+        with pytest.raises(IntegrityError), session.begin_nested():
+            session.execute(insert(KnownEntry).values(orphan))
 
 
 @pytest.mark.parametrize("name", ["", "   ", "x" * 101, "tab\tname"])
