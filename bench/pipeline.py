@@ -62,6 +62,7 @@ def pictures(count: int, size: tuple[int, int]) -> list[bytes]:
 # receive them through a pipe (pickling 400 12-megapixel JPEGs took a second of the
 # baseline's time, which made hashing look slower than it is).
 IMAGES: list[bytes] = []
+READY: list[Any] = []  # a barrier of the hashing processes
 
 
 def _hash_share(share: tuple[int, int]) -> int:
@@ -83,11 +84,17 @@ def _like_a_worker() -> None:
     hash_media(IMAGES[0])  # imports and first-use set-up, outside the timing
 
 
+def _ready(_: int) -> None:
+    # Returns once every process has come this far: each runs exactly one of these.
+    READY[0].wait(timeout=120)
+
+
 def hashing_rate(images: list[bytes], processes: int) -> float:
     IMAGES[:] = images
     context = multiprocessing.get_context("fork")
+    READY[:] = [context.Barrier(processes)]
     with ProcessPoolExecutor(processes, mp_context=context, initializer=_like_a_worker) as pool:
-        list(pool.map(time.sleep, [0.5] * processes))  # every process started and set up
+        list(pool.map(_ready, range(processes)))  # every process started and set up
         start = time.perf_counter()
         done = sum(pool.map(_hash_share, [(i, processes) for i in range(processes)]))
     return done / (time.perf_counter() - start)
@@ -96,7 +103,10 @@ def hashing_rate(images: list[bytes], processes: int) -> float:
 class CpuMeter:
     """CPU seconds (user + system) spent by each group of processes on this machine, read
     from /proc (Linux): the workers (with their pool processes), PostgreSQL, Redis, the
-    image server and this process (the intake). Empty where /proc is missing."""
+    image server and this process (the intake). Empty where /proc is missing.
+
+    Every PostgreSQL and Redis process of the machine counts, and a process that ends
+    within the window takes its CPU with it: run it on a machine doing nothing else."""
 
     TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
