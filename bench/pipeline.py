@@ -69,9 +69,10 @@ def _hash_share(share: tuple[int, int]) -> int:
     from triage.hashing import hash_media
 
     first, step = share
-    for data in IMAGES[first::step]:
+    mine = IMAGES[first::step]
+    for data in mine:
         hash_media(data)
-    return len(IMAGES[first::step])
+    return len(mine)
 
 
 def _like_a_worker() -> None:

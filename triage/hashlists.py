@@ -1264,8 +1264,10 @@ def _entry_key(entry: Entry) -> str:
 
 
 def entry_key() -> Any:
-    """The entry key as a SQL expression on ``known_entry`` (see ``key_sql``)."""
-    return func.coalesce(*(getattr(KnownEntry, c) for c in KEY_COLUMNS))
+    """The entry key as a SQL expression on ``known_entry`` (see ``key_sql``), of the
+    table's Core columns: a select of ORM attributes takes the ORM's slower path."""
+    table = KnownEntry.__table__  # type: ignore[attr-defined]
+    return func.coalesce(*(table.c[c] for c in KEY_COLUMNS))
 
 
 def key_type(sha256: str | None, sha1: str | None, md5: str | None, key: str) -> HashType:
@@ -1276,10 +1278,10 @@ def key_type(sha256: str | None, sha1: str | None, md5: str | None, key: str) ->
 
 
 def _exact(_: Any) -> Any:
-    # Core columns: a select of ORM attributes takes the ORM's slower execution path.
+    # Core columns, like the key's: a select of ORM attributes takes the ORM's slower path.
     entry = KnownEntry.__table__  # type: ignore[attr-defined]
     lists = HashList.__table__  # type: ignore[attr-defined]
-    key = func.coalesce(*(entry.c[c] for c in KEY_COLUMNS))
+    key = entry_key()
     return (
         select(entry.c.id, entry.c.list_id, key, lists.c.name)
         .join(lists, lists.c.id == entry.c.list_id)
