@@ -474,8 +474,7 @@ def parse_delimited(
     physical lines (the first line of a quoted multi-line row). ``layout`` and
     ``first_line``: the header was read already and ``text`` starts at that line."""
     counter = counter or _Counter()
-    reader = csv.reader(text, delimiter=delimiter)
-    rows = _rows(reader)
+    rows = _Rows(text, delimiter, layout)
     if layout is None:
         header: list[str] = []
         for _first, row in rows:
@@ -483,7 +482,7 @@ def parse_delimited(
                 continue  # before the header, even an unreadable line is not a list line
             header = row
             break
-        layout = _Layout(header, delimiter)
+        rows.layout = layout = _Layout(header, delimiter)
     yield from _items(rows, layout, counter, offset=first_line - 1)
 
 
@@ -587,23 +586,91 @@ def _lines(
     """The lines of ``data`` (none holding a quote), numbered after ``line_no``, one by
     one through the csv module."""
     texts = [line.removesuffix(b"\r").decode("utf-8", "replace") for line in data.split(b"\n")[:-1]]
-    yield from _items(
-        _rows(csv.reader(texts, delimiter=layout.delimiter)), layout, counter, offset=line_no
-    )
+    yield from _items(_Rows(texts, layout.delimiter, layout), layout, counter, offset=line_no)
 
 
-def _rows(reader: Any) -> Iterator[tuple[int, list[str] | str]]:
-    """(first line number, row) of a csv reader; an unreadable row is its error message."""
-    last = 0
-    while True:
-        try:
-            for row in reader:
-                yield last + 1, row
-                last = reader.line_num
-            return
-        except csv.Error as exc:
-            yield last + 1, f"unreadable line: {exc}"
-            last = reader.line_num
+_ROW_LINES = 16  # the most physical lines one row may take (a quoted field's line breaks)
+
+
+class _RowTooLong(Exception):
+    pass
+
+
+class _Rows:
+    """(first line number, row) of the csv module's reading of ``lines``; an unreadable
+    row is its error message.
+
+    A quoted field may go on over the next lines (a category written on two lines). A
+    quote left open must not swallow the lines after it, though: a row of more than
+    ``_ROW_LINES`` lines, or one whose later lines are list lines on their own (they hold
+    a hash of ``layout``'s columns), is an unterminated quote. Its first line is then
+    rejected and the lines after it are read again, as rows of their own.
+    """
+
+    def __init__(self, lines: Iterable[str], delimiter: str, layout: _Layout | None) -> None:
+        self._feed = _Feed(lines)
+        self._reader = csv.reader(self._feed, delimiter=delimiter)
+        self._taken: list[tuple[int, str]] = []
+        self.delimiter = delimiter
+        self.layout = layout
+
+    def __iter__(self) -> Iterator[tuple[int, list[str] | str]]:
+        feed = self._feed
+        while True:
+            self._taken = feed.taken = []
+            problem = None
+            try:
+                row = next(self._reader)
+            except StopIteration:
+                return
+            except _RowTooLong:
+                problem = "unterminated quote"
+            except csv.Error as exc:
+                problem = f"unreadable line: {exc}"
+            else:
+                if len(self._taken) > 1 and self._swallowed():
+                    problem = "unterminated quote"
+            if problem is None:
+                yield self._taken[0][0], row
+                continue
+            # Rejected: its first line. The lines after it are read again.
+            feed.back.extend(reversed(self._taken[1:]))
+            yield self._taken[0][0], problem
+
+    def _swallowed(self) -> bool:
+        """Whether a later line of the row just read is a list line of its own."""
+        if self.layout is None:
+            return False
+        for _, text in self._taken[1:]:
+            for row in csv.reader([text.rstrip("\r\n")], delimiter=self.delimiter):
+                item = self.layout.row(0, row)
+                if item is not None and not isinstance(item, Rejected):
+                    return True
+        return False
+
+
+class _Feed:
+    """The lines the csv module reads, numbered; lines put back are read again first."""
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self._source = iter(lines)
+        self._count = 0
+        self.back: list[tuple[int, str]] = []  # last first
+        self.taken: list[tuple[int, str]] = []  # the lines of the row being read
+
+    def __iter__(self) -> _Feed:
+        return self
+
+    def __next__(self) -> str:
+        if len(self.taken) >= _ROW_LINES:
+            raise _RowTooLong
+        if self.back:
+            taken = self.back.pop()
+        else:
+            self._count += 1
+            taken = (self._count, next(self._source))
+        self.taken.append(taken)
+        return taken[1]
 
 
 def _object_hashes(obj: dict[str, Any]) -> tuple[list[tuple[HashType, object]], object]:

@@ -218,6 +218,22 @@ def test_bad_lines_are_reported_by_number_and_good_ones_kept(
     }
 
 
+@pytest.mark.parametrize("after", [1, 2, 40])
+def test_an_unclosed_quote_costs_its_own_line_only(
+    session: Session, tmp_path: Path, after: int
+) -> None:
+    # A quote opened and never closed used to take the following lines into one field,
+    # silently, until the csv module's field limit: thousands of hashes never counted.
+    good = [f"{digest('md5', n)},x" for n in range(after)]
+    lines = ["md5,category", f"{digest('md5', 100)},ok", f'{digest("md5", 101)},"open', *good]
+    path = write(tmp_path, "list.csv", "\n".join(lines) + "\n")
+    summary = import_list(session, path, list_name="stray")
+    assert summary.rejected == [(3, "unterminated quote")]
+    assert summary.total_lines == 2 + after
+    assert summary.added == 1 + after
+    assert ("md5", digest("md5", after - 1)) in stored(session, "stray")
+
+
 def test_duplicates_within_the_file_and_across_imports(session: Session, tmp_path: Path) -> None:
     first = write(
         tmp_path,
@@ -592,6 +608,7 @@ LINE_KINDS = {
     "unicode": lambda n: f",{digest('md5', n)},caf\u00e9",
     "quoted": lambda n: f',{digest("md5", n)},"quoted, with comma"',
     "multi-line": lambda n: f',{digest("md5", n)},"two\nlines"',
+    "unclosed quote": lambda n: f',{digest("md5", n)},"open',
 }
 
 
