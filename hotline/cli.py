@@ -101,7 +101,12 @@ def _target_row(target: Any) -> dict[str, Any]:
         "status": str(target.status),
         "reason": target.status_reason,
         "priority": target.priority,
-        "hosting_country": target.hosting_country,
+        "hosting": {
+            "ip": target.hosting_ip,
+            "country": target.hosting_country,
+            "asn": target.hosting_asn,
+            "org": target.hosting_org,
+        },
         "report_count": target.report_count,
         "first_reported_at": target.first_reported_at.isoformat(),
     }
@@ -110,9 +115,17 @@ def _target_row(target: Any) -> dict[str, Any]:
 @targets_app.command("list")
 def targets_list(
     status: Annotated[str | None, typer.Option(help="Only targets in this status.")] = None,
-    domain: Annotated[str | None, typer.Option(help="Only this registered domain.")] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="Only with this status reason (e.g. timeout).")
+    ] = None,
+    domain: Annotated[
+        str | None, typer.Option(help="Only this registered domain (or a host under it).")
+    ] = None,
     country: Annotated[
-        str | None, typer.Option(help="Only hosted in this country (ISO code).")
+        str | None, typer.Option(help="Only hosted in this country (two-letter ISO code).")
+    ] = None,
+    org: Annotated[
+        str | None, typer.Option(help="Only hosted by an organisation whose name holds this.")
     ] = None,
     min_priority: Annotated[int | None, typer.Option(help="Only at least this priority.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 50,
@@ -123,16 +136,24 @@ def targets_list(
 
     from hotline.db import session_scope
     from reporting.models import Target, TargetStatus
+    from reporting.urls import registered_domain
 
     if status is not None and status not in TargetStatus.__members__:
         raise fail(f"unknown status {status!r}; one of: {', '.join(TargetStatus.__members__)}", 2)
+    if country is not None and not (len(country) == 2 and country.isascii() and country.isalpha()):
+        raise fail(f"--country takes a two-letter ISO code (NL, UA), not {country!r}", 2)
     query = select(Target)
     if status is not None:
         query = query.where(col(Target.status) == status)
+    if reason is not None:
+        query = query.where(col(Target.status_reason) == reason)
     if domain is not None:
-        query = query.where(col(Target.registered_domain) == domain.lower())
+        # Stored as the registered domain in ASCII (punycode): spell the filter the same.
+        query = query.where(col(Target.registered_domain) == registered_domain(domain))
     if country is not None:
         query = query.where(col(Target.hosting_country) == country.upper())
+    if org is not None:
+        query = query.where(func.lower(col(Target.hosting_org)).contains(org.lower()))
     if min_priority is not None:
         query = query.where(col(Target.priority) >= min_priority)
     count = select(func.count()).select_from(query.subquery())
@@ -140,17 +161,19 @@ def targets_list(
     with session_scope() as session:
         rows = [_target_row(t) for t in session.execute(query).scalars()]
         total = session.execute(count).scalar_one()
-    for row in rows:
-        if as_json:
+    if as_json:
+        for row in rows:
             typer.echo(json.dumps(row))
-        else:
-            typer.echo(
-                f"{row['id']:>7}  {row['status']:<11} {row['priority']:>5}  "
-                f"{row['hosting_country'] or '--':<2}  {row['report_count']:>4}  "
-                f"{row['canonical_url']}"
-            )
-    if not as_json:
-        typer.echo(f"{len(rows)} shown of {total}", err=True)
+        return
+    if rows:
+        typer.echo(f"{'id':>7}  {'status':<11} {'prio':>5}  cc  {'rep':>4}  url (reason)")
+    for row in rows:
+        typer.echo(
+            f"{row['id']:>7}  {row['status']:<11} {row['priority']:>5}  "
+            f"{row['hosting']['country'] or '--':<2}  {row['report_count']:>4}  "
+            f"{row['canonical_url']}" + (f"  ({row['reason']})" if row["reason"] else "")
+        )
+    typer.echo(f"{len(rows)} shown of {total}", err=True)
 
 
 @targets_app.command("show")
@@ -323,8 +346,29 @@ def serve(
     raise typer.Exit(exit_code)
 
 
+def _schema_missing(exc: BaseException) -> bool:
+    """Whether a database error says the hotline's tables (or newer columns) are not there."""
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(exc, DBAPIError):
+        return False
+    if getattr(exc.orig, "sqlstate", None) in ("42P01", "42703"):  # PostgreSQL
+        return True
+    return str(exc.orig).startswith(("no such table", "no such column"))  # SQLite
+
+
 def main() -> None:
-    app()
+    try:
+        app()
+    except Exception as exc:
+        if not _schema_missing(exc):
+            raise
+        typer.echo(
+            "error: the database has no hotline tables, or older ones: "
+            "run `hotline db upgrade` first",
+            err=True,
+        )
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

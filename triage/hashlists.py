@@ -641,8 +641,8 @@ class _Rows:
         """Whether a later line of the row just read is a list line of its own."""
         if self.layout is None:
             return False
-        for _, text in self._taken[1:]:
-            for row in csv.reader([text.rstrip("\r\n")], delimiter=self.delimiter):
+        for _, line in self._taken[1:]:
+            for row in csv.reader([line.rstrip("\r\n")], delimiter=self.delimiter):
                 item = self.layout.row(0, row)
                 if item is not None and not isinstance(item, Rejected):
                     return True

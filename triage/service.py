@@ -618,8 +618,9 @@ def process_target(
 
 def find_target(session: Session, url_or_id: str) -> Target | None:
     """A target by id, or by any spelling of its URL."""
-    if url_or_id.isdigit():
-        return session.get(Target, int(url_or_id))
+    if url_or_id.isascii() and url_or_id.isdigit():
+        number = int(url_or_id)
+        return session.get(Target, number) if number < 2**63 else None
     try:
         canonical = canonicalise(url_or_id, public_only=False)
     except HotlineError:
