@@ -193,8 +193,9 @@ class Settings(BaseSettings):
     )
     geoip_data_file: str = Field(
         "",
-        description="geoip2fast data file for hosting country and ASN. Empty: the file "
-        "shipped with the geoip2fast package (update by upgrading it).",
+        description="geoip2fast data file (`.dat.gz`) for the hosting country and "
+        "operator; it must exist. Empty: the file shipped with the geoip2fast package "
+        "(update by upgrading it).",
     )
     hosting_overrides: Annotated[list[tuple[IPNetwork, str]], NoDecode] = Field(
         default_factory=list,
@@ -394,6 +395,14 @@ class Settings(BaseSettings):
                 )
             pairs.append((ipaddress.ip_network(network.strip(), strict=False), code))
         return pairs
+
+    @field_validator("geoip_data_file")
+    @classmethod
+    def _geoip_file(cls, value: str) -> str:
+        # Checked at start: a worker without its hosting data would fail every target.
+        if value and not Path(value).expanduser().is_file():
+            raise ValueError(f"HOTLINE_GEOIP_DATA_FILE: no such file: {value}")
+        return value
 
     @field_validator("fetch_ports", mode="before")
     @classmethod

@@ -41,8 +41,9 @@ def _load_indexes(**_: object) -> None:
         with session_scope() as session:
             get_near_duplicates().refresh(session, force=True)
     except Exception as exc:  # the first task loads it instead
+        # At start no content has been fetched: the message names files and settings.
         logging.getLogger("hotline.worker").warning(
-            "index not loaded at start: %s", type(exc).__name__
+            "index not loaded at start: %s: %s", type(exc).__name__, exc
         )
 
 

@@ -2,8 +2,9 @@
 actually connected to, from the offline geoip2fast database (no network at run time).
 
 geoip2fast ships country and AS *names* (the operator, e.g. ``CLOUDFLARENET``) but
-not AS numbers, so ``asn`` stays empty unless a data file carrying them is
-configured; routing (partners) keys on the country and the operator name.
+not AS numbers, in its bundled files and in any it builds, so ``asn`` stays empty
+here; routing (partners) keys on the country and the operator name, and on an AS
+number where one is known.
 Update the data by upgrading the geoip2fast package or setting
 ``HOTLINE_GEOIP_DATA_FILE`` to a newer file.
 
@@ -69,5 +70,5 @@ def get_hosting_lookup() -> HostingLookup:
     settings = get_settings()
     configured = settings.geoip_data_file
     return HostingLookup(
-        Path(configured) if configured else BUNDLED, overrides=settings.hosting_overrides
+        Path(configured).expanduser() if configured else BUNDLED, overrides=settings.hosting_overrides
     )

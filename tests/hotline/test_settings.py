@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
+import geoip2fast
 import pytest
 from cryptography.fernet import Fernet
 from pydantic import ValidationError
@@ -96,3 +98,13 @@ def test_hosting_overrides_serve_tests_and_are_refused_in_production() -> None:
             staff_keys=Fernet.generate_key().decode(),  # type: ignore[arg-type]
             hosting_overrides="127.0.0.0/8=PL",  # type: ignore[arg-type]
         )
+
+
+def test_a_hosting_data_file_that_is_not_there_stops_the_start(tmp_path: Path) -> None:
+    # Else every worker would start and then fail each target on its hosting lookup.
+    with pytest.raises(ValidationError, match="HOTLINE_GEOIP_DATA_FILE: no such file"):
+        Settings(geoip_data_file=str(tmp_path / "geoip2fast-new.dat.gz"))
+    with pytest.raises(ValidationError, match="no such file"):
+        Settings(geoip_data_file=str(tmp_path))  # a directory
+    shipped = Path(geoip2fast.__file__).parent / "geoip2fast-asn-ipv6.dat.gz"
+    assert Settings(geoip_data_file=str(shipped)).geoip_data_file == str(shipped)
