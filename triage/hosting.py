@@ -69,6 +69,5 @@ class HostingLookup:
 def get_hosting_lookup() -> HostingLookup:
     settings = get_settings()
     configured = settings.geoip_data_file
-    return HostingLookup(
-        Path(configured).expanduser() if configured else BUNDLED, overrides=settings.hosting_overrides
-    )
+    data_file = Path(configured).expanduser() if configured else BUNDLED
+    return HostingLookup(data_file, overrides=settings.hosting_overrides)

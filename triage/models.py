@@ -83,6 +83,7 @@ class Sighting(SQLModel, table=True):
     hosting_ip: str | None = Field(default=None, sa_column=Column(String(45)))
     hosting_country: str | None = Field(default=None, sa_column=Column(String(2)))
     hosting_asn: int | None = Field(default=None, sa_column=Column(BigInteger))
+    hosting_org: str | None = Field(default=None, sa_column=Column(String(255)))
     online: bool = Field(default=True, sa_column=Column(Boolean, nullable=False))
     first_seen_at: dt.datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)

@@ -329,6 +329,7 @@ _SIGHTING_UPDATES = (
     "hosting_ip",
     "hosting_country",
     "hosting_asn",
+    "hosting_org",
     "online",
     "last_seen_at",
 )
@@ -362,6 +363,7 @@ def upsert_sighting(
             "hosting_ip": hosting.ip,
             "hosting_country": hosting.country,
             "hosting_asn": hosting.asn,
+            "hosting_org": hosting.org,
             "online": True,
             "last_seen_at": now,
         },
@@ -717,7 +719,12 @@ def describe_target(session: Session, target: Target) -> dict[str, Any]:
                 "width": m.width,
                 "height": m.height,
                 "url": s.media_url,
-                "hosting": {"ip": s.hosting_ip, "country": s.hosting_country},
+                "hosting": {
+                    "ip": s.hosting_ip,
+                    "country": s.hosting_country,
+                    "asn": s.hosting_asn,
+                    "org": s.hosting_org,
+                },
                 "matches": media_matches(session, m),
             }
             for m, s in rows

@@ -24,7 +24,7 @@ from tests.fixtures.servers import LocalHTTPServer
 from triage import service
 from triage.fetcher import Fetcher, FetchPolicy
 from triage.hashlists import import_list
-from triage.hosting import get_hosting_lookup
+from triage.hosting import Hosting, HostingLookup, get_hosting_lookup
 from triage.models import HashList, Media, Sighting
 from triage.neardup import NearDuplicates
 
@@ -100,6 +100,31 @@ def test_an_image_url_becomes_media_with_every_hash(
         600,
     )
     assert media["matches"] == []
+
+
+class _Abroad(HostingLookup):
+    """The hosting facts of a site abroad, for the local server standing in for it."""
+
+    def __init__(self) -> None:  # no data file to load
+        pass
+
+    def lookup(self, ip: str) -> Hosting:
+        return Hosting(ip=ip, country="PL", asn=None, org="EXAMPLE-NET")
+
+
+def test_hosting_facts_are_on_the_target_and_on_each_sighting(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    page = b'<!doctype html><html><body><img src="/h/1.jpg"></body></html>'
+    http_server.route("/h/1.jpg", body=images.jpeg(7, (320, 240)), headers=JPEG)
+    target_id = report(http_server.route("/h/", body=page, headers={"content-type": "text/html"}))
+
+    assert process(target_id, hosting=_Abroad()).status == TargetStatus.queued
+
+    target = shown(target_id)
+    facts = {"ip": "127.0.0.1", "country": "PL", "asn": None, "org": "EXAMPLE-NET"}
+    assert target["hosting"] == facts
+    assert [media["hosting"] for media in target["media"]] == [facts]
 
 
 def test_a_page_of_twelve_images_gives_ten_media(
