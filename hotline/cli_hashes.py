@@ -120,7 +120,7 @@ def import_(
                     on_progress=on_progress,
                     on_stage=on_stage,
                 )
-                if summary.entries == 0 and summary.rejected_count:
+                if summary.entries == 0:
                     # Nothing usable: leave no empty list behind.
                     session.rollback()
             if task is not None:
@@ -132,14 +132,16 @@ def import_(
     finally:
         progress.stop()
 
+    noun = "media item" if summary.format == "vics" else "line"
     typer.echo(
-        f"{summary.format} list {summary.list_name!r}: {summary.total_lines:,} lines read, "
-        f"{summary.added:,} entries added, {summary.duplicates:,} duplicates, "
-        f"{summary.rejected_count:,} lines rejected"
+        f"{summary.format} list {summary.list_name!r}: "
+        f"{_count(summary.total_lines, noun)} read, "
+        f"{_count(summary.added, 'entry', 'entries')} added, "
+        f"{_count(summary.duplicates, 'duplicate')}, "
+        f"{_count(summary.rejected_count, noun)} rejected"
     )
     if summary.rejected_count:
         shown = summary.rejected if show_rejected else summary.rejected[:SHOWN_REJECTED]
-        noun = "media item" if summary.format == "vics" else "line"
         for line_no, reason in shown:
             typer.echo(f"  rejected {noun} {line_no}: {reason}")
         hidden = summary.rejected_count - len(shown)
@@ -150,8 +152,14 @@ def import_(
                 else "(--show-rejected prints them)"
             )
             typer.echo(f"  ... and {hidden:,} more {more}")
-    if summary.entries == 0 and summary.rejected_count:
-        raise fail("no line of the file was usable; nothing imported")
+    if summary.entries == 0:
+        if summary.rejected_count:
+            raise fail("no line of the file was usable; nothing imported")
+        raise fail("the file holds no entries; nothing imported")
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
 
 
 @hashes_app.command("lists")
@@ -185,7 +193,7 @@ def lists(
 
     types = [t.value for t in HashType if any(t.value in i.counts for i in infos)]
     table = Table(box=None, pad_edge=False)
-    table.add_column("name")
+    table.add_column("name", overflow="fold")
     table.add_column("enabled")
     table.add_column("own")
     for name in types:
@@ -201,7 +209,10 @@ def lists(
             f"{info.entries:,}",
             info.created_at.strftime("%Y-%m-%d"),
         )
-    Console(soft_wrap=True).print(table)
+    console = Console(soft_wrap=True)
+    if not console.is_terminal:  # piped (grep, a file): every column whole, never cut
+        console = Console(soft_wrap=True, width=1000)
+    console.print(table)
 
 
 def _set_enabled(name: str, enabled: bool) -> None:

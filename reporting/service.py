@@ -21,6 +21,7 @@ from hotline.settings import IPNetwork, Settings
 from reporting.contacts import encrypt_contact
 from reporting.errors import DescriptionTooLong, ReceiptNotFound
 from reporting.models import Report, ReportSource, Target, TargetStatus
+from reporting.ranking import next_report_bonus_sql
 from reporting.ratelimit import SubmissionLimiter, client_address
 from reporting.receipts import RECEIPT_MAX_LENGTH, new_receipt, receipt_digest
 from reporting.schemas import DESCRIPTION_MAX, PublicStatus, ReportCreate
@@ -51,6 +52,7 @@ def _add_target(insert: Any) -> Any:
         index_elements=[table.c.url_sha256],
         set_={
             "report_count": table.c.report_count + 1,
+            "priority": table.c.priority + next_report_bonus_sql(table.c.report_count),
             "last_reported_at": statement.excluded.last_reported_at,
         },
     ).returning(table.c.id, table.c.report_count, table.c.status)

@@ -3,7 +3,8 @@ reasons, so an analyst can see why an item is where it is.
 
 Order of the tiers, from the issue: exact match to a known list > near match to
 confirmed media > a site with confirmed material > new content. Within a tier,
-more reports and more matching media rank higher.
+more matching media rank higher, and more reports: that part is
+``reporting.ranking``'s, kept up to date by the database as reports come in.
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ NO_MEDIA = 50
 class PriorityInput:
     exact_lists: set[str] = field(default_factory=set)
     near_confirmed_lists: set[str] = field(default_factory=set)
-    near_seen: int = 0
+    near_seen: set[int] = field(default_factory=set)  # our media near to media seen here
+    seen_copies: set[int] = field(default_factory=set)  # our media seen here before
     site_confirmed: int = 0
     media_count: int = 0
-    report_count: int = 1
 
 
 def priority(facts: PriorityInput) -> tuple[int, list[str]]:
-    """The queue priority and its reasons, most important first."""
+    """The queue priority but for the reports' part, and its reasons, most important
+    first."""
     reasons: list[str] = []
     tier = NEW_CONTENT if facts.media_count else NO_MEDIA
     if facts.exact_lists:
@@ -43,14 +45,14 @@ def priority(facts: PriorityInput) -> tuple[int, list[str]]:
     if facts.site_confirmed:
         tier = max(tier, SITE_CONFIRMED)
         reasons.append(f"site has {facts.site_confirmed} confirmed target(s)")
+    if facts.seen_copies:
+        tier = max(tier, NEAR_SEEN)
+        reasons.append(f"{len(facts.seen_copies)} media item(s) seen before on another target")
     if facts.near_seen:
         tier = max(tier, NEAR_SEEN)
-        reasons.append(f"near duplicate of {facts.near_seen} media item(s) seen before")
+        reasons.append(f"{len(facts.near_seen)} media item(s) near to media seen before")
     if tier == NEW_CONTENT:
         reasons.append("new content")
     elif tier == NO_MEDIA:
         reasons.append("no media found on the page")
-    bonus = min(facts.report_count - 1, 40) + min(facts.media_count, 9)
-    if facts.report_count > 1:
-        reasons.append(f"reported {facts.report_count} times")
-    return tier + bonus, reasons
+    return tier + min(facts.media_count, 9), reasons

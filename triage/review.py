@@ -19,6 +19,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col
 
 from reporting.models import Report, Target, TargetStatus
+from reporting.ranking import reasons_with_reports
 from triage.models import HashList, MediaMatch, Sighting
 
 
@@ -80,7 +81,9 @@ def queue_item(target: Target) -> dict[str, Any]:
         "canonical_url": target.canonical_url,
         "registered_domain": target.registered_domain,
         "priority": target.priority,
-        "priority_reasons": json.loads(target.priority_reasons or "[]"),
+        "priority_reasons": reasons_with_reports(
+            json.loads(target.priority_reasons or "[]"), target.report_count
+        ),
         "hosting_country": target.hosting_country,
         "report_count": target.report_count,
         "first_reported_at": target.first_reported_at.isoformat(),

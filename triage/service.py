@@ -32,6 +32,7 @@ from hotline.db import built, dialect_insert
 from hotline.errors import HotlineError
 from hotline.settings import Settings
 from reporting.models import Target, TargetStatus
+from reporting.ranking import reasons_with_reports, report_bonus_sql
 from reporting.urls import canonicalise
 from triage import priority as ranking
 from triage.assessment import adopt_earlier_verdicts
@@ -427,7 +428,7 @@ def match_media(
         exclude_media_id=media_id,
     ):
         if found.media_id is not None:
-            facts.near_seen += 1
+            facts.near_seen.add(media_id)
         else:
             facts.near_confirmed_lists.add(found.source)
         rows.append(
@@ -487,7 +488,7 @@ def _queue(_: Any) -> Any:
             status_reason=bindparam("reason"),
             status_changed_at=bindparam("now"),
             processed_at=bindparam("now"),
-            priority=bindparam("rank"),
+            priority=bindparam("rank") + report_bonus_sql(target.c.report_count),
             priority_reasons=bindparam("reasons"),
             hosting_ip=bindparam("ip"),
             hosting_country=bindparam("country"),
@@ -512,13 +513,16 @@ def record_gathered(
     target meanwhile, nothing of this attempt is kept.
     """
     place = hosting.lookup(gathered.ip)
-    facts = ranking.PriorityInput(report_count=claim.report_count)
+    facts = ranking.PriorityInput()
     media_ids: set[int] = set()
-    seen_before = False
+    added: set[int] = set()  # media first seen on this target, just now
     # Rows in one order for every worker: two pages sharing new media cannot deadlock.
     for found in sorted(gathered.media, key=lambda item: item.hashes.sha256):
         media_id, new = upsert_media(session, found.hashes, now=now)
-        seen_before = seen_before or not new
+        if new:
+            added.add(media_id)
+        elif media_id not in added:
+            facts.seen_copies.add(media_id)
         where = place if found.ip == gathered.ip else hosting.lookup(found.ip)
         upsert_sighting(session, claim.target_id, media_id, found, where, now=now)
         if media_id not in media_ids:
@@ -556,7 +560,7 @@ def record_gathered(
     )
     # Media an analyst already assessed on another target carry that verdict (media
     # first seen just now cannot have one: no query then).
-    if not seen_before:
+    if not facts.seen_copies:
         return Outcome(TargetStatus.queued)
     decided = adopt_earlier_verdicts(session, claim.target_id, now=now)
     if decided is not None:
@@ -692,7 +696,9 @@ def describe_target(session: Session, target: Target) -> dict[str, Any]:
         "status": str(target.status),
         "reason": target.status_reason,
         "priority": target.priority,
-        "priority_reasons": json.loads(target.priority_reasons or "[]"),
+        "priority_reasons": reasons_with_reports(
+            json.loads(target.priority_reasons or "[]"), target.report_count
+        ),
         "hosting": {
             "ip": target.hosting_ip,
             "country": target.hosting_country,

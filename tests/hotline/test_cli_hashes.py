@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -91,7 +92,7 @@ def test_import_of_100k_lines_with_progress_bar_and_summary(
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == (
-        "csv list 'national': 100,000 lines read, 99,996 entries added, 1 duplicates, "
+        "csv list 'national': 100,000 lines read, 99,996 entries added, 1 duplicate, "
         "3 lines rejected"
     )
     assert lines[1:] == [
@@ -180,25 +181,61 @@ def test_every_format_through_the_command(cli: Run, committed: Engine, tmp_path:
         ),
     }
     expected = {
-        "icse.csv": ("icse", 1, 0),
-        "list.jsonl": ("jsonl", 1, 0),
-        "vics.json": ("vics", 1, 1),
+        "icse.csv": ("icse", "1 line read, 1 entry added, 0 duplicates, 0 lines rejected"),
+        "list.jsonl": ("jsonl", "1 line read, 1 entry added, 0 duplicates, 0 lines rejected"),
+        "vics.json": (
+            "vics",
+            "2 media items read, 1 entry added, 0 duplicates, 1 media item rejected",
+        ),
     }
     for name, text in files.items():
         path = tmp_path / name
         path.write_text(text)
         done = cli("import", str(path), "--list", "formats")
         assert done.returncode == 0, done.stderr
-        fmt, added, rejected = expected[name]
-        assert done.stdout.startswith(f"{fmt} list 'formats'")
-        assert f"{added:,} entries added" in done.stdout
-        assert f"{rejected} lines rejected" in done.stdout
+        fmt, counts = expected[name]
+        assert done.stdout.startswith(f"{fmt} list 'formats': {counts}\n")
     assert "rejected media item 2: no hash value" in done.stdout
     assert entries_in(committed, "formats") == 3
 
     stdin = cli("import", "-", "--list", "piped", stdin=f"sha1\n{digest('sha1', 9)}\n")
     assert stdin.returncode == 0, stdin.stderr
-    assert "1 entries added" in stdin.stdout
+    assert "1 entry added" in stdin.stdout
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["md5,sha1,category\n", "md5,sha1\n\n\n", json.dumps({"odata.metadata": "x", "value": []})],
+)
+def test_a_file_without_entries_makes_no_list(
+    cli: Run, committed: Engine, tmp_path: Path, text: str
+) -> None:
+    path = tmp_path / "empty.list"
+    path.write_text(text)
+    done = cli("import", str(path), "--list", "empty")
+    assert done.returncode == 1
+    assert "holds no entries; nothing imported" in done.stderr
+    assert "empty" not in cli("lists").stdout
+
+
+def test_lists_piped_are_never_cut(cli: Run, committed: Engine, tmp_path: Path) -> None:
+    # Every hash type as a column makes the table wider than the 80 columns rich assumes
+    # for a pipe; cut columns ("photod…") would break grep and scripts.
+    path = tmp_path / "icse.csv"
+    path.write_text(
+        f"MD5;SHA1;PhotoDNA;Baseline\n{digest('md5', 1)};{digest('sha1', 1)};{'A' * 192};1\n"
+    )
+    name = "interpol-icse-export-of-2026-11-23-with-photodna"
+    assert cli("import", str(path), "--list", name).returncode == 0
+    sha = tmp_path / "all.csv"
+    sha.write_text(f"sha256,pdq,phash\n{digest('sha256', 2)},{'ab' * 32},{'cd' * 8}\n")
+    assert cli("import", str(sha), "--list", "every-type").returncode == 0
+
+    header, *rows = cli("lists").stdout.splitlines()
+    assert "photodna" in header.split()
+    assert "…" not in "\n".join([header, *rows])
+    [row] = [r for r in rows if r.startswith(name)]
+    assert re.search(r" \d{4}-\d{2}-\d{2}$", row)
 
 
 def test_lists_enable_disable_remove(cli: Run, committed: Engine, tmp_path: Path) -> None:

@@ -135,7 +135,8 @@ def test_an_exported_hash_list_is_imported_by_another_hotline_which_then_finds_t
         assert not exports.verify_detached(body + b" ", signature, secret)
 
         summary = run(env, "hashes", "import", str(out), "--list", f"from-ua-{fmt}")
-        assert "1 lines read, 1 entries added, 0 duplicates, 0 lines rejected" in summary
+        line = "media item" if fmt == "vics" else "line"
+        assert f"1 {line} read, 1 entry added, 0 duplicates, 0 {line}s rejected" in summary
         # Exactly the hashes confirmed here, unchanged.
         assert listed(engine, f"from-ua-{fmt}") == {(k, v, category) for k, v in ours}
 

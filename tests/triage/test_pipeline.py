@@ -190,7 +190,44 @@ def test_the_same_picture_altered_elsewhere_is_a_near_duplicate(
         assert near, f"{name} not recognised"
         # Earlier variants are near duplicates too; the original must be among them.
         assert original_sha in {m["media_sha256"] for m in near}
-        assert any("near duplicate" in reason for reason in target["priority_reasons"])
+        assert "1 media item(s) near to media seen before" in target["priority_reasons"]
+
+
+def test_priority_counts_media_seen_before_and_reports_that_come_later(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    picture = images.jpeg(41, (320, 240), marker=images.new_marker())
+    first = report(http_server.route("/first.jpg", body=picture, headers=JPEG))
+    process(first)
+    assert (shown(first)["priority"], shown(first)["priority_reasons"]) == (101, ["new content"])
+
+    # The same bytes on another target: seen before, as a near duplicate would be.
+    again = report(http_server.route("/again.jpg", body=picture, headers=JPEG))
+    process(again)
+    assert shown(again)["priority_reasons"] == ["1 media item(s) seen before on another target"]
+    assert shown(again)["priority"] > shown(first)["priority"]
+
+    # One page showing a new picture under two URLs has seen nothing before.
+    twice = images.jpeg(42, (320, 240), marker=images.new_marker())
+    http_server.route("/p/a.jpg", body=twice, headers=JPEG)
+    http_server.route("/p/b.jpg", body=twice, headers=JPEG)
+    page = b'<html><body><img src="/p/a.jpg"><img src="/p/b.jpg"></body></html>'
+    paged = report(http_server.route("/p/", body=page, headers={"content-type": "text/html"}))
+    process(paged)
+    assert shown(paged)["priority_reasons"] == ["new content"]
+
+    # Reports after processing still move the target up, one step each.
+    for _ in range(5):
+        assert report(http_server.url("/first.jpg")) == first
+    assert shown(first)["priority"] == 106
+    assert shown(first)["priority_reasons"] == ["new content", "reported 6 times"]
+    with session_scope() as session:
+        order = session.execute(
+            select(col(Target.id))
+            .where(col(Target.id).in_([first, again]))
+            .order_by(col(Target.priority).desc())
+        ).scalars()
+        assert list(order) == [again, first]  # a tier is worth more than five reports
 
 
 def test_an_exact_hash_from_a_known_list_ranks_first(
