@@ -16,6 +16,7 @@ class FetchError(HotlineError):
     status_code = 502
     detail = "The address could not be fetched."
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, ip: str | None = None) -> None:
         self.reason = reason
+        self.ip = ip  # the address that answered, when one did (an HTTP error)
         super().__init__(f"The address could not be fetched ({reason}).")

@@ -323,7 +323,7 @@ class Fetcher:
             if status in _REDIRECT_STATUSES and location is not None:
                 return location
             if status >= 400:
-                raise FetchError(f"http_error_{status}")
+                raise FetchError(f"http_error_{status}", ip=backend.connected_address)
             content = self._read_body(response, deadline)
             return FetchResult(
                 url=hop.url,

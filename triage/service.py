@@ -99,6 +99,7 @@ class Gathered:
 @dataclass(frozen=True)
 class Failure:
     reason: str
+    ip: str | None = None  # the address that answered, if one did
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ def gather(
     try:
         first = fetcher.fetch(url)
     except FetchError as exc:
-        return Failure(exc.reason)
+        return Failure(exc.reason, exc.ip)
     mime = sniff(first.content)
     if is_media(mime):
         hashes = _hash(first.content, limits)
@@ -211,10 +212,10 @@ def gather(
             return hashes
         return Gathered(first.url, first.ip, page=False, media=[Found(first.url, first.ip, hashes)])
     if mime not in ("text/html", None):
-        return Failure("not_media")
+        return Failure("not_media", first.ip)
     links = media_links(first.content, first.url, limit=limits.page_media_limit)
     if mime is None and not links:
-        return Failure("not_media")
+        return Failure("not_media", first.ip)
     gathered = Gathered(first.url, first.ip, page=True)
     del first
     for link in links:
@@ -258,14 +259,21 @@ def record_failure(
     now: dt.datetime,
     max_attempts: int,
     retry_delay: float,
+    answered: Hosting | None = None,
 ) -> Outcome:
-    """A failed attempt: back to pending for a later attempt, or unreachable for good."""
+    """A failed attempt: back to pending for a later attempt, or unreachable for good.
+
+    ``answered``: where the address that answered is (an HTTP error, a page without
+    media): the target's hosting, so an analyst sees where a gone page was."""
     target = _claimed(session, claim)
     if target is None:
         return Outcome(None)
     target_id = claim.target_id
     target.status_reason = reason
     target.status_changed_at = now
+    if answered is not None:
+        target.hosting_ip, target.hosting_country = answered.ip, answered.country
+        target.hosting_asn, target.hosting_org = answered.asn, answered.org
     if is_retryable(reason) and target.attempts < max_attempts:
         delay = retry_delay * 2 ** (target.attempts - 1)
         target.status = TargetStatus.pending
@@ -601,7 +609,7 @@ def process_target(
         log.error("target %s: processing failed with %s", target_id, type(exc).__name__)
         result = Failure("internal_error")
 
-    def fail(reason: str) -> Outcome:
+    def fail(reason: str, ip: str | None = None) -> Outcome:
         with units() as session:
             return record_failure(
                 session,
@@ -610,10 +618,11 @@ def process_target(
                 now=now(),
                 max_attempts=max_attempts,
                 retry_delay=retry_delay,
+                answered=hosting.lookup(ip) if ip else None,
             )
 
     if isinstance(result, Failure):
-        return fail(result.reason)
+        return fail(result.reason, result.ip)
     try:
         with units() as session:
             return record_gathered(session, claim, result, now=now(), near=near, hosting=hosting)

@@ -288,10 +288,17 @@ def test_final_failures_make_the_target_unreachable_at_once(
     reason: str,
 ) -> None:
     target_id = report(http_server.route("/x", **route))
-    outcome = process(target_id)
+    outcome = process(target_id, hosting=_Abroad())
     assert (outcome.status, outcome.retry_in) == (TargetStatus.unreachable, None)
     target = shown(target_id)
     assert (target["status"], target["reason"], target["attempts"]) == ("unreachable", reason, 1)
+    # A server answered: where it is, is known and kept.
+    assert target["hosting"] == {
+        "ip": "127.0.0.1",
+        "country": "PL",
+        "asn": None,
+        "org": "EXAMPLE-NET",
+    }
 
 
 def test_a_decompression_bomb_is_recorded_by_its_file_hashes_only(
