@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -160,6 +161,8 @@ def redis_client(backend_env: dict[str, str]) -> redis.Redis | None:
 
 
 MARKER = b"HOTLINE-MARKER-"  # the prefix of every marker in tests/fixtures/images.py
+# A whole marker: a copy of this source (a checkout under /tmp) holds the prefix only.
+WHOLE_MARKER = re.compile(re.escape(MARKER) + rb"[0-9a-f]{32}")
 
 
 def tables_with_marker(engine: Engine) -> list[str]:
@@ -219,7 +222,7 @@ def content_audit(
             try:
                 info = path.stat()
                 fresh = path.is_file() and info.st_mtime >= started - 1
-                if fresh and info.st_size < 50_000_000 and MARKER in path.read_bytes():
+                if fresh and info.st_size < 50_000_000 and WHOLE_MARKER.search(path.read_bytes()):
                     tmp_hits.append(str(path))
             except OSError:
                 continue
