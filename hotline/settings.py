@@ -30,7 +30,10 @@ def _split_networks(value: object) -> object:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HOTLINE_", extra="ignore")
+    # A refused setting is named, never echoed: the input holds keys and passwords.
+    model_config = SettingsConfigDict(
+        env_prefix="HOTLINE_", extra="ignore", hide_input_in_errors=True
+    )
 
     env: Literal["development", "production"] = Field(
         "development",

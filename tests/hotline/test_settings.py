@@ -108,3 +108,19 @@ def test_a_hosting_data_file_that_is_not_there_stops_the_start(tmp_path: Path) -
         Settings(geoip_data_file=str(tmp_path))  # a directory
     shipped = Path(geoip2fast.__file__).parent / "geoip2fast-asn-ipv6.dat.gz"
     assert Settings(geoip_data_file=str(shipped)).geoip_data_file == str(shipped)
+
+
+def test_a_refused_setting_is_named_but_no_secret_is_echoed() -> None:
+    secret = "not-a-fernet-key-but-a-secret-all-the-same"
+    with pytest.raises(ValidationError) as bad_key:
+        Settings(staff_keys=secret)  # type: ignore[arg-type]
+    assert "HOTLINE_STAFF_KEYS" in str(bad_key.value)
+    assert "secret" not in str(bad_key.value)
+    with pytest.raises(ValidationError) as production:
+        Settings(
+            env="production",
+            database_url="postgresql+psycopg://hotline:db-password-42@db/hotline",
+            contact_keys=Fernet.generate_key().decode(),  # type: ignore[arg-type]
+        )
+    assert "HOTLINE_BROKER_URL" in str(production.value)
+    assert "db-password-42" not in str(production.value)
