@@ -165,6 +165,18 @@ def _head_row(session: Session) -> tuple[int, str, dt.datetime] | None:
     return None if row is None else (int(row[0]), str(row[1]), row[2])
 
 
+def console_actor() -> str:
+    """The actor of a change made at the console: ``cli:`` and the operating-system
+    account that ran the command."""
+    import getpass
+
+    try:
+        operator = getpass.getuser()
+    except (KeyError, OSError):
+        operator = "unknown"
+    return f"cli:{operator}"[:254]
+
+
 def record(
     session: Session,
     *,

@@ -77,10 +77,10 @@ def main_options(data_dir: DataDir = None) -> None:
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Apply the migrations up to REVISION (default: the newest)."""
-    from hotline.migrate import upgrade
+    from hotline.migrate import current_revision, upgrade
 
     upgrade(revision=revision)
-    typer.echo(f"database at {revision}")
+    typer.echo(f"database at revision {current_revision()}")
 
 
 @db_app.command("current")
@@ -363,9 +363,13 @@ def main() -> None:
     except Exception as exc:
         if not _schema_missing(exc):
             raise
+        from sqlalchemy.engine import make_url
+
+        where = make_url(get_settings().sqlalchemy_url)
         typer.echo(
-            "error: the database has no hotline tables, or older ones: "
-            "run `hotline db upgrade` first",
+            f"error: the database {where.database if where.drivername == 'sqlite' else where}"
+            " has no hotline tables, or older ones: run `hotline db upgrade` first"
+            " (or point --data-dir or HOTLINE_DATABASE_URL at the right one)",
             err=True,
         )
         raise SystemExit(1) from None

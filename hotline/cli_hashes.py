@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -123,6 +123,16 @@ def import_(
                 if summary.entries == 0:
                     # Nothing usable: leave no empty list behind.
                     session.rollback()
+                else:
+                    _audit(
+                        session,
+                        list_name,
+                        "imported",
+                        format=str(summary.format),
+                        added=summary.added,
+                        duplicates=summary.duplicates,
+                        rejected=summary.rejected_count,
+                    )
             if task is not None:
                 progress.update(task, description="done")
     except OSError as exc:
@@ -156,6 +166,22 @@ def import_(
         if summary.rejected_count:
             raise fail("no line of the file was usable; nothing imported")
         raise fail("the file holds no entries; nothing imported")
+
+
+def _audit(session: Any, name: str, change: str, **details: str | int) -> None:
+    """Hash list changes made at the console are audited like those of the staff pages."""
+    from hotline import audit
+    from hotline.db import utcnow
+
+    audit.record(
+        session,
+        action=audit.Action.admin_change,
+        actor=audit.console_actor(),
+        object_type="hash_list",
+        object_id=name,
+        details={"change": change, **details},
+        now=utcnow(),
+    )
 
 
 def _count(n: int, one: str, many: str | None = None) -> str:
@@ -222,6 +248,7 @@ def _set_enabled(name: str, enabled: bool) -> None:
     try:
         with session_scope() as session:
             set_enabled(session, name, enabled)
+            _audit(session, name, "enabled" if enabled else "disabled")
     except HotlineError as exc:
         raise fail(exc.detail) from None
     typer.echo(f"list {name!r} {'enabled' if enabled else 'disabled'}")
@@ -257,6 +284,7 @@ def remove(
             raise fail("nothing removed")
         with session_scope() as session:
             removed = remove_list(session, name)
+            _audit(session, name, "removed", entries=removed)
     except HotlineError as exc:
         raise fail(exc.detail) from None
     typer.echo(f"list {name!r} removed with {removed:,} entries")

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from hotline.audit import console_actor
 from hotline.errors import HotlineError
 from hotline.settings import get_settings
 from partners.models import PartnerKind, SecretPurpose
@@ -26,7 +27,6 @@ partners_app = typer.Typer(
     add_completion=False,
 )
 
-ACTOR = "cli"
 NameOrId = Annotated[str, typer.Argument(help="The partner's name or id.", show_default=False)]
 
 SECRET_LABELS = {
@@ -105,7 +105,7 @@ def add(
                 now=utcnow(),
                 cipher=registry.partner_cipher(),
                 production=_production(),
-                actor=ACTOR,
+                actor=console_actor(),
             )
             partner_id = added.partner.id
     except HotlineError as exc:
@@ -152,7 +152,9 @@ def disable(
     try:
         with session_scope() as session:
             row = registry.find_partner(session, partner)
-            registry.disable_partner(session, row, reason=reason, now=utcnow(), actor=ACTOR)
+            registry.disable_partner(
+                session, row, reason=reason, now=utcnow(), actor=console_actor()
+            )
             name = row.name
     except HotlineError as exc:
         raise fail(exc.detail) from None
@@ -168,7 +170,7 @@ def enable(partner: NameOrId) -> None:
     try:
         with session_scope() as session:
             row = registry.find_partner(session, partner)
-            registry.enable_partner(session, row, now=utcnow(), actor=ACTOR)
+            registry.enable_partner(session, row, now=utcnow(), actor=console_actor())
             name = row.name
     except HotlineError as exc:
         raise fail(exc.detail) from None
@@ -216,7 +218,7 @@ def rotate_secret(
                 overlap=dt.timedelta(hours=hours),
                 cipher=registry.partner_cipher(),
                 value=value,
-                actor=ACTOR,
+                actor=console_actor(),
             )
             name = row.name
     except HotlineError as exc:
@@ -271,7 +273,7 @@ def accept_secrets(
                     overlap=dt.timedelta(hours=hours),
                     cipher=registry.partner_cipher(),
                     value=value,
-                    actor=ACTOR,
+                    actor=console_actor(),
                 )
             name = row.name
     except HotlineError as exc:
@@ -308,7 +310,7 @@ def load(
                 now=utcnow(),
                 cipher=registry.partner_cipher(),
                 production=_production(),
-                actor=ACTOR,
+                actor=console_actor(),
             )
             shown = [(r.partner.id, r.partner.name, r.created, r.secrets) for r in results]
     except HotlineError as exc:
@@ -369,7 +371,7 @@ def redeliver(
 
     try:
         with session_scope() as session:
-            row = delivery.redeliver(session, delivery_id, now=utcnow(), actor=ACTOR)
+            row = delivery.redeliver(session, delivery_id, now=utcnow(), actor=console_actor())
             webhook_id = row.webhook_id
     except HotlineError as exc:
         raise fail(exc.detail) from None
@@ -463,7 +465,9 @@ def template_set(
         text = file.read_text(encoding="utf-8")
         with session_scope() as session:
             row = registry.find_partner(session, partner) if partner else None
-            notices.set_template(session, row, lang, text, now=utcnow(), policy=policy, actor=ACTOR)
+            notices.set_template(
+                session, row, lang, text, now=utcnow(), policy=policy, actor=console_actor()
+            )
             name = row.name if row is not None else "the default"
     except HotlineError as exc:
         raise fail(exc.detail) from None

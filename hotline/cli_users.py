@@ -57,19 +57,13 @@ def _read_password(from_stdin: bool) -> str:
 def _audit(session: Any, user: Any, change: str, **details: str) -> None:
     """Admin changes made at the console are audited like those made in the staff pages;
     the actor is the operating-system account that ran the command."""
-    import getpass
-
     from hotline import audit
     from hotline.db import utcnow
 
-    try:
-        operator = getpass.getuser()
-    except (KeyError, OSError):
-        operator = "unknown"
     audit.record(
         session,
         action=audit.Action.admin_change,
-        actor=f"cli:{operator}"[:254],
+        actor=audit.console_actor(),
         object_type="staff_user",
         object_id=user.id,
         details={"change": change, **details},

@@ -55,3 +55,16 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
     if url is None and not get_settings().database_url:
         get_settings().resolved_data_dir.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(url), revision)
+
+
+def current_revision(url: str | None = None) -> str | None:
+    """The revision the database is at (None: never migrated)."""
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url or get_settings().sqlalchemy_url)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()

@@ -6,6 +6,7 @@ Lists are generated into tmp_path (hash lists are not content). The sub-app is s
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ from sqlmodel import Session, col
 from typer.testing import CliRunner
 
 from hotline.cli_hashes import hashes_app
+from hotline.models import AuditEvent
 from tests.conftest import REPO
 from triage.models import HashList, KnownEntry
 
@@ -239,6 +241,8 @@ def test_lists_piped_are_never_cut(cli: Run, committed: Engine, tmp_path: Path) 
 
 
 def test_lists_enable_disable_remove(cli: Run, committed: Engine, tmp_path: Path) -> None:
+    with Session(committed) as session:
+        audited_before = session.execute(select(func.max(col(AuditEvent.id)))).scalar() or 0
     path = tmp_path / "list.csv"
     path.write_text(f"md5,sha1\n{digest('md5', 1)},{digest('sha1', 1)}\n")
     assert cli("import", str(path), "--list", "interpol").returncode == 0
@@ -269,6 +273,27 @@ def test_lists_enable_disable_remove(cli: Run, committed: Engine, tmp_path: Path
         missing = cli(*command)
         assert missing.returncode == 1
         assert "There is no hash list named 'interpol'." in missing.stderr
+
+    # Each change is in the audit log, by the account that ran the command.
+    with Session(committed) as session:
+        events = session.execute(
+            select(AuditEvent)
+            .where(col(AuditEvent.id) > audited_before, col(AuditEvent.object_type) == "hash_list")
+            .order_by(col(AuditEvent.id))
+        ).scalars()
+        changes = [(e.action, e.actor, e.object_id, json.loads(e.details or "{}")) for e in events]
+    actor = f"cli:{getpass.getuser()}"
+    assert changes == [
+        (
+            "admin_change",
+            actor,
+            "interpol",
+            {"change": "imported", "format": "csv", "added": 1, "duplicates": 0, "rejected": 0},
+        ),
+        ("admin_change", actor, "interpol", {"change": "disabled"}),
+        ("admin_change", actor, "interpol", {"change": "enabled"}),
+        ("admin_change", actor, "interpol", {"change": "removed", "entries": 1}),
+    ]
 
 
 def test_the_own_list_is_refused_clearly(cli: Run, committed: Engine, tmp_path: Path) -> None:
