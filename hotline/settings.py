@@ -371,6 +371,13 @@ class Settings(BaseSettings):
         description="Sender address of notices (also the domain of their Message-ID).",
     )
     smtp_timeout_seconds: float = Field(30, gt=0, description="Deadline of one SMTP conversation.")
+    partner_replay_days: int = Field(
+        30,
+        ge=1,
+        description="Days the answer to a partner's API call is kept, so that a retry with "
+        "the same `webhook-id` gets it again instead of making a second change; then it is "
+        "erased.",
+    )
     partner_max_body_bytes: int = Field(
         1_048_576,
         ge=1024,

@@ -62,6 +62,7 @@ def create_worker_app() -> Celery:
             "schedule": settings.sweep_interval_seconds,
         },
         "purge-expired-contacts": {"task": "reporting.purge_contacts", "schedule": 3600.0},
+        "purge-partner-answers": {"task": "partners.purge_answers", "schedule": 3600.0},
         "sweep-deliveries": {
             "task": "partners.sweep",
             "schedule": settings.sweep_interval_seconds,

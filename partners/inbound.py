@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cryptography.fernet import MultiFernet
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlmodel import Session, col
 from standardwebhooks import Webhook, WebhookVerificationError
 
@@ -128,6 +128,15 @@ def remember(
         )
     )
     session.flush()
+
+
+def purge_answers(session: Session, *, now: dt.datetime, kept: dt.timedelta) -> int:
+    """Erase the stored answers older than ``kept``; returns how many went. A retry of
+    such a call would be taken as new, so ``kept`` outlasts any partner's retries."""
+    done = session.execute(
+        delete(InboundMessage).where(col(InboundMessage.received_at) < now - kept)
+    )
+    return int(done.rowcount)  # type: ignore[attr-defined]
 
 
 def _actor(partner: Partner) -> str:

@@ -11,7 +11,7 @@ from celery import shared_task
 
 from hotline.db import session_scope, utcnow
 from hotline.settings import get_settings
-from partners import delivery, notices, peers, rechecks, retractions, routing
+from partners import delivery, inbound, notices, peers, rechecks, retractions, routing
 from triage.fetcher import get_fetcher
 from triage.service import Limits
 
@@ -51,6 +51,14 @@ def sweep() -> int:
     overdue = dt.timedelta(seconds=get_settings().delivery_sweep_after_seconds)
     with session_scope() as session:
         return delivery.sweep(session, now=utcnow(), overdue=overdue)
+
+
+@shared_task(name="partners.purge_answers", acks_late=True, ignore_result=True)
+def purge_answers() -> int:
+    """Erase the answers to partners' API calls older than the replay period."""
+    kept = dt.timedelta(days=get_settings().partner_replay_days)
+    with session_scope() as session:
+        return inbound.purge_answers(session, now=utcnow(), kept=kept)
 
 
 # Re-checks (partners.rechecks) ------------------------------------------------------------

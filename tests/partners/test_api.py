@@ -9,14 +9,16 @@ import secrets
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlmodel import col
 from standardwebhooks import Webhook
 
 from hotline.db import session_scope, utcnow
-from partners import registry, routing
+from partners import inbound, registry, routing
 from partners.models import (
     Forwarding,
     ForwardingState,
+    InboundMessage,
     PartnerAction,
     PartnerReport,
     SecretPurpose,
@@ -159,6 +161,31 @@ def test_a_replay_gets_the_first_answer_and_changes_nothing(client: Any) -> None
     )
     assert response.status_code == 200
     assert "webhook-replayed" not in response.headers
+
+
+def test_answers_are_kept_for_the_replay_period_then_erased(client: Any) -> None:
+    caller = Caller(client, "hotline-pl")
+    sent = {}
+    for msg_id in ("msg_old", "msg_new"):
+        body = json.dumps({"reports": [{"url": f"https://example.com/{msg_id}"}]}).encode()
+        sent[msg_id] = (body, caller.headers(body, msg_id=msg_id))
+        response = client.post("/api/v1/partner/reports", content=body, headers=sent[msg_id][1])
+        assert response.status_code == 200, response.text
+    with session_scope() as session:
+        session.execute(
+            update(InboundMessage)
+            .where(col(InboundMessage.webhook_id) == "msg_old")
+            .values(received_at=utcnow() - dt.timedelta(days=31))
+        )
+    with session_scope() as session:
+        kept = dt.timedelta(days=30)
+        assert inbound.purge_answers(session, now=utcnow(), kept=kept) == 1
+    with session_scope() as session:
+        left = session.execute(select(col(InboundMessage.webhook_id))).scalars().all()
+    assert left == ["msg_new"]
+    body, headers = sent["msg_new"]
+    again = client.post("/api/v1/partner/reports", content=body, headers=headers)
+    assert again.headers["webhook-replayed"] == "true"
 
 
 def test_bulk_reports_are_taken_like_public_reports(client: Any) -> None:
