@@ -86,8 +86,9 @@ def import_(
     ] = False,
 ) -> None:
     """Import a hash list file into a list; bad lines are reported by number, good ones kept."""
-    from hotline.db import session_scope
-    from triage.hashlists import REJECTED_KEPT, import_list
+    from hotline.db import session_scope, utcnow
+    from triage.hashlists import REJECTED_KEPT, get_list, import_list
+    from triage.service import SeenOnList, match_seen_media
 
     stream: IO[bytes]
     try:
@@ -96,6 +97,7 @@ def import_(
         raise fail(f"cannot read {file}: {exc.strerror or exc}") from None
     progress = _progress()
     task: TaskID | None = None
+    seen = SeenOnList(0, [])
 
     def on_stage(stage: str) -> None:
         # Started only once the format is known: an error then prints no empty bar.
@@ -124,6 +126,9 @@ def import_(
                     # Nothing usable: leave no empty list behind.
                     session.rollback()
                 else:
+                    seen = match_seen_media(
+                        session, get_list(session, list_name).id or 0, now=utcnow()
+                    )
                     _audit(
                         session,
                         list_name,
@@ -150,6 +155,11 @@ def import_(
         f"{_count(summary.duplicates, 'duplicate')}, "
         f"{_count(summary.rejected_count, noun)} rejected"
     )
+    if seen.media:
+        typer.echo(
+            f"{_count(seen.media, 'media item')} seen here before are on the list: "
+            f"{_count(len(seen.raised), 'queued target')} moved up"
+        )
     if summary.rejected_count:
         shown = summary.rejected if show_rejected else summary.rejected[:SHOWN_REJECTED]
         for line_no, reason in shown:

@@ -40,11 +40,12 @@ from triage.errors import FetchError
 from triage.extract import media_links
 from triage.fetcher import Fetcher
 from triage.hashing import HashingError, MediaHashes, hash_media, is_media, sniff
-from triage.hashlists import exact_matches
+from triage.hashlists import entry_key, exact_matches
 from triage.hosting import Hosting, HostingLookup
 from triage.models import (
     HashList,
     HashType,
+    KnownEntry,
     MatchKind,
     Media,
     MediaMatch,
@@ -629,6 +630,79 @@ def process_target(
     except Exception as exc:  # e.g. a deadlock or a lost connection: try again later
         log.error("target %s: recording failed with %s", target_id, type(exc).__name__)
         return fail("internal_error")
+
+
+@dataclass(frozen=True)
+class SeenOnList:
+    """What matching a newly imported list against the media seen here found."""
+
+    media: int  # media items on the list
+    raised: list[int]  # queued targets moved up to the exact-match tier
+
+
+def match_seen_media(session: Session, list_id: int, *, now: dt.datetime) -> SeenOnList:
+    """Match the media seen here against one (enabled) list's entries, as the workers
+    would have had the list been there: exact matches are recorded, and queued targets
+    showing such media move up to the exact-match tier with the list named. Near
+    matches of the list's pHash and PDQ to media seen before are not looked for."""
+    hash_list = session.get(HashList, list_id)
+    if hash_list is None or not hash_list.enabled:
+        return SeenOnList(0, [])
+    media, entry = Media.__table__, KnownEntry.__table__  # type: ignore[attr-defined]
+    key = entry_key()
+    found: dict[tuple[int, str], int] = {}  # (media, hash type) -> entry
+    for column in (media.c.sha256, media.c.sha1, media.c.md5):
+        rows = session.execute(
+            select(media.c.id, entry.c.id)
+            .select_from(entry.join(media, key == column))
+            .where(entry.c.list_id == list_id)
+        )
+        for media_id, entry_id in rows:
+            found.setdefault((int(media_id), column.name), int(entry_id))
+    _add_matches(
+        session,
+        [
+            _match_row(
+                media_id=media_id,
+                kind=MatchKind.exact,
+                hash_type=HashType(hash_type),
+                distance=0,
+                list_id=list_id,
+                known_entry_id=entry_id,
+                found_at=now,
+            )
+            for (media_id, hash_type), entry_id in sorted(found.items())
+        ],
+    )
+    media_ids = sorted({media_id for media_id, _ in found})
+    raised: list[int] = []
+    for start in range(0, len(media_ids), 500):
+        showing = select(col(Sighting.target_id)).where(
+            col(Sighting.media_id).in_(media_ids[start : start + 500])
+        )
+        queued = session.execute(
+            select(Target)
+            .where(col(Target.id).in_(showing), col(Target.status) == TargetStatus.queued)
+            .order_by(col(Target.id))
+            .with_for_update()
+        ).scalars()
+        for target in queued:
+            before = target.priority
+            target.priority, reasons = ranking.raised_to_exact(
+                target.priority or 0, json.loads(target.priority_reasons or "[]"), hash_list.name
+            )
+            target.priority_reasons = json.dumps(reasons)
+            session.add(target)
+            if target.priority != before:
+                raised.append(int(target.id or 0))
+    session.flush()
+    log.info(
+        "list %s: %d media seen here, %d queued targets moved up",
+        list_id,
+        len(media_ids),
+        len(raised),
+    )
+    return SeenOnList(len(media_ids), sorted(raised))
 
 
 def find_target(session: Session, url_or_id: str) -> Target | None:

@@ -7,7 +7,11 @@ import datetime as dt
 import hashlib
 import io
 import ipaddress
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +23,7 @@ from hotline.db import session_scope, utcnow
 from reporting import service as intake
 from reporting.models import ReportCategory, ReportSource, Target, TargetStatus
 from reporting.schemas import ReportCreate
+from tests.conftest import REPO
 from tests.fixtures import images
 from tests.fixtures.servers import LocalHTTPServer
 from triage import service
@@ -265,6 +270,61 @@ def test_an_exact_hash_from_a_known_list_ranks_first(
     with session_scope() as session:
         session.execute(HashList.__table__.update().values(enabled=False))  # type: ignore[attr-defined]
     assert shown(matched)["media"][0]["matches"] == []
+
+
+def test_a_list_imported_later_finds_the_media_seen_before(
+    http_server: LocalHTTPServer,
+    process: Callable[..., service.Outcome],
+    backend_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    on_list = images.jpeg(51, (320, 240), marker=images.new_marker())
+    listed = report(http_server.route("/listed.jpg", body=on_list, headers=JPEG))
+    other = report(http_server.route("/other.jpg", body=images.jpeg(52), headers=JPEG))
+    process(listed)
+    process(other)
+    before = shown(other)
+    with session_scope() as session:
+        if session.execute(select(HashList).where(col(HashList.own))).first() is None:
+            session.add(HashList(name="hotline", own=True))  # truncated by earlier tests
+
+    # Keyed by SHA-1, as Project VIC and ICSE lists are.
+    path = tmp_path / "late.csv"
+    path.write_text(f"sha1,category\n{hashlib.sha1(on_list).hexdigest()},1\n")  # noqa: S324
+
+    def run_import() -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "hotline.cli_hashes", "import", str(path), "--list", "late"],
+            env={**os.environ, **backend_env},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "1 media item seen here before are on the list: 1 queued target moved up" in (
+        run_import()
+    )
+    target = shown(listed)
+    assert target["priority"] == 1001  # the exact-match tier, the same one-media bonus
+    assert target["priority_reasons"] == ["exact match to known list: late"]
+    [media] = target["media"]
+    assert [(m["source"], m["kind"], m["hash_type"]) for m in media["matches"]] == [
+        ("late", "exact", "sha1")
+    ]
+    assert shown(other) == before
+    with session_scope() as session:
+        order = session.execute(
+            select(col(Target.id)).order_by(col(Target.priority).desc())
+        ).scalars()
+        assert next(iter(order)) == listed
+
+    # The same list again: nothing found twice, nothing moved again.
+    assert "1 queued target moved up" not in run_import()
+    assert len(shown(listed)["media"][0]["matches"]) == 1
+    assert shown(listed)["priority"] == 1001
 
 
 @pytest.mark.parametrize(
