@@ -194,6 +194,10 @@ def _audit(session: Any, name: str, change: str, **details: str | int) -> None:
     )
 
 
+def _moved(moved: list[int]) -> str:
+    return f"; {_count(len(moved), 'queued target')} ranked again" if moved else ""
+
+
 def _count(n: int, one: str, many: str | None = None) -> str:
     return f"{n:,} {one if n == 1 else many or one + 's'}"
 
@@ -254,14 +258,16 @@ def lists(
 def _set_enabled(name: str, enabled: bool) -> None:
     from hotline.db import session_scope
     from triage.hashlists import set_enabled
+    from triage.rerank import rerank, showing_list
 
     try:
         with session_scope() as session:
-            set_enabled(session, name, enabled)
-            _audit(session, name, "enabled" if enabled else "disabled")
+            changed = set_enabled(session, name, enabled)
+            moved = rerank(session, showing_list(session, changed.id or 0))
+            _audit(session, name, "enabled" if enabled else "disabled", reranked=len(moved))
     except HotlineError as exc:
         raise fail(exc.detail) from None
-    typer.echo(f"list {name!r} {'enabled' if enabled else 'disabled'}")
+    typer.echo(f"list {name!r} {'enabled' if enabled else 'disabled'}{_moved(moved)}")
 
 
 @hashes_app.command("enable")
@@ -283,7 +289,8 @@ def remove(
 ) -> None:
     """Delete an imported list with all its entries (the hotline's own list cannot be)."""
     from hotline.db import session_scope
-    from triage.hashlists import OwnListReadOnly, list_info, remove_list
+    from triage.hashlists import OwnListReadOnly, get_list, list_info, remove_list
+    from triage.rerank import rerank, showing_list
 
     try:
         with session_scope() as session:
@@ -293,11 +300,13 @@ def remove(
         if not yes and not typer.confirm(f"Remove list {name!r} and its {info.entries:,} entries?"):
             raise fail("nothing removed")
         with session_scope() as session:
+            showing = showing_list(session, get_list(session, name).id or 0)
             removed = remove_list(session, name)
-            _audit(session, name, "removed", entries=removed)
+            moved = rerank(session, showing)
+            _audit(session, name, "removed", entries=removed, reranked=len(moved))
     except HotlineError as exc:
         raise fail(exc.detail) from None
-    typer.echo(f"list {name!r} removed with {removed:,} entries")
+    typer.echo(f"list {name!r} removed with {removed:,} entries{_moved(moved)}")
 
 
 if __name__ == "__main__":

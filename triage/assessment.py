@@ -58,6 +58,7 @@ from triage.models import (
     Sighting,
     Site,
 )
+from triage.rerank import on_site, rerank
 from triage.schemas import (
     AssessmentCreate,
     AssessmentRead,
@@ -499,6 +500,8 @@ def apply_outcome(
     if status == TargetStatus.confirmed:
         _join_own_list(session, int(target.id or 0), now=now)
         _count_confirmed(session, target.registered_domain, now=now)
+        # The site's other queued targets rank higher now.
+        rerank(session, on_site(session, target.registered_domain))
         # Routing to law enforcement, the hosting provider and partner hotlines.
         queue.enqueue(session, ROUTE_TASK, target_id=target.id)
     elif status in (TargetStatus.not_illegal, TargetStatus.unreachable):
@@ -877,6 +880,7 @@ def reverse(
         .values(confirmed_count=col(Site.confirmed_count) - 1)
         .execution_options(synchronize_session=False)
     )
+    rerank(session, on_site(session, target.registered_domain))
     queue.enqueue(session, RETRACT_TASK, target_id=target_id)
     _audit(
         session,

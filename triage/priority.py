@@ -29,26 +29,6 @@ class PriorityInput:
     media_count: int = 0
 
 
-TIERS = (EXACT_KNOWN, NEAR_CONFIRMED, SITE_CONFIRMED, NEAR_SEEN, NEW_CONTENT, NO_MEDIA)
-_EXACT_REASON = "exact match to known list: "
-
-
-def raised_to_exact(current: int, reasons: list[str], list_name: str) -> tuple[int, list[str]]:
-    """A queued target's priority and reasons once its media turned out to be on a known
-    list imported after it was processed: the exact-match tier, the same bonus. (The
-    bonuses, at most 49, never reach the next tier, so the tier is read off the number.)"""
-    tier = next((t for t in TIERS if t <= current), 0)
-    names = {list_name}
-    kept = []
-    for reason in reasons:
-        if reason.startswith(_EXACT_REASON):
-            names.update(reason.removeprefix(_EXACT_REASON).split(", "))
-        elif reason not in ("new content", "no media found on the page"):
-            kept.append(reason)
-    raised = current if tier >= EXACT_KNOWN else EXACT_KNOWN + (current - tier)
-    return raised, [_EXACT_REASON + ", ".join(sorted(names)), *kept]
-
-
 def priority(facts: PriorityInput) -> tuple[int, list[str]]:
     """The queue priority but for the reports' part, and its reasons, most important
     first."""
@@ -56,7 +36,7 @@ def priority(facts: PriorityInput) -> tuple[int, list[str]]:
     tier = NEW_CONTENT if facts.media_count else NO_MEDIA
     if facts.exact_lists:
         tier = EXACT_KNOWN
-        reasons.append(_EXACT_REASON + ", ".join(sorted(facts.exact_lists)))
+        reasons.append("exact match to known list: " + ", ".join(sorted(facts.exact_lists)))
     if facts.near_confirmed_lists:
         tier = max(tier, NEAR_CONFIRMED)
         reasons.append(

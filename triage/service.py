@@ -53,6 +53,7 @@ from triage.models import (
     Site,
 )
 from triage.neardup import NearDuplicates
+from triage.rerank import rerank, showing_media
 
 log = logging.getLogger("hotline.triage")
 
@@ -643,7 +644,8 @@ class SeenOnList:
 def match_seen_media(session: Session, list_id: int, *, now: dt.datetime) -> SeenOnList:
     """Match the media seen here against one (enabled) list's entries, as the workers
     would have had the list been there: exact matches are recorded, and queued targets
-    showing such media move up to the exact-match tier with the list named. Near
+    showing such media are ranked again (``triage.rerank``), so move up to the
+    exact-match tier with the list named. Near
     matches of the list's pHash and PDQ to media seen before are not looked for."""
     hash_list = session.get(HashList, list_id)
     if hash_list is None or not hash_list.enabled:
@@ -675,32 +677,9 @@ def match_seen_media(session: Session, list_id: int, *, now: dt.datetime) -> See
         ],
     )
     media_ids = sorted({media_id for media_id, _ in found})
-    raised: list[int] = []
-    for start in range(0, len(media_ids), 500):
-        showing = select(col(Sighting.target_id)).where(
-            col(Sighting.media_id).in_(media_ids[start : start + 500])
-        )
-        queued = session.execute(
-            select(Target)
-            .where(col(Target.id).in_(showing), col(Target.status) == TargetStatus.queued)
-            .order_by(col(Target.id))
-            .with_for_update()
-        ).scalars()
-        for target in queued:
-            before = target.priority
-            target.priority, reasons = ranking.raised_to_exact(
-                target.priority or 0, json.loads(target.priority_reasons or "[]"), hash_list.name
-            )
-            target.priority_reasons = json.dumps(reasons)
-            session.add(target)
-            if target.priority != before:
-                raised.append(int(target.id or 0))
-    session.flush()
+    raised = rerank(session, showing_media(session, media_ids))
     log.info(
-        "list %s: %d media seen here, %d queued targets moved up",
-        list_id,
-        len(media_ids),
-        len(raised),
+        "list %s: %d media seen here, %d queued targets moved", list_id, len(media_ids), len(raised)
     )
     return SeenOnList(len(media_ids), sorted(raised))
 

@@ -290,9 +290,9 @@ def test_lists_enable_disable_remove(cli: Run, committed: Engine, tmp_path: Path
             "interpol",
             {"change": "imported", "format": "csv", "added": 1, "duplicates": 0, "rejected": 0},
         ),
-        ("admin_change", actor, "interpol", {"change": "disabled"}),
-        ("admin_change", actor, "interpol", {"change": "enabled"}),
-        ("admin_change", actor, "interpol", {"change": "removed", "entries": 1}),
+        ("admin_change", actor, "interpol", {"change": "disabled", "reranked": 0}),
+        ("admin_change", actor, "interpol", {"change": "enabled", "reranked": 0}),
+        ("admin_change", actor, "interpol", {"change": "removed", "entries": 1, "reranked": 0}),
     ]
 
 

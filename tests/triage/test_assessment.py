@@ -240,6 +240,32 @@ def test_without_second_opinion_an_illegal_verdict_confirms_at_once(session: Ses
     assert (stored.age_group, stored.content_type) == (AgeGroup.not_determined, ContentType.image)
 
 
+def test_a_confirmed_target_moves_its_sites_queued_targets_up_and_a_reversal_back(
+    session: Session,
+) -> None:
+    ana = staff(session, "ana@site.example")
+    sue = staff(session, "sue@site.example", Role.supervisor)
+    first = Case(session, "http://a.siterank.org/1")
+    other = Case(session, "http://b.siterank.org/2")  # the same registered domain
+    elsewhere = Case(session, "http://siterank-other.org/3")
+    abuse = media(session, "site-rank-abuse", on=first)
+    media(session, "site-rank-b", on=other)
+    media(session, "site-rank-c", on=elsewhere)
+
+    assess(session, first, ana, items((abuse, B)), policy="none")
+
+    assert (other.target.priority, json.loads(other.target.priority_reasons or "[]")) == (
+        301,
+        ["site has 1 confirmed target(s)"],
+    )
+    assert elsewhere.target.priority == 0  # another site: not touched
+    assessment.reverse(session, first.id, note="a doctor's photo", user=sue, now=utcnow())
+    assert (other.target.priority, json.loads(other.target.priority_reasons or "[]")) == (
+        101,
+        ["new content"],
+    )
+
+
 def test_national_policy_asks_a_second_opinion_for_national_law_verdicts_only(
     session: Session,
 ) -> None:

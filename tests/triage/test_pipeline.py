@@ -32,6 +32,7 @@ from triage.hashlists import import_list
 from triage.hosting import Hosting, HostingLookup, get_hosting_lookup
 from triage.models import HashList, Media, Sighting
 from triage.neardup import NearDuplicates
+from triage.rerank import rerank
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 JPEG = {"content-type": "image/jpeg"}
@@ -235,6 +236,35 @@ def test_priority_counts_media_seen_before_and_reports_that_come_later(
         assert list(order) == [again, first]  # a tier is worth more than five reports
 
 
+def test_ranking_again_from_the_database_gives_what_the_workers_gave(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    versions = images.variants(61)
+    known = images.jpeg(62, marker=images.new_marker())
+    with session_scope() as session:
+        listing = f"md5\n{hashlib.md5(known).hexdigest()}\n"  # noqa: S324
+        import_list(session, io.BytesIO(listing.encode()), list_name="rank-list")
+    html = {"content-type": "text/html"}
+    urls = [
+        http_server.route("/r/original.jpg", body=versions["original"], headers=JPEG),
+        http_server.route("/r/copy.jpg", body=versions["original"], headers=JPEG),
+        http_server.route("/r/resized.jpg", body=versions["resized"], headers=JPEG),
+        http_server.route("/r/known.jpg", body=known, headers=JPEG),
+        http_server.route("/r/empty", body=b"<html><body><p>text</p></body></html>", headers=html),
+    ]
+    ids = []
+    for url in urls:
+        ids.append(report(url))
+        process(ids[-1])
+    report(urls[0])  # reported again after processing
+    before = {i: (shown(i)["priority"], shown(i)["priority_reasons"]) for i in ids}
+    assert len({tuple(reasons) for _, reasons in before.values()}) == 5  # five situations
+
+    with session_scope() as session:
+        assert rerank(session, ids) == []
+    assert {i: (shown(i)["priority"], shown(i)["priority_reasons"]) for i in ids} == before
+
+
 def test_an_exact_hash_from_a_known_list_ranks_first(
     http_server: LocalHTTPServer, process: Callable[..., service.Outcome], committed: Engine
 ) -> None:
@@ -292,9 +322,9 @@ def test_a_list_imported_later_finds_the_media_seen_before(
     path = tmp_path / "late.csv"
     path.write_text(f"sha1,category\n{hashlib.sha1(on_list).hexdigest()},1\n")  # noqa: S324
 
-    def run_import() -> str:
+    def run(*args: str) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "hotline.cli_hashes", "import", str(path), "--list", "late"],
+            [sys.executable, "-m", "hotline.cli_hashes", *args],
             env={**os.environ, **backend_env},
             cwd=REPO,
             capture_output=True,
@@ -303,6 +333,9 @@ def test_a_list_imported_later_finds_the_media_seen_before(
         )
         assert done.returncode == 0, done.stderr
         return done.stdout
+
+    def run_import() -> str:
+        return run("import", str(path), "--list", "late")
 
     assert "1 media item seen here before are on the list: 1 queued target moved up" in (
         run_import()
@@ -325,6 +358,14 @@ def test_a_list_imported_later_finds_the_media_seen_before(
     assert "1 queued target moved up" not in run_import()
     assert len(shown(listed)["media"][0]["matches"]) == 1
     assert shown(listed)["priority"] == 1001
+
+    # Disabled, the list no longer ranks the target; enabled again, it does.
+    assert "1 queued target ranked again" in run("disable", "late")
+    assert (shown(listed)["priority"], shown(listed)["priority_reasons"]) == (101, ["new content"])
+    assert "1 queued target ranked again" in run("enable", "late")
+    assert shown(listed)["priority"] == 1001
+    assert "1 queued target ranked again" in run("remove", "late", "--yes")
+    assert shown(listed)["priority"] == 101
 
 
 @pytest.mark.parametrize(
