@@ -79,6 +79,9 @@ class Target(SQLModel, table=True):
     hosting_asn: int | None = Field(default=None, sa_column=Column(BigInteger))
     hosting_org: str | None = Field(default=None, sa_column=Column(String(255)))
     processed_at: dt.datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    # When an analyst's (or supervisor's) verdict last decided the target: a report made
+    # after it is not told the outcome (reporting.service.report_status).
+    decided_at: dt.datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     # An analyst's claim on the item (triage.review): offered to no one else until expiry.
     claimed_by: int | None = Field(default=None, sa_column=Column(BigInteger))
     claim_expires_at: dt.datetime | None = Field(default=None, sa_column=Column(UTCDateTime))

@@ -30,6 +30,7 @@ from reporting.urls import canonicalise
 PROCESS_TARGET = "triage.process_target"
 log = logging.getLogger("hotline.reporting")
 
+VERDICTS = frozenset({PublicStatus.action_taken, PublicStatus.no_action_possible})
 PUBLIC_STATUS = {
     TargetStatus.pending: PublicStatus.received,
     TargetStatus.fetching: PublicStatus.received,
@@ -162,13 +163,25 @@ def report_status(session: Session, receipt: str) -> PublicStatus:
     if not receipt or len(receipt) > RECEIPT_MAX_LENGTH:
         raise ReceiptNotFound()
     row = session.execute(
-        select(col(Target.status))
+        select(
+            col(Target.status),
+            col(Target.decided_at),
+            col(Target.status_changed_at),
+            col(Report.created_at),
+        )
         .join(Report, col(Report.target_id) == col(Target.id))
         .where(col(Report.receipt_hash) == receipt_digest(receipt))
     ).first()
     if row is None:
         raise ReceiptNotFound()
-    return PUBLIC_STATUS[TargetStatus(row[0])]
+    status, decided_at, changed_at, reported_at = row
+    shown = PUBLIC_STATUS[TargetStatus(status)]
+    # A report made after the verdict is not told it: else anyone could learn, by
+    # reporting a URL, whether the hotline has it confirmed (during a law-enforcement
+    # hold, too) or judged it legal.
+    if shown in VERDICTS and reported_at > (decided_at or changed_at):
+        return PublicStatus.being_assessed
+    return shown
 
 
 def sweep_pending(

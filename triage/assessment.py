@@ -80,6 +80,7 @@ RETRACT_TASK = "partners.retract_target"
 # Targets whose verdict stands confirmed (their media on the own list); a reversal
 # takes a target out of them.
 CONFIRMED = frozenset({TargetStatus.confirmed, TargetStatus.forwarded, TargetStatus.removed})
+DECIDED = frozenset({TargetStatus.confirmed, TargetStatus.not_illegal})  # by a verdict
 SYSTEM = "system"
 EARLIER_NOTE = "Decided from earlier verdicts on the same media."
 
@@ -482,6 +483,7 @@ def apply_outcome(
             col(Target.claimed_by) == claimed_by,
             col(Target.claim_expires_at) >= now,
         ]
+    decided = {"decided_at": now} if status in DECIDED else {}
     changed = session.execute(
         update(Target)
         .where(*conditions)
@@ -491,6 +493,7 @@ def apply_outcome(
             status_changed_at=now,
             claimed_by=None,
             claim_expires_at=None,
+            **decided,
         )
         .execution_options(synchronize_session=False)
     )
@@ -863,6 +866,7 @@ def reverse(
             status=TargetStatus.not_illegal,
             status_reason="reversed",
             status_changed_at=now,
+            decided_at=now,
             claimed_by=None,
             claim_expires_at=None,
         )

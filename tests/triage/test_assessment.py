@@ -266,6 +266,25 @@ def test_a_confirmed_target_moves_its_sites_queued_targets_up_and_a_reversal_bac
     )
 
 
+def test_a_report_made_after_the_verdict_is_not_told_it(session: Session) -> None:
+    ana = staff(session, "ana@oracle.example")
+    url = "http://oracle-check.org/a"
+    case = Case(session, url)
+    assess(session, case, ana, items((media(session, "oracle", on=case), B)), policy="none")
+    assert case.reporter_sees() == PublicStatus.action_taken
+
+    # Anyone could otherwise learn whether the hotline has a URL confirmed by reporting it.
+    late, _ = intake.submit_report(
+        session,
+        ReportCreate(url=url, category=ReportCategory.csam),
+        source=ReportSource.api,
+        now=utcnow(),
+        max_url_length=4096,
+    )
+    assert intake.report_status(session, late) == PublicStatus.being_assessed
+    assert case.reporter_sees() == PublicStatus.action_taken
+
+
 def test_national_policy_asks_a_second_opinion_for_national_law_verdicts_only(
     session: Session,
 ) -> None:
