@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any, cast
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -231,16 +231,30 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
 
+        host = dict(scope.get("headers", [])).get(b"host", b"")
+
         async def add_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                names = {name.lower() for name, _ in message.get("headers", [])}
-                message.setdefault("headers", [])
-                message["headers"] = list(message["headers"]) + [
-                    (k, v) for k, v in self.HEADERS if k not in names
+                headers = [
+                    (name, _relative(value, host) if name.lower() == b"location" else value)
+                    for name, value in message.get("headers", [])
                 ]
+                names = {name.lower() for name, _ in headers}
+                message["headers"] = headers + [(k, v) for k, v in self.HEADERS if k not in names]
             await send(message)
 
         await self.app(scope, receive, add_headers)
+
+
+def _relative(location: bytes, host: bytes) -> bytes:
+    """A redirect to this same host as a path: behind a TLS proxy the app sees plain
+    http, and an absolute ``http://`` Location (the router's slash redirect) would send
+    the browser, and a report's body with it, off HTTPS."""
+    parts = urlsplit(location.decode("latin-1"))
+    if not parts.netloc or parts.netloc.encode("latin-1").lower() != host.lower():
+        return location
+    path = parts.path or "/"
+    return (path + (f"?{parts.query}" if parts.query else "")).encode("latin-1")
 
 
 def healthz() -> dict[str, str]:
@@ -295,11 +309,12 @@ def create_app() -> FastAPI:
     app.mount("/staff/static", staff_ui.static_files(), name="staff-static")
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
-    app.add_middleware(SecurityHeadersMiddleware)
+    # The last added runs first: the headers go on the body limit's 413 pages too.
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
         larger={"/api/v1/partner/": settings.partner_max_body_bytes},
     )
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(AccessLogMiddleware)
     return app

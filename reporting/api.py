@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Response, status
 
 from hotline.deps import NowDep, PeerDep, SessionDep, SettingsDep
 from reporting import service
@@ -64,6 +64,9 @@ def create_report(
 )
 def get_report_status(
     session: SessionDep,
+    response: Response,
     receipt: str = Path(description="The receipt given when the report was made."),
 ) -> ReportStatusPublic:
+    # Like the status page: no cache between the reporter and us keeps the answer.
+    response.headers["Cache-Control"] = "no-store"
     return ReportStatusPublic(status=service.report_status(session, receipt))

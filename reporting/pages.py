@@ -196,13 +196,16 @@ def status_check(
     page: PageDep, session: SessionDep, receipt: Annotated[str, Form()] = ""
 ) -> HTMLResponse:
     """The coarse status for a receipt; unknown and malformed receipts get the same page."""
-    receipt = "".join(receipt.split())
+    typed, receipt = receipt, "".join(receipt.split())
     if not receipt:
         return page.render("status.html", 422, status=None, errors={"receipt": "receipt_missing"})
     try:
         status = service.report_status(session, receipt)
     except ReceiptNotFound as exc:
-        return page.render("status.html", 404, status=None, errors={"receipt": exc.code})
+        # Kept in the field, so that the person can check it against what they noted.
+        errors = {"receipt": exc.code}
+        typed = "".join(c for c in typed if c.isprintable())[:200]
+        return page.render("status.html", 404, status=None, errors=errors, typed=typed)
     return page.render("status.html", status=status.value, errors={})
 
 

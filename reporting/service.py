@@ -108,7 +108,7 @@ def submit_report(
     Returns the receipt (the only time it exists in clear) and the report row.
     """
     canonical = canonicalise(data.url, allow_networks=allow_networks, max_length=max_url_length)
-    if data.description is not None and len(data.description) > DESCRIPTION_MAX:
+    if data.description is not None and len(data.description.strip()) > DESCRIPTION_MAX:
         raise DescriptionTooLong()
     target_id, created = upsert_target(
         session, canonical.url, canonical.host, canonical.registered_domain, now=now

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from reporting.models import Report, Target
 
@@ -18,10 +18,17 @@ def test_report_is_accepted_with_receipt_and_status(client: Any, committed: Any)
     body = response.json()
     assert len(body["receipt"]) >= 22
     assert body["status_url"] == f"/api/v1/reports/{body['receipt']}"
-    assert client.get(body["status_url"]).json() == {"status": "received"}
+    status = client.get(body["status_url"])
+    assert status.json() == {"status": "received"}
+    assert status.headers["cache-control"] == "no-store"
+    # Spaces around a description are not counted against its limit.
+    padded = post(client, url="https://example.com/b", description=" " + "d" * 2000 + "  ")
+    assert padded.status_code == 202, padded.text
     with Session(committed) as session:
-        target = session.execute(select(Target)).scalar_one()
-        report = session.execute(select(Report)).scalar_one()
+        target = session.execute(select(Target).order_by(col(Target.id))).scalars().first()
+        report = session.execute(select(Report).order_by(col(Report.id))).scalars().first()
+    assert target is not None
+    assert report is not None
     assert target.canonical_url == "https://example.com/gallery?id=7"
     assert target.registered_domain == "example.com"
     assert report.receipt_hash != body["receipt"]
@@ -87,6 +94,22 @@ def test_oversized_body_is_refused_with_413(client: Any) -> None:
         headers={"content-type": "application/json"},
     )
     assert (response.status_code, response.json()["code"]) == (413, "payload_too_large")
+    # Refused before any route, it still carries the headers every page has.
+    assert response.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+
+
+def test_a_slash_redirect_stays_on_the_scheme_the_browser_used(client: Any) -> None:
+    # Behind a TLS proxy the app sees http: an absolute http:// Location would send the
+    # report, re-posted by the browser after a 307, off HTTPS.
+    response = client.post(
+        "/api/v1/reports/",
+        json={"url": "http://example.org/", "category": "csam"},
+        headers={"host": "hotline.example", "x-forwarded-proto": "https"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 307
+    assert response.headers["location"] == "/api/v1/reports"
 
     def chunks() -> Any:
         for _ in range(40):
