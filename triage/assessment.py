@@ -275,9 +275,13 @@ def current_assessments(session: Session, target_id: int) -> dict[int, Assessmen
 
 
 def _latest_first(session: Session, target_id: int) -> Decision | None:
+    return _latest_decision(session, target_id, DecisionStage.first)
+
+
+def _latest_decision(session: Session, target_id: int, stage: DecisionStage) -> Decision | None:
     return session.execute(
         select(Decision)
-        .where(col(Decision.target_id) == target_id, col(Decision.stage) == DecisionStage.first)
+        .where(col(Decision.target_id) == target_id, col(Decision.stage) == stage)
         .order_by(col(Decision.id).desc())
         .limit(1)
     ).scalar_one_or_none()
@@ -724,9 +728,11 @@ def rule(
     target = _target(session, target_id)
     if target.status != TargetStatus.disputed:
         raise NotDisputed()
-    first = _latest_first(session, target_id)
-    if first is not None and first.staff_id == user_id:
-        raise SameAnalyst()
+    # Four eyes: neither the first analyst nor the one who disagreed settles it.
+    for stage in (DecisionStage.first, DecisionStage.second):
+        earlier = _latest_decision(session, target_id, stage)
+        if earlier is not None and earlier.staff_id == user_id:
+            raise SameAnalyst()
     media = target_media(session, target_id)
     _check_items(data.items, media)
     _record_items(
@@ -971,8 +977,15 @@ def _adopt(
             .order_by(col(Assessment.id).desc())
         ).scalars()
         newest: dict[int, Assessment] = {}
+        disputed: set[int] = set()
         for source in sources:
-            newest.setdefault(source.media_id, source)
+            first = newest.setdefault(source.media_id, source)
+            if source.classification != first.classification:
+                disputed.add(source.media_id)
+        # Verdicts elsewhere that disagree (one target's confirmed file, another's "not
+        # illegal") are no verdict to take over: an analyst looks at it.
+        for media_id in disputed:
+            del newest[media_id]
         for media_id, source in sorted(newest.items()):
             row = Assessment(
                 target_id=target_id,

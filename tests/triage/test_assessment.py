@@ -389,6 +389,26 @@ def test_a_disagreement_goes_to_a_supervisor_who_rules(session: Session) -> None
     assert [a for a, _, _ in events(session, case)] == ["assessed", "second_opinion", "ruled"]
 
 
+def test_a_supervisor_who_disagreed_does_not_settle_it_alone(session: Session) -> None:
+    ana = staff(session, "ana@eyes.example")
+    sue = staff(session, "sue@eyes.example", Role.supervisor)
+    sam = staff(session, "sam@eyes.example", Role.supervisor)
+    case = Case(session, "http://eyes.example.net/1")
+    item = media(session, "eyes", on=case)
+    assess(session, case, ana, items((item, N)), policy="always")
+    assessment.give_second_opinion(
+        session, case.id, agrees=False, note="adult", user=sue, now=utcnow()
+    )
+    ruling = RulingCreate(outcome=Outcome.not_illegal, note="adult")
+
+    with pytest.raises(SameAnalyst):
+        assessment.rule(session, case.id, ruling, user=sue, now=utcnow())
+    assert case.target.status == TargetStatus.disputed
+    assert assessment.rule(session, case.id, ruling, user=sam, now=utcnow()).status == (
+        "not_illegal"
+    )
+
+
 def test_doubtful_items_wait_for_a_supervisor(session: Session) -> None:
     ana = staff(session, "ana@assess.example")
     sue = staff(session, "sue@assess.example", Role.supervisor)
@@ -552,6 +572,14 @@ def test_earlier_verdicts_are_taken_over_and_an_analyst_can_overrule_them(
         .order_by(col(Assessment.id))
     ).all()
     assert rows == [(AssessmentOrigin.earlier, B, False), (AssessmentOrigin.analyst, NI, True)]
+
+    # Two targets now hold contradicting verdicts on the file (confirmed baseline, and
+    # not illegal): a third showing it is decided by neither, but by an analyst.
+    third = Case(session, "http://c.example.net/3")
+    third.show(known)
+    assert assessment.adopt_earlier_verdicts(session, third.id, now=utcnow()) is None
+    assert assessment.current_assessments(session, third.id) == {}
+    assert third.target.status == TargetStatus.queued
 
 
 @pytest.mark.parametrize(
