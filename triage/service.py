@@ -508,6 +508,13 @@ def _queue(_: Any) -> Any:
     )
 
 
+def _queued_reason(gathered: Gathered) -> str | None:
+    """Why a page is queued without media: none linked, or none of its links fetched."""
+    if gathered.media or not gathered.page:
+        return None
+    return "media_unreachable" if gathered.broken else "no_media_found"
+
+
 def record_gathered(
     session: Session,
     claim: Claim,
@@ -548,7 +555,7 @@ def record_gathered(
         {
             "target": claim.target_id,
             "claimed_at": claim.claimed_at,
-            "reason": None if gathered.media or not gathered.page else "no_media_found",
+            "reason": _queued_reason(gathered),
             "now": now,
             "rank": priority,
             "reasons": json.dumps(reasons),

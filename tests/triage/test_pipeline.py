@@ -108,6 +108,21 @@ def test_an_image_url_becomes_media_with_every_hash(
     assert media["matches"] == []
 
 
+def test_a_page_whose_media_all_failed_says_so(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    html = {"content-type": "text/html"}
+    gone = b'<html><body><img src="/gone/1.jpg"><img src="/gone/2.jpg"></body></html>'
+    failed = report(http_server.route("/gone/", body=gone, headers=html))
+    text = report(http_server.route("/text/", body=b"<html><p>words</p></html>", headers=html))
+    for target_id in (failed, text):
+        assert process(target_id).status == TargetStatus.queued
+    assert (shown(failed)["reason"], shown(text)["reason"]) == (
+        "media_unreachable",
+        "no_media_found",
+    )
+
+
 class _Abroad(HostingLookup):
     """The hosting facts of a site abroad, for the local server standing in for it."""
 
