@@ -21,7 +21,7 @@ from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Literal, cast
 
 from babel import Locale
-from sqlalchemy import exists, func, literal, select, update
+from sqlalchemy import exists, func, literal, or_, select, update
 from sqlmodel import Session, col
 
 from hotline import audit, queue
@@ -635,7 +635,41 @@ def assess(
             "classifications": _counts(classifications),
         },
     )
+    media_ids = [item.media_id for item in data.items]
+    _carry_to_queued(session, target_id, media_ids, now=now, policy=policy)
     return _result(session, target, outcome)
+
+
+CARRIED_AT_ONCE = 100  # queued targets given new verdicts in the assessing transaction
+
+
+def _carry_to_queued(
+    session: Session,
+    target_id: int,
+    media_ids: list[int],
+    *,
+    now: dt.datetime,
+    policy: Policy | None,
+) -> None:
+    """Queued targets showing media just assessed here take the verdicts now, rather
+    than when an analyst opens them (which would hand out items that decide themselves
+    on opening). Not those in an analyst's hands; beyond ``CARRIED_AT_ONCE``, the rest
+    take them when opened, as before."""
+    others = session.execute(
+        select(col(Target.id))
+        .where(
+            col(Target.id).in_(
+                select(col(Sighting.target_id)).where(col(Sighting.media_id).in_(media_ids))
+            ),
+            col(Target.id) != target_id,
+            col(Target.status) == TargetStatus.queued,
+            or_(col(Target.claimed_by).is_(None), col(Target.claim_expires_at) < now),
+        )
+        .order_by(col(Target.id))
+        .limit(CARRIED_AT_ONCE)
+    ).scalars()
+    for other in list(others):
+        adopt_earlier_verdicts(session, other, now=now, policy=policy)
 
 
 def give_second_opinion(

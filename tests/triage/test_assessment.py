@@ -627,6 +627,30 @@ def test_a_target_whose_media_were_all_assessed_before_is_decided_automatically(
     assert again.id in routed(session)
 
 
+def test_queued_targets_showing_the_file_take_the_verdict_at_once(session: Session) -> None:
+    ana = staff(session, "ana@carry.example")
+    olek = staff(session, "olek@carry.example")
+    first = Case(session, "http://carry.example.net/1")
+    file = media(session, "carried", on=first)
+    waiting = Case(session, "http://carry-two.example.net/2")
+    waiting.show(file)
+    held = Case(session, "http://carry-three.example.net/3")
+    held.show(file)
+    held.claim(olek)  # in an analyst's hands: left to them
+    partly = Case(session, "http://carry-four.example.net/4")
+    partly.show(file)
+    media(session, "carried-new", on=partly)
+
+    assess(session, first, ana, items((file, B)), policy="none")
+
+    # Decided now, not when the next analyst opens it from the queue.
+    assert waiting.target.status == TargetStatus.confirmed
+    assert held.target.status == TargetStatus.queued
+    assert set(assessment.current_assessments(session, held.id)) == set()
+    assert partly.target.status == TargetStatus.queued
+    assert set(assessment.current_assessments(session, partly.id)) == {file}
+
+
 def test_near_duplicates_are_shown_as_suggestions_only(session: Session) -> None:
     ana = staff(session, "ana@assess.example")
     first = Case(session, "http://a.example.net/1")
