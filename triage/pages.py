@@ -313,15 +313,22 @@ def second_opinion(
 
 @router.post("/staff/targets/{target_id}/ruling", response_class=HTMLResponse)
 def ruling(
-    target_id: int,
-    page: ConfirmPage,
-    session: SessionDep,
-    now: NowDep,
-    outcome: Annotated[str, Form(max_length=24)] = "",
-    note: Annotated[str, Form(max_length=2000)] = "",
+    target_id: int, page: ConfirmPage, session: SessionDep, now: NowDep, form: FormDep
 ) -> Response:
+    """The supervisor's ruling, with the item verdicts the supervisor changed."""
+    _target_or_404(session, target_id)
+    media_ids = sorted(assessment.target_media(session, target_id))
+    current = assessment.current_assessments(session, target_id)
+    changed = [
+        item
+        for item in _items(form, media_ids)
+        if item["media_id"] not in current
+        or current[item["media_id"]].classification != item["classification"]
+    ]
     try:
-        data = RulingCreate.model_validate({"outcome": outcome, "note": note.strip() or None})
+        data = RulingCreate.model_validate(
+            {"outcome": _text(form, "outcome"), "note": _text(form, "note"), "items": changed}
+        )
         assessment.rule(session, target_id, data, user=page.staff, now=now)
     except ValidationError:
         return _refused(page, session, target_id, now, "validation_error", 422)

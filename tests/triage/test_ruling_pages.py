@@ -1,0 +1,182 @@
+"""A supervisor's ruling on the item page, as a browser posts it (no script needed)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from selectolax.lexbor import LexborHTMLParser
+from sqlalchemy import select
+from sqlmodel import col
+
+from hotline.db import session_scope, utcnow
+from hotline.models import Role, StaffUser
+from hotline.web import create_app
+from reporting import service as intake
+from reporting.models import ReportCategory, ReportSource, Target, TargetStatus
+from reporting.schemas import ReportCreate
+from tests.fixtures.staff import csrf, enrol, make_user
+from triage import assessment
+from triage.models import Classification, Media, MediaKind, Sighting
+from triage.schemas import AssessmentCreate, ItemAssessment
+
+
+@pytest.fixture
+def supervisor(client: Any) -> Iterator[TestClient]:
+    browser = TestClient(create_app(), client=("127.0.0.1", 50001))
+    with browser:
+        enrol(browser, "sue@ruling.example", Role.supervisor)
+        yield browser
+
+
+def disputed(seed: str, **details: Any) -> tuple[int, int]:
+    """A target whose one file an analyst found doubtful (waiting for a supervisor)."""
+    if not seed.startswith("details"):
+        make_user(f"ana-{seed}@ruling.example", Role.analyst)
+    with session_scope() as session:
+        _, report = intake.submit_report(
+            session,
+            ReportCreate(url=f"http://ruling-{seed}.org/a", category=ReportCategory.csam),
+            source=ReportSource.api,
+            now=utcnow(),
+            max_url_length=4096,
+        )
+        target = session.get(Target, report.target_id)
+        assert target is not None
+        target.status = TargetStatus.queued
+        digest = hashlib.sha256(seed.encode()).hexdigest()
+        media = Media(
+            sha256=digest,
+            sha1=digest[:40],
+            md5=digest[:32],
+            mime="image/jpeg",
+            kind=MediaKind.image,
+            size=1000,
+        )
+        session.add(media)
+        session.flush()
+        session.add(Sighting(target_id=target.id, media_id=media.id, media_url="http://x.org/1"))
+        ana = session.execute(
+            select(StaffUser).where(col(StaffUser.email) == f"ana-{seed}@ruling.example")
+        ).scalar_one()
+        target.claimed_by, target.claim_expires_at = ana.id, utcnow().replace(year=2100)
+        item = ItemAssessment(media_id=int(media.id or 0), classification=Classification.doubtful)
+        assessment.assess(
+            session,
+            int(target.id or 0),
+            AssessmentCreate(items=[item.model_copy(update=details)]),
+            user=ana,
+            now=utcnow(),
+            policy="none",
+        )
+        assert target.status == TargetStatus.disputed
+        return int(target.id or 0), int(media.id or 0)
+
+
+def test_a_doubtful_file_is_ruled_illegal_from_the_page(supervisor: TestClient) -> None:
+    target_id, media_id = disputed("illegal")
+    page = supervisor.get(f"/staff/targets/{target_id}").text
+    tree = LexborHTMLParser(page)
+    assert tree.css_first(f'#ruling-form input[name="c-{media_id}"]') is not None
+    # No outcome is chosen for the supervisor.
+    assert tree.css_first("#ruling-outcome option[selected]") is None
+
+    unchosen = supervisor.post(
+        f"/staff/targets/{target_id}/ruling",
+        data={"csrf_token": csrf(page), f"c-{media_id}": "doubtful"},
+        follow_redirects=False,
+    )
+    assert unchosen.status_code == 422
+
+    done = supervisor.post(
+        f"/staff/targets/{target_id}/ruling",
+        data={
+            "csrf_token": csrf(page),
+            "outcome": "illegal",
+            f"c-{media_id}": "baseline",
+            f"age-{media_id}": "pubescent",
+            "note": "clear",
+        },
+        follow_redirects=False,
+    )
+    assert done.status_code == 303, done.text
+    with session_scope() as session:
+        target = session.get(Target, target_id)
+        assert target is not None
+        assert target.status == TargetStatus.confirmed
+        verdict = assessment.current_assessments(session, target_id)[media_id]
+        assert (verdict.classification, verdict.age_group) == ("baseline", "pubescent")
+
+
+def test_a_ruling_keeps_the_verdicts_the_supervisor_left_alone(supervisor: TestClient) -> None:
+    target_id, media_id = disputed("kept", note="blurry, adult?")
+    page = supervisor.get(f"/staff/targets/{target_id}").text
+    # The page offers the current verdict as it is; posting it back changes nothing.
+    assert 'value="doubtful" data-class="doubtful" data-illegal="false" checked' in page
+    with session_scope() as session:
+        before = assessment.current_assessments(session, target_id)[media_id].id
+    done = supervisor.post(
+        f"/staff/targets/{target_id}/ruling",
+        data={"csrf_token": csrf(page), "outcome": "not_illegal", f"c-{media_id}": "doubtful"},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303, done.text
+    with session_scope() as session:
+        rows = assessment.current_assessments(session, target_id)
+        # The not-illegal ruling stands for the doubtful file (a supervisor's verdict).
+        assert rows[media_id].classification == "not_illegal"
+        assert rows[media_id].id != before
+
+
+def test_the_form_shows_the_details_of_the_current_verdict(supervisor: TestClient) -> None:
+    # Saved again unchanged, a form that showed defaults would wipe them.
+    make_user("ana-details@ruling.example", Role.analyst)
+    make_user("olek-details@ruling.example", Role.analyst)
+    target_id, media_id = disputed_after_disagreement(
+        "details", virtual=True, age_group="infant", payment_method="crypto"
+    )
+    page = supervisor.get(f"/staff/targets/{target_id}").text
+    form = LexborHTMLParser(page).css_first("#ruling-form")
+    assert form is not None
+    assert "checked" in form.css_first(f'input[name="virtual-{media_id}"]').attributes
+    assert "checked" not in form.css_first(f'input[name="ugc-{media_id}"]').attributes
+    selected = form.css_first(f'select[name="age-{media_id}"] option[selected]')
+    assert selected is not None
+    assert selected.attributes["value"] == "infant"
+    assert form.css_first(f'input[name="payment-{media_id}"]').attributes["value"] == "crypto"
+
+
+def disputed_after_disagreement(seed: str, **details: Any) -> tuple[int, int]:
+    """A target an analyst confirmed (with these details) and a second analyst disputed."""
+    target_id, media_id = disputed(seed)
+    with session_scope() as session:
+        users = {
+            u.email: u
+            for u in session.execute(
+                select(StaffUser).where(col(StaffUser.email).like(f"%-{seed}@ruling.example"))
+            ).scalars()
+        }
+        ana, olek = users[f"ana-{seed}@ruling.example"], users[f"olek-{seed}@ruling.example"]
+        target = session.get(Target, target_id)
+        assert target is not None
+        # Back to the queue for a fresh verdict, as a supervisor's return would do.
+        target.status, target.claimed_by = TargetStatus.queued, ana.id
+        target.claim_expires_at = utcnow().replace(year=2100)
+        session.flush()
+        item = ItemAssessment(media_id=media_id, classification=Classification.baseline, **details)
+        assessment.assess(
+            session,
+            target_id,
+            AssessmentCreate(items=[item]),
+            user=ana,
+            now=utcnow(),
+            policy="always",
+        )
+        assessment.give_second_opinion(
+            session, target_id, agrees=False, note="adult", user=olek, now=utcnow()
+        )
+        assert target.status == TargetStatus.disputed
+    return target_id, media_id
