@@ -108,9 +108,14 @@ def claim(
     user: Annotated[StaffUser, Depends(authorize("queue.claim"))],
 ) -> dict[str, Any]:
     """Claim the most urgent open item for a lease."""
-    target = review.claim_next(session, user_id=_id(user), now=now, lease=_lease(settings))
+    released: list[int] = []
+    target = review.claim_next(
+        session, user_id=_id(user), now=now, lease=_lease(settings), released=released
+    )
     if target is None:
         raise QueueEmpty()
+    for given_back in released:
+        _audit(session, user, audit.Action.released, given_back, now)
     _audit(session, user, audit.Action.claimed, target.id, now)
     return review.queue_item(target)
 

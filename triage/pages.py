@@ -144,11 +144,19 @@ def next_item(
 ) -> Response:
     """Claim the most urgent open item (of one site, if asked) and open it."""
     filters = review.QueueFilters(registered_domain=domain or None)
+    released: list[int] = []
     target = review.claim_next(
-        session, user_id=_user_id(page), now=now, lease=_lease(page), filters=filters
+        session,
+        user_id=_user_id(page),
+        now=now,
+        lease=_lease(page),
+        filters=filters,
+        released=released,
     )
     if target is None:
         return page.render("staff/queue_empty.html", engine=templates, status_code=200)
+    for given_back in released:
+        _audit(session, page, audit.Action.released, given_back, now)
     _audit(session, page, audit.Action.claimed, target.id, now)
     return RedirectResponse(f"/staff/targets/{target.id}", 303)
 

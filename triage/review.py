@@ -157,11 +157,13 @@ def claim_next(
     now: dt.datetime,
     lease: dt.timedelta,
     filters: QueueFilters = QueueFilters(),
+    released: list[int] | None = None,
 ) -> Target | None:
     """Give the analyst the most urgent open item for a lease; None when the queue is empty.
 
     Whatever the analyst held before goes back to the queue for others: "next" means
-    the next item, not the one just put down.
+    the next item, not the one just put down. Their ids are added to ``released``, for
+    the caller's audit.
     """
     candidate = select(col(Target.id)).where(*_open_items(now, filters)).order_by(*ORDER).limit(1)
     if session.get_bind().dialect.name == "postgresql":
@@ -175,12 +177,15 @@ def claim_next(
     ).scalar()
     if claimed is None:
         return None
-    session.execute(
+    given_back = session.execute(
         update(Target)
         .where(col(Target.claimed_by) == user_id, col(Target.id) != claimed)
         .values(claimed_by=None, claim_expires_at=None)
+        .returning(col(Target.id))
         .execution_options(synchronize_session=False)
-    )
+    ).scalars()
+    if released is not None:
+        released += sorted(int(i) for i in given_back)
     return session.get(Target, claimed, populate_existing=True)
 
 

@@ -85,6 +85,18 @@ def test_an_analyst_takes_the_top_item_and_sees_everything_about_it(client: Any)
     assert events == [("claimed", str(urgent)), ("item_viewed", str(urgent))]
     assert "a.example.com" not in texts  # the audit log names ids, never URLs
 
+    # Taking the next item gives the one held back, and the log says so.
+    third = queued("http://c.example.com/third", 50)
+    assert client.post("/api/v1/queue/claim", headers=other).json()["id"] == third
+    with session_scope() as session:
+        moves = session.execute(
+            select(col(AuditEvent.action), col(AuditEvent.object_id))
+            .where(col(AuditEvent.actor) == "olek@hotline.example")
+            .where(col(AuditEvent.id) > before)
+            .order_by(col(AuditEvent.id))
+        ).all()
+    assert moves == [("claimed", str(later)), ("released", str(later)), ("claimed", str(third))]
+
 
 def test_staff_routes_refuse_the_wrong_people(client: Any) -> None:
     target = queued("http://a.example.com/x", 100)
