@@ -52,8 +52,10 @@ async def hotline_error_handler(request: Request, exc: Exception) -> Response:
     return error_response(exc.code, exc.detail, exc.status_code, headers=headers or None)
 
 
-async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+async def validation_error_handler(request: Request, exc: Exception) -> Response:
     exc = cast(RequestValidationError, exc)
+    if is_staff_page(request.url.path):  # a query or form a page sent: a page again
+        return public_staff_page(request).render("staff/error.html", 422, error="validation_error")
     # Only the field names: pydantic's messages would echo the submitted values.
     fields = sorted(
         {

@@ -180,3 +180,10 @@ def disputed_after_disagreement(seed: str, **details: Any) -> tuple[int, int]:
         )
         assert target.status == TargetStatus.disputed
     return target_id, media_id
+
+
+def test_a_bad_query_on_a_staff_page_gets_a_page_not_json(supervisor: TestClient) -> None:
+    answer = supervisor.get("/staff/queue?status=bogus")
+    assert answer.status_code == 422
+    assert answer.headers["content-type"].startswith("text/html")
+    assert 'data-code="validation_error"' in answer.text
