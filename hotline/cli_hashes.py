@@ -88,7 +88,7 @@ def import_(
     """Import a hash list file into a list; bad lines are reported by number, good ones kept."""
     from hotline.db import session_scope, utcnow
     from triage.hashlists import REJECTED_KEPT, get_list, import_list
-    from triage.service import SeenOnList, match_seen_media
+    from triage.matches import SeenOnList, match_seen_media
 
     stream: IO[bytes]
     try:

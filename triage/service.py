@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import Integer, and_, bindparam, func, or_, select, update
 from sqlmodel import Session, col
 
-from hotline.db import built, dialect_insert
+from hotline.db import built
 from hotline.errors import HotlineError
 from hotline.settings import Settings
 from reporting.models import Target, TargetStatus
@@ -40,12 +40,12 @@ from triage.errors import FetchError
 from triage.extract import media_links
 from triage.fetcher import Fetcher
 from triage.hashing import HashingError, MediaHashes, hash_media, is_media, sniff
-from triage.hashlists import entry_key, exact_matches
+from triage.hashlists import exact_matches
 from triage.hosting import Hosting, HostingLookup
+from triage.matches import add_matches, match_row
 from triage.models import (
     HashList,
     HashType,
-    KnownEntry,
     MatchKind,
     Media,
     MediaMatch,
@@ -53,7 +53,6 @@ from triage.models import (
     Site,
 )
 from triage.neardup import NearDuplicates
-from triage.rerank import rerank, showing_media
 
 log = logging.getLogger("hotline.triage")
 
@@ -381,29 +380,6 @@ def upsert_sighting(
     )
 
 
-def _match_row(**values: Any) -> dict[str, Any]:
-    known, media = values.get("known_entry_id"), values.get("matched_media_id")
-    return {
-        "known_entry_id": None,
-        "matched_media_id": None,
-        "list_id": None,
-        **values,
-        "ref": f"k{known}" if known else f"m{media}",
-    }
-
-
-def _add_matches(session: Session, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    insert = dialect_insert(session)
-    table = MediaMatch.__table__  # type: ignore[attr-defined]
-    session.execute(
-        insert(table)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=[table.c.media_id, table.c.hash_type, table.c.ref])
-    )
-
-
 def match_media(
     session: Session,
     media_id: int,
@@ -420,7 +396,7 @@ def match_media(
     for known_id, list_id, hash_type, list_name in exact:
         facts.exact_lists.add(list_name)
         rows.append(
-            _match_row(
+            match_row(
                 media_id=media_id,
                 kind=MatchKind.exact,
                 hash_type=hash_type,
@@ -442,7 +418,7 @@ def match_media(
         else:
             facts.near_confirmed_lists.add(found.source)
         rows.append(
-            _match_row(
+            match_row(
                 media_id=media_id,
                 kind=MatchKind.near,
                 hash_type=HashType(found.hash_type),
@@ -453,7 +429,7 @@ def match_media(
                 found_at=now,
             )
         )
-    _add_matches(session, rows)
+    add_matches(session, rows)
 
 
 def _count_site(insert: Any) -> Any:
@@ -638,57 +614,6 @@ def process_target(
     except Exception as exc:  # e.g. a deadlock or a lost connection: try again later
         log.error("target %s: recording failed with %s", target_id, type(exc).__name__)
         return fail("internal_error")
-
-
-@dataclass(frozen=True)
-class SeenOnList:
-    """What matching a newly imported list against the media seen here found."""
-
-    media: int  # media items on the list
-    raised: list[int]  # queued targets moved up to the exact-match tier
-
-
-def match_seen_media(session: Session, list_id: int, *, now: dt.datetime) -> SeenOnList:
-    """Match the media seen here against one (enabled) list's entries, as the workers
-    would have had the list been there: exact matches are recorded, and queued targets
-    showing such media are ranked again (``triage.rerank``), so move up to the
-    exact-match tier with the list named. Near
-    matches of the list's pHash and PDQ to media seen before are not looked for."""
-    hash_list = session.get(HashList, list_id)
-    if hash_list is None or not hash_list.enabled:
-        return SeenOnList(0, [])
-    media, entry = Media.__table__, KnownEntry.__table__  # type: ignore[attr-defined]
-    key = entry_key()
-    found: dict[tuple[int, str], int] = {}  # (media, hash type) -> entry
-    for column in (media.c.sha256, media.c.sha1, media.c.md5):
-        rows = session.execute(
-            select(media.c.id, entry.c.id)
-            .select_from(entry.join(media, key == column))
-            .where(entry.c.list_id == list_id)
-        )
-        for media_id, entry_id in rows:
-            found.setdefault((int(media_id), column.name), int(entry_id))
-    _add_matches(
-        session,
-        [
-            _match_row(
-                media_id=media_id,
-                kind=MatchKind.exact,
-                hash_type=HashType(hash_type),
-                distance=0,
-                list_id=list_id,
-                known_entry_id=entry_id,
-                found_at=now,
-            )
-            for (media_id, hash_type), entry_id in sorted(found.items())
-        ],
-    )
-    media_ids = sorted({media_id for media_id, _ in found})
-    raised = rerank(session, showing_media(session, media_ids))
-    log.info(
-        "list %s: %d media seen here, %d queued targets moved", list_id, len(media_ids), len(raised)
-    )
-    return SeenOnList(len(media_ids), sorted(raised))
 
 
 def find_target(session: Session, url_or_id: str) -> Target | None:
