@@ -25,7 +25,7 @@ from reporting.ranking import next_report_bonus_sql
 from reporting.ratelimit import SubmissionLimiter, client_address
 from reporting.receipts import RECEIPT_MAX_LENGTH, new_receipt, receipt_digest
 from reporting.schemas import DESCRIPTION_MAX, PublicStatus, ReportCreate
-from reporting.urls import canonicalise
+from reporting.urls import CanonicalURL, canonicalise
 
 PROCESS_TARGET = "triage.process_target"
 log = logging.getLogger("hotline.reporting")
@@ -94,6 +94,17 @@ def upsert_target(
     return int(target_id), count == 1
 
 
+def check_report(
+    data: ReportCreate, *, max_url_length: int, allow_networks: Sequence[IPNetwork] = ()
+) -> CanonicalURL:
+    """The report's canonical URL; raises what a report is refused for (bad URL, long
+    description) before anything is written."""
+    canonical = canonicalise(data.url, allow_networks=allow_networks, max_length=max_url_length)
+    if data.description is not None and len(data.description.strip()) > DESCRIPTION_MAX:
+        raise DescriptionTooLong()
+    return canonical
+
+
 def submit_report(
     session: Session,
     data: ReportCreate,
@@ -107,9 +118,7 @@ def submit_report(
 
     Returns the receipt (the only time it exists in clear) and the report row.
     """
-    canonical = canonicalise(data.url, allow_networks=allow_networks, max_length=max_url_length)
-    if data.description is not None and len(data.description.strip()) > DESCRIPTION_MAX:
-        raise DescriptionTooLong()
+    canonical = check_report(data, max_url_length=max_url_length, allow_networks=allow_networks)
     target_id, created = upsert_target(
         session, canonical.url, canonical.host, canonical.registered_domain, now=now
     )
@@ -144,8 +153,16 @@ def accept_public_report(
     now: dt.datetime,
     limiter: SubmissionLimiter,
 ) -> str:
-    """A report from the form or the public API: counted against the client's rate limit
-    (by keyed hash, never stored), then submitted; returns the receipt."""
+    """A report from the form or the public API: checked, counted against the client's
+    rate limit (by keyed hash, never stored), then submitted; returns the receipt.
+
+    A refused report is not counted: who mistypes an address a few times is not locked
+    out of reporting. Refusals write nothing, so they cost the hotline little."""
+    check_report(
+        data,
+        max_url_length=settings.max_url_length,
+        allow_networks=settings.fetch_allow_networks,
+    )
     limiter.hit(client_address(*peer, settings.trusted_proxies))
     receipt, _ = submit_report(
         session,

@@ -142,6 +142,14 @@ def test_rate_limit_answers_429_with_retry_after(client: Any, configure: Any) ->
     assert 1 <= int(limited.headers["retry-after"]) <= 60
 
 
+def test_refused_reports_do_not_count_against_the_limit(client: Any, configure: Any) -> None:
+    configure(rate_limit="3/minute")
+    mistyped = [post(client, url="example.org:8080/x").status_code for _ in range(5)]
+    assert mistyped == [422] * 5  # each says what is wrong, none is counted
+    codes = [post(client, url=f"http://example.org/{i}").status_code for i in range(4)]
+    assert codes == [202, 202, 202, 429]
+
+
 def test_health_and_readiness(client: Any) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
