@@ -113,12 +113,15 @@ def submit_report(
     now: dt.datetime,
     max_url_length: int,
     allow_networks: Sequence[IPNetwork] = (),
+    canonical: CanonicalURL | None = None,
 ) -> tuple[str, Report]:
     """Record a report and its target; a new target is handed to the workers after commit.
 
     Returns the receipt (the only time it exists in clear) and the report row.
+    ``canonical``: the URL as ``check_report`` gave it, when the caller checked already.
     """
-    canonical = check_report(data, max_url_length=max_url_length, allow_networks=allow_networks)
+    if canonical is None:
+        canonical = check_report(data, max_url_length=max_url_length, allow_networks=allow_networks)
     target_id, created = upsert_target(
         session, canonical.url, canonical.host, canonical.registered_domain, now=now
     )
@@ -158,7 +161,7 @@ def accept_public_report(
 
     A refused report is not counted: who mistypes an address a few times is not locked
     out of reporting. Refusals write nothing, so they cost the hotline little."""
-    check_report(
+    canonical = check_report(
         data,
         max_url_length=settings.max_url_length,
         allow_networks=settings.fetch_allow_networks,
@@ -171,6 +174,7 @@ def accept_public_report(
         now=now,
         max_url_length=settings.max_url_length,
         allow_networks=settings.fetch_allow_networks,
+        canonical=canonical,
     )
     return receipt
 

@@ -274,10 +274,6 @@ def current_assessments(session: Session, target_id: int) -> dict[int, Assessmen
     return {a.media_id: a for a in rows}
 
 
-def _latest_first(session: Session, target_id: int) -> Decision | None:
-    return _latest_decision(session, target_id, DecisionStage.first)
-
-
 def _latest_decision(session: Session, target_id: int, stage: DecisionStage) -> Decision | None:
     return session.execute(
         select(Decision)
@@ -686,7 +682,7 @@ def give_second_opinion(
     target = _target(session, target_id)
     if target.status != TargetStatus.second_opinion:
         raise NotAwaitingSecondOpinion()
-    first = _latest_first(session, target_id)
+    first = _latest_decision(session, target_id, DecisionStage.first)
     if first is not None and first.staff_id == user.id:
         raise SameAnalyst()
     first_outcome = first.outcome if first is not None else Outcome.illegal

@@ -20,7 +20,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, col
 
 from reporting.models import Target, TargetStatus
-from reporting.ranking import REPORT_BONUS_CAP
+from reporting.ranking import report_bonus
 from triage import priority as ranking
 from triage.models import HashList, MatchKind, MediaMatch, Sighting, Site
 
@@ -98,7 +98,7 @@ def rerank(session: Session, target_ids: Iterable[int]) -> list[int]:
         ).scalars()
         for target in queued:
             rank, reasons = ranking.priority(facts_of(session, target))
-            rank += min(max(target.report_count - 1, 0), REPORT_BONUS_CAP)
+            rank += report_bonus(target.report_count)
             stored = json.dumps(reasons)
             if (target.priority, target.priority_reasons) == (rank, stored):
                 continue
@@ -132,14 +132,11 @@ def showing_media(session: Session, media_ids: list[int]) -> list[int]:
     """The queued targets showing any of these media."""
     found: list[int] = []
     for start in range(0, len(media_ids), _CHUNK):
-        media = select(col(Sighting.media_id)).where(
-            col(Sighting.media_id).in_(media_ids[start : start + _CHUNK])
-        )
-        found += _queued_showing(session, media)
+        found += _queued_showing(session, media_ids[start : start + _CHUNK])
     return found
 
 
-def _queued_showing(session: Session, media: Select[Any]) -> list[int]:
+def _queued_showing(session: Session, media: Select[Any] | list[int]) -> list[int]:
     return list(
         session.execute(
             select(col(Target.id))

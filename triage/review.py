@@ -10,7 +10,6 @@ lease; an expired claim puts the item back in the queue for everyone.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,9 +80,7 @@ def queue_item(target: Target) -> dict[str, Any]:
         "canonical_url": target.canonical_url,
         "registered_domain": target.registered_domain,
         "priority": target.priority,
-        "priority_reasons": reasons_with_reports(
-            json.loads(target.priority_reasons or "[]"), target.report_count
-        ),
+        "priority_reasons": reasons_with_reports(target.priority_reasons, target.report_count),
         "hosting_country": target.hosting_country,
         "report_count": target.report_count,
         "first_reported_at": target.first_reported_at.isoformat(),

@@ -690,9 +690,7 @@ def describe_target(session: Session, target: Target) -> dict[str, Any]:
         "status": str(target.status),
         "reason": target.status_reason,
         "priority": target.priority,
-        "priority_reasons": reasons_with_reports(
-            json.loads(target.priority_reasons or "[]"), target.report_count
-        ),
+        "priority_reasons": reasons_with_reports(target.priority_reasons, target.report_count),
         "hosting": {
             "ip": target.hosting_ip,
             "country": target.hosting_country,
