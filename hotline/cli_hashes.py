@@ -156,8 +156,9 @@ def import_(
         f"{_count(summary.rejected_count, noun)} rejected"
     )
     if seen.media:
+        near = f" ({seen.near:,} only as near duplicates)" if seen.near else ""
         typer.echo(
-            f"{_count(seen.media, 'media item')} seen here before are on the list: "
+            f"{_count(seen.media, 'media item')} seen here before are on the list{near}: "
             f"{_count(len(seen.raised), 'queued target')} moved up"
         )
     if summary.rejected_count:
@@ -256,14 +257,21 @@ def lists(
 
 
 def _set_enabled(name: str, enabled: bool) -> None:
-    from hotline.db import session_scope
+    from hotline.db import session_scope, utcnow
     from triage.hashlists import set_enabled
+    from triage.matches import SeenOnList, match_seen_media
     from triage.rerank import rerank, showing_list
 
+    seen = SeenOnList(0, [])
     try:
         with session_scope() as session:
             changed = set_enabled(session, name, enabled)
-            moved = rerank(session, showing_list(session, changed.id or 0))
+            if enabled and not changed.own:
+                # Media seen while the list was off were not matched against it.
+                seen = match_seen_media(session, changed.id or 0, now=utcnow())
+            moved = sorted(
+                set(seen.raised) | set(rerank(session, showing_list(session, changed.id or 0)))
+            )
             _audit(session, name, "enabled" if enabled else "disabled", reranked=len(moved))
     except HotlineError as exc:
         raise fail(exc.detail) from None

@@ -558,3 +558,39 @@ def test_a_list_imported_again_after_removal_is_matched(
     second = import_list("second", new_value)
     assert lookup(view, committed, phash=old_value) == []
     assert [m.known_entry_id for m in lookup(view, committed, phash=new_value)] == [second]
+
+
+@pytest.mark.parametrize(("bits", "radius"), [(64, 8), (256, 31)])
+@pytest.mark.parametrize(("seen_rows", "listed_rows"), [(3000, 40), (40, 3000)])
+def test_pairs_of_a_later_list_are_what_brute_force_finds(
+    bits: int, radius: int, seen_rows: int, listed_rows: int
+) -> None:
+    # Whichever side is indexed (the larger), every pair within the radius is found.
+    from triage.matches import _near_pairs
+    from triage.models import HashType
+
+    rng = np.random.default_rng(bits + seen_rows)
+    words = bits // 64
+    seen_codes = rng.integers(0, 2**63, size=(seen_rows, words), dtype=np.uint64)
+    listed_codes = rng.integers(0, 2**63, size=(listed_rows, words), dtype=np.uint64)
+    # Plant neighbours: a listed code a few bits from a seen one, and one just beyond.
+    for n, flips in enumerate([0, 1, radius, radius + 1, radius // 2]):
+        listed_codes[n] = seen_codes[n * 7]
+        listed_codes[n, 0] ^= np.uint64((1 << flips) - 1)
+
+    def hex_of(codes: npt.NDArray[np.uint64]) -> list[str]:
+        return ["".join(f"{int(w):016x}" for w in row) for row in codes]
+
+    seen = list(zip(range(1, seen_rows + 1), hex_of(seen_codes), strict=True))
+    listed = list(zip(range(10_001, 10_001 + listed_rows), hex_of(listed_codes), strict=True))
+    hash_type = HashType.phash if bits == 64 else HashType.pdq
+    found = sorted(_near_pairs(seen, listed, hash_type, radius))
+
+    expected = []
+    for (media_id, a), (entry_id, b) in itertools.product(seen, listed):
+        distance = bin(int(a, 16) ^ int(b, 16)).count("1")
+        if distance <= radius:
+            expected.append((media_id, entry_id, distance))
+    assert found == sorted(expected)
+    assert {d for _, _, d in found} >= {0, 1, radius, radius // 2}
+    assert (22, 10_004, radius + 1) not in found  # the one planted just beyond

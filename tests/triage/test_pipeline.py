@@ -383,6 +383,84 @@ def test_a_list_imported_later_finds_the_media_seen_before(
     assert shown(listed)["priority"] == 101
 
 
+def _flip(value: str, bits: int) -> str:
+    """The hex hash with its lowest ``bits`` bits inverted: at that Hamming distance."""
+    return f"{int(value, 16) ^ ((1 << bits) - 1):0{len(value)}x}"
+
+
+def test_a_list_imported_later_finds_near_duplicates_of_media_seen_before(
+    http_server: LocalHTTPServer,
+    process: Callable[..., service.Outcome],
+    backend_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    from triage.hashing import hash_media
+
+    pictures = [images.jpeg(71 + i, (320, 240), marker=images.new_marker()) for i in range(3)]
+    first, second, third = (hash_media(picture) for picture in pictures)
+    assert first.phash
+    assert second.pdq
+    assert third.phash
+    assert (second.pdq_quality or 0) >= 50  # a PDQ hash good enough to be matched
+    targets = [
+        report(http_server.route(f"/near-later/{i}.jpg", body=picture, headers=JPEG))
+        for i, picture in enumerate(pictures)
+    ]
+    process(targets[0])
+    process(targets[1])
+    assert shown(targets[0])["priority_reasons"] == ["new content"]
+    with session_scope() as session:
+        if session.execute(select(HashList).where(col(HashList.own))).first() is None:
+            session.add(HashList(name="hotline", own=True))  # truncated by earlier tests
+
+    # A perceptual list, as partners share them: no cryptographic hash at all.
+    path = tmp_path / "perceptual.csv"
+    path.write_text(
+        "phash,pdq,category\n"
+        f"{_flip(first.phash, 3)},,1\n"  # 3 of 64 bits from the first picture
+        f",{_flip(second.pdq, 20)},1\n"  # 20 of 256 bits from the second
+        f"{_flip(first.phash, 9)},,1\n"  # 9 bits: beyond the radius of 8
+        f"{_flip(third.phash, 2)},,2\n"  # the third picture, not seen yet
+    )
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "hotline.cli_hashes", *args],
+            env={**os.environ, **backend_env},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert (
+        "2 media items seen here before are on the list (2 only as near duplicates): "
+        "2 queued targets moved up"
+    ) in run("import", str(path), "--list", "partner-pdq")
+
+    def near(target_id: int) -> list[tuple[str, str, str, int]]:
+        [media] = shown(target_id)["media"]
+        return [(m["source"], m["kind"], m["hash_type"], m["distance"]) for m in media["matches"]]
+
+    assert near(targets[0]) == [("partner-pdq", "near", "phash", 3)]
+    assert near(targets[1]) == [("partner-pdq", "near", "pdq", 20)]
+    for target_id in targets[:2]:
+        assert shown(target_id)["priority_reasons"][0] == (
+            "near match to confirmed media: partner-pdq"
+        )
+
+    # Media seen while the list is off are matched when it is on again.
+    assert "2 queued targets ranked again" in run("disable", "partner-pdq")
+    process(targets[2])
+    assert near(targets[2]) == []
+    assert "3 queued targets ranked again" in run("enable", "partner-pdq")
+    assert near(targets[2]) == [("partner-pdq", "near", "phash", 2)]
+    assert shown(targets[2])["priority_reasons"][0] == "near match to confirmed media: partner-pdq"
+    assert near(targets[0]) == [("partner-pdq", "near", "phash", 3)]  # not found twice
+
+
 @pytest.mark.parametrize(
     ("route", "reason"),
     [
