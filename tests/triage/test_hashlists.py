@@ -666,3 +666,40 @@ def test_a_block_path_import_stores_what_it_checked(session: Session, tmp_path: 
     kept = stored(session, "blocks")
     assert kept[("sha256", digest("sha256", 7))] == "1"
     assert len(kept) == 10_000
+
+
+def test_a_later_list_on_which_thousands_of_seen_media_are_is_matched_whole(
+    session: Session,
+) -> None:
+    # Thousands of match rows: more than one INSERT may bind on PostgreSQL or SQLite.
+    from triage.hashlists import get_list
+    from triage.matches import match_seen_media
+    from triage.models import Media, MediaKind, MediaMatch
+
+    now = dt.datetime.now(dt.UTC)
+    count = 8000
+    session.execute(
+        insert(Media),
+        [
+            {
+                "sha256": digest("sha256", n),
+                "sha1": digest("sha1", n),
+                "md5": digest("md5", n),
+                "phash": phash(n),
+                "mime": "image/jpeg",
+                "kind": MediaKind.image,
+                "size": 1000,
+                "first_seen_at": now,
+            }
+            for n in range(count)
+        ],
+    )
+    listing = "sha1,phash\n" + "".join(f"{digest('sha1', n)},{phash(n)}\n" for n in range(count))
+    import_list(session, io.BytesIO(listing.encode()), list_name="seen-everything")
+    found = match_seen_media(session, get_list(session, "seen-everything").id or 0, now=now)
+    assert (found.media, found.near) == (count, 0)
+    kinds = session.execute(
+        select(col(MediaMatch.kind), func.count()).group_by(col(MediaMatch.kind))
+    ).all()
+    # Each media item: its SHA-1 exactly, its pHash at distance 0.
+    assert sorted((str(kind.value), n) for kind, n in kinds) == [("exact", count), ("near", count)]
