@@ -24,6 +24,7 @@ from hotline.cli_audit import audit_app
 from hotline.cli_exports import exports_app
 from hotline.cli_hashes import hashes_app
 from hotline.cli_partners import partners_app
+from hotline.cli_sites import sites_app
 from hotline.cli_users import users_app
 from hotline.settings import get_settings
 
@@ -37,6 +38,7 @@ targets_app = typer.Typer(help="Reported targets (one per canonical URL).", no_a
 app.add_typer(db_app, name="db")
 app.add_typer(targets_app, name="targets")
 app.add_typer(hashes_app, name="hashes")
+app.add_typer(sites_app, name="sites")
 app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
 app.add_typer(partners_app, name="partners")

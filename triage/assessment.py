@@ -1325,6 +1325,7 @@ def site_history(session: Session, target: Target, *, limit: int = 50) -> dict[s
         "target_count": site.target_count if site else None,
         "confirmed_count": site.confirmed_count if site else None,
         "dedicated": site.dedicated if site else False,
+        "note": site.note if site else None,
         "first_seen_at": site.first_seen_at.isoformat() if site else None,
         "statuses": {str(status): int(count) for status, count in sorted(statuses)},
         "targets": [

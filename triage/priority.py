@@ -2,7 +2,8 @@
 reasons, so an analyst can see why an item is where it is.
 
 Order of the tiers, from the issue: exact match to a known list > near match to
-confirmed media > a site with confirmed material > new content. Within a tier,
+confirmed media > a site with confirmed material (or flagged by staff as dedicated to
+it) > new content. Within a tier,
 more matching media rank higher, and more reports: that part is
 ``reporting.ranking``'s, kept up to date by the database as reports come in.
 """
@@ -26,6 +27,7 @@ class PriorityInput:
     near_seen: set[int] = field(default_factory=set)  # our media near to media seen here
     seen_copies: set[int] = field(default_factory=set)  # our media seen here before
     site_confirmed: int = 0
+    site_dedicated: bool = False  # flagged by staff (``hotline sites flag``)
     media_count: int = 0
 
 
@@ -42,6 +44,9 @@ def priority(facts: PriorityInput) -> tuple[int, list[str]]:
         reasons.append(
             "near match to confirmed media: " + ", ".join(sorted(facts.near_confirmed_lists))
         )
+    if facts.site_dedicated:
+        tier = max(tier, SITE_CONFIRMED)
+        reasons.append("site flagged as dedicated to abuse material")
     if facts.site_confirmed:
         tier = max(tier, SITE_CONFIRMED)
         reasons.append(f"site has {facts.site_confirmed} confirmed target(s)")

@@ -1,6 +1,6 @@
 """Priority of queued targets worked out again from what is stored, when a fact behind it
 changed after processing: a hash list imported, disabled, enabled or removed, a site's
-material confirmed.
+material confirmed, a site flagged as dedicated to abuse material or no longer.
 
 The workers rank a target from what they found (``triage.service.record_gathered``);
 this reads the same facts back from the database (the matches recorded for its media,
@@ -70,12 +70,13 @@ def facts_of(session: Session, target: Target) -> ranking.PriorityInput:
                 facts.exact_lists.add(str(list_name))
             else:
                 facts.near_confirmed_lists.add(str(list_name))
-    confirmed = session.execute(
-        select(col(Site.confirmed_count)).where(
+    site = session.execute(
+        select(col(Site.confirmed_count), col(Site.dedicated)).where(
             col(Site.registered_domain) == target.registered_domain
         )
-    ).scalar()
-    facts.site_confirmed = int(confirmed or 0)
+    ).first()
+    if site is not None:
+        facts.site_confirmed, facts.site_dedicated = int(site[0] or 0), bool(site[1])
     return facts
 
 

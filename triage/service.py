@@ -440,13 +440,16 @@ def _count_site(insert: Any) -> Any:
             index_elements=[table.c.registered_domain],
             set_={"target_count": table.c.target_count + bindparam("added", type_=Integer)},
         )
-        .returning(table.c.confirmed_count)
+        .returning(table.c.confirmed_count, table.c.dedicated)
     )
 
 
-def upsert_site(session: Session, domain: str, *, new_target: bool, now: dt.datetime) -> int:
-    """Count the target on its site (registered domain); returns the site's confirmed count."""
-    confirmed = session.execute(
+def upsert_site(
+    session: Session, domain: str, *, new_target: bool, now: dt.datetime
+) -> tuple[int, bool]:
+    """Count the target on its site (registered domain); returns the site's confirmed
+    count and whether staff flagged it as dedicated to abuse material."""
+    confirmed, dedicated = session.execute(
         built(session, _count_site),
         {
             "registered_domain": domain,
@@ -456,8 +459,8 @@ def upsert_site(session: Session, domain: str, *, new_target: bool, now: dt.date
             "first_seen_at": now,
             "added": 1 if new_target else 0,
         },
-    ).scalar_one()
-    return int(confirmed)
+    ).one()
+    return int(confirmed), bool(dedicated)
 
 
 def _queue(_: Any) -> Any:
@@ -522,7 +525,7 @@ def record_gathered(
             match_media(session, media_id, found.hashes, near=near, now=now, facts=facts)
             media_ids.add(media_id)
     facts.media_count = len(media_ids)
-    facts.site_confirmed = upsert_site(
+    facts.site_confirmed, facts.site_dedicated = upsert_site(
         session, claim.registered_domain, new_target=claim.first_time, now=now
     )
     priority, reasons = ranking.priority(facts)

@@ -601,3 +601,38 @@ def test_claims_stop_after_the_last_attempt(
             )
             is None
         )
+
+
+def test_a_site_flagged_as_dedicated_ranks_its_targets_in_the_site_tier(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    from typer.testing import CliRunner
+
+    from hotline.cli_sites import sites_app
+
+    def sites(*args: str) -> str:
+        result = CliRunner().invoke(sites_app, list(args))
+        assert result.exit_code == 0, result.output
+        return result.stdout.strip()
+
+    first = report(http_server.route("/dedicated/1.jpg", body=images.jpeg(81), headers=JPEG))
+    process(first)
+    assert (shown(first)["priority"], shown(first)["priority_reasons"]) == (101, ["new content"])
+    domain = shown(first)["registered_domain"]
+
+    said = sites("flag", http_server.url("/dedicated/"), "--dedicated", "--note", "a gallery")
+    assert said == f"site {domain!r}: dedicated; note set; 1 queued target ranked again"
+    flagged = "site flagged as dedicated to abuse material"
+    assert (shown(first)["priority"], shown(first)["priority_reasons"]) == (301, [flagged])
+
+    # A target processed on it later ranks there from the start.
+    later = report(http_server.route("/dedicated/2.jpg", body=images.jpeg(82), headers=JPEG))
+    process(later)
+    assert shown(later)["priority_reasons"] == [flagged]
+    with session_scope() as session:
+        assert rerank(session, [first, later]) == []  # the workers and re-ranking agree
+
+    assert sites("flag", domain, "--not-dedicated") == (
+        f"site {domain!r}: not flagged; 2 queued targets ranked again"
+    )
+    assert [shown(t)["priority_reasons"] for t in (first, later)] == [["new content"]] * 2

@@ -187,3 +187,25 @@ def test_a_bad_query_on_a_staff_page_gets_a_page_not_json(supervisor: TestClient
     assert answer.status_code == 422
     assert answer.headers["content-type"].startswith("text/html")
     assert 'data-code="validation_error"' in answer.text
+
+
+def test_the_item_page_shows_a_flagged_site_and_its_note(supervisor: TestClient) -> None:
+    from triage.sites import flag_site
+
+    target_id, _ = disputed("flagged-site")
+    page = LexborHTMLParser(supervisor.get(f"/staff/targets/{target_id}").text)
+    assert page.css_first(".site-flag") is None
+    with session_scope() as session:
+        flag_site(
+            session,
+            "ruling-flagged-site.org",
+            dedicated=True,
+            note="<b>mirrors</b> of a known forum",
+            now=utcnow(),
+        )
+    page = LexborHTMLParser(supervisor.get(f"/staff/targets/{target_id}").text)
+    flag, note = page.css_first(".site-flag"), page.css_first(".site-note")
+    assert flag is not None
+    assert "Dedicated site" in flag.text()
+    assert note is not None
+    assert note.text().strip() == "Note on this site: <b>mirrors</b> of a known forum"  # as text
