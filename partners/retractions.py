@@ -23,75 +23,22 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 
-from sqlalchemy import exists, select
+from sqlalchemy import select
 from sqlmodel import Session, col
 
 from hotline import audit
 from partners.models import (
-    Delivery,
-    DeliveryState,
     Forwarding,
     ForwardingKind,
     ForwardingState,
-    Notice,
-    NoticeItem,
-    NoticeState,
     Partner,
 )
-from partners.routing import queue_delivery
+from partners.routing import cancel_deliveries, may_have_received, queue_delivery
 from reporting.models import Target, TargetStatus
 
 RETRACTED_KINDS = (ForwardingKind.report, ForwardingKind.notice, ForwardingKind.reopened)
-RECEIVED_STATES = frozenset(
-    {ForwardingState.delivered, ForwardingState.acknowledged, ForwardingState.disputed}
-)
 RULE = "reversal"
 log = logging.getLogger("hotline.partners.retractions")
-
-
-def _received(session: Session, forwarding: Forwarding) -> bool:
-    """Whether the partner may have this forwarding: it was delivered, answered, or at
-    least one attempt went out (an attempt that timed out may have arrived)."""
-    if (
-        forwarding.state in RECEIVED_STATES
-        or forwarding.delivered_at is not None
-        or forwarding.acknowledged_at is not None
-        or forwarding.partner_status is not None
-    ):
-        return True
-    attempted = session.execute(
-        select(
-            exists().where(col(Delivery.forwarding_id) == forwarding.id, col(Delivery.attempts) > 0)
-        )
-    ).scalar()
-    if attempted:
-        return True
-    noticed = session.execute(
-        select(
-            exists()
-            .where(col(NoticeItem.forwarding_id) == forwarding.id)
-            .where(col(Notice.id) == col(NoticeItem.notice_id))
-            .where(col(Notice.state).in_([NoticeState.sending, NoticeState.sent]))
-        )
-    ).scalar()
-    return bool(noticed)
-
-
-def _cancel_deliveries(session: Session, forwarding_id: int) -> None:
-    rows = session.execute(
-        select(Delivery)
-        .where(
-            col(Delivery.forwarding_id) == forwarding_id,
-            col(Delivery.state).in_(
-                [DeliveryState.pending, DeliveryState.failed, DeliveryState.dead]
-            ),
-        )
-        .with_for_update()
-    ).scalars()
-    for delivery in rows:
-        delivery.state = DeliveryState.cancelled
-        delivery.last_error = "retracted"
-        session.add(delivery)
 
 
 def _first(originals: Sequence[Forwarding]) -> Forwarding:
@@ -124,10 +71,10 @@ def retract_target(session: Session, target_id: int, *, now: dt.datetime) -> lis
     not_reached: list[int] = []
     changed = False
     for partner_id, originals in sorted(by_partner.items()):
-        received = [f for f in originals if _received(session, f)]
+        received = [f for f in originals if may_have_received(session, f)]
         for forwarding in originals:
             if forwarding.id is not None:
-                _cancel_deliveries(session, forwarding.id)
+                cancel_deliveries(session, forwarding.id, why="retracted")
             if forwarding.state is not ForwardingState.retracted:
                 forwarding.state = ForwardingState.retracted
                 session.add(forwarding)

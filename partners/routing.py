@@ -26,9 +26,10 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, exists, select
 from sqlmodel import Session, col
 
+from hotline import audit
 from hotline.queue import enqueue
 from hotline.settings import Settings
 from partners.models import (
@@ -37,6 +38,9 @@ from partners.models import (
     Forwarding,
     ForwardingKind,
     ForwardingState,
+    Notice,
+    NoticeItem,
+    NoticeState,
     Partner,
     PartnerAsn,
     PartnerCountry,
@@ -46,6 +50,11 @@ from partners.models import (
 from reporting.models import Target, TargetStatus
 
 DELIVER_TASK = "partners.deliver"
+RECEIVED_STATES = frozenset(
+    {ForwardingState.delivered, ForwardingState.acknowledged, ForwardingState.disputed}
+)
+# Forwardings that no longer count for routing: made again if the rules call for them.
+_SET_ASIDE = frozenset({ForwardingState.superseded})
 ROUTABLE = frozenset({TargetStatus.confirmed, TargetStatus.forwarded})
 log = logging.getLogger("hotline.partners.routing")
 
@@ -162,12 +171,12 @@ def route_target(
     target = session.get(Target, target_id, with_for_update=True)
     if target is None or target.status not in ROUTABLE:
         return []
-    existing = {
-        (f.partner_id, f.kind)
-        for f in session.execute(
-            select(Forwarding).where(col(Forwarding.target_id) == target_id)
-        ).scalars()
-    }
+    rows = list(
+        session.execute(select(Forwarding).where(col(Forwarding.target_id) == target_id)).scalars()
+    )
+    existing = {(f.partner_id, f.kind) for f in rows if f.state not in _SET_ASIDE}
+    # Taken back when the hosting moved or was corrected: made good again if called for.
+    set_aside = {(f.partner_id, f.kind): f for f in rows if f.state in _SET_ASIDE}
     made = []
     for decision in decide(session, target, policy):
         partner_id = decision.partner.id
@@ -176,15 +185,13 @@ def route_target(
             continue
         existing.add(key)
         held = decision.kind is ForwardingKind.notice and policy.hold > dt.timedelta(0)
-        forwarding = Forwarding(
-            target_id=target_id,
-            partner_id=partner_id,
-            kind=decision.kind,
-            rule=decision.rule,
-            state=ForwardingState.held if held else ForwardingState.pending,
-            hold_until=now + policy.hold if held else None,
-            created_at=now,
+        forwarding = set_aside.get(key) or Forwarding(
+            target_id=target_id, partner_id=partner_id, kind=decision.kind, rule=decision.rule
         )
+        forwarding.rule = decision.rule
+        forwarding.state = ForwardingState.held if held else ForwardingState.pending
+        forwarding.hold_until = now + policy.hold if held else None
+        forwarding.created_at = now
         session.add(forwarding)
         session.flush()
         if not held:
@@ -199,6 +206,132 @@ def route_target(
             "target %s: no partner to forward to (hosting %s)", target_id, target.hosting_country
         )
     return made
+
+
+def may_have_received(session: Session, forwarding: Forwarding) -> bool:
+    """Whether the partner may have this forwarding: it was delivered, answered, or at
+    least one attempt went out (an attempt that timed out may have arrived), or it was in
+    a notice being sent or sent."""
+    if (
+        forwarding.state in RECEIVED_STATES
+        or forwarding.delivered_at is not None
+        or forwarding.acknowledged_at is not None
+        or forwarding.partner_status is not None
+    ):
+        return True
+    attempted = session.execute(
+        select(
+            exists().where(col(Delivery.forwarding_id) == forwarding.id, col(Delivery.attempts) > 0)
+        )
+    ).scalar()
+    if attempted:
+        return True
+    noticed = session.execute(
+        select(
+            exists()
+            .where(col(NoticeItem.forwarding_id) == forwarding.id)
+            .where(col(Notice.id) == col(NoticeItem.notice_id))
+            .where(col(Notice.state).in_([NoticeState.sending, NoticeState.sent]))
+        )
+    ).scalar()
+    return bool(noticed)
+
+
+def cancel_deliveries(session: Session, forwarding_id: int, *, why: str) -> None:
+    """Cancel the forwarding's deliveries not yet delivered: no retry, sweep or
+    redelivery sends them."""
+    rows = session.execute(
+        select(Delivery)
+        .where(
+            col(Delivery.forwarding_id) == forwarding_id,
+            col(Delivery.state).in_(
+                [DeliveryState.pending, DeliveryState.failed, DeliveryState.dead]
+            ),
+        )
+        .with_for_update()
+    ).scalars()
+    for delivery in rows:
+        delivery.state = DeliveryState.cancelled
+        delivery.last_error = why
+        session.add(delivery)
+
+
+@dataclass(frozen=True)
+class Rerouted:
+    superseded: list[int]  # forwardings taken back before they reached their partner
+    kept: list[int]  # forwardings the rules no longer call for, but already received
+    made: list[Forwarding]
+
+
+def reroute_target(
+    session: Session,
+    target_id: int,
+    *,
+    now: dt.datetime,
+    policy: RoutingPolicy,
+    reason: str = "hosting_corrected",
+) -> Rerouted:
+    """Route a confirmed target again after its hosting changed (an analyst corrected
+    the country): forwardings the rules no longer call for are superseded if their
+    partner cannot have them yet (pending or held, no attempt made, in no notice sent;
+    their deliveries cancelled), kept otherwise; then the forwardings the rules call for
+    now are made. Audited as ``forwarding_superseded`` (ids and countries, never the
+    URL). Idempotent."""
+    target = session.get(Target, target_id, with_for_update=True)
+    if target is None or target.status not in ROUTABLE:
+        return Rerouted([], [], [])
+    wanted = {(d.partner.id, d.kind) for d in decide(session, target, policy)}
+    superseded: list[int] = []
+    kept: list[int] = []
+    forwardings = session.execute(
+        select(Forwarding)
+        .where(
+            col(Forwarding.target_id) == target_id,
+            col(Forwarding.kind).in_([ForwardingKind.report, ForwardingKind.notice]),
+            col(Forwarding.state).not_in([*_SET_ASIDE, ForwardingState.retracted]),
+        )
+        .order_by(col(Forwarding.id))
+        .with_for_update()
+    ).scalars()
+    for forwarding in forwardings:
+        if (forwarding.partner_id, forwarding.kind) in wanted or forwarding.id is None:
+            continue
+        if forwarding.state not in (
+            ForwardingState.pending,
+            ForwardingState.held,
+        ) or may_have_received(session, forwarding):
+            kept.append(forwarding.id)
+            continue
+        forwarding.state = ForwardingState.superseded
+        session.add(forwarding)
+        cancel_deliveries(session, forwarding.id, why=reason)
+        superseded.append(forwarding.id)
+        audit.record(
+            session,
+            action="forwarding_superseded",
+            actor="system",
+            object_type="forwarding",
+            object_id=forwarding.id,
+            details={
+                "target_id": target_id,
+                "partner_id": forwarding.partner_id,
+                "reason": reason,
+                "country_now": target.hosting_country,
+            },
+            now=now,
+        )
+    session.flush()
+    made = route_target(session, target_id, now=now, policy=policy)
+    if superseded or made:
+        log.info(
+            "target %s routed again (%s): %d superseded, %d kept, %d made",
+            target_id,
+            reason,
+            len(superseded),
+            len(kept),
+            len(made),
+        )
+    return Rerouted(superseded, kept, made)
 
 
 def queue_delivery(

@@ -30,6 +30,14 @@ def route_target(target_id: int) -> int:
         return len(made)
 
 
+@shared_task(name="partners.reroute_target", acks_late=True, ignore_result=True)
+def reroute_target(target_id: int) -> int:
+    """An analyst corrected the hosting of a confirmed target: route it again."""
+    policy = routing.RoutingPolicy.from_settings(get_settings())
+    with session_scope() as session:
+        return len(routing.reroute_target(session, target_id, now=utcnow(), policy=policy).made)
+
+
 @shared_task(
     bind=True, name="partners.deliver", acks_late=True, ignore_result=True, max_retries=None
 )

@@ -74,6 +74,7 @@ from triage.schemas import (
 
 Policy = Literal["none", "national", "always"]
 ROUTE_TASK = "partners.route_target"
+REROUTE_TASK = "partners.reroute_target"
 # A target closed otherwise: a peer hotline that sent it hears the outcome.
 CLOSED_TASK = "partners.tell_sources"
 RETRACT_TASK = "partners.retract_target"
@@ -1425,8 +1426,11 @@ def extend_item(session: Session, target: Target, shown: dict[str, Any]) -> dict
 def correct_hosting(
     session: Session, target_id: int, country: str, *, user: StaffUser, now: dt.datetime
 ) -> tuple[str | None, str]:
-    """An analyst's correction of the hosting country (routing follows it); audited with
-    the old and new value. Returns (old, new)."""
+    """An analyst's correction of the hosting country; audited with the old and new
+    value. Routing follows it: a target not confirmed yet is routed by the corrected
+    country when it is; one confirmed already is routed again (``partners.reroute_target``:
+    forwardings not yet received by a partner the country no longer calls for are
+    taken back). Returns (old, new)."""
     code = country.strip().upper()
     if code not in COUNTRIES:
         raise UnknownCountry()
@@ -1435,6 +1439,8 @@ def correct_hosting(
     target.hosting_country = code
     session.add(target)
     session.flush()
+    if previous != code and target.status in (TargetStatus.confirmed, TargetStatus.forwarded):
+        queue.enqueue(session, REROUTE_TASK, target_id=target_id)
     _audit(
         session,
         audit.Action.hosting_corrected,

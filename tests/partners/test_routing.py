@@ -185,3 +185,88 @@ def test_only_confirmed_targets_are_routed(
     assert target.id is not None
     assert routing.route_target(session, target.id, now=NOW, policy=HOME) == []
     assert routed(session, target.id) == set()
+
+
+def states(session: Session, target_id: int) -> set[tuple[str, str, str]]:
+    rows = session.execute(
+        select(Partner.name, Forwarding.kind, Forwarding.state)
+        .join(Partner, col(Partner.id) == col(Forwarding.partner_id))
+        .where(col(Forwarding.target_id) == target_id)
+    ).all()
+    return {(name, kind.value, state.value) for name, kind, state in rows}
+
+
+def test_a_corrected_country_takes_back_what_its_partner_has_not_received(
+    session: Session, partners: dict[str, Partner]
+) -> None:
+    target = confirmed_target(session, country="PL")
+    assert target.id is not None
+    [to_pl] = routing.route_target(session, target.id, now=NOW, policy=HOME)
+    target.hosting_country = "AT"  # the analyst's correction: geolocation was wrong
+
+    done = routing.reroute_target(session, target.id, now=NOW, policy=HOME)
+    assert (done.superseded, done.kept) == ([to_pl.id], [])
+    assert states(session, target.id) == {
+        ("hotline-pl", "report", "superseded"),
+        ("hotline-de", "report", "pending"),
+    }
+    deliveries = {
+        d.forwarding_id: (d.state.value, d.last_error)
+        for d in session.execute(select(Delivery)).scalars()
+    }
+    assert deliveries[to_pl.id] == ("cancelled", "hosting_corrected")
+    assert deliveries[done.made[0].id] == ("pending", None)
+    assert routing.reroute_target(session, target.id, now=NOW, policy=HOME).made == []
+
+    # Corrected back: the first country's partner gets it again (the same forwarding, a
+    # new delivery), the second's is taken back.
+    target.hosting_country = "PL"
+    again = routing.reroute_target(session, target.id, now=NOW, policy=HOME)
+    assert [(f.id, f.rule) for f in again.made] == [(to_pl.id, "abroad.hotline")]
+    assert states(session, target.id) == {
+        ("hotline-pl", "report", "pending"),
+        ("hotline-de", "report", "superseded"),
+    }
+    pending = session.execute(
+        select(Delivery.forwarding_id).where(col(Delivery.state) == "pending")
+    ).scalars()
+    assert list(pending) == [to_pl.id]
+
+
+def test_what_a_partner_received_is_kept_and_the_right_partner_told_too(
+    session: Session, partners: dict[str, Partner]
+) -> None:
+    target = confirmed_target(session, country="UA", asn=64500)
+    assert target.id is not None
+    made = routing.route_target(session, target.id, now=NOW, policy=HOME)
+    police = next(f for f in made if f.kind is ForwardingKind.report)
+    police.state, police.delivered_at = ForwardingState.delivered, NOW
+    target.hosting_country = "PL"
+
+    done = routing.reroute_target(session, target.id, now=NOW, policy=HOME)
+    assert done.kept == [police.id]
+    assert states(session, target.id) == {
+        ("police", "report", "delivered"),  # it cannot be unsent
+        ("host-asn", "notice", "superseded"),  # still held: the provider never saw it
+        ("hotline-pl", "report", "pending"),
+    }
+
+
+def test_correcting_a_forwarded_target_routes_it_again(
+    session: Session, partners: dict[str, Partner]
+) -> None:
+    from hotline.models import Role, StaffUser
+    from triage import assessment
+
+    target = confirmed_target(session, country="PL")
+    assert target.id is not None
+    routing.route_target(session, target.id, now=NOW, policy=HOME)
+    assert target.status is TargetStatus.forwarded
+    ana = StaffUser(email="ana@reroute.example", password_hash="x", role=Role.analyst)
+    session.add(ana)
+    session.flush()
+    before = len(buffered(session))
+    assessment.correct_hosting(session, target.id, "pl", user=ana, now=NOW)  # no change
+    assessment.correct_hosting(session, target.id, "at", user=ana, now=NOW)
+    sent = [(m.name, m.kwargs) for m in buffered(session)[before:]]
+    assert sent == [("partners.reroute_target", {"target_id": target.id})]
