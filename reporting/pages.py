@@ -163,6 +163,12 @@ def submit_report(
     now: NowDep,
 ) -> HTMLResponse:
     """Send a report through the intake service; show the receipt once, in the page only."""
+    if page.request.headers.get("sec-fetch-site") == "cross-site":
+        # Another site's page posting here: refused, so that no site can make its
+        # visitors' browsers file reports from their addresses (around the rate limit).
+        # What it sent is not shown back. Browsers since 2023 send this header; the API
+        # (/api/v1/reports) is for programs and is not affected.
+        return page.render("report.html", 403, form=ReportForm(), errors={"form": "cross_site"})
     data = parse_report_form(form, page.language)
     if isinstance(data, dict):
         return page.render("report.html", 422, form=form, errors=data)

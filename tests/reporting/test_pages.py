@@ -337,6 +337,36 @@ def test_a_full_ukrainian_description_fits_in_the_body_limit(client: Any, commit
     assert count(committed, Report) == 1
 
 
+@pytest.mark.parametrize(
+    ("fetch_site", "accepted"),
+    [
+        ("cross-site", False),
+        ("same-origin", True),
+        ("same-site", True),
+        ("none", True),
+        (None, True),
+    ],
+)
+def test_a_report_posted_by_another_website_is_refused(
+    client: Any, committed: Any, fetch_site: str | None, accepted: bool
+) -> None:
+    # A page elsewhere auto-submitting the form from its visitors' browsers.
+    headers = {} if fetch_site is None else {"Sec-Fetch-Site": fetch_site}
+    response = client.post(
+        "/",
+        data={"url": "https://planted-site.org/x", "category": "csam", "lang": "uk"},
+        headers=headers,
+    )
+    with Session(committed) as session:
+        stored = session.execute(select(func.count()).select_from(Report)).scalar_one()
+    if accepted:
+        assert (response.status_code, stored) == (200, 1)
+        return
+    assert (response.status_code, stored) == (403, 0)
+    assert "Цю форму надіслано з іншого вебсайту" in response.text
+    assert "planted-site" not in response.text  # what it sent is not shown back
+
+
 def test_rate_limited_reporters_see_the_form_again(
     client: Any, configure: Any, committed: Any
 ) -> None:
