@@ -35,6 +35,7 @@ hashes_app = typer.Typer(
 )
 
 SHOWN_REJECTED = 20
+CATCH_UP_MARGIN = 1000  # media ids below the newest at the start, matched again
 
 ListName = Annotated[str, typer.Argument(help="Name of the hash list.", show_default=False)]
 
@@ -88,7 +89,7 @@ def import_(
     """Import a hash list file into a list; bad lines are reported by number, good ones kept."""
     from hotline.db import session_scope, utcnow
     from triage.hashlists import REJECTED_KEPT, get_list, import_list
-    from triage.matches import SeenOnList, match_seen_media
+    from triage.matches import SeenOnList, match_seen_media, newest_media
 
     stream: IO[bytes]
     try:
@@ -111,6 +112,11 @@ def import_(
         if task is not None:
             progress.update(task, completed=done, total=total or None)
 
+    # Media a worker records while the import runs cannot see the list, nor the import
+    # them: those are matched once the list is committed (the margin: media of workers'
+    # transactions still open when the import began).
+    with session_scope() as session:
+        before = max(newest_media(session) - CATCH_UP_MARGIN, 0)
     try:
         with stream:
             with session_scope() as session:
@@ -138,6 +144,19 @@ def import_(
                         duplicates=summary.duplicates,
                         rejected=summary.rejected_count,
                     )
+            if summary.entries:
+                with session_scope() as session:
+                    late = match_seen_media(
+                        session,
+                        get_list(session, list_name).id or 0,
+                        now=utcnow(),
+                        media_above=before,
+                    )
+                seen = SeenOnList(
+                    seen.media + late.media,
+                    sorted(set(seen.raised) | set(late.raised)),
+                    near=seen.near + late.near,
+                )
             if task is not None:
                 progress.update(task, description="done")
     except OSError as exc:
@@ -258,15 +277,16 @@ def lists(
 
 def _set_enabled(name: str, enabled: bool) -> None:
     from hotline.db import session_scope, utcnow
-    from triage.hashlists import set_enabled
+    from triage.hashlists import get_list, set_enabled
     from triage.matches import SeenOnList, match_seen_media
     from triage.rerank import rerank, showing_list
 
     seen = SeenOnList(0, [])
     try:
         with session_scope() as session:
+            was = get_list(session, name).enabled
             changed = set_enabled(session, name, enabled)
-            if enabled and not changed.own:
+            if enabled and not was and not changed.own:
                 # Media seen while the list was off were not matched against it.
                 seen = match_seen_media(session, changed.id or 0, now=utcnow())
             moved = sorted(

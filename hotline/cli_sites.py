@@ -77,13 +77,15 @@ def sites_show(
 ) -> None:
     """Show one site: counts, flag and note."""
     from hotline.db import session_scope
-    from triage.sites import describe_site, get_site
+    from triage.sites import UnknownSite, describe_site, get_site
 
     try:
         with session_scope() as session:
             row = describe_site(get_site(session, domain))
-    except HotlineError as exc:
+    except UnknownSite as exc:
         raise fail(exc.detail) from None
+    except HotlineError as exc:
+        raise fail(exc.detail, 2) from None
     if as_json:
         typer.echo(json.dumps(row, indent=2))
         return
@@ -128,7 +130,7 @@ def sites_flag(
     try:
         with session_scope() as session:
             done = flag_site(session, domain, dedicated=dedicated, note=note, now=utcnow())
-            name = done.site.registered_domain
+            name = done.domain
             if done.changed:
                 audit.record(
                     session,
@@ -145,7 +147,7 @@ def sites_flag(
     if not done.changed:
         typer.echo(f"site {name!r}: nothing changed")
         return
-    state = "dedicated" if done.site.dedicated else "not flagged"
+    state = "dedicated" if done.site is not None and done.site.dedicated else "not flagged"
     moved = len(done.moved)
     ranked = f"; {moved:,} queued target{'s' if moved != 1 else ''} ranked again" if moved else ""
     said = done.changed.get("note")

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import ada_url
 import tldextract
 
+from hotline.errors import HotlineError
 from reporting.errors import InvalidReportURL, UnsupportedScheme, URLNotPublic, URLTooLong
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "canonicalise",
     "is_public_address",
     "registered_domain",
+    "site_of",
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -138,6 +140,27 @@ def registered_domain(host: str) -> str:
     if domain is None:  # tldextract < 5.3
         domain = extracted.registered_domain
     return str(domain) or name
+
+
+def site_of(value: str) -> str | None:
+    """The registered domain staff mean by a domain, a host under it, a URL on it or an
+    IP address (IPv6 bare or in brackets), as the workers key sites; None when it names
+    no site: no public suffix (``localhost``, ``exmaple.cmo``) or only one (``co.uk``)."""
+    text = value.strip()
+    ip = _ip_literal(text)
+    if ip is not None:
+        return str(ip)
+    try:
+        host = canonicalise(text, max_length=2048, public_only=False).host
+    except HotlineError:
+        return None
+    ip = _ip_literal(host)
+    if ip is not None:
+        return str(ip)
+    extracted = _extractor()(host)
+    if not extracted.suffix or not extracted.domain:
+        return None
+    return registered_domain(host)
 
 
 # One row per refused network; `_EMBEDDED_V6` below says which IPv6 prefixes carry an

@@ -11,9 +11,9 @@ import datetime as dt
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import Select, func, select
 from sqlmodel import Session
 
 from hotline.db import dialect_insert
@@ -21,6 +21,10 @@ from hotline.settings import get_settings
 from triage.hashlists import entry_key
 from triage.models import HashList, HashType, KnownEntry, MatchKind, Media, MediaMatch
 from triage.rerank import rerank, showing_media
+
+if TYPE_CHECKING:  # numpy is imported when a list has perceptual hashes, not before
+    import numpy as np
+    import numpy.typing as npt
 
 log = logging.getLogger("hotline.triage")
 
@@ -39,71 +43,88 @@ def match_row(**values: Any) -> dict[str, Any]:
     }
 
 
-def add_matches(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Record matches; one found before is kept as it was. In statements of at most
-    ``_ROWS_PER_INSERT`` rows (a list matching thousands of media would pass the
-    drivers' limit of bound parameters in one)."""
+def add_matches(session: Session, rows: list[dict[str, Any]]) -> set[int]:
+    """Record matches; one found before is kept as it was. Returns the media that got a
+    match recorded now. In statements of at most ``_ROWS_PER_INSERT`` rows (a list
+    matching thousands of media would pass the drivers' limit of bound parameters)."""
     insert = dialect_insert(session)
     table = MediaMatch.__table__  # type: ignore[attr-defined]
+    recorded: set[int] = set()
     for start in range(0, len(rows), _ROWS_PER_INSERT):
-        session.execute(
-            insert(table)
-            .values(rows[start : start + _ROWS_PER_INSERT])
-            .on_conflict_do_nothing(
-                index_elements=[table.c.media_id, table.c.hash_type, table.c.ref]
-            )
+        recorded.update(
+            session.execute(
+                insert(table)
+                .values(rows[start : start + _ROWS_PER_INSERT])
+                .on_conflict_do_nothing(
+                    index_elements=[table.c.media_id, table.c.hash_type, table.c.ref]
+                )
+                .returning(table.c.media_id)
+            ).scalars()
         )
+    return recorded
 
 
 @dataclass(frozen=True)
 class SeenOnList:
-    """What matching a newly imported (or enabled) list against the media seen here found."""
+    """What matching a newly imported (or enabled) list against the media seen here
+    found now (matches recorded before are not counted again)."""
 
-    media: int  # media items on the list, exactly or near
+    media: int  # media items with a match to the list recorded now
     raised: list[int]  # queued targets ranked higher
     near: int = 0  # of ``media``, those on it only through a near match
 
 
-# Rows of the side searched one by one per Python call; the other side is indexed.
+# Rows read and decoded per batch (the codes are kept, the rows are not).
 _NEAR_BATCH = 50_000
 
 
+def _codes(
+    session: Session, statement: Select[Any], bits: Literal[64, 256]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint64]]:
+    """(ids, codes) of ``statement``'s (id, hex hash) rows, read in batches: a few bytes
+    per row in memory (8 for the id, 8 or 32 for the code), not Python objects."""
+    import numpy as np
+
+    from triage.neardup import hex_to_codes
+
+    ids, codes = [np.zeros(0, dtype=np.int64)], [np.zeros((0, bits // 64), dtype=np.uint64)]
+    result = session.execute(statement.execution_options(yield_per=_NEAR_BATCH))
+    for rows in result.partitions():
+        decoded, valid = hex_to_codes([str(value) for _, value in rows], bits)
+        ids.append(np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))[valid])
+        codes.append(decoded.reshape(len(rows), -1)[valid])
+    return np.concatenate(ids), np.concatenate(codes)
+
+
 def _near_pairs(
-    seen: list[tuple[int, str]],
-    listed: list[tuple[int, str]],
-    hash_type: HashType,
+    seen: tuple[npt.NDArray[np.int64], npt.NDArray[np.uint64]],
+    listed: tuple[npt.NDArray[np.int64], npt.NDArray[np.uint64]],
+    bits: Literal[64, 256],
     radius: int,
 ) -> Iterator[tuple[int, int, int]]:
     """(media id, entry id, distance) of every pair within ``radius``. The larger side
     goes into a ``HammingIndex`` (exact in recall, as the workers' lookups), the smaller
     side is searched in it one code at a time."""
-    import numpy as np
+    from triage.neardup import HammingIndex
 
-    from triage.neardup import HammingIndex, hex_to_codes
-
-    bits: Literal[64, 256] = 64 if hash_type == HashType.phash else 256
-    media_first = len(seen) >= len(listed)
-    indexed, searched = (seen, listed) if media_first else (listed, seen)
+    media_first = len(seen[0]) >= len(listed[0])
+    (indexed_ids, indexed_codes), (searched_ids, searched_codes) = (
+        (seen, listed) if media_first else (listed, seen)
+    )
     index = HammingIndex(bits, radius=radius)
-    for start in range(0, len(indexed), _NEAR_BATCH):
-        chunk = indexed[start : start + _NEAR_BATCH]
-        codes, valid = hex_to_codes([value for _, value in chunk], bits)
-        index.add(np.array([i for i, _ in chunk], dtype=np.int64)[valid], codes[valid])
-    for start in range(0, len(searched), _NEAR_BATCH):
-        chunk = searched[start : start + _NEAR_BATCH]
-        codes, valid = hex_to_codes([value for _, value in chunk], bits)
-        for (row_id, _), code, ok in zip(chunk, codes, valid, strict=True):
-            if not ok:
-                continue
-            for other, distance in index.search(code, radius):
-                yield (other, row_id, distance) if media_first else (row_id, other, distance)
+    index.add(indexed_ids, indexed_codes)
+    for row_id, code in zip(searched_ids.tolist(), searched_codes, strict=True):
+        for other, distance in index.search(code, radius):
+            yield (other, row_id, distance) if media_first else (row_id, other, distance)
 
 
-def near_seen_media(session: Session, list_id: int) -> list[tuple[HashType, int, int, int]]:
-    """(hash type, media id, entry id, distance) of every media item seen here whose pHash
-    or PDQ is within the configured radius of one of the list's entries, as the workers'
-    near lookups would have found it: PDQ hashes of media below ``pdq_min_quality`` are
-    not matched."""
+def near_seen_media(
+    session: Session, list_id: int, *, media_above: int = 0
+) -> list[tuple[HashType, int, int, int]]:
+    """(hash type, media id, entry id, distance) of every media item seen here (with an
+    id above ``media_above``) whose pHash or PDQ is within the configured radius of one
+    of the list's entries, as the workers' near lookups would have found it: media PDQ
+    hashes below ``pdq_min_quality`` are not matched (a missing quality counts as 0)."""
     settings = get_settings()
     media, entry = Media.__table__, KnownEntry.__table__  # type: ignore[attr-defined]
     found: list[tuple[HashType, int, int, int]] = []
@@ -111,38 +132,51 @@ def near_seen_media(session: Session, list_id: int) -> list[tuple[HashType, int,
         (HashType.phash, settings.phash_radius),
         (HashType.pdq, settings.pdq_radius),
     ):
-        statement = select(media.c.id, media.c[hash_type.value]).where(
-            media.c[hash_type.value].is_not(None)
+        bits: Literal[64, 256] = 64 if hash_type == HashType.phash else 256
+        seen_here = select(media.c.id, media.c[hash_type.value]).where(
+            media.c[hash_type.value].is_not(None), media.c.id > media_above
         )
         if hash_type == HashType.pdq:
-            statement = statement.where(media.c.pdq_quality >= settings.pdq_min_quality)
-        seen = [(int(i), str(v)) for i, v in session.execute(statement)]
-        if not seen:
-            continue  # (the list's entries are not read: a million-line list takes a scan)
-        listed = [
-            (int(i), str(v))
-            for i, v in session.execute(
-                select(entry.c.id, entry.c[hash_type.value]).where(
-                    entry.c.list_id == list_id, entry.c[hash_type.value].is_not(None)
-                )
+            seen_here = seen_here.where(
+                func.coalesce(media.c.pdq_quality, 0) >= settings.pdq_min_quality
             )
-        ]
-        if not listed:
+        on_list = select(entry.c.id, entry.c[hash_type.value]).where(
+            entry.c.list_id == list_id, entry.c[hash_type.value].is_not(None)
+        )
+        # The cheap test first: most media have both hashes, while a list of file hashes
+        # only is read to its end to find it has none.
+        if session.execute(seen_here.limit(1)).first() is None:
             continue
+        if session.execute(on_list.limit(1)).first() is None:
+            continue
+        seen = _codes(session, seen_here, bits)
+        listed = _codes(session, on_list, bits)
         found += (
             (hash_type, media_id, entry_id, distance)
-            for media_id, entry_id, distance in _near_pairs(seen, listed, hash_type, radius)
+            for media_id, entry_id, distance in _near_pairs(seen, listed, bits, radius)
         )
     return found
 
 
-def match_seen_media(session: Session, list_id: int, *, now: dt.datetime) -> SeenOnList:
-    """Match the media seen here against one (enabled) list's entries, as the workers
-    would have had the list been there: exact matches (SHA-256, SHA-1, MD5) and near
-    ones (pHash, PDQ, within the configured radii) are recorded, and queued targets
-    showing such media are ranked again (``triage.rerank``): up to the exact-match tier
-    with the list named, or the near-match tier. Matches recorded before are kept as
-    they were."""
+def newest_media(session: Session) -> int:
+    """The highest media id now (0 if none): where a later catch-up starts."""
+    media = Media.__table__  # type: ignore[attr-defined]
+    return int(session.execute(select(func.max(media.c.id))).scalar() or 0)
+
+
+def match_seen_media(
+    session: Session,
+    list_id: int,
+    *,
+    now: dt.datetime,
+    media_above: int = 0,
+) -> SeenOnList:
+    """Match the media seen here (with an id above ``media_above``) against one (enabled)
+    list's entries, as the workers would have had the list been there: exact matches
+    (SHA-256, SHA-1, MD5) and near ones (pHash, PDQ, within the configured radii) are
+    recorded, and queued targets showing such media are ranked again
+    (``triage.rerank``): up to the exact-match tier with the list named, or the
+    near-match tier. Matches recorded before are kept as they were."""
     hash_list = session.get(HashList, list_id)
     if hash_list is None or not hash_list.enabled:
         return SeenOnList(0, [])
@@ -150,15 +184,15 @@ def match_seen_media(session: Session, list_id: int, *, now: dt.datetime) -> See
     key = entry_key()
     found: dict[tuple[int, str], int] = {}  # (media, hash type) -> entry
     for column in (media.c.sha256, media.c.sha1, media.c.md5):
-        rows = session.execute(
+        statement = (
             select(media.c.id, entry.c.id)
             .select_from(entry.join(media, key == column))
-            .where(entry.c.list_id == list_id)
+            .where(entry.c.list_id == list_id, media.c.id > media_above)
         )
-        for media_id, entry_id in rows:
+        for media_id, entry_id in session.execute(statement):
             found.setdefault((int(media_id), column.name), int(entry_id))
-    near = near_seen_media(session, list_id)
-    add_matches(
+    near = near_seen_media(session, list_id, media_above=media_above)
+    recorded = add_matches(
         session,
         [
             match_row(
@@ -186,13 +220,13 @@ def match_seen_media(session: Session, list_id: int, *, now: dt.datetime) -> See
         ],
     )
     exact_ids = {media_id for media_id, _ in found}
-    media_ids = sorted(exact_ids | {media_id for _, media_id, _, _ in near})
-    raised = rerank(session, showing_media(session, media_ids))
+    only_near = len(recorded - exact_ids)
+    raised = rerank(session, showing_media(session, sorted(recorded)))
     log.info(
-        "list %s: %d media seen here (%d only near), %d queued targets moved",
+        "list %s: %d media seen here matched now (%d only near), %d queued targets moved",
         list_id,
-        len(media_ids),
-        len(media_ids) - len(exact_ids),
+        len(recorded),
+        only_near,
         len(raised),
     )
-    return SeenOnList(len(media_ids), sorted(raised), near=len(media_ids) - len(exact_ids))
+    return SeenOnList(len(recorded), sorted(raised), near=only_near)

@@ -25,7 +25,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Integer, and_, bindparam, func, or_, select, update
+from sqlalchemy import Integer, and_, bindparam, case, func, or_, select, update
 from sqlmodel import Session, col
 
 from hotline.db import built
@@ -434,14 +434,18 @@ def match_media(
 
 def _count_site(insert: Any) -> Any:
     table = Site.__table__  # type: ignore[attr-defined]
-    return (
-        insert(table)
-        .on_conflict_do_update(
-            index_elements=[table.c.registered_domain],
-            set_={"target_count": table.c.target_count + bindparam("added", type_=Integer)},
-        )
-        .returning(table.c.confirmed_count, table.c.dedicated)
-    )
+    statement = insert(table)
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.registered_domain],
+        set_={
+            "target_count": table.c.target_count + bindparam("added", type_=Integer),
+            # A site flagged before its first report: first seen now, not when flagged.
+            "first_seen_at": case(
+                (table.c.target_count == 0, statement.excluded.first_seen_at),
+                else_=table.c.first_seen_at,
+            ),
+        },
+    ).returning(table.c.confirmed_count, table.c.dedicated)
 
 
 def upsert_site(

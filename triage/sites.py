@@ -11,46 +11,54 @@ Nothing here commits.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlmodel import Session, col
 
+from hotline.db import dialect_insert
 from hotline.errors import HotlineError
-from reporting.urls import canonicalise
+from reporting.urls import site_of
 from triage.models import Site
 from triage.rerank import on_site, rerank
 
 NOTE_MAX = 2000
+# A note is shown on pages and printed in terminals: one paragraph of plain text.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class InvalidSite(HotlineError):
     status_code = 422
     code = "invalid_site"
-    detail = "Give a domain (example.com), a host under it or a URL on it."
+    detail = (
+        "Give a registered domain (example.com), a host under it, a URL on it or an IP "
+        "address; a name without a public suffix (localhost) or a suffix alone (co.uk) "
+        "names no site."
+    )
 
 
 class UnknownSite(HotlineError):
     status_code = 404
     code = "unknown_site"
-    detail = "No site with that registered domain has been seen."
+    detail = "No site with that registered domain has been reported or flagged."
 
 
-class NoteTooLong(HotlineError):
+class InvalidNote(HotlineError):
     status_code = 422
-    code = "note_too_long"
-    detail = f"A site note has at most {NOTE_MAX} characters."
+    code = "invalid_note"
+    detail = (
+        f"A site note is one line of at most {NOTE_MAX} characters, without control characters."
+    )
 
 
 def site_domain(value: str) -> str:
-    """The registered domain of a domain, host or URL as staff type it
-    (``www.Example.com``, ``https://shop.example.co.uk/x``): the key of its site row."""
-    try:
-        canonical = canonicalise(value.strip(), max_length=2048, public_only=False)
-    except HotlineError:
-        raise InvalidSite() from None
-    return canonical.registered_domain
+    """The key of the site staff mean (see ``reporting.urls.site_of``)."""
+    domain = site_of(value)
+    if domain is None:
+        raise InvalidSite()
+    return domain
 
 
 def describe_site(site: Site) -> dict[str, Any]:
@@ -64,11 +72,16 @@ def describe_site(site: Site) -> dict[str, Any]:
     }
 
 
-def get_site(session: Session, value: str) -> Site:
-    domain = site_domain(value)
-    site: Site | None = session.execute(
-        select(Site).where(col(Site.registered_domain) == domain)
+def _find(session: Session, domain: str, *, lock: bool = False) -> Site | None:
+    query = select(Site).where(col(Site.registered_domain) == domain)
+    found: Site | None = session.execute(
+        query.with_for_update() if lock else query
     ).scalar_one_or_none()
+    return found
+
+
+def get_site(session: Session, value: str) -> Site:
+    site = _find(session, site_domain(value))
     if site is None:
         raise UnknownSite()
     return site
@@ -98,8 +111,9 @@ def list_sites(
 
 @dataclass(frozen=True)
 class Flagged:
-    site: Site
-    changed: dict[str, Any]  # what changed: field -> new value
+    domain: str
+    site: Site | None  # None: not seen, and nothing to set
+    changed: dict[str, Any]  # what changed: field -> new value ("set"/"cleared" for the note)
     moved: list[int]  # queued targets ranked again
 
 
@@ -112,17 +126,34 @@ def flag_site(
     now: dt.datetime,
 ) -> Flagged:
     """Set a site's flag and/or note (None: unchanged; an empty note clears it). A
-    domain not seen yet gets its row now, so that its first report already ranks in the
-    site tier. The site's queued targets are ranked again when the flag changes."""
+    domain not seen yet gets its row when there is something to set (its first report
+    then already ranks in the site tier; ``target_count`` stays 0 until then). The
+    site's queued targets are ranked again when the flag changes."""
     domain = site_domain(value)
     cleaned = None if note is None else note.strip()
-    if cleaned is not None and len(cleaned) > NOTE_MAX:
-        raise NoteTooLong()
-    site = session.execute(
-        select(Site).where(col(Site.registered_domain) == domain).with_for_update()
-    ).scalar_one_or_none()
+    if cleaned is not None and (len(cleaned) > NOTE_MAX or _CONTROL.search(cleaned)):
+        raise InvalidNote()
+    site = _find(session, domain, lock=True)
     if site is None:
-        site = Site(registered_domain=domain, first_seen_at=now)
+        if not dedicated and not cleaned:
+            return Flagged(domain, None, {}, [])  # nothing to flag, nothing to clear
+        # A worker counting the domain's first target may add the row meanwhile: added
+        # if missing, then locked, whoever made it.
+        table = Site.__table__  # type: ignore[attr-defined]
+        session.execute(
+            dialect_insert(session)(table)
+            .values(
+                registered_domain=domain,
+                target_count=0,
+                confirmed_count=0,
+                dedicated=False,
+                first_seen_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=[table.c.registered_domain])
+        )
+        site = _find(session, domain, lock=True)
+        if site is None:  # pragma: no cover - inserted or found just now
+            raise UnknownSite()
     changed: dict[str, Any] = {}
     if dedicated is not None and dedicated != site.dedicated:
         site.dedicated = dedicated
@@ -133,4 +164,4 @@ def flag_site(
     session.add(site)
     session.flush()
     moved = rerank(session, on_site(session, domain)) if "dedicated" in changed else []
-    return Flagged(site, changed, moved)
+    return Flagged(domain, site, changed, moved)

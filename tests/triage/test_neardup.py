@@ -561,36 +561,43 @@ def test_a_list_imported_again_after_removal_is_matched(
 
 
 @pytest.mark.parametrize(("bits", "radius"), [(64, 8), (256, 31)])
-@pytest.mark.parametrize(("seen_rows", "listed_rows"), [(3000, 40), (40, 3000)])
+@pytest.mark.parametrize(("seen_rows", "listed_rows"), [(20_000, 60), (60, 20_000)])
 def test_pairs_of_a_later_list_are_what_brute_force_finds(
     bits: int, radius: int, seen_rows: int, listed_rows: int
 ) -> None:
-    # Whichever side is indexed (the larger), every pair within the radius is found.
+    # Whichever side is indexed (the larger: past MIN_TABLE_ROWS, so through the
+    # index's tables), every pair within the radius is found, and nothing else.
     from triage.matches import _near_pairs
-    from triage.models import HashType
 
+    assert max(seen_rows, listed_rows) > MIN_TABLE_ROWS
     rng = np.random.default_rng(bits + seen_rows)
     words = bits // 64
-    seen_codes = rng.integers(0, 2**63, size=(seen_rows, words), dtype=np.uint64)
-    listed_codes = rng.integers(0, 2**63, size=(listed_rows, words), dtype=np.uint64)
-    # Plant neighbours: a listed code a few bits from a seen one, and one just beyond.
-    for n, flips in enumerate([0, 1, radius, radius + 1, radius // 2]):
+    top = np.iinfo(np.uint64).max
+
+    def codes(rows: int) -> npt.NDArray[np.uint64]:
+        return rng.integers(0, top, size=(rows, words), dtype=np.uint64, endpoint=True)
+
+    seen_codes, listed_codes = codes(seen_rows), codes(listed_rows)
+    # Plant neighbours at the edge of the radius and inside it, and one just beyond.
+    for n, flips in enumerate([0, 1, radius, radius + 1, radius // 2, 63]):
         listed_codes[n] = seen_codes[n * 7]
-        listed_codes[n, 0] ^= np.uint64((1 << flips) - 1)
-
-    def hex_of(codes: npt.NDArray[np.uint64]) -> list[str]:
-        return ["".join(f"{int(w):016x}" for w in row) for row in codes]
-
-    seen = list(zip(range(1, seen_rows + 1), hex_of(seen_codes), strict=True))
-    listed = list(zip(range(10_001, 10_001 + listed_rows), hex_of(listed_codes), strict=True))
-    hash_type = HashType.phash if bits == 64 else HashType.pdq
-    found = sorted(_near_pairs(seen, listed, hash_type, radius))
+        listed_codes[n, -1] ^= np.uint64((1 << flips) - 1)
+    seen_ids = np.arange(1, seen_rows + 1, dtype=np.int64)
+    listed_ids = np.arange(100_001, 100_001 + listed_rows, dtype=np.int64)
+    found = sorted(
+        _near_pairs(
+            (seen_ids, seen_codes),
+            (listed_ids, listed_codes),
+            bits,
+            radius,  # type: ignore[arg-type]
+        )
+    )
 
     expected = []
-    for (media_id, a), (entry_id, b) in itertools.product(seen, listed):
-        distance = bin(int(a, 16) ^ int(b, 16)).count("1")
-        if distance <= radius:
-            expected.append((media_id, entry_id, distance))
+    for listed_id, code in zip(listed_ids.tolist(), listed_codes, strict=True):
+        distances = np.bitwise_count(seen_codes ^ code).sum(axis=1)
+        for row in np.flatnonzero(distances <= radius).tolist():
+            expected.append((int(seen_ids[row]), listed_id, int(distances[row])))
     assert found == sorted(expected)
-    assert {d for _, _, d in found} >= {0, 1, radius, radius // 2}
-    assert (22, 10_004, radius + 1) not in found  # the one planted just beyond
+    assert {(1, 100_001, 0), (8, 100_002, 1), (15, 100_003, radius)} <= set(found)
+    assert not any(pair[:2] == (22, 100_004) for pair in found)  # radius + 1: beyond

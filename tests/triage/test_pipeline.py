@@ -370,7 +370,7 @@ def test_a_list_imported_later_finds_the_media_seen_before(
         assert next(iter(order)) == listed
 
     # The same list again: nothing found twice, nothing moved again.
-    assert "1 queued target moved up" not in run_import()
+    assert "seen here before" not in run_import()
     assert len(shown(listed)["media"][0]["matches"]) == 1
     assert shown(listed)["priority"] == 1001
 
@@ -459,6 +459,7 @@ def test_a_list_imported_later_finds_near_duplicates_of_media_seen_before(
     assert near(targets[2]) == [("partner-pdq", "near", "phash", 2)]
     assert shown(targets[2])["priority_reasons"][0] == "near match to confirmed media: partner-pdq"
     assert near(targets[0]) == [("partner-pdq", "near", "phash", 3)]  # not found twice
+    assert "ranked again" not in run("enable", "partner-pdq")  # enabled already: nothing
 
 
 @pytest.mark.parametrize(
@@ -629,10 +630,46 @@ def test_a_site_flagged_as_dedicated_ranks_its_targets_in_the_site_tier(
     later = report(http_server.route("/dedicated/2.jpg", body=images.jpeg(82), headers=JPEG))
     process(later)
     assert shown(later)["priority_reasons"] == [flagged]
+    stored = [(shown(t)["priority"], shown(t)["priority_reasons"]) for t in (first, later)]
     with session_scope() as session:
-        assert rerank(session, [first, later]) == []  # the workers and re-ranking agree
+        rerank(session, [first, later])  # the workers and re-ranking agree, reasons too
+    assert [(shown(t)["priority"], shown(t)["priority_reasons"]) for t in (first, later)] == stored
 
     assert sites("flag", domain, "--not-dedicated") == (
         f"site {domain!r}: not flagged; 2 queued targets ranked again"
     )
     assert [shown(t)["priority_reasons"] for t in (first, later)] == [["new content"]] * 2
+
+
+def test_media_recorded_while_a_list_is_imported_are_matched_once_it_is_committed(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    # On PostgreSQL a worker can commit media while the import's transaction is open:
+    # neither sees the other. The import then matches the media newer than its start.
+    from triage.matches import match_seen_media, newest_media
+
+    late = images.jpeg(91, (320, 240), marker=images.new_marker())
+    listing = f"md5\n{hashlib.md5(late).hexdigest()}\n"  # noqa: S324
+    with session_scope() as session:
+        before = newest_media(session)
+        import_list(session, io.BytesIO(listing.encode()), list_name="while-importing")
+        list_id = session.execute(
+            select(col(HashList.id)).where(col(HashList.name) == "while-importing")
+        ).scalar_one()
+        assert match_seen_media(session, list_id, now=utcnow()).media == 0
+    target = report(http_server.route("/while-importing.jpg", body=late, headers=JPEG))
+    with session_scope() as session:  # the list disabled: as if not committed yet
+        session.execute(
+            HashList.__table__.update().where(HashList.id == list_id).values(enabled=False)  # type: ignore[attr-defined]
+        )
+    process(target)
+    with session_scope() as session:
+        session.execute(
+            HashList.__table__.update().where(HashList.id == list_id).values(enabled=True)  # type: ignore[attr-defined]
+        )
+    assert shown(target)["priority_reasons"] == ["new content"]
+
+    with session_scope() as session:
+        caught = match_seen_media(session, list_id, now=utcnow(), media_above=before)
+    assert (caught.media, caught.raised) == (1, [target])
+    assert shown(target)["priority_reasons"] == ["exact match to known list: while-importing"]
