@@ -292,6 +292,9 @@ def record_failure(
     target.status = TargetStatus.unreachable
     target.processed_at = now
     session.add(target)
+    if claim.first_time:
+        # A reported address counts on its site even when nothing could be fetched.
+        upsert_site(session, claim.registered_domain, new_target=True, now=now)
     log.info("target %s unreachable: %s", target_id, reason)
     return Outcome(TargetStatus.unreachable)
 

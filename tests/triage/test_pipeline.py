@@ -30,7 +30,7 @@ from triage import service
 from triage.fetcher import Fetcher, FetchPolicy
 from triage.hashlists import import_list
 from triage.hosting import Hosting, HostingLookup, get_hosting_lookup
-from triage.models import HashList, Media, Sighting
+from triage.models import HashList, Media, Sighting, Site
 from triage.neardup import NearDuplicates
 from triage.rerank import rerank
 
@@ -487,6 +487,11 @@ def test_final_failures_make_the_target_unreachable_at_once(
     assert (outcome.status, outcome.retry_in) == (TargetStatus.unreachable, None)
     target = shown(target_id)
     assert (target["status"], target["reason"], target["attempts"]) == ("unreachable", reason, 1)
+    with session_scope() as session:  # counted on its site as any reported address
+        site = session.execute(
+            select(Site).where(col(Site.registered_domain) == target["registered_domain"])
+        ).scalar_one()
+        assert (site.target_count, site.confirmed_count) == (1, 0)
     # A server answered: where it is, is known and kept.
     assert target["hosting"] == {
         "ip": "127.0.0.1",
