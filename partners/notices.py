@@ -464,9 +464,81 @@ def notice_context(
     }
 
 
+def is_retraction(session: Session, notice: Notice) -> bool:
+    """Whether the notice withdraws earlier ones (its items are retraction forwardings)."""
+    rows = _items(session, notice.id or 0)
+    return bool(rows) and all(f.kind is ForwardingKind.retraction for _, f, _ in rows)
+
+
+@functools.cache
+def shipped_retraction(language: str) -> TemplateText | None:
+    """The shipped text withdrawing a notice, in ``language``, if there is one."""
+    path = TEMPLATE_DIR / "retraction" / f"{language}.txt"
+    if language not in SHIPPED_LANGUAGES or not path.is_file():
+        return None
+    subject, body = parse_template(path.read_text("utf-8"))
+    return TemplateText(language, subject, body, "shipped")
+
+
+def retraction_language(languages: Sequence[str], fallback: str) -> str:
+    """The first of the contact's languages (then ``fallback``, then English) with a
+    shipped retraction text."""
+    for language in _candidates(languages, fallback):
+        if shipped_retraction(language) is not None:
+            return language
+    return "en"
+
+
+def retraction_context(
+    session: Session, notice: Notice, partner: Partner, *, name: str, country: str
+) -> dict[str, Any]:
+    """The variables of a retraction's text: each URL with the reference it had in the
+    notice that named it (and that notice's reference and date)."""
+    items = []
+    for _, retraction, target in _items(session, notice.id or 0):
+        original = retraction.retracts_id
+        carried = session.execute(
+            select(Notice)
+            .join(NoticeItem, col(NoticeItem.notice_id) == col(Notice.id))
+            .where(
+                col(NoticeItem.forwarding_id) == original,
+                col(Notice.state).in_([NoticeState.sending, NoticeState.sent]),
+            )
+            .order_by(col(Notice.id))
+        ).scalars()
+        first = next(iter(carried), None)
+        items.append(
+            {
+                "url": target.canonical_url,
+                "host": target.host,
+                "reference": f"{country}-F{original}",
+                "forwarding_id": original,
+                "notice_reference": f"{country}-N{first.id}" if first is not None else None,
+                "notice_sent": _when(first.sent_at) if first is not None else "",
+            }
+        )
+    return {
+        "hotline": {"name": name, "country": country},
+        "contact": {"name": partner.name},
+        "notice": {
+            "id": notice.id,
+            "reference": f"{country}-N{notice.id}",
+            "created": _when(notice.created_at),
+            "language": notice.language,
+        },
+        "items": items,
+    }
+
+
 def render_notice(
     session: Session, notice: Notice, partner: Partner, *, name: str, country: str
 ) -> tuple[str, str]:
+    if is_retraction(session, notice):
+        text = shipped_retraction(notice.language or "en") or shipped_retraction("en")
+        if text is None:  # pragma: no cover - shipped with the package
+            raise InvalidNoticeTemplate("The retraction text is missing.")
+        context = retraction_context(session, notice, partner, name=name, country=country)
+        return render(text, context)
     template = choose_template(
         session,
         partner.id,
@@ -804,6 +876,40 @@ def send_due(
     return sent
 
 
+def send_retraction(
+    session: Session,
+    retraction: Forwarding,
+    partner: Partner,
+    *,
+    now: dt.datetime,
+    default_language: str = "en",
+) -> Notice | None:
+    """Withdraw by e-mail what an e-mail-only contact was sent: a notice of its own for
+    the retraction forwarding, sent at once (no window, no hosting look-up, never
+    repeated) by ``partners.send_notice``, with its retries and lease. None for a
+    contact with a webhook (the retraction is delivered there) or without an address."""
+    if partner.webhook_url or not partner.email or partner.id is None or retraction.id is None:
+        return None
+    language = retraction_language(
+        partner_languages(session, partner.id), fallback=default_language
+    )
+    notice = Notice(
+        partner_id=partner.id,
+        channel=NoticeChannel.email,
+        state=NoticeState.sending,
+        language=language,
+        created_at=now,
+        send_after=now,
+    )
+    session.add(notice)
+    session.flush()
+    session.add(NoticeItem(notice_id=notice.id or 0, forwarding_id=retraction.id))
+    session.flush()
+    enqueue(session, SEND_NOTICE_TASK, notice_id=notice.id)
+    log.info("notice %s: retraction to partner %s", notice.id, partner.id)
+    return notice
+
+
 def resend_lost(session: Session, *, now: dt.datetime, policy: NoticePolicy) -> int:
     """Hand over again the e-mail notices whose attempt is overdue (a lost message, a
     dead worker); webhook notices are the delivery sweep's."""
@@ -1095,22 +1201,26 @@ class NoticeRow:
     sent_at: dt.datetime | None
     last_error: str | None
     forwarding_ids: list[int]
+    retraction: bool = False  # it withdraws earlier notices (``send_retraction``)
 
 
 def notices_of(session: Session, *, target_id: int | None = None) -> list[NoticeRow]:
     """Notices (of one target, or all), oldest first, with the forwardings they carry."""
-    query = select(Notice, col(NoticeItem.forwarding_id)).join(
-        NoticeItem, col(NoticeItem.notice_id) == col(Notice.id)
+    query = (
+        select(Notice, col(NoticeItem.forwarding_id), col(Forwarding.kind))
+        .join(NoticeItem, col(NoticeItem.notice_id) == col(Notice.id))
+        .join(Forwarding, col(Forwarding.id) == col(NoticeItem.forwarding_id))
     )
     if target_id is not None:
-        query = query.join(Forwarding, col(Forwarding.id) == col(NoticeItem.forwarding_id)).where(
-            col(Forwarding.target_id) == target_id
-        )
+        query = query.where(col(Forwarding.target_id) == target_id)
     carried: dict[int, list[int]] = defaultdict(list)
     found: dict[int, Notice] = {}
-    for notice, forwarding_id in session.execute(query.order_by(col(Notice.id))).all():
+    withdrawing: set[int] = set()
+    for notice, forwarding_id, kind in session.execute(query.order_by(col(Notice.id))).all():
         found[notice.id] = notice
         carried[notice.id].append(forwarding_id)
+        if kind is ForwardingKind.retraction:
+            withdrawing.add(notice.id)
     return [
         NoticeRow(
             id=n.id or 0,
@@ -1123,6 +1233,7 @@ def notices_of(session: Session, *, target_id: int | None = None) -> list[Notice
             sent_at=n.sent_at,
             last_error=n.last_error,
             forwarding_ids=sorted(carried[n.id or 0]),
+            retraction=(n.id or 0) in withdrawing,
         )
         for n in found.values()
     ]

@@ -9,8 +9,10 @@ For each partner with report, notice or re-opened forwardings of the target:
 - if the partner received any of them (delivered, acknowledged, answered, disputed, a
   delivery attempt made, or a notice sent), one ``retraction`` forwarding is made,
   naming the first of them in ``retracts_id``, and delivered like any forwarding
-  (docs/forwarding.md, the retraction document). A partner that never received it (a
-  notice still held, a delivery never attempted) gets nothing.
+  (docs/forwarding.md, the retraction document) to a partner with a webhook, or by
+  e-mail to a contact reached by e-mail only (``partners.notices.send_retraction``: a
+  notice withdrawing the earlier one). A partner that never received it (a notice
+  still held, a delivery never attempted) gets nothing.
 
 Invariants: idempotent (a second run makes nothing new); runs only for a target closed
 as not illegal; nothing is deleted; no URL in a log line or an audit event. Nothing here
@@ -33,6 +35,7 @@ from partners.models import (
     ForwardingState,
     Partner,
 )
+from partners.notices import send_retraction
 from partners.routing import cancel_deliveries, may_have_received, queue_delivery
 from reporting.models import Target, TargetStatus
 
@@ -47,9 +50,12 @@ def _first(originals: Sequence[Forwarding]) -> Forwarding:
     return sorted(originals, key=lambda f: (order.get(f.kind, 3), f.id or 0))[0]
 
 
-def retract_target(session: Session, target_id: int, *, now: dt.datetime) -> list[int]:
+def retract_target(
+    session: Session, target_id: int, *, now: dt.datetime, language: str = "en"
+) -> list[int]:
     """Retract what partners received of a reversed target; returns the ids of the
-    retraction forwardings made now (none when run again)."""
+    retraction forwardings made now (none when run again). ``language``: of an e-mail
+    retraction to a contact whose languages have no retraction text."""
     target = session.get(Target, target_id)
     if target is None or target.status is not TargetStatus.not_illegal:
         return []
@@ -97,7 +103,9 @@ def retract_target(session: Session, target_id: int, *, now: dt.datetime) -> lis
         session.flush()
         partner = session.get(Partner, partner_id)
         if partner is not None:
+            # By webhook: a signed delivery; by e-mail only: a notice withdrawing it.
             queue_delivery(session, retraction, partner, now=now)
+            send_retraction(session, retraction, partner, now=now, default_language=language)
         made.append(int(retraction.id or 0))
         told.append(partner_id)
     session.flush()

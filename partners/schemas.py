@@ -388,6 +388,9 @@ class NoticeView(BaseModel):
     state: str
     language: str | None
     repeats_id: int | None = Field(description="The notice this one repeats (a re-notice).")
+    retraction: bool = Field(
+        False, description="It withdraws an earlier notice (the verdict was reversed)."
+    )
     created_at: dt.datetime
     sent_at: dt.datetime | None
     last_error: str | None

@@ -90,6 +90,7 @@ def target_watch(session: Session, target_id: int) -> TargetWatch:
                 state=n.state,
                 language=n.language,
                 repeats_id=n.repeats_id,
+                retraction=n.retraction,
                 created_at=n.created_at,
                 sent_at=n.sent_at,
                 last_error=n.last_error,

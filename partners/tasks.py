@@ -113,8 +113,10 @@ def tell_sources(target_id: int) -> int:
 @shared_task(name="partners.retract_target", acks_late=True, ignore_result=True)
 def retract_target(target_id: int) -> int:
     """A reversed verdict: retract the target's forwardings and tell who received them."""
+    language = get_settings().default_language
     with session_scope() as session:
-        return len(retractions.retract_target(session, target_id, now=utcnow()))
+        made = retractions.retract_target(session, target_id, now=utcnow(), language=language)
+        return len(made)
 
 
 # Notice and takedown (partners.notices) ---------------------------------------------------

@@ -258,6 +258,71 @@ def test_three_urls_confirmed_within_the_window_go_out_in_one_email(
     assert late.canonical_url in text(smtp.inbox.accepted[1][1])
 
 
+@pytest.mark.parametrize(
+    ("asn", "address", "subject", "line"),
+    [
+        (64500, "abuse@host-a.test", "Відкликання нашого повідомлення", "у нашому повідомленні"),  # noqa: RUF001
+        (64501, "abuse@host-b.test", "Withdrawn: our notice", "in our notice"),  # de: none
+    ],
+)
+def test_a_reversed_verdict_is_withdrawn_by_email_from_a_contact_that_got_the_notice(
+    session: Session,
+    contacts: dict[str, Partner],
+    smtp: SmtpServer,
+    asn: int,
+    address: str,
+    subject: str,
+    line: str,
+) -> None:
+    from partners import retractions
+
+    noticed = confirm(session, NOW, asn=asn)
+    sweep(session, NOW)
+    (notice_id,) = sweep(session, NOW + dt.timedelta(minutes=16)).sent
+    send_mail(session, notice_id, smtp, NOW + dt.timedelta(minutes=16))
+    assert len(smtp.inbox.accepted) == 1
+    held_back = confirm(session, NOW + dt.timedelta(minutes=20), asn=asn)  # in no notice yet
+
+    # A supervisor reverses both verdicts (triage.assessment.reverse) a day later.
+    later = NOW + dt.timedelta(days=1)
+    for target in (noticed, held_back):
+        target.status = TargetStatus.not_illegal
+        session.add(target)
+    session.flush()
+    made = retractions.retract_target(session, noticed.id or 0, now=later)
+    assert retractions.retract_target(session, held_back.id or 0, now=later) == []
+    (retraction_notice,) = [n for n in queued_notices(session) if n != notice_id]
+    assert send_mail(session, retraction_notice, smtp, later).state is NoticeState.sent
+
+    ((recipients, message),) = smtp.inbox.accepted[1:]
+    assert recipients == [address]
+    assert f"UA-N{retraction_notice}" in message["Subject"]
+    assert subject in message["Subject"]  # in the contact's language
+    body = text(message)
+    assert noticed.canonical_url in body
+    assert held_back.canonical_url not in body
+    original = session.execute(
+        select(Forwarding).where(
+            col(Forwarding.target_id) == noticed.id, col(Forwarding.kind) == ForwardingKind.notice
+        )
+    ).scalar_one()
+    assert f"UA-F{original.id}, {line} UA-N{notice_id}" in body
+    assert message["Message-ID"] != smtp.inbox.accepted[0][1]["Message-ID"]
+    (retraction,) = [session.get(Forwarding, i) for i in made]
+    assert retraction is not None
+    assert (retraction.state, retraction.retracts_id) == (ForwardingState.delivered, original.id)
+    assert original.state is ForwardingState.retracted
+    # Never repeated, never collected into a notice again.
+    assert sweep(session, later + dt.timedelta(days=3)).sent == []
+    assert len(smtp.inbox.accepted) == 2
+    # Staff see which notice withdraws which.
+    listed = notices.notices_of(session, target_id=noticed.id)
+    assert [(n.id, n.retraction) for n in listed] == [
+        (notice_id, False),
+        (retraction_notice, True),
+    ]
+
+
 def test_a_contacts_own_template_in_its_language_wins_then_english(
     session: Session, contacts: dict[str, Partner], smtp: SmtpServer
 ) -> None:
