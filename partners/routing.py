@@ -160,6 +160,16 @@ def decide(session: Session, target: Target, policy: RoutingPolicy) -> list[Deci
     return decisions
 
 
+def _unsent(forwarding: Forwarding) -> bool:
+    """Superseded before it reached its partner."""
+    return (
+        forwarding.state in _SET_ASIDE
+        and forwarding.delivered_at is None
+        and forwarding.acknowledged_at is None
+        and forwarding.partner_status is None
+    )
+
+
 def route_target(
     session: Session, target_id: int, *, now: dt.datetime, policy: RoutingPolicy
 ) -> list[Forwarding]:
@@ -174,9 +184,10 @@ def route_target(
     rows = list(
         session.execute(select(Forwarding).where(col(Forwarding.target_id) == target_id)).scalars()
     )
-    existing = {(f.partner_id, f.kind) for f in rows if f.state not in _SET_ASIDE}
-    # Taken back when the hosting moved or was corrected: made good again if called for.
-    set_aside = {(f.partner_id, f.kind): f for f in rows if f.state in _SET_ASIDE}
+    # Taken back before its partner had it (the hosting moved or was corrected): made
+    # good again if called for. One the partner had stays as it is, answers and all.
+    set_aside = {(f.partner_id, f.kind): f for f in rows if _unsent(f)}
+    existing = {(f.partner_id, f.kind) for f in rows if not _unsent(f)}
     made = []
     for decision in decide(session, target, policy):
         partner_id = decision.partner.id

@@ -270,3 +270,18 @@ def test_correcting_a_forwarded_target_routes_it_again(
     assessment.correct_hosting(session, target.id, "at", user=ana, now=NOW)
     sent = [(m.name, m.kwargs) for m in buffered(session)[before:]]
     assert sent == [("partners.reroute_target", {"target_id": target.id})]
+
+
+def test_a_forwarding_its_partner_had_is_not_made_again_after_a_move_and_back(
+    session: Session, partners: dict[str, Partner]
+) -> None:
+    # Noticed, then superseded when the site moved (partners.notices): the contact had
+    # it, answers and all, so moving back does not send it as new.
+    target = confirmed_target(session, country="UA", asn=64500)
+    assert target.id is not None
+    made = routing.route_target(session, target.id, now=NOW, policy=HOME)
+    notice = next(f for f in made if f.kind is ForwardingKind.notice)
+    notice.state, notice.delivered_at = ForwardingState.superseded, NOW
+    session.flush()
+    assert routing.route_target(session, target.id, now=NOW, policy=HOME) == []
+    assert notice.state is ForwardingState.superseded
