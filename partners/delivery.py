@@ -369,6 +369,8 @@ def claim(
             body = encode(notices.notice_document(session, delivery.notice_id, sender=sender))
         except InvalidNoticeTemplate:
             return _fail(session, delivery, "template_error", now=now)
+        except notices.NothingToNotice:
+            return _fail(session, delivery, "withdrawn", now=now)
     elif forwarding is None:
         return _fail(session, delivery, "nothing_to_send", now=now)
     else:

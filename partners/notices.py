@@ -47,6 +47,7 @@ from sqlmodel import Session, col
 
 from hotline import audit
 from hotline.db import session_scope
+from hotline.models import AuditEvent
 from hotline.queue import enqueue
 from hotline.settings import Settings
 from partners import routing
@@ -64,6 +65,7 @@ from partners.models import (
     NoticeTemplate,
     Partner,
     PartnerAction,
+    PartnerKind,
     PartnerLanguage,
 )
 from reporting.models import Target, TargetStatus
@@ -384,6 +386,25 @@ def _items(session: Session, notice_id: int) -> list[tuple[NoticeItem, Forwardin
     return [(item, forwarding, target) for item, forwarding, target in rows]
 
 
+# Forwardings a notice no longer names when it goes out (again): the verdict was reversed,
+# or the site moved and was routed anew.
+WITHDRAWN = frozenset({ForwardingState.retracted, ForwardingState.superseded})
+
+
+class NothingToNotice(Exception):
+    """Every URL of the notice was withdrawn before it went out: nothing to send."""
+
+
+def _named(session: Session, notice: Notice) -> list[tuple[NoticeItem, Forwarding, Target]]:
+    """The items a notice names when it is sent: a withdrawal names its own; a notice,
+    those not withdrawn meanwhile (an attempt retried after a reversal must not call
+    the URL abuse material again)."""
+    rows = _items(session, notice.id or 0)
+    if rows and all(f.kind is ForwardingKind.retraction for _, f, _ in rows):
+        return rows
+    return [row for row in rows if row[1].state not in WITHDRAWN]
+
+
 def _verdicts(
     session: Session, target_ids: Sequence[int]
 ) -> dict[int, tuple[str, dt.datetime | None]]:
@@ -427,7 +448,7 @@ def notice_context(
     session: Session, notice: Notice, partner: Partner, *, name: str, country: str
 ) -> dict[str, Any]:
     """The variables of a notice's templates (docs/notices.md)."""
-    rows = _items(session, notice.id or 0)
+    rows = _named(session, notice)
     verdicts = _verdicts(session, [target.id for _, _, target in rows if target.id is not None])
     repeat, first_sent = _chain(session, notice)
     items = []
@@ -527,6 +548,10 @@ def retraction_context(
             "language": notice.language,
         },
         "items": items,
+        # The notices withdrawn, as the contact knows them.
+        "withdrawn": list(
+            dict.fromkeys(i["notice_reference"] for i in items if i["notice_reference"])
+        ),
     }
 
 
@@ -556,9 +581,11 @@ def notice_document(session: Session, notice_id: int, *, sender: dict[str, str])
     if notice is None or partner is None:
         raise InvalidNoticeTemplate("No such notice.")  # pragma: no cover - a foreign key
     name, country = sender["name"], sender["country"]
+    rows = _named(session, notice)
+    if not rows:
+        raise NothingToNotice()
     context = notice_context(session, notice, partner, name=name, country=country)
     subject, body = render_notice(session, notice, partner, name=name, country=country)
-    rows = _items(session, notice_id)
     verdicts = _verdicts(session, [target.id for _, _, target in rows if target.id is not None])
     return {
         "$schema": SCHEMA_ID,
@@ -736,6 +763,21 @@ def repeat_due(session: Session, *, now: dt.datetime, policy: NoticePolicy) -> l
     return made
 
 
+def _corrected(session: Session, target: Target) -> bool:
+    """Whether staff corrected the target's hosting country (audited ``hosting_corrected``)."""
+    return bool(
+        session.execute(
+            select(
+                exists().where(
+                    col(AuditEvent.action) == audit.Action.hosting_corrected,
+                    col(AuditEvent.object_type) == "target",
+                    col(AuditEvent.object_id) == str(target.id),
+                )
+            )
+        ).scalar()
+    )
+
+
 def _moved(
     session: Session,
     forwarding: Forwarding,
@@ -749,6 +791,10 @@ def _moved(
     record where, supersede the forwarding, route the target anew and say so."""
     where = lookup(target.host)
     if where is None:
+        return False
+    if (where.ip is None or where.ip == target.hosting_ip) and _corrected(session, target):
+        # Staff corrected the hosting of this very address: the database's answer for it
+        # is what they overruled, not a move.
         return False
     changed = (
         (where.country is not None and where.country != target.hosting_country)
@@ -887,8 +933,15 @@ def send_retraction(
     """Withdraw by e-mail what an e-mail-only contact was sent: a notice of its own for
     the retraction forwarding, sent at once (no window, no hosting look-up, never
     repeated) by ``partners.send_notice``, with its retries and lease. None for a
-    contact with a webhook (the retraction is delivered there) or without an address."""
-    if partner.webhook_url or not partner.email or partner.id is None or retraction.id is None:
+    contact with a webhook (the retraction is delivered there), without an address, or
+    not a hosting provider's abuse contact (only those are sent e-mail)."""
+    if (
+        partner.kind is not PartnerKind.hosting_provider
+        or partner.webhook_url
+        or not partner.email
+        or partner.id is None
+        or retraction.id is None
+    ):
         return None
     language = retraction_language(
         partner_languages(session, partner.id), fallback=default_language
@@ -1069,6 +1122,9 @@ def claim_email(
         code = "no_endpoint"
     if code is not None or partner is None or partner.email is None:
         _fail(session, notice, code or "no_endpoint", now=now)
+        return MailVerdict(state=NoticeState.failed)
+    if not _named(session, notice):
+        _fail(session, notice, "withdrawn", now=now)
         return MailVerdict(state=NoticeState.failed)
     try:
         subject, body = render_notice(

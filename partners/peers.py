@@ -98,7 +98,7 @@ def current_status(session: Session, forwarding: Forwarding) -> PeerStatus | Non
         .where(
             col(Forwarding.target_id) == forwarding.target_id,
             col(Forwarding.kind).in_([ForwardingKind.report, ForwardingKind.notice]),
-            col(Forwarding.state) != ForwardingState.retracted,
+            col(Forwarding.state).not_in([ForwardingState.retracted, ForwardingState.superseded]),
         )
     ).all()
     if any(kind is PartnerKind.law_enforcement for _, kind in passed_on):

@@ -53,7 +53,7 @@ from partners.models import (
     Recheck,
     RecheckResult,
 )
-from partners.routing import queue_delivery
+from partners.routing import may_have_received, queue_delivery
 from reporting.models import Target, TargetStatus
 from triage.assessment import current_assessments
 from triage.fetcher import Fetcher
@@ -560,14 +560,22 @@ def notify_reopened(session: Session, target_id: int, *, now: dt.datetime) -> li
     target = session.get(Target, target_id)
     if target is None or target.status is TargetStatus.removed or target.removed_at is not None:
         return []
-    received = session.execute(
+    named = session.execute(
         select(Forwarding).where(
             col(Forwarding.target_id) == target_id,
             col(Forwarding.kind).in_([ForwardingKind.report, ForwardingKind.notice]),
             col(Forwarding.state).not_in([ForwardingState.retracted, ForwardingState.held]),
         )
     ).scalars()
-    partner_ids = sorted({f.partner_id for f in received})
+    # One taken back before it reached its partner (superseded: the site moved, or its
+    # country was corrected) told that partner nothing: nothing to tell it now.
+    partner_ids = sorted(
+        {
+            f.partner_id
+            for f in named
+            if f.state is not ForwardingState.superseded or may_have_received(session, f)
+        }
+    )
     told = []
     for partner_id in partner_ids:
         partner = session.get(Partner, partner_id)

@@ -77,10 +77,13 @@ def retract_target(
     not_reached: list[int] = []
     changed = False
     for partner_id, originals in sorted(by_partner.items()):
-        received = [f for f in originals if may_have_received(session, f)]
+        # Cancelled (their rows locked) first: a delivery claimed meanwhile counts as an
+        # attempt made, and none is claimed after.
         for forwarding in originals:
             if forwarding.id is not None:
                 cancel_deliveries(session, forwarding.id, why="retracted")
+        received = [f for f in originals if may_have_received(session, f)]
+        for forwarding in originals:
             if forwarding.state is not ForwardingState.retracted:
                 forwarding.state = ForwardingState.retracted
                 session.add(forwarding)
@@ -103,9 +106,15 @@ def retract_target(
         session.flush()
         partner = session.get(Partner, partner_id)
         if partner is not None:
-            # By webhook: a signed delivery; by e-mail only: a notice withdrawing it.
-            queue_delivery(session, retraction, partner, now=now)
-            send_retraction(session, retraction, partner, now=now, default_language=language)
+            # By webhook: a signed delivery; an abuse contact by e-mail only: a notice
+            # withdrawing the earlier one. Neither: staff tell it by hand (it shows failed).
+            sent = queue_delivery(session, retraction, partner, now=now) or send_retraction(
+                session, retraction, partner, now=now, default_language=language
+            )
+            if sent is None:
+                retraction.state = ForwardingState.failed
+                session.add(retraction)
+                log.warning("retraction %s: partner %s has no way in", retraction.id, partner_id)
         made.append(int(retraction.id or 0))
         told.append(partner_id)
     session.flush()

@@ -202,7 +202,8 @@ def route_target(
         forwarding.rule = decision.rule
         forwarding.state = ForwardingState.held if held else ForwardingState.pending
         forwarding.hold_until = now + policy.hold if held else None
-        forwarding.created_at = now
+        if forwarding.id is None:  # (one made good again keeps when it was first made)
+            forwarding.created_at = now
         session.add(forwarding)
         session.flush()
         if not held:
@@ -287,7 +288,20 @@ def reroute_target(
     partner cannot have them yet (pending or held, no attempt made, in no notice sent;
     their deliveries cancelled), kept otherwise; then the forwardings the rules call for
     now are made. Audited as ``forwarding_superseded`` (ids and countries, never the
-    URL). Idempotent."""
+    URL). Idempotent.
+
+    Locks in the notice sweep's order (notices carrying the target, then the target,
+    its forwardings, their deliveries), and a forwarding's deliveries before asking
+    whether an attempt went out: a delivery claimed meanwhile is seen, not cancelled
+    after its POST."""
+    session.execute(
+        select(col(Notice.id))
+        .join(NoticeItem, col(NoticeItem.notice_id) == col(Notice.id))
+        .join(Forwarding, col(Forwarding.id) == col(NoticeItem.forwarding_id))
+        .where(col(Forwarding.target_id) == target_id)
+        .order_by(col(Notice.id))
+        .with_for_update(of=Notice)
+    ).all()
     target = session.get(Target, target_id, with_for_update=True)
     if target is None or target.status not in ROUTABLE:
         return Rerouted([], [], [])
@@ -307,6 +321,12 @@ def reroute_target(
     for forwarding in forwardings:
         if (forwarding.partner_id, forwarding.kind) in wanted or forwarding.id is None:
             continue
+        session.execute(
+            select(col(Delivery.id))
+            .where(col(Delivery.forwarding_id) == forwarding.id)
+            .order_by(col(Delivery.id))
+            .with_for_update()
+        ).all()
         if forwarding.state not in (
             ForwardingState.pending,
             ForwardingState.held,

@@ -8,6 +8,7 @@ import random
 from typing import Any
 
 from celery import shared_task
+from sqlalchemy.exc import OperationalError
 
 from hotline.db import session_scope, utcnow
 from hotline.settings import get_settings
@@ -16,6 +17,9 @@ from triage.fetcher import get_fetcher
 from triage.service import Limits
 
 _rng = random.SystemRandom()
+# Routing again and retracting lock rows a delivery or the notice sweep may hold in
+# another order: a deadlock the database breaks is tried again, by Celery.
+_CONTENDED: tuple[type[BaseException], ...] = (OperationalError,)
 
 
 @shared_task(name="partners.route_target", acks_late=True, ignore_result=True)
@@ -30,7 +34,15 @@ def route_target(target_id: int) -> int:
         return len(made)
 
 
-@shared_task(name="partners.reroute_target", acks_late=True, ignore_result=True)
+@shared_task(
+    name="partners.reroute_target",
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=_CONTENDED,
+    retry_backoff=2,
+    retry_jitter=True,
+    max_retries=8,
+)
 def reroute_target(target_id: int) -> int:
     """An analyst corrected the hosting of a confirmed target: route it again."""
     policy = routing.RoutingPolicy.from_settings(get_settings())
@@ -110,7 +122,15 @@ def tell_sources(target_id: int) -> int:
         return len(peers.tell_sources(session, target_id, now=utcnow()))
 
 
-@shared_task(name="partners.retract_target", acks_late=True, ignore_result=True)
+@shared_task(
+    name="partners.retract_target",
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=_CONTENDED,
+    retry_backoff=2,
+    retry_jitter=True,
+    max_retries=8,
+)
 def retract_target(target_id: int) -> int:
     """A reversed verdict: retract the target's forwardings and tell who received them."""
     language = get_settings().default_language

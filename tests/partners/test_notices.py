@@ -212,7 +212,7 @@ def test_three_urls_confirmed_within_the_window_go_out_in_one_email(
     assert "Матеріали сексуального насильства над дітьми" in message["Subject"]
     assert f"UA-N{notice_id}" in message["Subject"]
     body = text(message)
-    assert "Шановна службо зловживань Host A" in body
+    assert "Шановна службо реагування на зловживання Host A" in body
     for target in targets:
         assert target.canonical_url in body
     assert late.canonical_url not in body
@@ -296,8 +296,9 @@ def test_a_reversed_verdict_is_withdrawn_by_email_from_a_contact_that_got_the_no
 
     ((recipients, message),) = smtp.inbox.accepted[1:]
     assert recipients == [address]
-    assert f"UA-N{retraction_notice}" in message["Subject"]
-    assert subject in message["Subject"]  # in the contact's language
+    # Naming the notice the contact received, in its language.
+    assert f"{subject} UA-N{notice_id} (" in message["Subject"]
+    assert f"UA-N{retraction_notice}" in text(message)  # the withdrawal's own reference
     body = text(message)
     assert noticed.canonical_url in body
     assert held_back.canonical_url not in body
@@ -321,6 +322,71 @@ def test_a_reversed_verdict_is_withdrawn_by_email_from_a_contact_that_got_the_no
         (notice_id, False),
         (retraction_notice, True),
     ]
+
+
+def test_a_notice_retried_after_a_reversal_no_longer_names_the_reversed_url(
+    session: Session, contacts: dict[str, Partner], smtp: SmtpServer
+) -> None:
+    from partners import retractions
+
+    reversed_, still = confirm(session, NOW), confirm(session, NOW + dt.timedelta(minutes=1))
+    sweep(session, NOW)
+    at = NOW + dt.timedelta(minutes=16)
+    (notice_id,) = sweep(session, at).sent
+    smtp.inbox.script = ["451 4.3.0 Try again later"]
+    assert send_mail(session, notice_id, smtp, at).state is NoticeState.sending  # to retry
+
+    # Reversed while the retry waits: the contact may have the first attempt, so it is
+    # told; the retry names only the URL still confirmed.
+    reversed_.status = TargetStatus.not_illegal
+    session.add(reversed_)
+    session.flush()
+    assert retractions.retract_target(session, reversed_.id or 0, now=at)
+    assert send_mail(session, notice_id, smtp, at + dt.timedelta(minutes=2), attempt=2).state is (
+        NoticeState.sent
+    )
+    sent = text(smtp.inbox.accepted[-1][1])
+    assert still.canonical_url in sent
+    assert reversed_.canonical_url not in sent
+
+    # A notice whose only URL was reversed before it went out is not sent at all.
+    alone = confirm(session, NOW + dt.timedelta(hours=1))
+    sweep(session, NOW + dt.timedelta(hours=1))
+    later = NOW + dt.timedelta(hours=1, minutes=16)
+    (second,) = sweep(session, later).sent
+    smtp.inbox.script = ["451 4.3.0 Try again later"]
+    send_mail(session, second, smtp, later)
+    alone.status = TargetStatus.not_illegal
+    session.add(alone)
+    session.flush()
+    retractions.retract_target(session, alone.id or 0, now=later)
+    offered = len(smtp.inbox.offered)
+    verdict = send_mail(session, second, smtp, later + dt.timedelta(minutes=2), attempt=2)
+    assert verdict.state is NoticeState.failed
+    assert session.get(Notice, second).last_error == "withdrawn"  # type: ignore[union-attr]
+    assert len(smtp.inbox.offered) == offered  # the notice was not offered again
+
+
+def test_a_retraction_to_a_partner_with_no_way_in_shows_failed(
+    session: Session, contacts: dict[str, Partner]
+) -> None:
+    from partners import retractions
+
+    target = confirmed_target(session, country="PL")
+    assert target.id is not None
+    [report] = routing.route_target(session, target.id, now=NOW, policy=HOME)
+    report.state, report.delivered_at = ForwardingState.delivered, NOW
+    partner = session.get(Partner, report.partner_id)
+    assert partner is not None
+    partner.webhook_url, partner.email = None, "desk@hotline-pl.test"  # e-mail only now
+    target.status = TargetStatus.not_illegal
+    session.flush()
+    [made] = retractions.retract_target(session, target.id, now=NOW)
+    retraction = session.get(Forwarding, made)
+    assert retraction is not None
+    # Not an abuse contact: no notice mail to it; staff see the retraction failed.
+    assert retraction.state is ForwardingState.failed
+    assert queued_notices(session) == []
 
 
 def test_a_contacts_own_template_in_its_language_wins_then_english(
@@ -387,6 +453,44 @@ def test_no_notice_before_the_hold_ends(
 
 
 # A site that moved -------------------------------------------------------------------------
+
+
+def test_the_sweep_does_not_undo_a_country_staff_corrected(
+    session: Session, contacts: dict[str, Partner], smtp: SmtpServer
+) -> None:
+    from hotline.models import Role, StaffUser
+    from triage import assessment
+
+    # Geolocated to PL; the analyst knows the server is at home (UA) and says so.
+    target = confirmed_target(session, country="PL", asn=64500, domain="corrected.test")
+    assert target.id is not None
+    routing.route_target(session, target.id, now=NOW, policy=HOME)
+    ana = StaffUser(email="ana@notices.example", password_hash="x", role=Role.analyst)
+    session.add(ana)
+    session.flush()
+    assessment.correct_hosting(session, target.id, "UA", user=ana, now=NOW)
+    routing.reroute_target(session, target.id, now=NOW, policy=HOME)
+    sweep(session, NOW)
+
+    def geolocation(host: str) -> Hosting:  # the database's answer, unchanged
+        return Hosting(ip=target.hosting_ip or "", country="PL", asn=64500, org="Example")
+
+    (notice_id,) = sweep(session, NOW + dt.timedelta(minutes=15), lookup=geolocation).sent
+    assert target.hosting_country == "UA"
+    send_mail(session, notice_id, smtp, NOW + dt.timedelta(minutes=15))
+    assert target.canonical_url in text(smtp.inbox.accepted[-1][1])
+
+    # A new address is a move all the same, corrected or not.
+    def moved(host: str) -> Hosting:
+        return Hosting(ip="198.51.100.9", country="PL", asn=64999, org="Elsewhere")
+
+    later = confirmed_target(session, country="PL", asn=64500, domain="corrected.test")
+    assert later.id is not None
+    assessment.correct_hosting(session, later.id, "UA", user=ana, now=NOW)
+    routing.reroute_target(session, later.id, now=NOW, policy=HOME)
+    sweep(session, NOW + dt.timedelta(hours=1))
+    sweep(session, NOW + dt.timedelta(hours=1, minutes=15), lookup=moved)
+    assert later.hosting_country == "PL"
 
 
 def test_a_site_that_moved_abroad_is_routed_anew_and_the_old_provider_hears_nothing(
@@ -680,7 +784,7 @@ def test_template_set_and_show_on_the_command_line(committed: Engine, tmp_path: 
     shipped = runner.invoke(partners_app, ["template", "show", "Host A", "--lang", "uk"])
     assert shipped.exit_code == 0, shipped.output
     assert shipped.stdout.startswith("Subject: ")
-    assert "Шановна службо зловживань" in shipped.stdout
+    assert "Шановна службо реагування на зловживання" in shipped.stdout
 
     path = tmp_path / "uk.txt"
     path.write_text("Subject: Видаліть {{ items|length }}\n\n{{ contact.name }}\n", "utf-8")
@@ -692,7 +796,7 @@ def test_template_set_and_show_on_the_command_line(committed: Engine, tmp_path: 
     assert shown.stdout == "Subject: Видаліть {{ items|length }}\n\n{{ contact.name }}\n"
     # Other contacts keep the shipped text.
     default = runner.invoke(partners_app, ["template", "show", "--lang", "uk"])
-    assert "Шановна службо зловживань" in default.stdout
+    assert "Шановна службо реагування на зловживання" in default.stdout
 
     path.write_text("Subject: {{ missing }}\n\nbody\n", "utf-8")
     refused = runner.invoke(

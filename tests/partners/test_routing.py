@@ -247,7 +247,7 @@ def test_what_a_partner_received_is_kept_and_the_right_partner_told_too(
     assert done.kept == [police.id]
     assert states(session, target.id) == {
         ("police", "report", "delivered"),  # it cannot be unsent
-        ("host-asn", "notice", "superseded"),  # still held: the provider never saw it
+        ("host-asn", "notice", "superseded"),  # not collected yet: the provider never saw it
         ("hotline-pl", "report", "pending"),
     }
 
@@ -285,3 +285,17 @@ def test_a_forwarding_its_partner_had_is_not_made_again_after_a_move_and_back(
     session.flush()
     assert routing.route_target(session, target.id, now=NOW, policy=HOME) == []
     assert notice.state is ForwardingState.superseded
+
+
+def test_back_online_is_not_told_to_a_partner_whose_forwarding_was_taken_back(
+    session: Session, partners: dict[str, Partner]
+) -> None:
+    from partners.rechecks import notify_reopened
+
+    target = confirmed_target(session, country="PL")
+    assert target.id is not None
+    routing.route_target(session, target.id, now=NOW, policy=HOME)
+    target.hosting_country = "AT"
+    routing.reroute_target(session, target.id, now=NOW, policy=HOME)
+    told = [session.get(Forwarding, i) for i in notify_reopened(session, target.id, now=NOW)]
+    assert [f.partner_id for f in told if f is not None] == [partners["hotline-de"].id]
