@@ -25,7 +25,7 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlmodel import Session, col
 
 from hotline import audit
@@ -130,3 +130,38 @@ def retract_target(
         )
         log.info("target %s: %d retraction(s) made", target_id, len(made))
     return made
+
+
+def sweep_unretracted(
+    session: Session,
+    *,
+    now: dt.datetime,
+    overdue: dt.timedelta,
+    language: str = "en",
+    limit: int = 50,
+) -> list[int]:
+    """Retract for the targets reversed more than ``overdue`` ago whose report or notice
+    forwardings are not retracted yet: the wake-up of ``partners.retract_target`` was
+    lost. Returns the targets retracted now."""
+    unretracted = exists().where(
+        col(Forwarding.target_id) == col(Target.id),
+        col(Forwarding.kind).in_(RETRACTED_KINDS),
+        col(Forwarding.state) != ForwardingState.retracted,
+    )
+    waiting = session.execute(
+        select(col(Target.id))
+        .where(
+            col(Target.status) == TargetStatus.not_illegal,
+            col(Target.status_changed_at) <= now - overdue,
+            unretracted,
+        )
+        .order_by(col(Target.status_changed_at))
+        .limit(limit)
+    ).scalars()
+    done = []
+    for target_id in list(waiting):
+        retract_target(session, int(target_id), now=now, language=language)
+        done.append(int(target_id))
+    if done:
+        log.info("sweep: %d reversed target(s) retracted late", len(done))
+    return done

@@ -160,6 +160,37 @@ def decide(session: Session, target: Target, policy: RoutingPolicy) -> list[Deci
     return decisions
 
 
+def sweep_unrouted(
+    session: Session,
+    *,
+    now: dt.datetime,
+    overdue: dt.timedelta,
+    policy: RoutingPolicy,
+    limit: int = 50,
+) -> list[int]:
+    """Route the targets confirmed more than ``overdue`` ago that have no forwarding: the
+    wake-up of ``partners.route_target`` was lost (the broker down at the commit), or no
+    partner served them then. Newest first, at most ``limit``; returns those routed now."""
+    has_forwarding = exists().where(col(Forwarding.target_id) == col(Target.id))
+    waiting = session.execute(
+        select(col(Target.id))
+        .where(
+            col(Target.status) == TargetStatus.confirmed,
+            col(Target.status_changed_at) <= now - overdue,
+            ~has_forwarding,
+        )
+        .order_by(col(Target.status_changed_at).desc(), col(Target.id).desc())
+        .limit(limit)
+    ).scalars()
+    routed = []
+    for target_id in list(waiting):
+        if route_target(session, int(target_id), now=now, policy=policy):
+            routed.append(int(target_id))
+    if routed:
+        log.info("sweep: %d confirmed target(s) routed late", len(routed))
+    return routed
+
+
 def _unsent(forwarding: Forwarding) -> bool:
     """Superseded before it reached its partner."""
     return (

@@ -67,10 +67,20 @@ def deliver(self: Any, delivery_id: int) -> str | None:
 
 @shared_task(name="partners.sweep", acks_late=True, ignore_result=True)
 def sweep() -> int:
-    """Release ended holds; hand over again the deliveries whose message was lost."""
-    overdue = dt.timedelta(seconds=get_settings().delivery_sweep_after_seconds)
+    """Release ended holds; hand over again the deliveries whose message was lost; route
+    the confirmed targets and retract for the reversed ones whose wake-up was lost."""
+    settings = get_settings()
+    overdue = dt.timedelta(seconds=settings.delivery_sweep_after_seconds)
+    now = utcnow()
     with session_scope() as session:
-        return delivery.sweep(session, now=utcnow(), overdue=overdue)
+        for target_id in routing.sweep_unrouted(
+            session, now=now, overdue=overdue, policy=routing.RoutingPolicy.from_settings(settings)
+        ):
+            peers.tell_confirmed(session, target_id, now=now)
+        retractions.sweep_unretracted(
+            session, now=now, overdue=overdue, language=settings.default_language
+        )
+        return delivery.sweep(session, now=now, overdue=overdue)
 
 
 @shared_task(name="partners.purge_answers", acks_late=True, ignore_result=True)

@@ -299,3 +299,43 @@ def test_back_online_is_not_told_to_a_partner_whose_forwarding_was_taken_back(
     routing.reroute_target(session, target.id, now=NOW, policy=HOME)
     told = [session.get(Forwarding, i) for i in notify_reopened(session, target.id, now=NOW)]
     assert [f.partner_id for f in told if f is not None] == [partners["hotline-de"].id]
+
+
+def test_the_sweep_routes_a_confirmed_target_whose_wake_up_was_lost(
+    session: Session, partners: dict[str, Partner]
+) -> None:
+    # Confirmed while the broker was down: no partners.route_target message ever came.
+    target = confirmed_target(session, country="PL")
+    assert target.id is not None
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)
+    overdue = dt.timedelta(minutes=5)
+    assert routing.sweep_unrouted(session, now=later, overdue=overdue, policy=HOME) == [target.id]
+    assert routed(session, target.id) == {("hotline-pl", "report", "abroad.hotline")}
+    assert target.status is TargetStatus.forwarded
+    assert routing.sweep_unrouted(session, now=later, overdue=overdue, policy=HOME) == []
+    # Not before it is overdue: the wake-up may still be on its way.
+    fresh = confirmed_target(session, country="PL")
+    now = dt.datetime.now(dt.UTC)
+    assert routing.sweep_unrouted(session, now=now, overdue=overdue, policy=HOME) == []
+    assert fresh.status is TargetStatus.confirmed
+
+
+def test_the_sweep_retracts_for_a_reversal_whose_wake_up_was_lost(
+    session: Session, partners: dict[str, Partner]
+) -> None:
+    from partners import retractions
+
+    target = confirmed_target(session, country="PL")
+    assert target.id is not None
+    [report] = routing.route_target(session, target.id, now=NOW, policy=HOME)
+    report.state, report.delivered_at = ForwardingState.delivered, NOW
+    target.status = TargetStatus.not_illegal  # reversed; partners.retract_target lost
+    session.flush()
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)
+    overdue = dt.timedelta(minutes=5)
+    assert retractions.sweep_unretracted(session, now=later, overdue=overdue) == [target.id]
+    assert states(session, target.id) == {
+        ("hotline-pl", "report", "retracted"),
+        ("hotline-pl", "retraction", "pending"),
+    }
+    assert retractions.sweep_unretracted(session, now=later, overdue=overdue) == []
