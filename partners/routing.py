@@ -30,6 +30,7 @@ from sqlalchemy import Select, exists, select
 from sqlmodel import Session, col
 
 from hotline import audit
+from hotline.models import AuditEvent
 from hotline.queue import enqueue
 from hotline.settings import Settings
 from partners.models import (
@@ -189,6 +190,38 @@ def sweep_unrouted(
     if routed:
         log.info("sweep: %d confirmed target(s) routed late", len(routed))
     return routed
+
+
+def sweep_corrected(
+    session: Session,
+    *,
+    now: dt.datetime,
+    overdue: dt.timedelta,
+    policy: RoutingPolicy,
+    within: dt.timedelta = dt.timedelta(days=1),
+) -> list[int]:
+    """Route again the targets whose hosting staff corrected between ``within`` and
+    ``overdue`` ago (``reroute_target`` is idempotent: one rerouted already is left as
+    it is), in case the wake-up of ``partners.reroute_target`` was lost. Returns those
+    where a forwarding was taken back or made now."""
+    corrected = session.execute(
+        select(col(AuditEvent.object_id))
+        .where(
+            col(AuditEvent.action) == audit.Action.hosting_corrected,
+            col(AuditEvent.object_type) == "target",
+            col(AuditEvent.at) >= now - within,
+            col(AuditEvent.at) <= now - overdue,
+        )
+        .distinct()
+    ).scalars()
+    changed = []
+    for object_id in sorted({int(i) for i in corrected if i and i.isdigit()}):
+        done = reroute_target(session, object_id, now=now, policy=policy)
+        if done.superseded or done.made:
+            changed.append(object_id)
+    if changed:
+        log.info("sweep: %d corrected target(s) routed again late", len(changed))
+    return changed
 
 
 def _unsent(forwarding: Forwarding) -> bool:

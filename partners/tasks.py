@@ -72,11 +72,11 @@ def sweep() -> int:
     settings = get_settings()
     overdue = dt.timedelta(seconds=settings.delivery_sweep_after_seconds)
     now = utcnow()
+    policy = routing.RoutingPolicy.from_settings(settings)
     with session_scope() as session:
-        for target_id in routing.sweep_unrouted(
-            session, now=now, overdue=overdue, policy=routing.RoutingPolicy.from_settings(settings)
-        ):
+        for target_id in routing.sweep_unrouted(session, now=now, overdue=overdue, policy=policy):
             peers.tell_confirmed(session, target_id, now=now)
+        routing.sweep_corrected(session, now=now, overdue=overdue, policy=policy)
         retractions.sweep_unretracted(
             session, now=now, overdue=overdue, language=settings.default_language
         )

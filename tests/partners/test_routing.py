@@ -339,3 +339,28 @@ def test_the_sweep_retracts_for_a_reversal_whose_wake_up_was_lost(
         ("hotline-pl", "retraction", "pending"),
     }
     assert retractions.sweep_unretracted(session, now=later, overdue=overdue) == []
+
+
+def test_the_sweep_routes_again_a_target_whose_correction_wake_up_was_lost(
+    session: Session, partners: dict[str, Partner]
+) -> None:
+    from hotline.models import Role, StaffUser
+    from triage import assessment
+
+    target = confirmed_target(session, country="PL")
+    assert target.id is not None
+    routing.route_target(session, target.id, now=NOW, policy=HOME)
+    ana = StaffUser(email="ana@sweep.example", password_hash="x", role=Role.analyst)
+    session.add(ana)
+    session.flush()
+    assessment.correct_hosting(session, target.id, "AT", user=ana, now=NOW)  # task lost
+    overdue = dt.timedelta(minutes=5)
+    soon = NOW + dt.timedelta(minutes=1)
+    assert routing.sweep_corrected(session, now=soon, overdue=overdue, policy=HOME) == []
+    later = NOW + dt.timedelta(minutes=10)
+    assert routing.sweep_corrected(session, now=later, overdue=overdue, policy=HOME) == [target.id]
+    assert states(session, target.id) == {
+        ("hotline-pl", "report", "superseded"),
+        ("hotline-de", "report", "pending"),
+    }
+    assert routing.sweep_corrected(session, now=later, overdue=overdue, policy=HOME) == []
