@@ -360,6 +360,12 @@ def _schema_missing(exc: BaseException) -> bool:
 
 
 def main() -> None:
+    from hotline.console import run
+
+    run(_main)
+
+
+def _main() -> None:
     try:
         app()
     except Exception as exc:

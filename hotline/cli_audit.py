@@ -110,4 +110,6 @@ def list_command(
 
 
 if __name__ == "__main__":
-    audit_app(prog_name="hotline audit")
+    from hotline.console import run
+
+    run(audit_app, prog_name="hotline audit")

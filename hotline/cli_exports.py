@@ -135,4 +135,6 @@ def hashes(
 
 
 if __name__ == "__main__":
-    exports_app(prog_name="hotline exports")
+    from hotline.console import run
+
+    run(exports_app, prog_name="hotline exports")

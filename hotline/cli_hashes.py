@@ -338,4 +338,6 @@ def remove(
 
 
 if __name__ == "__main__":
-    hashes_app(prog_name="hotline hashes")
+    from hotline.console import run
+
+    run(hashes_app, prog_name="hotline hashes")

@@ -477,4 +477,6 @@ def template_set(
 
 
 if __name__ == "__main__":
-    partners_app()
+    from hotline.console import run
+
+    run(partners_app)

@@ -156,4 +156,6 @@ def sites_flag(
 
 
 if __name__ == "__main__":
-    sites_app(prog_name="hotline sites")
+    from hotline.console import run
+
+    run(sites_app, prog_name="hotline sites")

@@ -164,4 +164,6 @@ def list_(
 
 
 if __name__ == "__main__":
-    users_app()
+    from hotline.console import run
+
+    run(users_app)

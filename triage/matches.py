@@ -181,6 +181,9 @@ def match_seen_media(
     if hash_list is None or not hash_list.enabled:
         return SeenOnList(0, [])
     media, entry = Media.__table__, KnownEntry.__table__  # type: ignore[attr-defined]
+    if session.execute(select(media.c.id).where(media.c.id > media_above).limit(1)).first() is None:
+        # No media (since): the joins below would still read a million-entry list whole.
+        return SeenOnList(0, [])
     key = entry_key()
     found: dict[tuple[int, str], int] = {}  # (media, hash type) -> entry
     for column in (media.c.sha256, media.c.sha1, media.c.md5):
