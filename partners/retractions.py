@@ -152,6 +152,7 @@ def sweep_unretracted(
         select(col(Target.id))
         .where(
             col(Target.status) == TargetStatus.not_illegal,
+            col(Target.status_reason) == "reversed",  # (not every not-illegal verdict)
             col(Target.status_changed_at) <= now - overdue,
             unretracted,
         )

@@ -330,6 +330,7 @@ def test_the_sweep_retracts_for_a_reversal_whose_wake_up_was_lost(
     [report] = routing.route_target(session, target.id, now=NOW, policy=HOME)
     report.state, report.delivered_at = ForwardingState.delivered, NOW
     target.status = TargetStatus.not_illegal  # reversed; partners.retract_target lost
+    target.status_reason = "reversed"
     session.flush()
     later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)
     overdue = dt.timedelta(minutes=5)
