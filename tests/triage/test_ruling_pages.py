@@ -209,3 +209,40 @@ def test_the_item_page_shows_a_flagged_site_and_its_note(supervisor: TestClient)
     assert "Dedicated site" in flag.text()
     assert note is not None
     assert note.text().strip() == "Note on this site: <b>mirrors</b> of a known forum"  # as text
+
+
+def test_priority_reasons_are_shown_in_the_page_language(supervisor: TestClient) -> None:
+    import json
+
+    target_id, _ = disputed("reasons")
+    with session_scope() as session:
+        target = session.get(Target, target_id)
+        assert target is not None
+        target.priority_reasons = json.dumps(
+            [
+                "exact match to known list: icse, projectvic",
+                "site has 3 confirmed target(s)",
+                "1 media item(s) seen before on another target",
+                "some reason from a newer version",
+            ]
+        )
+        target.report_count = 2
+
+    def reasons(language: str) -> list[str]:
+        page = LexborHTMLParser(supervisor.get(f"/staff/targets/{target_id}?lang={language}").text)
+        return [tag.text() for tag in page.css("dd .tag")]
+
+    assert reasons("en") == [
+        "exact match to known list: icse, projectvic",
+        "site has 3 confirmed targets",
+        "1 media item seen before on another target",
+        "some reason from a newer version",
+        "reported 2 times",
+    ]
+    assert reasons("uk") == [
+        "точний збіг зі списком відомих хешів: icse, projectvic",
+        "на сайті 3 підтверджені адреси",
+        "1 медіафайл уже бачили за іншою адресою",
+        "some reason from a newer version",  # unknown: as stored
+        "повідомлено 2 рази",
+    ]
