@@ -115,11 +115,10 @@ def import_(
     # Media a worker records while the import runs cannot see the list, nor the import
     # them: those are matched once the list is committed (the margin: media of workers'
     # transactions still open when the import began).
-    with session_scope() as session:
-        before = max(newest_media(session) - CATCH_UP_MARGIN, 0)
     try:
         with stream:
             with session_scope() as session:
+                before = max(newest_media(session) - CATCH_UP_MARGIN, 0)
                 summary = import_list(
                     session,
                     stream,

@@ -207,11 +207,13 @@ def check_language(language: str) -> str:
 
 
 @functools.cache
-def shipped(language: str) -> TemplateText | None:
-    """The template shipped with the hotline in ``language``, if there is one."""
+def shipped(language: str, folder: str = "") -> TemplateText | None:
+    """The text shipped with the hotline in ``language``, if there is one: a notice's,
+    or from ``folder`` (``retraction``: a withdrawal's)."""
     if language not in SHIPPED_LANGUAGES:
         return None
-    subject, body = parse_template((TEMPLATE_DIR / f"{language}.txt").read_text("utf-8"))
+    path = TEMPLATE_DIR / folder / f"{language}.txt"
+    subject, body = parse_template(path.read_text("utf-8"))
     return TemplateText(language, subject, body, "shipped")
 
 
@@ -400,9 +402,14 @@ def _named(session: Session, notice: Notice) -> list[tuple[NoticeItem, Forwardin
     those not withdrawn meanwhile (an attempt retried after a reversal must not call
     the URL abuse material again)."""
     rows = _items(session, notice.id or 0)
-    if rows and all(f.kind is ForwardingKind.retraction for _, f, _ in rows):
+    if _withdraws(rows):
         return rows
     return [row for row in rows if row[1].state not in WITHDRAWN]
+
+
+def _withdraws(rows: Sequence[tuple[NoticeItem, Forwarding, Target]]) -> bool:
+    """Whether a notice of these items withdraws earlier ones (retraction forwardings)."""
+    return bool(rows) and all(f.kind is ForwardingKind.retraction for _, f, _ in rows)
 
 
 def _verdicts(
@@ -487,25 +494,14 @@ def notice_context(
 
 def is_retraction(session: Session, notice: Notice) -> bool:
     """Whether the notice withdraws earlier ones (its items are retraction forwardings)."""
-    rows = _items(session, notice.id or 0)
-    return bool(rows) and all(f.kind is ForwardingKind.retraction for _, f, _ in rows)
-
-
-@functools.cache
-def shipped_retraction(language: str) -> TemplateText | None:
-    """The shipped text withdrawing a notice, in ``language``, if there is one."""
-    path = TEMPLATE_DIR / "retraction" / f"{language}.txt"
-    if language not in SHIPPED_LANGUAGES or not path.is_file():
-        return None
-    subject, body = parse_template(path.read_text("utf-8"))
-    return TemplateText(language, subject, body, "shipped")
+    return _withdraws(_items(session, notice.id or 0))
 
 
 def retraction_language(languages: Sequence[str], fallback: str) -> str:
     """The first of the contact's languages (then ``fallback``, then English) with a
     shipped retraction text."""
     for language in _candidates(languages, fallback):
-        if shipped_retraction(language) is not None:
+        if shipped(language, "retraction") is not None:
             return language
     return "en"
 
@@ -559,7 +555,7 @@ def render_notice(
     session: Session, notice: Notice, partner: Partner, *, name: str, country: str
 ) -> tuple[str, str]:
     if is_retraction(session, notice):
-        text = shipped_retraction(notice.language or "en") or shipped_retraction("en")
+        text = shipped(notice.language or "en", "retraction") or shipped("en", "retraction")
         if text is None:  # pragma: no cover - shipped with the package
             raise InvalidNoticeTemplate("The retraction text is missing.")
         context = retraction_context(session, notice, partner, name=name, country=country)
@@ -648,11 +644,14 @@ def _open_notice(
     now: dt.datetime,
     send_after: dt.datetime,
     repeats_id: int | None = None,
+    state: NoticeState = NoticeState.collecting,
+    language: str | None = None,
 ) -> Notice:
     notice = Notice(
         partner_id=partner.id or 0,
         channel=channel,
-        state=NoticeState.collecting,
+        state=state,
+        language=language,
         repeats_id=repeats_id,
         created_at=now,
         send_after=send_after,
@@ -818,22 +817,8 @@ def _moved(
         contact = routing.hosting_contact(session, target)
         if contact is not None and contact.id == forwarding.partner_id:
             return False  # another address of the same provider: notice it all the same
-    forwarding.state = ForwardingState.superseded
-    session.add(forwarding)
-    audit.record(
-        session,
-        action="forwarding_superseded",
-        actor="system",
-        object_type="forwarding",
-        object_id=forwarding.id,
-        details={
-            "target_id": target.id,
-            "partner_id": forwarding.partner_id,
-            "reason": "hosting_moved",
-            "country_before": before,
-            "country_now": target.hosting_country,
-        },
-        now=now,
+    routing.supersede(
+        session, forwarding, target, reason="hosting_moved", now=now, country_before=before
     )
     session.flush()
     routing.route_target(session, target.id or 0, now=now, policy=routing_policy)
@@ -946,16 +931,15 @@ def send_retraction(
     language = retraction_language(
         partner_languages(session, partner.id), fallback=default_language
     )
-    notice = Notice(
-        partner_id=partner.id,
-        channel=NoticeChannel.email,
+    notice = _open_notice(
+        session,
+        partner,
+        NoticeChannel.email,
+        now=now,
+        send_after=now,
         state=NoticeState.sending,
         language=language,
-        created_at=now,
-        send_after=now,
     )
-    session.add(notice)
-    session.flush()
     session.add(NoticeItem(notice_id=notice.id or 0, forwarding_id=retraction.id))
     session.flush()
     enqueue(session, SEND_NOTICE_TASK, notice_id=notice.id)

@@ -339,6 +339,40 @@ class Rerouted:
     made: list[Forwarding]
 
 
+def supersede(
+    session: Session,
+    forwarding: Forwarding,
+    target: Target,
+    *,
+    reason: str,
+    now: dt.datetime,
+    **extra: object,
+) -> None:
+    """Take back a forwarding its partner is not to get after all (``hosting_moved``:
+    the notice sweep found the site elsewhere; ``hosting_corrected``: staff corrected
+    the country): ``superseded``, its deliveries cancelled, audited with ids,
+    countries and ``extra``, never the URL."""
+    forwarding.state = ForwardingState.superseded
+    session.add(forwarding)
+    if forwarding.id is not None:
+        cancel_deliveries(session, forwarding.id, why=reason)
+    audit.record(
+        session,
+        action="forwarding_superseded",
+        actor="system",
+        object_type="forwarding",
+        object_id=forwarding.id,
+        details={
+            "target_id": target.id,
+            "partner_id": forwarding.partner_id,
+            "reason": reason,
+            **extra,
+            "country_now": target.hosting_country,
+        },
+        now=now,
+    )
+
+
 def reroute_target(
     session: Session,
     target_id: int,
@@ -397,24 +431,8 @@ def reroute_target(
         ) or may_have_received(session, forwarding):
             kept.append(forwarding.id)
             continue
-        forwarding.state = ForwardingState.superseded
-        session.add(forwarding)
-        cancel_deliveries(session, forwarding.id, why=reason)
+        supersede(session, forwarding, target, reason=reason, now=now)
         superseded.append(forwarding.id)
-        audit.record(
-            session,
-            action="forwarding_superseded",
-            actor="system",
-            object_type="forwarding",
-            object_id=forwarding.id,
-            details={
-                "target_id": target_id,
-                "partner_id": forwarding.partner_id,
-                "reason": reason,
-                "country_now": target.hosting_country,
-            },
-            now=now,
-        )
     session.flush()
     made = route_target(session, target_id, now=now, policy=policy)
     if superseded or made:

@@ -317,6 +317,20 @@ def test_an_exact_hash_from_a_known_list_ranks_first(
     assert shown(matched)["media"][0]["matches"] == []
 
 
+def hashes_cli(backend_env: dict[str, str], *args: str) -> str:
+    """``hotline hashes ARGS`` as an operator runs it; its stdout (it must succeed)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "hotline.cli_hashes", *args],
+        env={**os.environ, **backend_env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_a_list_imported_later_finds_the_media_seen_before(
     http_server: LocalHTTPServer,
     process: Callable[..., service.Outcome],
@@ -338,16 +352,7 @@ def test_a_list_imported_later_finds_the_media_seen_before(
     path.write_text(f"sha1,category\n{hashlib.sha1(on_list).hexdigest()},1\n")  # noqa: S324
 
     def run(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "hotline.cli_hashes", *args],
-            env={**os.environ, **backend_env},
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
+        return hashes_cli(backend_env, *args)
 
     def run_import() -> str:
         return run("import", str(path), "--list", "late")
@@ -424,16 +429,7 @@ def test_a_list_imported_later_finds_near_duplicates_of_media_seen_before(
     )
 
     def run(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "hotline.cli_hashes", *args],
-            env={**os.environ, **backend_env},
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
+        return hashes_cli(backend_env, *args)
 
     assert (
         "2 media items seen here before are on the list (2 only as near duplicates): "
