@@ -1337,13 +1337,6 @@ def entry_key() -> Any:
     return func.coalesce(*(table.c[c] for c in KEY_COLUMNS))
 
 
-def key_type(sha256: str | None, sha1: str | None, md5: str | None, key: str) -> HashType:
-    """Which of a media item's hashes an exact match's key is."""
-    if key == sha256:
-        return HashType.sha256
-    return HashType.sha1 if key == sha1 else HashType.md5
-
-
 def _exact(_: Any) -> Any:
     # Core columns, like the key's: a select of ORM attributes takes the ORM's slower path.
     entry = KnownEntry.__table__  # type: ignore[attr-defined]
@@ -1357,19 +1350,19 @@ def _exact(_: Any) -> Any:
     )
 
 
-def exact_matches(
-    session: Session, *, sha256: str | None, sha1: str | None, md5: str | None
-) -> list[tuple[int, int, HashType, str]]:
-    """(entry id, list id, hash type, list name) of the enabled lists' entries whose key
-    is one of these hashes of a media item; one index probe per list and hash."""
-    wanted = [value for value in (sha256, sha1, md5) if value]
-    if not wanted:
-        return []
-    rows = session.execute(built(session, _exact), {"wanted": wanted})
-    return [
-        (int(entry_id), int(list_id), key_type(sha256, sha1, md5, value), str(name))
-        for entry_id, list_id, value, name in rows
-    ]
+def exact_matches(session: Session, values: Iterable[str]) -> list[tuple[int, int, str, str]]:
+    """(entry id, list id, matched value, list name) of the enabled lists' entries whose
+    key is one of ``values`` (SHA-256, SHA-1 and MD5 of media items), by list and entry;
+    one index probe per list and value, in statements of at most 1000 values."""
+    wanted = list(dict.fromkeys(v for v in values if v))
+    found: list[tuple[int, int, str, str]] = []
+    for start in range(0, len(wanted), 1000):
+        rows = session.execute(built(session, _exact), {"wanted": wanted[start : start + 1000]})
+        found += [
+            (int(entry_id), int(list_id), str(value), str(name))
+            for entry_id, list_id, value, name in rows
+        ]
+    return found
 
 
 def _counts(session: Session, list_id: int | None = None) -> dict[int, dict[str, int]]:

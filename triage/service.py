@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -302,39 +302,58 @@ def record_failure(
 def _add_media(insert: Any) -> Any:
     table = Media.__table__  # type: ignore[attr-defined]
     return (
-        insert(table).on_conflict_do_nothing(index_elements=[table.c.sha256]).returning(table.c.id)
+        insert(table)
+        .on_conflict_do_nothing(index_elements=[table.c.sha256])
+        .returning(table.c.id, table.c.sha256)
     )
 
 
 def _find_media(_: Any) -> Any:
     table = Media.__table__  # type: ignore[attr-defined]
-    return select(table.c.id).where(table.c.sha256 == bindparam("sha256"))
+    return select(table.c.id, table.c.sha256).where(
+        table.c.sha256.in_(bindparam("wanted", expanding=True))
+    )
 
 
-def upsert_media(session: Session, hashes: MediaHashes, *, now: dt.datetime) -> tuple[int, bool]:
-    """The media row's id, and whether this call inserted it."""
-    inserted = session.execute(
-        built(session, _add_media),
+def upsert_media(
+    session: Session, items: Iterable[MediaHashes], *, now: dt.datetime
+) -> dict[str, tuple[int, bool]]:
+    """SHA-256 -> the media row's id, and whether this call inserted it.
+
+    Two statements for any number of items (the driver sends the rows in pages of
+    multi-row VALUES), in SHA-256 order: two targets sharing new media lock them in the
+    same order, so they cannot deadlock."""
+    unique = {hashes.sha256: hashes for hashes in items}
+    ordered = sorted(unique)
+    rows = [
         {
-            "sha256": hashes.sha256,
-            "sha1": hashes.sha1,
-            "md5": hashes.md5,
-            "phash": hashes.phash,
-            "pdq": hashes.pdq,
-            "pdq_quality": hashes.pdq_quality,
-            "mime": hashes.mime,
-            "kind": hashes.kind,
-            "size": hashes.size,
-            "width": hashes.width,
-            "height": hashes.height,
-            "frames": hashes.frames,
+            "sha256": h.sha256,
+            "sha1": h.sha1,
+            "md5": h.md5,
+            "phash": h.phash,
+            "pdq": h.pdq,
+            "pdq_quality": h.pdq_quality,
+            "mime": h.mime,
+            "kind": h.kind,
+            "size": h.size,
+            "width": h.width,
+            "height": h.height,
+            "frames": h.frames,
             "first_seen_at": now,
-        },
-    ).scalar()
-    if inserted is not None:
-        return int(inserted), True
-    existing = session.execute(built(session, _find_media), {"sha256": hashes.sha256}).scalar_one()
-    return int(existing), False
+        }
+        for h in (unique[sha256] for sha256 in ordered)
+    ]
+    if not rows:
+        return {}
+    ids = {
+        str(sha256): (int(media_id), True)
+        for media_id, sha256 in session.execute(built(session, _add_media), rows)
+    }
+    seen = [sha256 for sha256 in ordered if sha256 not in ids]
+    for start in range(0, len(seen), 1000):
+        found = session.execute(built(session, _find_media), {"wanted": seen[start : start + 1000]})
+        ids.update((str(sha256), (int(media_id), False)) for media_id, sha256 in found)
+    return ids
 
 
 _SIGHTING_UPDATES = (
@@ -357,81 +376,102 @@ def _add_sighting(insert: Any) -> Any:
     )
 
 
-def upsert_sighting(
+def upsert_sightings(
     session: Session,
     target_id: int,
-    media_id: int,
-    found: Found,
-    hosting: Hosting,
+    seen: dict[int, tuple[Found, Hosting]],
     *,
     now: dt.datetime,
 ) -> None:
+    """Where each media item (by id) was found on the target, one statement for all:
+    the URL it was fetched from and where that server is."""
+    if not seen:
+        return
     session.execute(
         built(session, _add_sighting),
-        {
-            "target_id": target_id,
-            "media_id": media_id,
-            "first_seen_at": now,
-            "media_url": found.url,
-            "hosting_ip": hosting.ip,
-            "hosting_country": hosting.country,
-            "hosting_asn": hosting.asn,
-            "hosting_org": hosting.org,
-            "online": True,
-            "last_seen_at": now,
-        },
+        [
+            {
+                "target_id": target_id,
+                "media_id": media_id,
+                "first_seen_at": now,
+                "media_url": found.url,
+                "hosting_ip": hosting.ip,
+                "hosting_country": hosting.country,
+                "hosting_asn": hosting.asn,
+                "hosting_org": hosting.org,
+                "online": True,
+                "last_seen_at": now,
+            }
+            for media_id, (found, hosting) in sorted(seen.items())
+        ],
     )
+
+
+def _hash_type(hashes: MediaHashes, value: str) -> HashType:
+    """Which of a media item's hashes an exact match's key is."""
+    if value == hashes.sha256:
+        return HashType.sha256
+    return HashType.sha1 if value == hashes.sha1 else HashType.md5
 
 
 def match_media(
     session: Session,
-    media_id: int,
-    hashes: MediaHashes,
+    media: dict[int, MediaHashes],
     *,
     near: NearDuplicates,
     now: dt.datetime,
     facts: ranking.PriorityInput,
 ) -> None:
-    """Record every exact (SHA-256, SHA-1, MD5) and near (pHash, PDQ) match of one media
-    item, and add them to the target's priority facts."""
-    exact = exact_matches(session, sha256=hashes.sha256, sha1=hashes.sha1, md5=hashes.md5)
+    """Record every exact (SHA-256, SHA-1, MD5) and near (pHash, PDQ) match of the media
+    items (by id), and add them to the target's priority facts. The exact matches of all
+    items are looked up at once; near ones in memory, and in the database only for hits."""
+    holders: dict[str, list[int]] = {}
+    for media_id, hashes in media.items():
+        for value in (hashes.sha256, hashes.sha1, hashes.md5):
+            if value:
+                holders.setdefault(value, []).append(media_id)
+    exact: dict[int, list[tuple[int, int, str, str]]] = {}
+    for match in exact_matches(session, holders):
+        for media_id in holders[match[2]]:
+            exact.setdefault(media_id, []).append(match)
     rows = []
-    for known_id, list_id, hash_type, list_name in exact:
-        facts.exact_lists.add(list_name)
-        rows.append(
-            match_row(
-                media_id=media_id,
-                kind=MatchKind.exact,
-                hash_type=hash_type,
-                distance=0,
-                list_id=list_id,
-                known_entry_id=known_id,
-                found_at=now,
+    for media_id, hashes in media.items():
+        for known_id, list_id, value, list_name in exact.get(media_id, ()):
+            facts.exact_lists.add(list_name)
+            rows.append(
+                match_row(
+                    media_id=media_id,
+                    kind=MatchKind.exact,
+                    hash_type=_hash_type(hashes, value),
+                    distance=0,
+                    list_id=list_id,
+                    known_entry_id=known_id,
+                    found_at=now,
+                )
             )
-        )
-    for found in near.lookup(
-        session,
-        phash=hashes.phash,
-        pdq=hashes.pdq,
-        pdq_quality=hashes.pdq_quality,
-        exclude_media_id=media_id,
-    ):
-        if found.media_id is not None:
-            facts.near_seen.add(media_id)
-        else:
-            facts.near_confirmed_lists.add(found.source)
-        rows.append(
-            match_row(
-                media_id=media_id,
-                kind=MatchKind.near,
-                hash_type=HashType(found.hash_type),
-                distance=found.distance,
-                list_id=found.list_id,
-                known_entry_id=found.known_entry_id,
-                matched_media_id=found.media_id,
-                found_at=now,
+        for found in near.lookup(
+            session,
+            phash=hashes.phash,
+            pdq=hashes.pdq,
+            pdq_quality=hashes.pdq_quality,
+            exclude_media_id=media_id,
+        ):
+            if found.media_id is not None:
+                facts.near_seen.add(media_id)
+            else:
+                facts.near_confirmed_lists.add(found.source)
+            rows.append(
+                match_row(
+                    media_id=media_id,
+                    kind=MatchKind.near,
+                    hash_type=HashType(found.hash_type),
+                    distance=found.distance,
+                    list_id=found.list_id,
+                    known_entry_id=found.known_entry_id,
+                    matched_media_id=found.media_id,
+                    found_at=now,
+                )
             )
-        )
     add_matches(session, rows)
 
 
@@ -517,21 +557,20 @@ def record_gathered(
     """
     place = hosting.lookup(gathered.ip)
     facts = ranking.PriorityInput()
-    media_ids: set[int] = set()
-    added: set[int] = set()  # media first seen on this target, just now
-    # Rows in one order for every worker: two pages sharing new media cannot deadlock.
-    for found in sorted(gathered.media, key=lambda item: item.hashes.sha256):
-        media_id, new = upsert_media(session, found.hashes, now=now)
-        if new:
-            added.add(media_id)
-        elif media_id not in added:
+    ids = upsert_media(session, (found.hashes for found in gathered.media), now=now)
+    media: dict[int, MediaHashes] = {}
+    seen: dict[int, tuple[Found, Hosting]] = {}  # the last link to each media item wins
+    for found in gathered.media:
+        media_id, new = ids[found.hashes.sha256]
+        if not new:  # (not the media first seen on this target, just now)
             facts.seen_copies.add(media_id)
+        media[media_id] = found.hashes
         where = place if found.ip == gathered.ip else hosting.lookup(found.ip)
-        upsert_sighting(session, claim.target_id, media_id, found, where, now=now)
-        if media_id not in media_ids:
-            match_media(session, media_id, found.hashes, near=near, now=now, facts=facts)
-            media_ids.add(media_id)
-    facts.media_count = len(media_ids)
+        seen[media_id] = (found, where)
+    upsert_sightings(session, claim.target_id, seen, now=now)
+    by_sha256 = dict(sorted(media.items(), key=lambda item: item[1].sha256))
+    match_media(session, by_sha256, near=near, now=now, facts=facts)
+    facts.media_count = len(media)
     facts.site_confirmed, facts.site_dedicated = upsert_site(
         session, claim.registered_domain, new_target=claim.first_time, now=now
     )
@@ -557,7 +596,7 @@ def record_gathered(
     log.info(
         "target %s queued: %d media, %d broken links, priority %d",
         claim.target_id,
-        len(media_ids),
+        len(media),
         gathered.broken,
         priority,
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
@@ -179,6 +179,74 @@ def test_a_page_of_twelve_images_gives_ten_media(
         )
     assert len(sightings) == 10
     assert all(s.hosting_ip == "127.0.0.1" and s.online for s in sightings)
+
+
+def test_a_page_is_recorded_in_as_many_statements_for_thirty_media_as_for_three(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome], committed: Engine
+) -> None:
+    """Recording a page costs the database a fixed number of statements, however many
+    media it shows: each kind of fact (media, sightings, exact matches) is written or
+    looked up for all media at once."""
+    by_md5, by_sha1, earlier = (images.jpeg(200 + i, (160, 120)) for i in range(3))
+    listing = (
+        "sha1,md5,category\n"
+        f",{hashlib.md5(by_md5).hexdigest()},1\n"  # noqa: S324 (what lists are keyed on)
+        f"{hashlib.sha1(by_sha1).hexdigest()},,2\n"  # noqa: S324
+    )
+    with session_scope() as session:
+        import_list(session, io.BytesIO(listing.encode()), list_name="vic")
+    for name, body in (("md5", by_md5), ("sha1", by_sha1), ("earlier", earlier)):
+        http_server.route(f"/{name}.jpg", body=body, headers=JPEG)
+    process(report(http_server.url("/earlier.jpg")))
+
+    def page(name: str, fresh: int) -> int:
+        tags = ['<img src="/md5.jpg">', '<img src="/sha1.jpg">', '<img src="/earlier.jpg">']
+        for i in range(fresh):
+            path = f"/{name}/{i}.jpg"
+            http_server.route(
+                path, body=images.jpeg(300 + 100 * fresh + i, (160, 120)), headers=JPEG
+            )
+            tags.append(f'<img src="{path}">')
+        # The first fresh picture again under another URL: the later link is kept.
+        http_server.add(f"/{name}/again.jpg", http_server.routes[f"/{name}/0.jpg"])
+        tags.append(f'<img src="/{name}/again.jpg">')
+        body = f"<html><body>{''.join(tags)}</body></html>".encode()
+        return report(http_server.route(f"/{name}.html", body=body))
+
+    # The known hashes loaded now: no refresh of them among the statements counted.
+    near = NearDuplicates(phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=3600)
+    with session_scope() as session:
+        near.refresh(session, force=True)
+    counted: list[int] = []
+
+    def count(*_: Any) -> None:
+        counted[-1] += 1
+
+    statements = {}
+    for name, fresh in (("small", 1), ("large", 28)):
+        target_id = page(name, fresh)
+        counted.append(0)
+        event.listen(committed, "before_cursor_execute", count)
+        try:
+            assert process(target_id, near=near).status == TargetStatus.queued
+        finally:
+            event.remove(committed, "before_cursor_execute", count)
+        statements[name] = counted[-1]
+
+        target = shown(target_id)
+        assert len(target["media"]) == 3 + fresh
+        assert target["priority_reasons"][0] == "exact match to known list: vic"
+        matched = {
+            m["sha256"]: {(x["source"], x["hash_type"]) for x in m["matches"]}
+            for m in target["media"]
+        }
+        assert matched[hashlib.sha256(by_md5).hexdigest()] >= {("vic", "md5")}
+        assert matched[hashlib.sha256(by_sha1).hexdigest()] >= {("vic", "sha1")}
+        assert ("seen", "sha256") in matched[hashlib.sha256(earlier).hexdigest()]
+        urls = {m["url"] for m in target["media"]}
+        assert http_server.url(f"/{name}/again.jpg") in urls
+        assert http_server.url(f"/{name}/0.jpg") not in urls
+    assert statements["large"] == statements["small"], statements
 
 
 def test_a_jpeg_served_as_html_is_hashed_as_an_image(
