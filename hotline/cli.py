@@ -226,6 +226,83 @@ def targets_show(
             )
 
 
+@targets_app.command("retry")
+def targets_retry(
+    urls_or_ids: Annotated[
+        list[str] | None,
+        typer.Argument(help="Targets by id or reported URL (any spelling).", show_default=False),
+    ] = None,
+    reason: Annotated[
+        str | None,
+        typer.Option(help="Every unreachable target with this reason (e.g. dns_error)."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only those unreachable since this ISO 8601 time (or date, UTC)."),
+    ] = None,
+    every: Annotated[
+        bool, typer.Option("--all", help="Every unreachable target, whatever its reason.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only say which targets; change nothing.")
+    ] = False,
+) -> None:
+    """Try unreachable targets afresh (after an outage of the network or the resolver):
+    back to pending with their attempts counted from nought, handed to the workers."""
+    from hotline import audit
+    from hotline.db import session_scope, utcnow
+    from partners.exports import InvalidSince, parse_since
+    from reporting.models import TargetStatus
+    from reporting.service import retry_unreachable
+    from triage.service import find_target
+
+    if not (urls_or_ids or reason or since or every):
+        raise fail("name targets, or choose them with --reason, --since or --all", 2)
+    if urls_or_ids and every:
+        raise fail("--all retries every unreachable target: name none with it", 2)
+    try:
+        after = parse_since(since)
+    except InvalidSince as exc:
+        raise fail(f"--since: {exc.detail}", 2) from None
+    now = utcnow()
+    with session_scope() as session:
+        ids: list[int] | None = None
+        if urls_or_ids:
+            found = {given: find_target(session, given) for given in urls_or_ids}
+            unknown = [given for given, target in found.items() if target is None]
+            if unknown:
+                raise fail(f"no matching target: {', '.join(unknown)}")
+            named = {int(t.id or 0): t for t in found.values() if t is not None}
+            for target in named.values():
+                if target.status != TargetStatus.unreachable:
+                    typer.echo(f"target {target.id} is {target.status}: left as it is", err=True)
+            ids = sorted(named)
+        retried = retry_unreachable(
+            session, now=now, ids=ids, reason=reason, since=after, dry_run=dry_run
+        )
+        if retried and not dry_run:
+            audit.record(
+                session,
+                action=audit.Action.admin_change,
+                actor=audit.console_actor(),
+                object_type="target",
+                object_id=retried[0] if len(retried) == 1 else None,
+                details={"change": "retried", "targets": len(retried)}
+                | ({"reason": reason} if reason else {})
+                | ({"since": after.isoformat()} if after else {}),
+                now=now,
+            )
+    plural = "s" if len(retried) != 1 else ""
+    if dry_run:
+        typer.echo(f"would retry {len(retried):,} unreachable target{plural}")
+    else:
+        typer.echo(f"{len(retried):,} unreachable target{plural} handed to the workers again")
+    if retried:
+        shown = ", ".join(str(i) for i in retried[:20])
+        more = f" and {len(retried) - 20:,} more" if len(retried) > 20 else ""
+        typer.echo(f"ids: {shown}{more}")
+
+
 @app.command("sweep")
 def sweep() -> None:
     """Hand over to the workers, now, every target pending longer than the configured delay."""

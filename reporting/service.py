@@ -83,15 +83,62 @@ def upsert_target(
     if status == TargetStatus.unreachable:
         # Reported again: the site may be back. Try afresh rather than answer 202 and
         # do nothing.
-        session.execute(
+        _try_afresh(session, [int(target_id)], now=now)
+        return int(target_id), True
+    return int(target_id), count == 1
+
+
+def _try_afresh(session: Session, ids: Sequence[int], *, now: dt.datetime) -> list[int]:
+    """Unreachable targets of ``ids`` back to pending, their attempts counted from
+    nought; returns those that were unreachable (the caller hands them over)."""
+    reopened: list[int] = []
+    for start in range(0, len(ids), 5000):  # (drivers bound the parameters of a statement)
+        reopened += session.execute(
             update(Target)
-            .where(col(Target.id) == target_id)
+            .where(
+                col(Target.id).in_(ids[start : start + 5000]),
+                col(Target.status) == TargetStatus.unreachable,
+            )
             .values(
                 status=TargetStatus.pending, attempts=0, status_changed_at=now, handed_over_at=now
             )
-        )
-        return int(target_id), True
-    return int(target_id), count == 1
+            .returning(col(Target.id))
+        ).scalars()
+    return sorted(int(i) for i in reopened)
+
+
+def retry_unreachable(
+    session: Session,
+    *,
+    now: dt.datetime,
+    ids: Sequence[int] | None = None,
+    reason: str | None = None,
+    since: dt.datetime | None = None,
+    dry_run: bool = False,
+) -> list[int]:
+    """Try unreachable targets afresh, e.g. after an outage of the network or the
+    resolver made them fail: back to pending with their attempts counted from nought,
+    handed to the workers once the caller commits. Returns their ids.
+
+    ``ids``: those of these targets that are unreachable; otherwise every unreachable
+    target, narrowed to a status reason (``dns_error``) and to those unreachable since
+    ``since``. ``dry_run``: only which targets it would be."""
+    query = select(col(Target.id)).where(col(Target.status) == TargetStatus.unreachable)
+    if ids is not None:
+        query = query.where(col(Target.id).in_(ids))
+    if reason is not None:
+        query = query.where(col(Target.status_reason) == reason)
+    if since is not None:
+        query = query.where(col(Target.status_changed_at) >= since)
+    chosen = [int(i) for i in session.execute(query.order_by(col(Target.id))).scalars()]
+    if dry_run:
+        return chosen
+    retried = _try_afresh(session, chosen, now=now)
+    for target_id in retried:
+        enqueue(session, PROCESS_TARGET, target_id=target_id)
+    if retried:
+        log.info("%d unreachable target(s) handed over again", len(retried))
+    return retried
 
 
 def check_report(

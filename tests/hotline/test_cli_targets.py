@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -10,14 +11,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from hotline.db import utcnow
+from hotline.models import AuditEvent
 from reporting.models import ReportCategory, ReportSource, Target, TargetStatus
 from reporting.schemas import ReportCreate
 from reporting.service import submit_report
-from tests.conftest import REPO
+from tests.conftest import REPO, broker_backlog
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -123,3 +126,93 @@ def test_a_database_never_migrated_is_named_not_a_traceback(tmp_path: Path) -> N
         assert done.returncode == 1
         assert "run `hotline db upgrade`" in done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_retry_hands_unreachable_targets_to_the_workers_again(
+    cli: Run, committed: Engine, backend_env: dict[str, str]
+) -> None:
+    now = utcnow()
+    outage = seed(
+        committed,
+        "https://gone-for-an-hour.example.com/a.jpg",
+        status=TargetStatus.unreachable,
+        status_reason="dns_error",
+        attempts=4,
+        status_changed_at=now - dt.timedelta(minutes=30),
+    )
+    older = seed(
+        committed,
+        "https://gone-last-week.example.com/b.jpg",
+        status=TargetStatus.unreachable,
+        status_reason="dns_error",
+        attempts=4,
+        status_changed_at=now - dt.timedelta(days=7),
+    )
+    missing = seed(
+        committed,
+        "https://example.org/404.jpg",
+        status=TargetStatus.unreachable,
+        status_reason="http_error_404",
+        attempts=1,
+    )
+    queued = seed(committed, "https://example.org/q.jpg", status=TargetStatus.queued)
+
+    def audited() -> list[tuple[str, bool, str | None]]:
+        # (Audit events outlive the tables the tests empty: compared from here on.)
+        with Session(committed) as session:
+            events = session.execute(
+                select(AuditEvent)
+                .where(col(AuditEvent.object_type) == "target")
+                .order_by(col(AuditEvent.id))
+            ).scalars()
+            return [(e.action, e.actor.startswith("cli:"), e.object_id) for e in events]
+
+    before = audited()
+
+    def state(target_id: int) -> tuple[str, int]:
+        with Session(committed) as session:
+            target = session.get(Target, target_id)
+            assert target is not None
+            return str(target.status), target.attempts
+
+    nothing = cli("retry")
+    assert nothing.returncode == 2
+    assert "--reason, --since or --all" in nothing.stderr
+
+    bad_time = cli("retry", "--reason", "dns_error", "--since", "an hour ago")
+    assert bad_time.returncode == 2
+    assert "ISO 8601" in bad_time.stderr
+
+    backlog = broker_backlog(backend_env)
+    dry = cli("retry", "--all", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would retry 3 unreachable targets" in dry.stdout
+    assert {state(i)[0] for i in (outage, older, missing)} == {"unreachable"}
+    assert broker_backlog(backend_env) == backlog
+
+    since = (now - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    done = cli("retry", "--reason", "dns_error", "--since", since)
+    assert done.returncode == 0, done.stderr
+    assert "1 unreachable target handed to the workers again" in done.stdout
+    assert state(outage) == ("pending", 0)
+    assert state(older) == ("unreachable", 4)
+    assert state(missing) == ("unreachable", 1)
+    assert broker_backlog(backend_env) == backlog + 1
+
+    # Named, in any spelling: only the unreachable one is retried.
+    named = cli("retry", "https://EXAMPLE.org/404.jpg", str(queued))
+    assert named.returncode == 0, named.stderr
+    assert f"target {queued} is queued: left as it is" in named.stderr
+    assert state(missing) == ("pending", 0)
+    assert state(queued)[0] == "queued"
+    assert broker_backlog(backend_env) == backlog + 2
+
+    unknown = cli("retry", "https://never-reported.example.com/", str(older))
+    assert unknown.returncode == 1
+    assert "no matching target: https://never-reported.example.com/" in unknown.stderr
+    assert state(older) == ("unreachable", 4)  # nothing done when one is unknown
+
+    assert audited()[len(before) :] == [
+        ("admin_change", True, str(outage)),
+        ("admin_change", True, str(missing)),
+    ]

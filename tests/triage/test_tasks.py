@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from hotline.db import session_scope, utcnow
 from reporting.models import Report, Target, TargetStatus
 from reporting.receipts import receipt_digest
 from reporting.service import sweep_pending
-from tests.conftest import wait_for
+from tests.conftest import REPO, wait_for
 from tests.fixtures import images
 from tests.fixtures.servers import LocalHTTPServer
 from triage.models import Media, Sighting
@@ -153,3 +154,32 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_nothing(
     assert statuses == {TargetStatus.queued: 170, TargetStatus.unreachable: 30}
     assert len(media) == len(set(media)) == 140
     assert len(sightings) == len(set(sightings)) == 170
+
+
+def test_an_unreachable_target_retried_by_an_operator_is_processed_again(
+    client: Any,
+    committed: Engine,
+    backend_env: dict[str, str],
+    http_server: LocalHTTPServer,
+    worker: subprocess.Popen[bytes],
+) -> None:
+    # The site was down when reported; it is back, and the operator retries it.
+    url = http_server.route("/back-later.jpg", status=404)
+    target_id = target_of(committed, submit(client, url))
+    wait_for(lambda: status_of(committed, target_id) == TargetStatus.unreachable, timeout=30)
+    picture = images.jpeg(8, marker=images.new_marker())
+    http_server.route("/back-later.jpg", body=picture, headers=JPEG)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "hotline.cli", "targets", "retry", "--reason", "http_error_404"],
+        env={**os.environ, **backend_env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"ids: {target_id}" in done.stdout
+    wait_for(lambda: status_of(committed, target_id) == TargetStatus.queued, timeout=30)
+    with Session(committed) as session:
+        assert session.execute(select(func.count()).select_from(Sighting)).scalar_one() == 1
