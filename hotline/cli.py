@@ -283,11 +283,11 @@ def targets_retry(
         if retried and not dry_run:
             audit.record(
                 session,
-                action=audit.Action.admin_change,
+                action="retried",
                 actor=audit.console_actor(),
                 object_type="target",
                 object_id=retried[0] if len(retried) == 1 else None,
-                details={"change": "retried", "targets": len(retried)}
+                details={"targets": len(retried)}
                 | ({"reason": reason} if reason else {})
                 | ({"since": after.isoformat()} if after else {}),
                 now=now,

@@ -25,6 +25,7 @@ from hotline.deps import NowDep, SessionDep
 from hotline.errors import HotlineError, NotFound
 from hotline.staff_ui import StaffPage, staff_page, staff_templates
 from reporting.models import Report, ReportCategory, Target, TargetStatus
+from reporting.service import retry_unreachable
 from triage import assessment, review
 from triage.models import (
     ILLEGAL,
@@ -375,6 +376,16 @@ def correct_hosting(
         assessment.correct_hosting(session, target_id, country, user=page.staff, now=now)
     except HotlineError as exc:
         return _refused(page, session, target_id, now, exc.code, exc.status_code)
+    return RedirectResponse(f"/staff/targets/{target_id}", 303)
+
+
+@router.post("/staff/targets/{target_id}/retry", response_class=HTMLResponse)
+def retry(target_id: int, page: AssessPage, session: SessionDep, now: NowDep) -> Response:
+    """An unreachable target to the workers again (the site may be back); audited."""
+    if _target_or_404(session, target_id).status != TargetStatus.unreachable:
+        return _refused(page, session, target_id, now, "not_unreachable", 409)
+    if retry_unreachable(session, now=now, ids=[target_id]):
+        _audit(session, page, "retried", target_id, now)
     return RedirectResponse(f"/staff/targets/{target_id}", 303)
 
 

@@ -213,6 +213,6 @@ def test_retry_hands_unreachable_targets_to_the_workers_again(
     assert state(older) == ("unreachable", 4)  # nothing done when one is unknown
 
     assert audited()[len(before) :] == [
-        ("admin_change", True, str(outage)),
-        ("admin_change", True, str(missing)),
+        ("retried", True, str(outage)),
+        ("retried", True, str(missing)),
     ]

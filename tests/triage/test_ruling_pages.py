@@ -13,11 +13,12 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from hotline.db import session_scope, utcnow
-from hotline.models import Role, StaffUser
+from hotline.models import AuditEvent, Role, StaffUser
 from hotline.web import create_app
 from reporting import service as intake
 from reporting.models import ReportCategory, ReportSource, Target, TargetStatus
 from reporting.schemas import ReportCreate
+from tests.conftest import broker_backlog
 from tests.fixtures.staff import csrf, enrol, make_user
 from triage import assessment
 from triage.models import Classification, Media, MediaKind, Sighting
@@ -246,3 +247,85 @@ def test_priority_reasons_are_shown_in_the_page_language(supervisor: TestClient)
         "some reason from a newer version",  # unknown: as stored
         "повідомлено 2 рази",
     ]
+
+
+def test_an_analyst_tries_an_unreachable_item_again(
+    client: Any, backend_env: dict[str, str]
+) -> None:
+    with session_scope() as session:
+        _, report = intake.submit_report(
+            session,
+            ReportCreate(url="http://down-for-now.org/a.jpg", category=ReportCategory.csam),
+            source=ReportSource.api,
+            now=utcnow(),
+            max_url_length=4096,
+        )
+        target = session.get(Target, report.target_id)
+        assert target is not None
+        target.status, target.status_reason, target.attempts = (
+            TargetStatus.unreachable,
+            "timeout",
+            3,
+        )
+        target_id = int(report.target_id)
+    analyst = TestClient(create_app(), client=("127.0.0.1", 50002))
+    with analyst:
+        enrol(analyst, "ana@retry.example", Role.analyst)
+        page = analyst.get(f"/staff/targets/{target_id}").text
+        tree = LexborHTMLParser(page)
+        reason = tree.css_first("#unreachable-reason")
+        assert reason is not None
+        assert reason.text() == "timeout"
+        assert "3 attempts" in page
+        assert tree.css_first("#retry-form") is not None
+
+        backlog = broker_backlog(backend_env)
+        done = analyst.post(
+            f"/staff/targets/{target_id}/retry",
+            data={"csrf_token": csrf(page)},
+            follow_redirects=False,
+        )
+        assert done.status_code == 303, done.text
+        with session_scope() as session:
+            target = session.get(Target, target_id)
+            assert target is not None
+            assert (target.status, target.attempts) == (TargetStatus.pending, 0)
+            event = session.execute(
+                select(AuditEvent).order_by(col(AuditEvent.id).desc()).limit(1)
+            ).scalar_one()
+        assert (event.action, event.actor, event.object_id) == (
+            "retried",
+            "ana@retry.example",
+            str(target_id),
+        )
+        assert broker_backlog(backend_env) == backlog + 1  # handed to the workers
+
+        # No longer unreachable: no form, and a second post is refused with a reason.
+        page = analyst.get(f"/staff/targets/{target_id}").text
+        assert LexborHTMLParser(page).css_first("#retry-form") is None
+        again = analyst.post(
+            f"/staff/targets/{target_id}/retry",
+            data={"csrf_token": csrf(page)},
+            follow_redirects=False,
+        )
+        assert again.status_code == 409
+        assert "Only an unreachable item can be tried again." in again.text
+        assert broker_backlog(backend_env) == backlog + 1
+
+    # Admins see items but do not assess them: no form, and a post is refused.
+    with session_scope() as session:
+        target = session.get(Target, target_id)
+        assert target is not None
+        target.status = TargetStatus.unreachable
+    admin = TestClient(create_app(), client=("127.0.0.1", 50003))
+    with admin:
+        enrol(admin, "adam@retry.example", Role.admin)
+        page = admin.get(f"/staff/targets/{target_id}").text
+        assert LexborHTMLParser(page).css_first("#unreachable-reason") is not None
+        assert LexborHTMLParser(page).css_first("#retry-form") is None
+        refused = admin.post(
+            f"/staff/targets/{target_id}/retry",
+            data={"csrf_token": csrf(admin.get("/staff/users").text)},
+            follow_redirects=False,
+        )
+        assert refused.status_code == 403
