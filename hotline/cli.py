@@ -258,8 +258,10 @@ def targets_retry(
 
     if not (urls_or_ids or reason or since or every):
         raise fail("name targets, or choose them with --reason, --since or --all", 2)
-    if urls_or_ids and every:
-        raise fail("--all retries every unreachable target: name none with it", 2)
+    if urls_or_ids and (every or reason or since):
+        raise fail("name targets, or choose them with --reason, --since or --all: not both", 2)
+    if every and (reason or since):
+        raise fail("--all is every unreachable target: give it no --reason or --since", 2)
     try:
         after = parse_since(since)
     except InvalidSince as exc:
@@ -287,7 +289,7 @@ def targets_retry(
                 actor=audit.console_actor(),
                 object_type="target",
                 object_id=retried[0] if len(retried) == 1 else None,
-                details={"targets": len(retried)}
+                details={"targets": len(retried), "ids": retried[:100]}
                 | ({"reason": reason} if reason else {})
                 | ({"since": after.isoformat()} if after else {}),
                 now=now,

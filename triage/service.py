@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -421,10 +421,15 @@ def match_media(
     near: NearDuplicates,
     now: dt.datetime,
     facts: ranking.PriorityInput,
+    fresh: Collection[int] = (),
 ) -> None:
     """Record every exact (SHA-256, SHA-1, MD5) and near (pHash, PDQ) match of the media
     items (by id), and add them to the target's priority facts. The exact matches of all
-    items are looked up at once; near ones in memory, and in the database only for hits."""
+    items are looked up at once; near ones in memory, and in the database only for hits.
+
+    ``fresh``: media first recorded by this target just now, not seen before it, so no
+    near match to them is recorded (two near copies on one page do not match each
+    other)."""
     holders: dict[str, list[int]] = {}
     for media_id, hashes in media.items():
         for value in (hashes.sha256, hashes.sha1, hashes.md5):
@@ -456,6 +461,8 @@ def match_media(
             pdq_quality=hashes.pdq_quality,
             exclude_media_id=media_id,
         ):
+            if found.media_id in fresh:
+                continue
             if found.media_id is not None:
                 facts.near_seen.add(media_id)
             else:
@@ -569,7 +576,8 @@ def record_gathered(
         seen[media_id] = (found, where)
     upsert_sightings(session, claim.target_id, seen, now=now)
     by_sha256 = dict(sorted(media.items(), key=lambda item: item[1].sha256))
-    match_media(session, by_sha256, near=near, now=now, facts=facts)
+    fresh = {media_id for media_id, new in ids.values() if new}
+    match_media(session, by_sha256, near=near, now=now, facts=facts, fresh=fresh)
     facts.media_count = len(media)
     facts.site_confirmed, facts.site_dedicated = upsert_site(
         session, claim.registered_domain, new_target=claim.first_time, now=now

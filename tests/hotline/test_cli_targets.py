@@ -179,6 +179,11 @@ def test_retry_hands_unreachable_targets_to_the_workers_again(
     assert nothing.returncode == 2
     assert "--reason, --since or --all" in nothing.stderr
 
+    for mixed in (("--all", "--reason", "dns_error"), (str(queued), "--reason", "dns_error")):
+        refused = cli("retry", *mixed)
+        assert refused.returncode == 2
+        assert "--reason" in refused.stderr
+
     bad_time = cli("retry", "--reason", "dns_error", "--since", "an hour ago")
     assert bad_time.returncode == 2
     assert "ISO 8601" in bad_time.stderr

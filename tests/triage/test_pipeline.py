@@ -282,6 +282,29 @@ def test_the_same_picture_altered_elsewhere_is_a_near_duplicate(
         assert "1 media item(s) near to media seen before" in target["priority_reasons"]
 
 
+def test_near_copies_on_one_page_are_not_media_seen_before(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    versions = images.variants(22)
+    for name in ("original", "reencoded", "resized"):
+        http_server.route(f"/{name}.jpg", body=versions[name], headers=JPEG)
+    body = b'<html><body><img src="/original.jpg"><img src="/reencoded.jpg"></body></html>'
+    both = report(http_server.route("/both.html", body=body))
+    process(both)
+    target = shown(both)
+    assert len(target["media"]) == 2
+    assert all(m["matches"] == [] for m in target["media"])
+    assert not any("seen before" in reason for reason in target["priority_reasons"])
+
+    # Another target showing the picture again finds both as seen before.
+    later = report(http_server.url("/resized.jpg"))
+    process(later)
+    [media] = shown(later)["media"]
+    near = {m["media_sha256"] for m in media["matches"] if m["source"] == "seen"}
+    assert near == {m["sha256"] for m in target["media"]}
+    assert "1 media item(s) near to media seen before" in shown(later)["priority_reasons"]
+
+
 def test_priority_counts_media_seen_before_and_reports_that_come_later(
     http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
 ) -> None:
