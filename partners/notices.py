@@ -477,14 +477,27 @@ def notice_context(
                 },
             }
         )
+    return _context(
+        notice, partner, name, country, items, repeat=repeat, first_sent=_when(first_sent)
+    )
+
+
+def _context(
+    notice: Notice,
+    partner: Partner,
+    name: str,
+    country: str,
+    items: list[dict[str, Any]],
+    **about_notice: Any,
+) -> dict[str, Any]:
+    """What every notice text knows: the sender, the contact, the notice and its items."""
     return {
         "hotline": {"name": name, "country": country},
         "contact": {"name": partner.name},
         "notice": {
             "id": notice.id,
             "reference": f"{country}-N{notice.id}",
-            "repeat": repeat,
-            "first_sent": _when(first_sent),
+            **about_notice,
             "created": _when(notice.created_at),
             "language": notice.language,
         },
@@ -534,16 +547,7 @@ def retraction_context(
                 "notice_sent": _when(first.sent_at) if first is not None else "",
             }
         )
-    return {
-        "hotline": {"name": name, "country": country},
-        "contact": {"name": partner.name},
-        "notice": {
-            "id": notice.id,
-            "reference": f"{country}-N{notice.id}",
-            "created": _when(notice.created_at),
-            "language": notice.language,
-        },
-        "items": items,
+    return _context(notice, partner, name, country, items) | {
         # The notices withdrawn, as the contact knows them.
         "withdrawn": list(
             dict.fromkeys(i["notice_reference"] for i in items if i["notice_reference"])

@@ -224,14 +224,19 @@ def sweep_corrected(
     return changed
 
 
+def _reached(forwarding: Forwarding) -> bool:
+    """Whether the forwarding's own row says its partner had it (delivered or answered)."""
+    return (
+        forwarding.state in RECEIVED_STATES
+        or forwarding.delivered_at is not None
+        or forwarding.acknowledged_at is not None
+        or forwarding.partner_status is not None
+    )
+
+
 def _unsent(forwarding: Forwarding) -> bool:
     """Superseded before it reached its partner."""
-    return (
-        forwarding.state in _SET_ASIDE
-        and forwarding.delivered_at is None
-        and forwarding.acknowledged_at is None
-        and forwarding.partner_status is None
-    )
+    return forwarding.state in _SET_ASIDE and not _reached(forwarding)
 
 
 def route_target(
@@ -288,12 +293,7 @@ def may_have_received(session: Session, forwarding: Forwarding) -> bool:
     """Whether the partner may have this forwarding: it was delivered, answered, or at
     least one attempt went out (an attempt that timed out may have arrived), or it was in
     a notice being sent or sent."""
-    if (
-        forwarding.state in RECEIVED_STATES
-        or forwarding.delivered_at is not None
-        or forwarding.acknowledged_at is not None
-        or forwarding.partner_status is not None
-    ):
+    if _reached(forwarding):
         return True
     attempted = session.execute(
         select(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import random
 from typing import Any
 
@@ -19,7 +20,15 @@ from triage.service import Limits
 _rng = random.SystemRandom()
 # Routing again and retracting lock rows a delivery or the notice sweep may hold in
 # another order: a deadlock the database breaks is tried again, by Celery.
-_CONTENDED: tuple[type[BaseException], ...] = (OperationalError,)
+_contended_task = functools.partial(
+    shared_task,
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=2,
+    retry_jitter=True,
+    max_retries=8,
+)
 
 
 @shared_task(name="partners.route_target", acks_late=True, ignore_result=True)
@@ -34,15 +43,7 @@ def route_target(target_id: int) -> int:
         return len(made)
 
 
-@shared_task(
-    name="partners.reroute_target",
-    acks_late=True,
-    ignore_result=True,
-    autoretry_for=_CONTENDED,
-    retry_backoff=2,
-    retry_jitter=True,
-    max_retries=8,
-)
+@_contended_task(name="partners.reroute_target")
 def reroute_target(target_id: int) -> int:
     """An analyst corrected the hosting of a confirmed target: route it again."""
     policy = routing.RoutingPolicy.from_settings(get_settings())
@@ -132,15 +133,7 @@ def tell_sources(target_id: int) -> int:
         return len(peers.tell_sources(session, target_id, now=utcnow()))
 
 
-@shared_task(
-    name="partners.retract_target",
-    acks_late=True,
-    ignore_result=True,
-    autoretry_for=_CONTENDED,
-    retry_backoff=2,
-    retry_jitter=True,
-    max_retries=8,
-)
+@_contended_task(name="partners.retract_target")
 def retract_target(target_id: int) -> int:
     """A reversed verdict: retract the target's forwardings and tell who received them."""
     language = get_settings().default_language
