@@ -2,7 +2,7 @@
 
     HOTLINE_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
         .venv/bin/python bench/hashimport.py [--lines 1000000] [--hashes-per-line 3|2|1]
-        [--repeat 3]
+        [--media 0] [--repeat 3]
 
 Target: the import (the whole command, process start to exit) takes at most 3x the time
 of ``COPY bare_table FROM STDIN`` of the same file into an unindexed table with the file's
@@ -15,6 +15,10 @@ stderr) and is timed from process start to exit; the baseline is timed from the 
 start to its commit. Both run in the database ``hotline_bench`` on the server of
 ``HOTLINE_DATABASE_URL`` (created if missing, migrated), never in the database the test
 suite resets, so the bench can run beside the tests.
+
+``--media N``: the hotline has seen N media items before the import (random hashes, 1 %
+of them on the list), so the import also matches them against the list, as it does in
+a hotline that has been running for a while. Without it there are none.
 """
 
 from __future__ import annotations
@@ -80,6 +84,46 @@ def generate(path: Path, lines: int, per_line: int, bad_every: int) -> list[int]
                 chunk.clear()
         out.write("".join(chunk))
     return bad
+
+
+def seen_media(dsn: str, path: Path, count: int) -> int:
+    """Make ``media`` hold ``count`` rows with random hashes, the first 1 % of them
+    carrying one hash of a list line (its first) in that hash's column; returns how many
+    are on the list."""
+    on_list = count // 100
+    rows = []
+    with path.open(encoding="ascii") as source:
+        next(source)
+        for _ in range(on_list):
+            values = next(source).rstrip("\n").split(",")
+            cells = dict(zip((*TYPES, "category"), values, strict=True))
+            rows.append({t: cells[t] for t in TYPES if cells[t]})
+    with psycopg.connect(dsn) as connection:
+        connection.execute("TRUNCATE media CASCADE")  # the bench database: only its own rows
+        with (
+            connection.cursor() as cursor,
+            cursor.copy(
+                "COPY media (sha256, sha1, md5, phash, pdq, pdq_quality, mime, kind, size,"
+                " first_seen_at) FROM STDIN"
+            ) as copy,
+        ):
+            for i in range(count):
+                listed = rows[i] if i < on_list else {}
+                hashes = [listed.get(t) or os.urandom(LENGTHS[t] // 2).hex() for t in TYPES]
+                copy.write_row(
+                    (
+                        *hashes,
+                        os.urandom(8).hex(),
+                        os.urandom(32).hex(),
+                        90,
+                        "image/jpeg",
+                        "image",
+                        100_000,
+                        "2026-01-01T00:00:00Z",
+                    )
+                )
+        connection.execute("ANALYZE media")
+    return on_list
 
 
 def checkpoint(dsn: str) -> None:
@@ -155,6 +199,9 @@ def main() -> None:
         help="3: sha256, sha1 and md5 on every line; 2: sha1 and md5; 1: one of the three",
     )
     parser.add_argument("--bad-every", type=int, default=100_000, help="one bad line per N")
+    parser.add_argument(
+        "--media", type=int, default=0, help="media seen before the import (1 %% on the list)"
+    )
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
@@ -178,6 +225,7 @@ def main() -> None:
             f"hash(es) per line, {len(bad)} malformed) in {time.perf_counter() - start:.1f} s",
             file=sys.stderr,
         )
+        on_list = seen_media(dsn, path, args.media)
         copies: list[float] = []
         imports: list[float] = []
         summary = ""
@@ -193,7 +241,9 @@ def main() -> None:
 
     print(summary, end="")
     reported = [
-        int(line.split()[2].rstrip(":")) for line in summary.splitlines()[1:] if ":" in line
+        int(line.split()[2].rstrip(":"))
+        for line in summary.splitlines()[1:]
+        if line.startswith("  rejected line ")
     ]
     assert reported == bad, f"rejected lines {reported} != malformed lines {bad}"
     expected = args.lines - len(bad)
@@ -205,13 +255,18 @@ def main() -> None:
         stored, *hashes = (int(n) for n in row) if row else (0, 0, 0, 0)
     assert stored == expected, f"{stored:,} entries stored, {expected:,} expected"
     assert sum(hashes) == expected * args.hashes_per_line, f"{hashes} hashes stored"
+    if args.media:
+        matched = f"{on_list:,} of the {args.media:,} media seen before matched"
+        assert f"{on_list:,} media item" in summary or on_list == 0, summary
+    else:
+        matched = "no media seen before"
     reset(dsn)
     imported, copied = statistics.median(imports), statistics.median(copies)
     print(
         f"import {args.lines:,} lines: {imported:.2f} s | plain COPY: {copied:.2f} s | "
         f"ratio {imported / copied:.2f}x (target <= 3x)\n"
         f"[median of {args.repeat}; {stored:,} entries with {sum(hashes):,} hashes stored; "
-        "the malformed lines were reported by number]"
+        f"the malformed lines were reported by number; {matched}]"
     )
 
 

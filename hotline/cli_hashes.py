@@ -150,6 +150,9 @@ def import_(
                         get_list(session, list_name).id or 0,
                         now=utcnow(),
                         media_above=before,
+                        # The list as this import left it (another import into it
+                        # matches what it adds itself).
+                        hashes=seen.hashes,
                     )
                 seen = SeenOnList(
                     seen.media + late.media,

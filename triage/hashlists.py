@@ -33,6 +33,7 @@ import json
 import os
 import re
 import sqlite3
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -1218,7 +1219,7 @@ def import_list(
         source_bytes = _Source(head, stream)
         counter = _Counter()
         # VICS is one JSON value: its lines say nothing of its media items.
-        most_rows = _count_lines(source) if fresh and opened and fmt != "vics" else None
+        most_rows = _count_lines(stream) if fresh and fmt != "vics" else None
         writer = _writer(session, list_id, fresh=fresh, most_rows=most_rows)
         items = parse(
             cast(IO[bytes], source_bytes),
@@ -1316,13 +1317,21 @@ def remove_entries(session: Session, list_id: int, keys: Iterable[str]) -> int:
     return len(ids)
 
 
-def _count_lines(path: str | os.PathLike[str] | IO[bytes]) -> int:
-    """At most how many entries a list file holds: its line breaks, plus one. (A VICS
-    document is one line: it is counted by what it is, a JSON value, not by lines.)"""
-    count = 1
-    with Path(cast(str, path)).open("rb") as stream:
-        while block := stream.read(BLOCK_SIZE):
-            count += block.count(b"\n")
+def _count_lines(stream: IO[bytes]) -> int | None:
+    """At most how many entries a list file holds: its line breaks, plus one; None when
+    the stream is not a regular file (a pipe cannot be read twice). Read with ``pread``
+    from the file's start, so the stream's own position does not move. (A VICS document
+    is one line: it is counted by what it is, a JSON value, not by lines.)"""
+    try:
+        fd = stream.fileno()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        return None
+    count, offset = 1, 0
+    while block := os.pread(fd, BLOCK_SIZE, offset):
+        count += block.count(b"\n")
+        offset += len(block)
     return count
 
 

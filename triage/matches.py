@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, select
 from sqlmodel import Session
 
 from hotline.db import dialect_insert
@@ -27,8 +27,6 @@ if TYPE_CHECKING:  # numpy is imported when a list has perceptual hashes, not be
     import numpy.typing as npt
 
 log = logging.getLogger("hotline.triage")
-
-_ROWS_PER_INSERT = 1000
 
 
 def match_row(**values: Any) -> dict[str, Any]:
@@ -45,23 +43,58 @@ def match_row(**values: Any) -> dict[str, Any]:
 
 def add_matches(session: Session, rows: list[dict[str, Any]]) -> set[int]:
     """Record matches; one found before is kept as it was. Returns the media that got a
-    match recorded now. In statements of at most ``_ROWS_PER_INSERT`` rows (a list
-    matching thousands of media would pass the drivers' limit of bound parameters)."""
+    match recorded now. One statement, executed for many rows: SQLAlchemy sends them in
+    batches of multi-row INSERTs (its "insertmanyvalues"), within the drivers' limit of
+    bound parameters, and compiles the statement once, not once per batch size (a list
+    matching thousands of media spent a second compiling them)."""
+    if not rows:
+        return set()
     insert = dialect_insert(session)
     table = MediaMatch.__table__  # type: ignore[attr-defined]
-    recorded: set[int] = set()
-    for start in range(0, len(rows), _ROWS_PER_INSERT):
-        recorded.update(
-            session.execute(
-                insert(table)
-                .values(rows[start : start + _ROWS_PER_INSERT])
-                .on_conflict_do_nothing(
-                    index_elements=[table.c.media_id, table.c.hash_type, table.c.ref]
-                )
-                .returning(table.c.media_id)
-            ).scalars()
-        )
-    return recorded
+    statement = (
+        insert(table)
+        .on_conflict_do_nothing(index_elements=[table.c.media_id, table.c.hash_type, table.c.ref])
+        .returning(table.c.media_id)
+    )
+    return set(session.execute(statement, rows).scalars())
+
+
+@dataclass(frozen=True)
+class ListHashes:
+    """What a list's entries hold, as matching against media needs it: the types of
+    their keys among SHA-256, SHA-1 and MD5 (an entry's key is its first hash, and exact
+    matching joins on it), and the perceptual types among them."""
+
+    keys: frozenset[HashType]
+    perceptual: frozenset[HashType]
+
+
+_EXACT_KEYS = (HashType.sha256, HashType.sha1, HashType.md5)
+_PERCEPTUAL = (HashType.phash, HashType.pdq)
+
+
+def list_hashes(session: Session, list_id: int) -> ListHashes:
+    """The list's ``ListHashes``, in one reading of its entries: matching then runs the
+    joins and reads the perceptual hashes only for the types the list has (each of
+    which reads the whole list)."""
+    entry = KnownEntry.__table__  # type: ignore[attr-defined]
+
+    def present(condition: ColumnElement[bool]) -> Any:
+        return func.coalesce(func.max(case((condition, 1), else_=0)), 0)
+
+    earlier: list[ColumnElement[bool]] = []
+    tests = []
+    for hash_type in _EXACT_KEYS:
+        column = entry.c[hash_type.value]
+        tests.append(present(and_(*earlier, column.is_not(None))))
+        earlier.append(column.is_(None))
+    tests += [present(entry.c[hash_type.value].is_not(None)) for hash_type in _PERCEPTUAL]
+    row = session.execute(select(*tests).where(entry.c.list_id == list_id)).one()
+    flags = dict(zip((*_EXACT_KEYS, *_PERCEPTUAL), row, strict=True))
+    return ListHashes(
+        keys=frozenset(t for t in _EXACT_KEYS if flags[t]),
+        perceptual=frozenset(t for t in _PERCEPTUAL if flags[t]),
+    )
 
 
 @dataclass(frozen=True)
@@ -72,6 +105,9 @@ class SeenOnList:
     media: int  # media items with a match to the list recorded now
     raised: list[int]  # queued targets ranked higher
     near: int = 0  # of ``media``, those on it only through a near match
+    # What the list holds, when it was read (not when there were no media to match):
+    # a second matching of the same list, unchanged, can skip that reading.
+    hashes: ListHashes | None = None
 
 
 # Rows read and decoded per batch (the codes are kept, the rows are not).
@@ -119,19 +155,25 @@ def _near_pairs(
 
 
 def near_seen_media(
-    session: Session, list_id: int, *, media_above: int = 0
+    session: Session,
+    list_id: int,
+    *,
+    media_above: int = 0,
+    types: Iterable[HashType] = _PERCEPTUAL,
 ) -> list[tuple[HashType, int, int, int]]:
     """(hash type, media id, entry id, distance) of every media item seen here (with an
     id above ``media_above``) whose pHash or PDQ is within the configured radius of one
     of the list's entries, as the workers' near lookups would have found it: media PDQ
-    hashes below ``pdq_min_quality`` are not matched (a missing quality counts as 0)."""
+    hashes below ``pdq_min_quality`` are not matched (a missing quality counts as 0).
+    ``types``: the perceptual types to look at (those the list has, when known)."""
     settings = get_settings()
     media, entry = Media.__table__, KnownEntry.__table__  # type: ignore[attr-defined]
     found: list[tuple[HashType, int, int, int]] = []
-    for hash_type, radius in (
-        (HashType.phash, settings.phash_radius),
-        (HashType.pdq, settings.pdq_radius),
-    ):
+    radii = {HashType.phash: settings.phash_radius, HashType.pdq: settings.pdq_radius}
+    for hash_type in _PERCEPTUAL:
+        if hash_type not in types:
+            continue
+        radius = radii[hash_type]
         bits: Literal[64, 256] = 64 if hash_type == HashType.phash else 256
         seen_here = select(media.c.id, media.c[hash_type.value]).where(
             media.c[hash_type.value].is_not(None), media.c.id > media_above
@@ -143,8 +185,9 @@ def near_seen_media(
         on_list = select(entry.c.id, entry.c[hash_type.value]).where(
             entry.c.list_id == list_id, entry.c[hash_type.value].is_not(None)
         )
-        # The cheap test first: most media have both hashes, while a list of file hashes
-        # only is read to its end to find it has none.
+        # The cheap test first: most media have both hashes, while a list without the
+        # type is read to its end to find it has none (match_seen_media passes only
+        # the types the list has).
         if session.execute(seen_here.limit(1)).first() is None:
             continue
         if session.execute(on_list.limit(1)).first() is None:
@@ -170,13 +213,16 @@ def match_seen_media(
     *,
     now: dt.datetime,
     media_above: int = 0,
+    hashes: ListHashes | None = None,
 ) -> SeenOnList:
     """Match the media seen here (with an id above ``media_above``) against one (enabled)
     list's entries, as the workers would have had the list been there: exact matches
     (SHA-256, SHA-1, MD5) and near ones (pHash, PDQ, within the configured radii) are
     recorded, and queued targets showing such media are ranked again
     (``triage.rerank``): up to the exact-match tier with the list named, or the
-    near-match tier. Matches recorded before are kept as they were."""
+    near-match tier. Matches recorded before are kept as they were. ``hashes``: what
+    the list holds, from an earlier matching of the list as it is now (read if not
+    given)."""
     hash_list = session.get(HashList, list_id)
     if hash_list is None or not hash_list.enabled:
         return SeenOnList(0, [])
@@ -184,9 +230,14 @@ def match_seen_media(
     if session.execute(select(media.c.id).where(media.c.id > media_above).limit(1)).first() is None:
         # No media (since): the joins below would still read a million-entry list whole.
         return SeenOnList(0, [])
+    if hashes is None:
+        hashes = list_hashes(session, list_id)
     key = entry_key()
     found: dict[tuple[int, str], int] = {}  # (media, hash type) -> entry
-    for column in (media.c.sha256, media.c.sha1, media.c.md5):
+    for hash_type in _EXACT_KEYS:
+        if hash_type not in hashes.keys:
+            continue
+        column = media.c[hash_type.value]
         statement = (
             select(media.c.id, entry.c.id)
             .select_from(entry.join(media, key == column))
@@ -194,7 +245,7 @@ def match_seen_media(
         )
         for media_id, entry_id in session.execute(statement):
             found.setdefault((int(media_id), column.name), int(entry_id))
-    near = near_seen_media(session, list_id, media_above=media_above)
+    near = near_seen_media(session, list_id, media_above=media_above, types=hashes.perceptual)
     recorded = add_matches(
         session,
         [
@@ -232,4 +283,4 @@ def match_seen_media(
         only_near,
         len(raised),
     )
-    return SeenOnList(len(recorded), sorted(raised), near=only_near)
+    return SeenOnList(len(recorded), sorted(raised), near=only_near, hashes=hashes)
