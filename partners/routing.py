@@ -171,7 +171,10 @@ def sweep_unrouted(
 ) -> list[int]:
     """Route the targets confirmed more than ``overdue`` ago that have no forwarding: the
     wake-up of ``partners.route_target`` was lost (the broker down at the commit), or no
-    partner served them then. Newest first, at most ``limit``; returns those routed now."""
+    partner served them then. At most ``limit``: first those routing never tried (lost
+    wake-ups, newest first), then those no partner served, the longest untried first,
+    so that however many wait for a partner, each is tried again in turn and none holds
+    up a lost wake-up. Returns those routed now."""
     has_forwarding = exists().where(col(Forwarding.target_id) == col(Target.id))
     waiting = session.execute(
         select(col(Target.id))
@@ -180,7 +183,11 @@ def sweep_unrouted(
             col(Target.status_changed_at) <= now - overdue,
             ~has_forwarding,
         )
-        .order_by(col(Target.status_changed_at).desc(), col(Target.id).desc())
+        .order_by(
+            col(Target.unrouted_at).asc().nulls_first(),
+            col(Target.status_changed_at).desc(),
+            col(Target.id).desc(),
+        )
         .limit(limit)
     ).scalars()
     routed = []
@@ -283,9 +290,15 @@ def route_target(
         target.status_changed_at = now
         session.add(target)
     if not existing:
-        log.warning(
-            "target %s: no partner to forward to (hosting %s)", target_id, target.hosting_country
+        # Said once; the sweep tries again (a partner may be added) without repeating it.
+        log.log(
+            logging.WARNING if target.unrouted_at is None else logging.DEBUG,
+            "target %s: no partner to forward to (hosting %s)",
+            target_id,
+            target.hosting_country,
         )
+        target.unrouted_at = now
+        session.add(target)
     return made
 
 

@@ -82,6 +82,9 @@ class Target(SQLModel, table=True):
     # When an analyst's (or supervisor's) verdict last decided the target: a report made
     # after it is not told the outcome (reporting.service.report_status).
     decided_at: dt.datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    # When routing last found no partner to forward the confirmed target to: the sweep
+    # tries such targets after those never tried (partners.routing.sweep_unrouted).
+    unrouted_at: dt.datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     # An analyst's claim on the item (triage.review): offered to no one else until expiry.
     claimed_by: int | None = Field(default=None, sa_column=Column(BigInteger))
     claim_expires_at: dt.datetime | None = Field(default=None, sa_column=Column(UTCDateTime))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 import pytest
 from cryptography.fernet import Fernet, MultiFernet
@@ -318,6 +319,47 @@ def test_the_sweep_routes_a_confirmed_target_whose_wake_up_was_lost(
     now = dt.datetime.now(dt.UTC)
     assert routing.sweep_unrouted(session, now=now, overdue=overdue, policy=HOME) == []
     assert fresh.status is TargetStatus.confirmed
+
+
+def test_targets_no_partner_serves_do_not_hold_up_a_lost_wake_up(
+    session: Session, partners: dict[str, Partner], caplog: pytest.LogCaptureFixture
+) -> None:
+    # No fallback: a target hosted where no partner hotline serves waits for a partner.
+    partners["interpol"].active = False
+    session.flush()
+    start = dt.datetime.now(dt.UTC)
+    lost = confirmed_target(session, country="PL")  # its wake-up never came
+    lost.status_changed_at = start
+    unserved = []
+    for minute in (1, 2, 3):
+        target = confirmed_target(session, country="FR")
+        target.status_changed_at = start + dt.timedelta(minutes=minute)
+        unserved.append(target)
+    session.flush()
+    later = start + dt.timedelta(hours=1)
+    overdue = dt.timedelta(minutes=5)
+
+    def sweep() -> list[int]:
+        return routing.sweep_unrouted(session, now=later, overdue=overdue, policy=HOME, limit=2)
+
+    with caplog.at_level(logging.DEBUG, logger="hotline.partners"):
+        # Newest first among those never tried: two of the unserved, routed to nobody.
+        assert sweep() == []
+        assert [t.unrouted_at for t in unserved] == [None, later, later]
+        # Then the rest never tried: the lost wake-up is routed (it used to wait behind
+        # the newest unserved targets for ever).
+        assert sweep() == [lost.id]
+        assert lost.status is TargetStatus.forwarded
+        # From then on the unserved take turns, longest untried first; each is warned of
+        # once, not at every sweep.
+        assert sweep() == []
+    warned = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+    assert len([m for m in warned if "no partner" in m]) == 3
+    assert all(t.status is TargetStatus.confirmed for t in unserved)
+    # A fallback added later: they are forwarded at the next sweeps.
+    partners["interpol"].active = True
+    session.flush()
+    assert sorted(sweep() + sweep()) == sorted(t.id for t in unserved)
 
 
 def test_the_sweep_retracts_for_a_reversal_whose_wake_up_was_lost(
