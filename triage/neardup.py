@@ -532,6 +532,16 @@ _MEDIA, _KNOWN = "media", "known"
 
 
 @dataclass(frozen=True)
+class NearQuery:
+    """The perceptual hashes of one media item to look up (``NearDuplicates.lookup``)."""
+
+    phash: str | None
+    pdq: str | None
+    pdq_quality: int | None
+    exclude_media_id: int | None = None
+
+
+@dataclass(frozen=True)
 class NearMatch:
     source: str  # "seen" for media rows, else the hash list's name
     hash_type: str  # "phash" | "pdq"
@@ -840,48 +850,85 @@ class NearDuplicates:
         """Media seen here and enabled known-list entries near these hashes: pHash matches
         then PDQ, each nearest first, list entries before media. Refreshes first
         (rate-limited). A PDQ hash below ``pdq_min_quality`` is not matched. Reads only."""
-        self.refresh(session)
-        queries: list[tuple[HashType, Codes, int]] = []
-        if phash is not None:
-            queries.append((HashType.phash, np.array([phash_to_code(phash)]), self.phash_radius))
-        if pdq is not None and (pdq_quality or 0) >= self.pdq_min_quality:
-            queries.append((HashType.pdq, pdq_to_code(pdq), self.pdq_radius))
-        matches: list[NearMatch] = []
-        for hash_type, query, radius in queries:
-            with self._lock:
-                media = self._index[(_MEDIA, hash_type)].search(query, radius)
-                known = self._index[(_KNOWN, hash_type)].search(query, radius)
-            media_ids = [i for i in dict.fromkeys(i for i, _ in media) if i != exclude_media_id]
-            known_ids = list(dict.fromkeys(i for i, _ in known))
-            matches += self._check_media(session, hash_type, query, radius, media_ids)
-            matches += self._check_known(session, hash_type, query, radius, known_ids)
-        matches.sort(key=_match_order)
-        return matches
+        query = NearQuery(phash, pdq, pdq_quality, exclude_media_id)
+        return self.lookup_many(session, [query])[0]
 
-    def _check_media(
-        self, session: Session, hash_type: HashType, query: Codes, radius: int, ids: list[int]
-    ) -> list[NearMatch]:
-        """The hits as the database has them now: rows may be gone or changed."""
-        matches = []
+    def lookup_many(self, session: Session, queries: Sequence[NearQuery]) -> list[list[NearMatch]]:
+        """``lookup`` of each query, in order. The index's hits of all of them are checked
+        in the database together: one statement per table and hash type (per 500 hits),
+        however many queries have hits, not one per query (a page of thirty copies of
+        known pictures made up to 120)."""
+        self.refresh(session)
+        searches: list[tuple[int, HashType, Codes, int, list[int], list[int]]] = []
+        for n, query in enumerate(queries):
+            wanted: list[tuple[HashType, Codes, int]] = []
+            if query.phash is not None:
+                code = np.array([phash_to_code(query.phash)])
+                wanted.append((HashType.phash, code, self.phash_radius))
+            if query.pdq is not None and (query.pdq_quality or 0) >= self.pdq_min_quality:
+                wanted.append((HashType.pdq, pdq_to_code(query.pdq), self.pdq_radius))
+            for hash_type, code, radius in wanted:
+                with self._lock:
+                    media = self._index[(_MEDIA, hash_type)].search(code, radius)
+                    known = self._index[(_KNOWN, hash_type)].search(code, radius)
+                media_ids = [
+                    i for i in dict.fromkeys(i for i, _ in media) if i != query.exclude_media_id
+                ]
+                known_ids = list(dict.fromkeys(i for i, _ in known))
+                if media_ids or known_ids:
+                    searches.append((n, hash_type, code, radius, media_ids, known_ids))
+        results: list[list[NearMatch]] = [[] for _ in queries]
+        for hash_type in (HashType.phash, HashType.pdq):
+            mine = [search for search in searches if search[1] == hash_type]
+            if not mine:
+                continue
+            media_rows = self._media_rows(session, hash_type, [i for m in mine for i in m[4]])
+            known_rows = self._known_rows(session, hash_type, [i for m in mine for i in m[5]])
+            for n, _, code, radius, media_ids, known_ids in mine:
+                for media_id in media_ids:
+                    value = media_rows.get(media_id)
+                    distance = _distance_to(value, hash_type, code)
+                    if distance is not None and distance <= radius:
+                        results[n].append(
+                            NearMatch("seen", hash_type, distance, media_id, None, None)
+                        )
+                for known_id in known_ids:
+                    found = known_rows.get(known_id)
+                    if found is None:
+                        continue
+                    list_id, value, name = found
+                    distance = _distance_to(value, hash_type, code)
+                    if distance is not None and distance <= radius:
+                        results[n].append(
+                            NearMatch(name, hash_type, distance, None, known_id, list_id)
+                        )
+        for matches in results:
+            matches.sort(key=_match_order)
+        return results
+
+    def _media_rows(
+        self, session: Session, hash_type: HashType, ids: list[int]
+    ) -> dict[int, str | None]:
+        """The hits' hashes as the database has them now (rows may be gone or changed);
+        a PDQ hash below the minimum quality reads as none."""
+        found: dict[int, str | None] = {}
         column = col(Media.phash) if hash_type == HashType.phash else col(Media.pdq)
-        for chunk in _chunks(ids, 500):
+        for chunk in _chunks(sorted(set(ids)), 500):
             statement = select(col(Media.id), column, col(Media.pdq_quality)).where(
                 col(Media.id).in_(chunk)
             )
             for media_id, value, quality in session.execute(statement):
-                if hash_type == HashType.pdq and (quality or 0) < self.pdq_min_quality:
-                    continue
-                distance = _distance_to(value, hash_type, query)
-                if distance is not None and distance <= radius:
-                    matches.append(NearMatch("seen", hash_type, distance, media_id, None, None))
-        return matches
+                low = hash_type == HashType.pdq and (quality or 0) < self.pdq_min_quality
+                found[int(media_id)] = None if low else value
+        return found
 
-    def _check_known(
-        self, session: Session, hash_type: HashType, query: Codes, radius: int, ids: list[int]
-    ) -> list[NearMatch]:
-        """The hits whose list is enabled, as the database has them now."""
-        matches = []
-        for chunk in _chunks(ids, 500):
+    def _known_rows(
+        self, session: Session, hash_type: HashType, ids: list[int]
+    ) -> dict[int, tuple[int, str | None, str]]:
+        """The hits whose list is enabled, as the database has them now: (list id, hash,
+        list name) by entry id."""
+        found: dict[int, tuple[int, str | None, str]] = {}
+        for chunk in _chunks(sorted(set(ids)), 500):
             statement = (
                 select(
                     col(KnownEntry.id),
@@ -894,10 +941,8 @@ class NearDuplicates:
                 .where(col(HashList.enabled).is_(True))
             )
             for known_id, list_id, value, name in session.execute(statement):
-                distance = _distance_to(value, hash_type, query)
-                if distance is not None and distance <= radius:
-                    matches.append(NearMatch(name, hash_type, distance, None, known_id, list_id))
-        return matches
+                found[int(known_id)] = (int(list_id), value, str(name))
+        return found
 
 
 def _match_order(match: NearMatch) -> tuple[int, ...]:

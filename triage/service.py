@@ -52,7 +52,7 @@ from triage.models import (
     Sighting,
     Site,
 )
-from triage.neardup import NearDuplicates
+from triage.neardup import NearDuplicates, NearQuery
 
 log = logging.getLogger("hotline.triage")
 
@@ -425,7 +425,8 @@ def match_media(
 ) -> None:
     """Record every exact (SHA-256, SHA-1, MD5) and near (pHash, PDQ) match of the media
     items (by id), and add them to the target's priority facts. The exact matches of all
-    items are looked up at once; near ones in memory, and in the database only for hits.
+    items are looked up at once; near ones in memory, and the hits of all items in the
+    database together.
 
     ``fresh``: media first recorded by this target just now, not seen before it, so no
     near match to them is recorded (two near copies on one page do not match each
@@ -439,8 +440,15 @@ def match_media(
     for match in exact_matches(session, holders):
         for media_id in holders[match[2]]:
             exact.setdefault(media_id, []).append(match)
+    nearby = near.lookup_many(
+        session,
+        [
+            NearQuery(hashes.phash, hashes.pdq, hashes.pdq_quality, exclude_media_id=media_id)
+            for media_id, hashes in media.items()
+        ],
+    )
     rows = []
-    for media_id, hashes in media.items():
+    for (media_id, hashes), near_matches in zip(media.items(), nearby, strict=True):
         for known_id, list_id, value, list_name in exact.get(media_id, ()):
             facts.exact_lists.add(list_name)
             rows.append(
@@ -454,13 +462,7 @@ def match_media(
                     found_at=now,
                 )
             )
-        for found in near.lookup(
-            session,
-            phash=hashes.phash,
-            pdq=hashes.pdq,
-            pdq_quality=hashes.pdq_quality,
-            exclude_media_id=media_id,
-        ):
+        for found in near_matches:
             if found.media_id in fresh:
                 continue
             if found.media_id is not None:

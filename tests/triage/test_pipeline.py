@@ -249,6 +249,54 @@ def test_a_page_is_recorded_in_as_many_statements_for_thirty_media_as_for_three(
     assert statements["large"] == statements["small"], statements
 
 
+def test_near_copies_on_a_page_are_checked_in_as_many_statements_for_thirty_as_for_one(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome], committed: Engine
+) -> None:
+    """A page of copies of pictures seen before (the most urgent kind: a gallery of
+    known material, re-encoded) has every media item's near hits checked in the
+    database together, not one statement per media item and hash type."""
+    originals = [images.jpeg(500 + i, (160, 120)) for i in range(29)]
+    tags = []
+    for i, body in enumerate(originals):
+        tags.append(
+            f'<img src="{http_server.route(f"/original/{i}.jpg", body=body, headers=JPEG)}">'
+        )
+    process(report(http_server.route("/originals.html", body="".join(tags).encode())))
+
+    def page(name: str, which: range) -> int:
+        tags = []
+        for i in which:
+            copy = images.jpeg(500 + i, (160, 120), quality=60)  # the same picture re-encoded
+            tags.append(
+                f'<img src="{http_server.route(f"/{name}/{i}.jpg", body=copy, headers=JPEG)}">'
+            )
+        return report(http_server.route(f"/{name}.html", body="".join(tags).encode()))
+
+    near = NearDuplicates(phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=3600)
+    with session_scope() as session:
+        near.refresh(session, force=True)
+    counted: list[int] = []
+
+    def count(*_: Any) -> None:
+        counted[-1] += 1
+
+    statements = {}
+    for name, which in (("one", range(1)), ("many", range(1, 29))):
+        target_id = page(name, which)
+        counted.append(0)
+        event.listen(committed, "before_cursor_execute", count)
+        try:
+            assert process(target_id, near=near).status == TargetStatus.queued
+        finally:
+            event.remove(committed, "before_cursor_execute", count)
+        statements[name] = counted[-1]
+        media = shown(target_id)["media"]
+        assert len(media) == len(which)
+        for item in media:
+            assert {(m["source"], m["kind"]) for m in item["matches"]} == {("seen", "near")}
+    assert statements["many"] == statements["one"], statements
+
+
 def test_a_jpeg_served_as_html_is_hashed_as_an_image(
     http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
 ) -> None:
