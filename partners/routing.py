@@ -26,7 +26,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Select, exists, select
+from sqlalchemy import Select, case, exists, select
 from sqlmodel import Session, col
 
 from hotline import audit
@@ -184,6 +184,8 @@ def sweep_unrouted(
             ~has_forwarding,
         )
         .order_by(
+            # Tried since it was (last) confirmed: after those not tried since.
+            case((col(Target.unrouted_at) >= col(Target.status_changed_at), 1), else_=0),
             col(Target.unrouted_at).asc().nulls_first(),
             col(Target.status_changed_at).desc(),
             col(Target.id).desc(),
@@ -290,9 +292,11 @@ def route_target(
         target.status_changed_at = now
         session.add(target)
     if not existing:
-        # Said once; the sweep tries again (a partner may be added) without repeating it.
+        # Said once per confirmation (and per hosting correction, which clears the
+        # mark); the sweep tries again, a partner may be added, without repeating it.
+        said = target.unrouted_at is not None and target.unrouted_at >= target.status_changed_at
         log.log(
-            logging.WARNING if target.unrouted_at is None else logging.DEBUG,
+            logging.DEBUG if said else logging.WARNING,
             "target %s: no partner to forward to (hosting %s)",
             target_id,
             target.hosting_country,

@@ -1437,6 +1437,8 @@ def correct_hosting(
     target = _target(session, target_id)
     previous = target.hosting_country
     target.hosting_country = code
+    if previous != code:
+        target.unrouted_at = None  # routing finds partners afresh for the new country
     session.add(target)
     session.flush()
     if previous != code and target.status in (TargetStatus.confirmed, TargetStatus.forwarded):

@@ -524,6 +524,17 @@ def parse_delimited_blocks(
         line_no += 1
         if line_no == 1 and encoding == "utf-8-sig":
             header_line = header_line.removeprefix(codecs.BOM_UTF8)
+    if b"\r" in header_line.rstrip(b"\r\n"):
+        # Lines that end in a lone CR (old Mac files): blocks are cut at LF only, so the
+        # csv module reads the whole file, as it reads every file on SQLite.
+        text = io.TextIOWrapper(
+            cast(IO[bytes], io.BufferedReader(_Source(header_line, stream))),
+            encoding="utf-8",
+            errors="replace",
+            newline="",
+        )
+        yield from parse_delimited(text, delimiter=delimiter, counter=counter, first_line=line_no)
+        return
     if not header_line.endswith(b"\n"):
         header_line += b"\n"  # a header without lines, or a header longer than _MAX_LINE
     newline = b"\r\n" if header_line.endswith(b"\r\n") else b"\n"
@@ -1318,21 +1329,26 @@ def remove_entries(session: Session, list_id: int, keys: Iterable[str]) -> int:
 
 
 def _count_lines(stream: IO[bytes]) -> int | None:
-    """At most how many entries a list file holds: its line breaks, plus one; None when
-    the stream is not a regular file (a pipe cannot be read twice). Read with ``pread``
-    from the file's start, so the stream's own position does not move. (A VICS document
-    is one line: it is counted by what it is, a JSON value, not by lines.)"""
+    """At least how many entries a list file can hold, counted from the file's start
+    without moving the stream (``pread``): its line breaks, ``\n`` and ``\r`` alike
+    (the readers take either as one), plus one, and never below 2 (the smallest block
+    of ids). None when the stream is not a plain file on disk: a pipe cannot be read
+    twice, and a decompressing reader's file holds other bytes. (A VICS document is one
+    line: it is counted by what it is, a JSON value, not by lines.)"""
+    raw = stream.raw if isinstance(stream, io.BufferedReader) else stream
+    if not isinstance(raw, io.FileIO):
+        return None
     try:
-        fd = stream.fileno()
+        fd = raw.fileno()
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-    except (OSError, AttributeError, io.UnsupportedOperation):
+    except (OSError, ValueError):
         return None
     count, offset = 1, 0
     while block := os.pread(fd, BLOCK_SIZE, offset):
-        count += block.count(b"\n")
+        count += block.count(b"\n") + block.count(b"\r")
         offset += len(block)
-    return count
+    return max(count, 2)
 
 
 def _entry_key(entry: Entry) -> str:

@@ -858,6 +858,8 @@ class NearDuplicates:
         in the database together: one statement per table and hash type (per 500 hits),
         however many queries have hits, not one per query (a page of thirty copies of
         known pictures made up to 120)."""
+        if not queries:
+            return []
         self.refresh(session)
         searches: list[tuple[int, HashType, Codes, int, list[int], list[int]]] = []
         for n, query in enumerate(queries):

@@ -339,8 +339,8 @@ def test_targets_no_partner_serves_do_not_hold_up_a_lost_wake_up(
     later = start + dt.timedelta(hours=1)
     overdue = dt.timedelta(minutes=5)
 
-    def sweep() -> list[int]:
-        return routing.sweep_unrouted(session, now=later, overdue=overdue, policy=HOME, limit=2)
+    def sweep(at: dt.datetime = later) -> list[int]:
+        return routing.sweep_unrouted(session, now=at, overdue=overdue, policy=HOME, limit=2)
 
     with caplog.at_level(logging.DEBUG, logger="hotline.partners"):
         # Newest first among those never tried: two of the unserved, routed to nobody.
@@ -353,13 +353,25 @@ def test_targets_no_partner_serves_do_not_hold_up_a_lost_wake_up(
         # From then on the unserved take turns, longest untried first; each is warned of
         # once, not at every sweep.
         assert sweep() == []
-    warned = [r.message for r in caplog.records if r.levelno == logging.WARNING]
-    assert len([m for m in warned if "no partner" in m]) == 3
-    assert all(t.status is TargetStatus.confirmed for t in unserved)
+        warned = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+        assert len([m for m in warned if "no partner" in m]) == 3
+        assert all(t.status is TargetStatus.confirmed for t in unserved)
+        # Reversed and confirmed again: a new confirmation, tried (and warned of) first.
+        again = unserved[1]
+        again.status_changed_at = later + dt.timedelta(minutes=1)
+        session.flush()
+        caplog.clear()
+        afterwards = later + dt.timedelta(hours=1)
+        assert (
+            routing.sweep_unrouted(session, now=afterwards, overdue=overdue, policy=HOME, limit=1)
+            == []
+        )
+        assert again.unrouted_at == afterwards
+        assert [r.levelno for r in caplog.records if "no partner" in r.message] == [logging.WARNING]
     # A fallback added later: they are forwarded at the next sweeps.
     partners["interpol"].active = True
     session.flush()
-    assert sorted(sweep() + sweep()) == sorted(t.id for t in unserved)
+    assert sorted(sweep(afterwards) + sweep(afterwards)) == sorted(t.id for t in unserved)
 
 
 def test_the_sweep_retracts_for_a_reversal_whose_wake_up_was_lost(
