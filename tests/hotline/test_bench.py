@@ -1,0 +1,67 @@
+"""The benchmarks under bench/ still run, as the README gives their commands: small sizes,
+the real backends, and the checks each bench makes of its own results. Their numbers are
+not judged here (speed is measured by running them, not by timed tests)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import _REDIS_BASE, REPO, TEST_DATABASE_URL
+
+pytestmark = pytest.mark.postgres
+
+
+def _bench(*args: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def _needs_postgres() -> None:
+    if not TEST_DATABASE_URL.startswith("postgresql"):
+        pytest.skip("the benches run on PostgreSQL (set HOTLINE_TEST_DATABASE_URL)")
+
+
+def test_the_hash_import_bench_runs_with_media_seen_before() -> None:
+    _needs_postgres()
+    out = _bench(
+        "bench/hashimport.py",
+        *("--lines", "3000", "--hashes-per-line", "2", "--media", "400", "--repeat", "1"),
+        *("--bad-every", "1000"),
+        env={"HOTLINE_DATABASE_URL": TEST_DATABASE_URL},
+    )
+    # The bench checked the rejected lines, the entries and hashes stored, and that the
+    # 4 media on the list were matched.
+    assert "3 lines rejected" in out
+    assert "4 media items seen here before are on the list" in out
+    assert re.search(r"ratio \d+\.\d\dx \(target <= 3x\)", out), out
+
+
+def test_the_end_to_end_bench_runs_on_postgresql_and_redis() -> None:
+    _needs_postgres()
+    if not _REDIS_BASE:
+        pytest.skip("the end-to-end bench needs Redis (set HOTLINE_TEST_REDIS_URL)")
+    # A Redis database of its own (the bench empties it), not the suite's.
+    base = _REDIS_BASE.rsplit("/", 1)[0] if _REDIS_BASE.count("/") > 2 else _REDIS_BASE
+    redis_url = f"{base}/{1 + (os.getpid() + 7) % 15}"
+    out = _bench(
+        "bench/pipeline.py",
+        *("--reports", "12", "--width", "320", "--height", "240"),
+        *("--database", TEST_DATABASE_URL, "--redis", redis_url),
+    )
+    assert "12 queued of 12" in out, out
+    assert re.search(r"ratio \d+%", out), out
+    assert "CPU per image in the window" in out
