@@ -277,6 +277,17 @@ class _Source(io.RawIOBase):
         return n
 
 
+def _text(head: bytes, rest: IO[bytes], *, encoding: str, newline: str | None) -> IO[str]:
+    """The list's text from ``head`` (already read) on, then the rest of the stream;
+    undecodable bytes read as U+FFFD (the line is then rejected, not the file)."""
+    return io.TextIOWrapper(
+        cast(IO[bytes], io.BufferedReader(_Source(head, rest))),
+        encoding=encoding,
+        errors="replace",
+        newline=newline,
+    )
+
+
 class _Counter:
     def __init__(self) -> None:
         self.lines = 0
@@ -527,12 +538,7 @@ def parse_delimited_blocks(
     if b"\r" in header_line.rstrip(b"\r\n"):
         # Lines that end in a lone CR (old Mac files): blocks are cut at LF only, so the
         # csv module reads the whole file, as it reads every file on SQLite.
-        text = io.TextIOWrapper(
-            cast(IO[bytes], io.BufferedReader(_Source(header_line, stream))),
-            encoding="utf-8",
-            errors="replace",
-            newline="",
-        )
+        text = _text(header_line, stream, encoding="utf-8", newline="")
         yield from parse_delimited(text, delimiter=delimiter, counter=counter, first_line=line_no)
         return
     if not header_line.endswith(b"\n"):
@@ -561,12 +567,7 @@ def parse_delimited_blocks(
                 continue
         block, rest = block[:cut], block[cut:]
         if b'"' in block or cut == 0:
-            text = io.TextIOWrapper(
-                cast(IO[bytes], io.BufferedReader(_Source(block + rest, stream))),
-                encoding="utf-8",
-                errors="replace",
-                newline="",
-            )
+            text = _text(block + rest, stream, encoding="utf-8", newline="")
             yield from parse_delimited(
                 text, delimiter=delimiter, counter=counter, first_line=line_no + 1, layout=layout
             )
@@ -777,12 +778,7 @@ def parse(
             encoding=encoding,
             counter=counter,
         )
-    text = io.TextIOWrapper(
-        cast(IO[bytes], io.BufferedReader(_Source(head, stream))),
-        encoding=encoding,
-        errors="replace",
-        newline="" if fmt in ("csv", "icse") else None,
-    )
+    text = _text(head, stream, encoding=encoding, newline="" if fmt in ("csv", "icse") else None)
     if fmt == "csv":
         return parse_delimited(text, delimiter=",", counter=counter)
     if fmt == "icse":

@@ -79,6 +79,28 @@ def stored(session: Session, list_name: str) -> dict[tuple[str, str], str | None
     }
 
 
+def seen_media(session: Session, count: int, now: dt.datetime) -> None:
+    """Media items 0..count-1 seen here: ``digest(kind, n)`` hashes and ``phash(n)``."""
+    from triage.models import Media, MediaKind
+
+    session.execute(
+        insert(Media),
+        [
+            {
+                "sha256": digest("sha256", n),
+                "sha1": digest("sha1", n),
+                "md5": digest("md5", n),
+                "phash": phash(n),
+                "mime": "image/jpeg",
+                "kind": MediaKind.image,
+                "size": 1000,
+                "first_seen_at": now,
+            }
+            for n in range(count)
+        ],
+    )
+
+
 @pytest.fixture
 def own_list(session: Session) -> HashList:
     """The own list made by migration 0002 (made again if a committing test truncated it)."""
@@ -674,26 +696,11 @@ def test_a_later_list_on_which_thousands_of_seen_media_are_is_matched_whole(
     # Thousands of match rows: more than one INSERT may bind on PostgreSQL or SQLite.
     from triage.hashlists import get_list
     from triage.matches import match_seen_media
-    from triage.models import Media, MediaKind, MediaMatch
+    from triage.models import MediaMatch
 
     now = dt.datetime.now(dt.UTC)
     count = 8000
-    session.execute(
-        insert(Media),
-        [
-            {
-                "sha256": digest("sha256", n),
-                "sha1": digest("sha1", n),
-                "md5": digest("md5", n),
-                "phash": phash(n),
-                "mime": "image/jpeg",
-                "kind": MediaKind.image,
-                "size": 1000,
-                "first_seen_at": now,
-            }
-            for n in range(count)
-        ],
-    )
+    seen_media(session, count, now)
     listing = "sha1,phash\n" + "".join(f"{digest('sha1', n)},{phash(n)}\n" for n in range(count))
     import_list(session, io.BytesIO(listing.encode()), list_name="seen-everything")
     found = match_seen_media(session, get_list(session, "seen-everything").id or 0, now=now)
@@ -765,25 +772,9 @@ def test_a_list_is_matched_only_on_the_hash_types_it_holds(
 ) -> None:
     from triage.hashlists import get_list
     from triage.matches import list_hashes, match_seen_media
-    from triage.models import Media, MediaKind
 
     now = dt.datetime.now(dt.UTC)
-    session.execute(
-        insert(Media),
-        [
-            {
-                "sha256": digest("sha256", n),
-                "sha1": digest("sha1", n),
-                "md5": digest("md5", n),
-                "phash": phash(n),
-                "mime": "image/jpeg",
-                "kind": MediaKind.image,
-                "size": 1000,
-                "first_seen_at": now,
-            }
-            for n in range(4)
-        ],
-    )
+    seen_media(session, 4, now)
     # Keys: media 0 by SHA-256, media 1 by SHA-1 (its MD5 beside it), media 2 by MD5.
     mixed = write(
         tmp_path,

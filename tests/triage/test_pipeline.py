@@ -10,7 +10,8 @@ import ipaddress
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,30 @@ def test_a_page_of_twelve_images_gives_ten_media(
     assert all(s.hosting_ip == "127.0.0.1" and s.online for s in sightings)
 
 
+def loaded_near_duplicates() -> NearDuplicates:
+    """A near-duplicate view with the hashes loaded now, and not again for an hour: no
+    refresh of them among the statements a test counts."""
+    near = NearDuplicates(phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=3600)
+    with session_scope() as session:
+        near.refresh(session, force=True)
+    return near
+
+
+@contextmanager
+def counting_statements(engine: Engine) -> Iterator[list[int]]:
+    """Counts the statements sent through ``engine`` within the block (in ``[0]``)."""
+    counted = [0]
+
+    def count(*_: Any) -> None:
+        counted[0] += 1
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield counted
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
 def test_a_page_is_recorded_in_as_many_statements_for_thirty_media_as_for_three(
     http_server: LocalHTTPServer, process: Callable[..., service.Outcome], committed: Engine
 ) -> None:
@@ -213,25 +238,13 @@ def test_a_page_is_recorded_in_as_many_statements_for_thirty_media_as_for_three(
         body = f"<html><body>{''.join(tags)}</body></html>".encode()
         return report(http_server.route(f"/{name}.html", body=body))
 
-    # The known hashes loaded now: no refresh of them among the statements counted.
-    near = NearDuplicates(phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=3600)
-    with session_scope() as session:
-        near.refresh(session, force=True)
-    counted: list[int] = []
-
-    def count(*_: Any) -> None:
-        counted[-1] += 1
-
+    near = loaded_near_duplicates()
     statements = {}
     for name, fresh in (("small", 1), ("large", 28)):
         target_id = page(name, fresh)
-        counted.append(0)
-        event.listen(committed, "before_cursor_execute", count)
-        try:
+        with counting_statements(committed) as counted:
             assert process(target_id, near=near).status == TargetStatus.queued
-        finally:
-            event.remove(committed, "before_cursor_execute", count)
-        statements[name] = counted[-1]
+        statements[name] = counted[0]
 
         target = shown(target_id)
         assert len(target["media"]) == 3 + fresh
@@ -272,24 +285,13 @@ def test_near_copies_on_a_page_are_checked_in_as_many_statements_for_thirty_as_f
             )
         return report(http_server.route(f"/{name}.html", body="".join(tags).encode()))
 
-    near = NearDuplicates(phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=3600)
-    with session_scope() as session:
-        near.refresh(session, force=True)
-    counted: list[int] = []
-
-    def count(*_: Any) -> None:
-        counted[-1] += 1
-
+    near = loaded_near_duplicates()
     statements = {}
     for name, which in (("one", range(1)), ("many", range(1, 29))):
         target_id = page(name, which)
-        counted.append(0)
-        event.listen(committed, "before_cursor_execute", count)
-        try:
+        with counting_statements(committed) as counted:
             assert process(target_id, near=near).status == TargetStatus.queued
-        finally:
-            event.remove(committed, "before_cursor_execute", count)
-        statements[name] = counted[-1]
+        statements[name] = counted[0]
         media = shown(target_id)["media"]
         assert len(media) == len(which)
         for item in media:
