@@ -4,14 +4,15 @@ Backends come from ``HOTLINE_TEST_DATABASE_URL`` and ``HOTLINE_TEST_REDIS_URL``.
 With ``CI=true`` both must be set and reachable: the run fails rather than
 skips. Without them (a laptop) the suite uses a SQLite file and the filesystem
 broker. The schema is built once per run by Alembic ``upgrade head``.
+
+The content audit (tests/fixtures/audit.py) runs over the whole session: the hooks
+and fixtures here feed it and the session fails if it found a marker anywhere.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -28,9 +29,11 @@ import redis
 import uvicorn
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel
 
-from tests.fixtures.servers import counting_listener, http_server  # noqa: F401
+from tests.fixtures.audit import AUDIT, EXCEPTIONS, ContentAudit, drop_schema
+from tests.fixtures.servers import SERVED, counting_listener, http_server  # noqa: F401
 
 ON_CI = os.environ.get("CI", "").lower() == "true"
 REPO = Path(__file__).resolve().parents[1]
@@ -78,6 +81,49 @@ def _clear_caches() -> None:
 def pytest_configure(config: pytest.Config) -> None:
     _require(bool(TEST_DATABASE_URL), "HOTLINE_TEST_DATABASE_URL is not set")
     _require(bool(_REDIS_BASE), "HOTLINE_TEST_REDIS_URL is not set")
+    # Before collection: test modules build apps (and log) when imported.
+    AUDIT.install_log_capture()
+    AUDIT.install_output_capture()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    AUDIT.uninstall()
+
+
+def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    AUDIT.test = nodeid
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    AUDIT.check_report(report)
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    AUDIT.check_report(report)
+
+
+def pytest_warning_recorded(
+    warning_message: Any, when: str, nodeid: str, location: tuple[str, int, str] | None
+) -> None:
+    # Exceptions in threads and unraisable ones reach pytest as warnings with their text.
+    AUDIT.check(EXCEPTIONS, f"warning in {nodeid or when}", str(warning_message.message))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # Findings after content_audit's teardown (e.g. the last test's own report) fail too.
+    late = AUDIT.findings[_AUDITED[0] :] if _AUDITED else []
+    if late and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if late:
+        print(f"\n{AUDIT.failure_message()}", file=sys.stderr)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if SERVED.bodies:
+        terminalreporter.write_line(
+            f"content audit: {SERVED.bodies} bodies served by test servers, "
+            f"{SERVED.marked} carrying a marker; {len(AUDIT.findings)} findings"
+        )
 
 
 # Each run works in a schema of its own, so runs sharing one PostgreSQL do not collide.
@@ -141,9 +187,11 @@ def engine(backend_env: dict[str, str]) -> Iterator[Engine]:
             connection.execute(text(f"CREATE SCHEMA {PG_SCHEMA}"))
     upgrade(backend_env["HOTLINE_DATABASE_URL"])
     yield engine
+    # The content audit searches every table of the run before the schema goes.
     if postgres:
-        with engine.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE"))
+        drop_schema(engine, PG_SCHEMA)
+    else:
+        AUDIT.scan_database(engine, label="the run's database at the end")
     engine.dispose()
 
 
@@ -160,75 +208,44 @@ def redis_client(backend_env: dict[str, str]) -> redis.Redis | None:
     return client
 
 
-MARKER = b"HOTLINE-MARKER-"  # the prefix of every marker in tests/fixtures/images.py
-# A whole marker: a copy of this source (a checkout under /tmp) holds the prefix only.
-WHOLE_MARKER = re.compile(re.escape(MARKER) + rb"[0-9a-f]{32}")
-
-
 def tables_with_marker(engine: Engine) -> list[str]:
-    """Tables holding any row whose text contains a content marker."""
-    found = []
-    with engine.connect() as connection:
-        for table in SQLModel.metadata.sorted_tables:
-            if engine.dialect.name == "postgresql":
-                query = f'SELECT count(*) FROM "{table.name}" t WHERE t::text LIKE :m'
-                hits = connection.execute(text(query), {"m": f"%{MARKER.decode()}%"}).scalar_one()
-            else:
-                rows = connection.execute(table.select()).all()
-                hits = sum(MARKER.decode() in repr(tuple(row)) for row in rows)
-            if hits:
-                found.append(table.name)
-    return found
-
-
-class CapturedLogs(logging.Handler):
-    """Every log line of the test process, formatted, kept in memory for the audit."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-        self.setFormatter(logging.Formatter("%(name)s %(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        # A record that cannot be formatted must not break a test.
-        with contextlib.suppress(Exception):
-            self.lines.append(self.format(record))
+    """Tables (of the run's schema) holding any row with a content marker."""
+    return AUDIT.scan_database(engine, label="tables_with_marker")
 
 
 WORKER_LOGS: list[Path] = []
+"""Log files of processes the tests start: the content audit reads them at the end."""
+_AUDITED: list[int] = []  # how many findings content_audit's teardown reported
 
 
 @pytest.fixture(scope="session", autouse=True)
 def content_audit(
     backend_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[CapturedLogs]:
-    """After the whole suite: no content marker in logs, Redis, or any temp file."""
-    started = time.time()
-    handler = CapturedLogs()
-    logging.getLogger().addHandler(handler)
-    yield handler
-    logging.getLogger().removeHandler(handler)
-    places: dict[str, bool] = {
-        "test process logs": any(MARKER.decode() in line for line in handler.lines),
-        "worker logs": any(MARKER in path.read_bytes() for path in WORKER_LOGS if path.exists()),
-    }
+) -> Iterator[ContentAudit]:
+    """After the whole suite: no content marker in the database, Redis, log output, the
+    temporary directory or exception texts (tests/fixtures/audit.py). The run's tables
+    are searched by `engine` before it drops them (it is torn down first)."""
+    AUDIT.install_exception_capture()
+    yield AUDIT
+    AUDIT.read_findings(process_findings(tmp_path_factory), origin="in a worker process")
     if TEST_REDIS_URL:
-        client = redis.Redis.from_url(TEST_REDIS_URL)
-        dumped = b"".join(key + (client.dump(key) or b"") for key in client.scan_iter(count=1000))
-        places["redis"] = MARKER in dumped
-    tmp_hits = []
-    for root in {Path(tempfile.gettempdir()), tmp_path_factory.getbasetemp()}:
-        for path in root.rglob("*"):
-            try:
-                info = path.stat()
-                fresh = path.is_file() and info.st_mtime >= started - 1
-                if fresh and info.st_size < 50_000_000 and WHOLE_MARKER.search(path.read_bytes()):
-                    tmp_hits.append(str(path))
-            except OSError:
-                continue
-    places["temp files"] = bool(tmp_hits)
-    leaked = [where for where, hit in places.items() if hit]
-    assert not leaked, f"content marker found in: {leaked} {tmp_hits[:5]}"
+        AUDIT.scan_redis(redis.Redis.from_url(TEST_REDIS_URL), label="end of session")
+    for path in WORKER_LOGS:
+        AUDIT.watch(path)
+    AUDIT.scan_watched()
+    base = tmp_path_factory.getbasetemp().resolve()
+    temp = Path(tempfile.gettempdir()).resolve()
+    for root in [temp] if base.is_relative_to(temp) else [temp, base]:
+        AUDIT.scan_tree(root, since=AUDIT.started)
+    if not AUDIT.log_capture_intact:
+        AUDIT.found("log output", "the log record factory was replaced: later records unread")
+    AUDIT.uninstall()
+    findings = AUDIT.findings
+    _AUDITED.append(len(findings))
+    assert not findings, AUDIT.failure_message()
+    if SERVED.bodies:
+        # Markers were served, so the search above had something to miss.
+        assert SERVED.marked > 0, f"none of {SERVED.bodies} bodies served carried a marker"
 
 
 def truncate_all(engine: Engine) -> None:
@@ -267,6 +284,10 @@ def session(engine: Engine) -> Iterator[Session]:
     transaction = connection.begin()
     with Session(bind=connection, join_transaction_mode="create_savepoint") as session:
         yield session
+        # What the test wrote, before it is rolled back (unless the test left its
+        # transaction failed, when nothing can be read).
+        with contextlib.suppress(SQLAlchemyError):
+            AUDIT.scan_connection(connection, label="session, before rollback")
     transaction.rollback()
     connection.close()
 
@@ -281,18 +302,24 @@ def committed(
     another test's target; both backends are purged before and after.
     """
 
-    def purge_broker() -> None:
+    def purge_broker() -> list[str]:
+        """Empty the broker, searched first by the content audit; returns the leaks."""
+        leaked = []
         if redis_client is not None:
+            leaked += AUDIT.scan_redis(redis_client, label="before a flush")
             redis_client.flushdb()
-        for message in (Path(backend_env["HOTLINE_DATA_DIR"]) / "broker").glob("*/*.msg"):
+        messages = list((Path(backend_env["HOTLINE_DATA_DIR"]) / "broker").glob("*/*.msg"))
+        leaked += AUDIT.scan_files(messages, place="broker messages", deep=True)
+        for message in messages:
             message.unlink(missing_ok=True)
+        return leaked
 
     purge_broker()
     yield engine
-    leaked = tables_with_marker(engine)
+    leaked = AUDIT.scan_database(engine, label="committed, before truncation")
     truncate_all(engine)
-    purge_broker()
-    assert not leaked, f"content marker stored in tables {leaked}"
+    leaked += purge_broker()
+    assert not leaked, f"content marker stored in {leaked}"
 
 
 @pytest.fixture
@@ -341,12 +368,21 @@ def live_server(committed: Engine, configure: Callable[..., None]) -> Iterator[s
     thread.join(10)
 
 
+def process_findings(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where processes run under tests/fixtures/audited.py write the audit's findings."""
+    return tmp_path_factory.getbasetemp() / "content-audit-findings.tsv"
+
+
 @pytest.fixture
 def start_worker(
-    committed: Engine, backend_env: dict[str, str], tmp_path: Path
+    committed: Engine,
+    backend_env: dict[str, str],
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start real Celery worker processes on the test broker and database; all are
-    stopped after the test. Their output goes to files that the content audit reads."""
+    stopped after the test. They run under the content audit's hooks
+    (tests/fixtures/audited.py) and their output goes to files that the audit reads."""
     started: list[subprocess.Popen[bytes]] = []
 
     def start(concurrency: int = 2, **settings: str) -> subprocess.Popen[bytes]:
@@ -354,14 +390,17 @@ def start_worker(
             **os.environ,
             **backend_env,
             **{f"HOTLINE_{k.upper()}": v for k, v in settings.items()},
+            "HOTLINE_TEST_AUDIT_FINDINGS": str(process_findings(tmp_path_factory)),
+            "HOTLINE_TEST_AUDIT_TEST": AUDIT.test,
         }
         log_path = tmp_path / f"worker-{len(started)}.log"
-        WORKER_LOGS.append(log_path)
+        WORKER_LOGS.append(log_path)  # read by the content audit
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
+                    "tests.fixtures.audited",
                     "celery",
                     "-A",
                     "hotline.worker",

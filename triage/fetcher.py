@@ -23,7 +23,8 @@ attack surface and owns the defences (docs/fetcher.md):
 
 Bytes never leave this module except in the `FetchResult` handed to the caller; they
 are never logged and never written to disk. `FetchError` carries a reason code only:
-no URL, host or bytes in exception texts, and the underlying exception is suppressed.
+no URL, host or bytes in exception texts, and no underlying exception is chained to it
+(not even as a suppressed context).
 """
 
 from __future__ import annotations
@@ -175,6 +176,7 @@ class Fetcher:
             return self._fetch(url)
         except FetchError as exc:
             log.debug("fetch failed: %s", exc.reason)
+            _drop_chain(exc)
             raise
 
     def post(self, url: str, body: bytes, headers: Sequence[tuple[str, str]] = ()) -> PostResult:
@@ -192,6 +194,7 @@ class Fetcher:
             return self._post(hop, addresses, deadline, body, headers)
         except FetchError as exc:
             log.debug("post failed: %s", exc.reason)
+            _drop_chain(exc)
             raise
 
     def close(self) -> None:
@@ -381,6 +384,12 @@ class Fetcher:
             _run(stages, chunk, sink)
             deadline.check()
         return sink.value()
+
+
+def _drop_chain(error: FetchError) -> None:
+    """Detach what ``raise ... from None`` only hides: the library's exception, whose
+    text may quote the bytes received (h11 quotes a malformed status or header line)."""
+    error.__cause__ = error.__context__ = None
 
 
 @functools.cache

@@ -36,6 +36,7 @@ from hotline.audit import (
 from hotline.db import make_engine, session_scope
 from hotline.migrate import upgrade
 from tests.conftest import REPO, TEST_DATABASE_URL
+from tests.fixtures.audit import drop_schema
 
 NOW = dt.datetime(2026, 11, 23, 9, 30, 15, 123456, tzinfo=dt.UTC)
 POSTGRES = TEST_DATABASE_URL.startswith("postgresql")
@@ -72,8 +73,7 @@ def scratch(backend_env: dict[str, str], tmp_path: Path) -> Iterator[Scratch]:
     finally:
         engine.dispose()
         if admin is not None:
-            with admin.begin() as connection:
-                connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            drop_schema(admin, schema)  # searched by the content audit first
             admin.dispose()
 
 

@@ -32,6 +32,7 @@ from sqlalchemy import create_engine, text
 
 from tests.conftest import PG_SCHEMA, REPO, TEST_DATABASE_URL, WORKER_LOGS, free_port, wait_for
 from tests.fixtures import images
+from tests.fixtures.audit import drop_schema
 from tests.fixtures.servers import LocalHTTPServer
 
 pytestmark = pytest.mark.worker
@@ -218,8 +219,7 @@ def database(name: str, data_dir: Path) -> Iterator[str]:
     try:
         yield f"{TEST_DATABASE_URL}{joiner}options=-csearch_path%3D{schema}"
     finally:
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        drop_schema(admin, schema)  # searched by the content audit first
         admin.dispose()
 
 

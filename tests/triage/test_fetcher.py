@@ -29,7 +29,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hotline.settings import Settings, get_settings
-from tests.fixtures import servers
+from tests.fixtures import images, servers
+from tests.fixtures.audit import exception_texts, has_marker
 from tests.fixtures.servers import (
     CountingListener,
     LocalHTTPServer,
@@ -666,6 +667,30 @@ def test_a_garbled_response_is_connect_error(http_server: LocalHTTPServer) -> No
     url = http_server.add("/garbage", Route(raw=b"SSH-2.0-OpenSSH_9.6\r\n\r\n"))
     fetcher = Fetcher(policy(http_server.port, allow=["127.0.0.1/32"]))
     assert refused(fetcher, url) == "connect_error"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 200 OK\r\nX-%s\r\n\r\n",  # a header line without a colon
+        b"HTTP/1.1 2%s OK\r\n\r\n",  # a status code that is not one
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%s\r\n",  # a bad chunk
+        b"%s\r\n\r\n",  # no status line at all
+    ],
+    ids=["header", "status", "chunk", "garbage"],
+)
+def test_a_malformed_response_leaves_nothing_of_it_in_the_error(
+    http_server: LocalHTTPServer, raw: bytes
+) -> None:
+    """h11 quotes the offending bytes in its error; no trace of it is chained to ours."""
+    marker = images.new_marker()
+    url = http_server.add("/malformed", Route(raw=raw % marker))
+    fetcher = Fetcher(policy(http_server.port, allow=["127.0.0.1/32"]))
+    with pytest.raises(FetchError) as caught:
+        fetcher.fetch(url)
+    assert caught.value.reason == "connect_error"
+    assert caught.value.__context__ is None
+    assert not any(has_marker(shown) for shown in exception_texts(caught.value))
 
 
 def _closed_port() -> int:
