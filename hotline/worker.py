@@ -76,6 +76,12 @@ def create_worker_app() -> Celery:
             "schedule": settings.sweep_interval_seconds,
         },
     }
+    if settings.neardup_catchup_seconds:
+        # Four runs within the window: a run that fails or comes late is made good.
+        app.conf.beat_schedule["catch-up-matches"] = {
+            "task": "triage.catch_up_matches",
+            "schedule": settings.neardup_catchup_seconds / 4,
+        }
     app.set_default()
     return app
 

@@ -46,9 +46,14 @@ def add_matches(session: Session, rows: list[dict[str, Any]]) -> set[int]:
     match recorded now. One statement, executed for many rows: SQLAlchemy sends them in
     batches of multi-row INSERTs (its "insertmanyvalues"), within the drivers' limit of
     bound parameters, and compiles the statement once, not once per batch size (a list
-    matching thousands of media spent a second compiling them)."""
+    matching thousands of media spent a second compiling them).
+
+    The rows go in one order (media, hash type, reference), whoever records them: two
+    transactions recording some of the same matches (a worker, a list import, the
+    catch-up) wait for each other instead of deadlocking."""
     if not rows:
         return set()
+    rows = sorted(rows, key=lambda row: (row["media_id"], str(row["hash_type"]), row["ref"]))
     insert = dialect_insert(session)
     table = MediaMatch.__table__  # type: ignore[attr-defined]
     statement = (

@@ -15,7 +15,9 @@ Two layers:
   the entries of known lists), kept current by id watermarks that also remember
   the ids committed out of order, and checked against the database on every hit:
   a match is returned only if its row still exists with that value, its list is
-  enabled and, for PDQ of media, its quality is high enough.
+  enabled and, for PDQ of media, its quality is high enough. It also remembers, for
+  a while, which known-list rows it read when (``known_loaded``), for the catch-up of
+  matches the workers missed (``triage.catchup``).
 
 Invariants: the index holds codes and ids only; nothing here writes to the database.
 See docs/neardup.md for the measurements behind the parameters.
@@ -528,6 +530,9 @@ _GAPS_PER_QUERY = 200
 # kept at least this long whatever the transaction horizon says.
 _GAP_GRACE_SECONDS = 5.0
 _BATCH = 50_000
+# A refresh reading more known-list rows than this (a large import) is remembered as
+# "everything changed", not row by row: the catch-up then searches the whole index.
+_RECENT_KNOWN_ROWS = 100_000
 _MEDIA, _KNOWN = "media", "known"
 
 
@@ -549,6 +554,28 @@ class NearMatch:
     media_id: int | None
     known_entry_id: int | None
     list_id: int | None
+
+
+@dataclass(frozen=True)
+class KnownLoaded:
+    """What a ``NearDuplicates`` read of the known lists within some time
+    (``known_loaded``): the perceptual codes of the rows it read, or ``everything`` when
+    it cannot tell them apart (it loaded the lists whole, saw a list enabled, or read
+    more than 100,000 rows at once, then)."""
+
+    everything: bool
+    rows: int = 0  # rows read, with or without a perceptual hash
+    codes: dict[HashType, tuple[Ids, Codes]] = field(default_factory=dict)
+    lists: frozenset[int] = frozenset()  # the lists those rows are on
+
+
+@dataclass(frozen=True)
+class _KnownLoad:
+    at: float
+    everything: bool
+    rows: int
+    codes: dict[HashType, tuple[Ids, Codes]]
+    lists: frozenset[int]
 
 
 @dataclass
@@ -727,6 +754,7 @@ class NearDuplicates:
         clock: Callable[[], float] = time.monotonic,
         settle_seconds: float = 600.0,
         settled_ids: int = 100_000,
+        recent_seconds: float = 0.0,
     ) -> None:
         self.phash_radius = phash_radius
         self.pdq_radius = pdq_radius
@@ -737,6 +765,9 @@ class NearDuplicates:
         # At the first load, ids this far below the newest are read in bulk and taken as
         # settled; only the newer ones are watched for gaps.
         self.settled_ids = settled_ids
+        # How long what a refresh read of the known lists is remembered (known_loaded).
+        self.recent_seconds = recent_seconds
+        self._known_log: list[_KnownLoad] = []
         self._clock = clock
         self._index = {
             (source, hash_type): HammingIndex(
@@ -747,7 +778,7 @@ class NearDuplicates:
             for hash_type in (HashType.phash, HashType.pdq)
         }
         self._cursors = {_MEDIA: _Cursor(), _KNOWN: _Cursor()}
-        self._lists: dict[int, dt.datetime] | None = None  # id -> created_at
+        self._lists: dict[int, tuple[dt.datetime, bool]] | None = None  # id -> created, enabled
         self._refreshed_at: float | None = None
         self._lock = threading.RLock()
 
@@ -772,27 +803,80 @@ class NearDuplicates:
             ):
                 return
             before = _transactions(session)
-            self._check_lists(session)
+            changed = self._check_lists(session)
+            whole = changed or not self._cursors[_KNOWN].started
             tables = (_MediaTable(self), _KnownTable(self))
             new_ids = [self._read(session, table, now, before) for table in tables]
             after = _transactions(session)
+            self._note_known(now, tables[1], everything=whole)
             for table, ids in zip(tables, new_ids, strict=True):
                 self._cursors[table.kind].advance(ids, now, after[1] if after else None)
                 table.flush()
             self._refreshed_at = now
 
-    def _check_lists(self, session: Session) -> None:
+    def _check_lists(self, session: Session) -> bool:
         """Start the known hashes afresh when a list was removed: its entries go, and on
-        SQLite the next rows may take their ids again (max(id) + 1)."""
-        statement = select(col(HashList.id), col(HashList.created_at))
-        lists = {int(i or 0): at for i, at in session.connection().execute(statement)}
-        if self._lists is not None and any(lists.get(i) != at for i, at in self._lists.items()):
+        SQLite the next rows may take their ids again (max(id) + 1). Returns whether
+        they were, or a list was enabled since the last refresh: either way the rows
+        matched from now on are not only the ones read now (``known_loaded``)."""
+        statement = select(col(HashList.id), col(HashList.created_at), col(HashList.enabled))
+        lists = {
+            int(i or 0): (at, bool(enabled))
+            for i, at, enabled in session.connection().execute(statement)
+        }
+        before, self._lists = self._lists, lists
+        if before is None:
+            return False
+        if any(lists.get(i, (None, False))[0] != at for i, (at, _) in before.items()):
             log.info("a hash list was removed: reloading the known hashes")
             self._cursors[_KNOWN] = _Cursor()
             for hash_type in (HashType.phash, HashType.pdq):
                 old = self._index[(_KNOWN, hash_type)]
                 self._index[(_KNOWN, hash_type)] = HammingIndex(old.bits, radius=old.radius)
-        self._lists = lists
+            return True
+        return any(on and i in before and not before[i][1] for i, (_, on) in lists.items())
+
+    def _note_known(self, now: float, table: _Table, *, everything: bool) -> None:
+        """Remember what this refresh read of the known lists, for ``known_loaded``."""
+        if self.recent_seconds <= 0:
+            return
+        self._known_log = [load for load in self._known_log if now - load.at <= self.recent_seconds]
+        lists = frozenset(table.lists)
+        if everything or table.read > _RECENT_KNOWN_ROWS:
+            self._known_log.append(_KnownLoad(now, True, table.read, {}, lists))
+        elif table.read:
+            self._known_log.append(_KnownLoad(now, False, table.read, table.gathered(), lists))
+
+    def known_loaded(self, seconds: float) -> KnownLoaded:
+        """What this index read of the known lists within the last ``seconds``: a row
+        another process committed then may have been missed by a worker whose index was
+        older. ``everything`` when it cannot tell: the lists were loaded whole or a list
+        enabled in that time, the index never loaded, or ``seconds`` is longer than it
+        remembers (``recent_seconds``)."""
+        with self._lock:
+            now = self._clock()
+            if self._refreshed_at is None or seconds > self.recent_seconds:
+                return KnownLoaded(everything=True)
+            loads = [load for load in self._known_log if now - load.at <= seconds]
+            rows = sum(load.rows for load in loads)
+            lists = frozenset().union(*(load.lists for load in loads))
+            if any(load.everything for load in loads):
+                return KnownLoaded(everything=True, rows=rows, lists=lists)
+            codes: dict[HashType, tuple[Ids, Codes]] = {}
+            for hash_type in (HashType.phash, HashType.pdq):
+                parts = [load.codes[hash_type] for load in loads if hash_type in load.codes]
+                if parts:
+                    codes[hash_type] = (
+                        np.concatenate([ids for ids, _ in parts]),
+                        np.concatenate([found for _, found in parts]),
+                    )
+            return KnownLoaded(everything=False, rows=rows, codes=codes, lists=lists)
+
+    def search_known(self, hash_type: HashType, code: Codes, radius: int) -> list[tuple[int, int]]:
+        """(entry id, distance) of the known-list rows in the index within ``radius`` of
+        ``code``, not checked against the database (``lookup`` checks its hits)."""
+        with self._lock:
+            return self._index[(_KNOWN, hash_type)].search(code, radius)
 
     def _read(
         self, session: Session, table: _Table, now: float, before: tuple[int, int] | None
@@ -806,6 +890,7 @@ class NearDuplicates:
             found: list[int] = []
             for rows in _batches(session, table.rows(where)):
                 table.add(rows)
+                table.read += len(rows)
                 found += (int(row[0]) for row in rows)
             if found:
                 log.info("%d %s rows committed out of id order", len(found), table.name)
@@ -823,6 +908,7 @@ class NearDuplicates:
             else:
                 for rows in _batches(session, table.rows(table.id <= settled, settled_only=True)):
                     table.add(rows)
+                    table.read += len(rows)
             cursor.high, cursor.started = settled, True
         elif top < cursor.high:
             # Media rows are not deleted, but should the newest go, SQLite would hand
@@ -833,6 +919,7 @@ class NearDuplicates:
         new_ids = [np.zeros(0, dtype=np.int64)]
         for rows in _batches(session, table.rows(table.id > cursor.high)):
             table.add(rows)
+            table.read += len(rows)
             new_ids.append(np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows)))
         return np.concatenate(new_ids)
 
@@ -986,15 +1073,25 @@ class _Table:
 
     def __init__(self, owner: NearDuplicates) -> None:
         self.owner = owner
+        self.read = 0  # rows read (but those of a first load by COPY)
+        self.lists: set[int] = set()  # the lists of the known-list rows read
         self._pending: dict[HashType, list[tuple[Ids, Codes]]] = {}
+
+    def gathered(self) -> dict[HashType, tuple[Ids, Codes]]:
+        """The codes read so far (and not yet flushed), by hash type: (ids, codes)."""
+        return {
+            hash_type: (
+                np.concatenate([p[0] for p in parts]),
+                np.concatenate([p[1] for p in parts]),
+            )
+            for hash_type, parts in self._pending.items()
+            if parts
+        }
 
     def flush(self) -> None:
         """Hand the rows read so far to the indexes, one add per index (one merge)."""
-        for hash_type, parts in self._pending.items():
-            if parts:
-                ids = np.concatenate([p[0] for p in parts])
-                codes = np.concatenate([p[1] for p in parts])
-                self.owner._index[(self.kind, hash_type)].add(ids, codes)
+        for hash_type, (ids, codes) in self.gathered().items():
+            self.owner._index[(self.kind, hash_type)].add(ids, codes)
         self._pending = {}
 
     def top(self, session: Session) -> int:
@@ -1095,7 +1192,9 @@ class _KnownTable(_Table):
     def rows(
         self, where: ColumnElement[bool], *, settled_only: bool = False
     ) -> Select[*tuple[Any, ...]]:
-        statement = select(col(KnownEntry.id), col(KnownEntry.phash), col(KnownEntry.pdq))
+        statement = select(
+            col(KnownEntry.id), col(KnownEntry.phash), col(KnownEntry.pdq), col(KnownEntry.list_id)
+        )
         if settled_only:
             statement = statement.where(
                 col(KnownEntry.phash).is_not(None) | col(KnownEntry.pdq).is_not(None)
@@ -1115,6 +1214,7 @@ class _KnownTable(_Table):
     def add(self, rows: Sequence[Any]) -> None:
         self._add(HashType.phash, ((r[0], r[1]) for r in rows if r[1] is not None))
         self._add(HashType.pdq, ((r[0], r[2]) for r in rows if r[2] is not None))
+        self.lists.update(int(r[3]) for r in rows)
 
 
 @lru_cache
@@ -1126,4 +1226,5 @@ def get_near_duplicates() -> NearDuplicates:
         pdq_radius=settings.pdq_radius,
         pdq_min_quality=settings.pdq_min_quality,
         refresh_seconds=settings.neardup_refresh_seconds,
+        recent_seconds=settings.neardup_catchup_seconds,
     )

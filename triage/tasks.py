@@ -11,6 +11,7 @@ from celery import shared_task
 from hotline.db import session_scope, utcnow
 from hotline.settings import get_settings
 from triage import service
+from triage.catchup import catch_up
 from triage.fetcher import get_fetcher
 from triage.hosting import get_hosting_lookup
 from triage.neardup import get_near_duplicates
@@ -39,3 +40,19 @@ def process_target(self: Any, target_id: int) -> str | None:
         # Celery's retry re-sends this message later; if it is lost, the sweep re-sends.
         raise self.retry(countdown=outcome.retry_in)
     return outcome.status.value if outcome.status else None
+
+
+@shared_task(name="triage.catch_up_matches", acks_late=True, ignore_result=True)
+def catch_up_matches() -> int:
+    """Record the matches workers recording at the same time missed, for the media first
+    seen within the catch-up window; ranks again the queued targets showing them. A run
+    that fails is made good by the next one (the window spans four runs)."""
+    settings = get_settings()
+    with session_scope() as session:
+        caught = catch_up(
+            session,
+            near=get_near_duplicates(),
+            now=utcnow(),
+            window=dt.timedelta(seconds=settings.neardup_catchup_seconds),
+        )
+    return caught.matched

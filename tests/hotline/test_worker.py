@@ -1,11 +1,14 @@
 """The worker process keeps freed memory for its next image instead of faulting fresh
-pages in (glibc only)."""
+pages in (glibc only); beat's schedule."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,3 +52,38 @@ def test_a_worker_reuses_the_memory_of_the_previous_image() -> None:
     assert sum(page_faults("plain")[1:]) > pages // 2
     # A worker faults it in once, then reuses it.
     assert sum(page_faults("worker")[1:]) < pages // 20
+
+
+SCHEDULE = """
+import json
+from hotline.worker import app
+app.loader.import_default_modules()
+print(json.dumps({
+    "schedule": {n: [e["task"], e["schedule"]] for n, e in app.conf.beat_schedule.items()},
+    "registered": "triage.catch_up_matches" in app.tasks,
+}))
+"""
+
+
+def beat(tmp_path: Path, **env: str) -> dict[str, Any]:
+    environment = {n: v for n, v in os.environ.items() if not n.startswith("HOTLINE_")}
+    done = subprocess.run(
+        [sys.executable, "-c", SCHEDULE],
+        cwd=REPO,
+        env=environment | {"HOTLINE_DATA_DIR": str(tmp_path), **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    found: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return found
+
+
+def test_beat_runs_the_catch_up_of_matches_four_times_a_window(tmp_path: Path) -> None:
+    default = beat(tmp_path)
+    assert default["registered"]
+    assert default["schedule"]["catch-up-matches"] == ["triage.catch_up_matches", 15.0]
+    shorter = beat(tmp_path, HOTLINE_NEARDUP_CATCHUP_SECONDS="40")
+    assert shorter["schedule"]["catch-up-matches"][1] == 10.0
+    assert "catch-up-matches" not in beat(tmp_path, HOTLINE_NEARDUP_CATCHUP_SECONDS="0")["schedule"]

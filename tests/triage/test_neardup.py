@@ -17,10 +17,11 @@ from sqlmodel import Session, col
 
 from hotline.db import session_scope
 from triage.hashlists import create_list
-from triage.models import HashList, KnownEntry, Media, MediaKind
+from triage.models import HashList, HashType, KnownEntry, Media, MediaKind
 from triage.neardup import (
     MIN_TABLE_ROWS,
     HammingIndex,
+    KnownLoaded,
     NearDuplicates,
     NearMatch,
     _Cursor,
@@ -259,6 +260,7 @@ def near(clock: FakeClock, **overrides: float) -> NearDuplicates:
         pdq_min_quality=int(options["pdq_min_quality"]),
         refresh_seconds=options["refresh_seconds"],
         settle_seconds=options.get("settle_seconds", 600.0),
+        recent_seconds=options.get("recent_seconds", 0.0),
         clock=clock,
     )
 
@@ -558,6 +560,61 @@ def test_a_list_imported_again_after_removal_is_matched(
     second = import_list("second", new_value)
     assert lookup(view, committed, phash=old_value) == []
     assert [m.known_entry_id for m in lookup(view, committed, phash=new_value)] == [second]
+
+
+def test_the_list_rows_read_lately_are_remembered_for_the_catch_up(
+    committed: Engine, clock: FakeClock
+) -> None:
+    view = near(clock, refresh_seconds=0, recent_seconds=60)
+    assert view.known_loaded(60).everything  # never loaded: cannot tell
+
+    def refresh(at: float) -> None:
+        clock.now = at
+        with session_scope(committed) as session:
+            view.refresh(session, force=True)
+
+    with session_scope(committed) as session:
+        listed = create_list(session, "lately")
+        assert listed.id is not None
+        list_id = listed.id
+        session.add(KnownEntry(list_id=list_id, phash="a5" * 8))
+    refresh(0)
+    assert view.known_loaded(60).everything  # the first load: all of it, at once
+    refresh(100)
+    assert view.known_loaded(60) == KnownLoaded(everything=False)
+
+    rows = [
+        KnownEntry(list_id=list_id, phash="5a" * 8),
+        KnownEntry(list_id=list_id, pdq="3c" * 32),
+        KnownEntry(list_id=list_id, md5="0" * 32),
+    ]
+    with session_scope(committed) as session:
+        session.add_all(rows)
+        session.flush()
+        ids = [row.id for row in rows]
+    refresh(110)
+    clock.now = 120
+    loaded = view.known_loaded(60)
+    assert (loaded.everything, loaded.rows, loaded.lists) == (False, 3, {list_id})
+    assert {t: found.tolist() for t, (found, _) in loaded.codes.items()} == {
+        "phash": [ids[0]],
+        "pdq": [ids[1]],
+    }
+    assert code_to_phash(loaded.codes[HashType.phash][1][0, 0]) == "5a" * 8
+    assert code_to_pdq(loaded.codes[HashType.pdq][1][0]) == "3c" * 32
+    assert view.known_loaded(5).rows == 0  # read 10 s ago
+    assert view.known_loaded(61).everything  # longer than it remembers
+    clock.now = 171
+    assert view.known_loaded(60).rows == 0
+
+    # A list enabled again matches rows read long ago: the index cannot tell which.
+    for enabled, at in ((False, 200), (True, 300)):
+        with session_scope(committed) as session:
+            session.execute(
+                update(HashList).where(col(HashList.id) == list_id).values(enabled=enabled)
+            )
+        refresh(at)
+        assert view.known_loaded(60).everything is enabled
 
 
 @pytest.mark.parametrize(("bits", "radius"), [(64, 8), (256, 31)])
