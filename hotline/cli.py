@@ -206,6 +206,10 @@ def targets_show(
         ("priority", f"{shown['priority']}: " + "; ".join(shown["priority_reasons"])),
         ("hosting", f"{hosting['ip'] or '-'} {hosting['country'] or '--'} {hosting['org'] or ''}"),
         ("reports", shown["report_count"]),
+        (
+            "broken",
+            ", ".join(f"{reason} x{n}" for reason, n in shown["broken_links"].items()) or "-",
+        ),
     ):
         typer.echo(f"{label:>9}  {value}")
     for media in shown["media"]:
@@ -218,6 +222,8 @@ def targets_show(
             f"         phash {media['phash'] or '-'}  pdq {media['pdq'] or '-'} "
             f"(q {media['pdq_quality']})"
         )
+        if media["hash_note"]:
+            typer.echo(f"         hashed in part: {media['hash_note']}")
         for match in media["matches"]:
             typer.echo(
                 f"         match {match['kind']} {match['hash_type']} d={match['distance']} "

@@ -178,7 +178,10 @@ class Settings(BaseSettings):
         description="Images with more pixels are not decoded (decompression-bomb limit).",
     )
     image_max_frames: int = Field(
-        20, ge=1, description="Frames of an animation that are decoded, at most."
+        20,
+        ge=1,
+        description="Frames of an animation that are counted, at most (the first frame is "
+        "hashed; more frames than this are noted as `frames_capped`).",
     )
     phash_radius: int = Field(
         8, ge=0, le=32, description="Hamming distance (of 64 bits) for a pHash near match."
@@ -193,6 +196,14 @@ class Settings(BaseSettings):
         2,
         gt=0,
         description="How often a worker loads hashes added by other workers and imports.",
+    )
+    neardup_catchup_seconds: float = Field(
+        60,
+        ge=0,
+        description="Media first seen within this many seconds are matched again by beat, "
+        "every quarter of it, for the near duplicates and list entries two workers (or a "
+        "worker and a list import) recorded at the same time and so missed. At least 10 "
+        "and 4x `HOTLINE_NEARDUP_REFRESH_SECONDS`; 0 turns the catch-up off.",
     )
     geoip_data_file: str = Field(
         "",
@@ -421,8 +432,21 @@ class Settings(BaseSettings):
             return value
         ports: list[int] = []
         for part in filter(None, (p.strip() for p in value.split(","))):
-            low, _, high = part.partition("-")
-            ports.extend(range(int(low), int(high or low) + 1))
+            low, dash, high = part.partition("-")
+            try:
+                first = int(low)
+                last = int(high) if dash else first
+            except ValueError:
+                raise ValueError(
+                    f"HOTLINE_FETCH_PORTS: {part!r} is not a port or a range such as 8000-8999"
+                ) from None
+            if not 1 <= first <= last <= 65535:
+                raise ValueError(
+                    f"HOTLINE_FETCH_PORTS: {part!r} is not within 1-65535, low to high"
+                )
+            ports.extend(range(first, last + 1))
+        if not ports:
+            raise ValueError("HOTLINE_FETCH_PORTS names no port: every fetch would be refused")
         return ports
 
     @field_validator("contact_keys", "staff_keys", "partner_keys")
@@ -440,6 +464,18 @@ class Settings(BaseSettings):
                     "(32 url-safe base64-encoded bytes)"
                 ) from None
         return value
+
+    @model_validator(mode="after")
+    def _catch_up_window(self) -> Settings:
+        # The window must outlast a worker's stale index and its record transaction, with
+        # a run of the catch-up (every quarter of it) after both.
+        window = self.neardup_catchup_seconds
+        if window and window < max(10.0, 4 * self.neardup_refresh_seconds):
+            raise ValueError(
+                "HOTLINE_NEARDUP_CATCHUP_SECONDS must be 0 (off) or at least 10 and 4x "
+                "HOTLINE_NEARDUP_REFRESH_SECONDS"
+            )
+        return self
 
     @model_validator(mode="after")
     def _production_refuses_development_fallbacks(self) -> Settings:

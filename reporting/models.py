@@ -74,6 +74,8 @@ class Target(SQLModel, table=True):
     # Filled by triage: processing attempts and where the content is hosted.
     attempts: int = 0
     priority_reasons: str | None = Field(default=None, sa_column=Column(Text))
+    # A page's media links that could not be fetched: JSON {reason code: count}.
+    broken_links: str | None = Field(default=None, sa_column=Column(Text))
     hosting_ip: str | None = Field(default=None, sa_column=Column(String(45)))
     hosting_country: str | None = Field(default=None, sa_column=Column(String(2), index=True))
     hosting_asn: int | None = Field(default=None, sa_column=Column(BigInteger))

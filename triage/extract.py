@@ -23,8 +23,15 @@ from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 __all__ = ["media_links"]
 
+# Names of the files whose types hashing recognises (an <a href> to one is a media link;
+# the type itself is then read from the bytes).
 _MEDIA_EXTENSIONS = frozenset(
-    {"jpg", "jpeg", "png", "gif", "webp", "bmp", "mp4", "webm", "mov", "avi", "m4v", "mkv"}
+    {
+        *("jpg", "jpeg", "jpe", "jfif", "pjpeg", "png", "apng", "gif", "webp", "bmp", "dib"),
+        *("svg", "eps", "mpo"),
+        *("mp4", "m4v", "webm", "mov", "qt", "avi", "mkv", "flv", "wmv", "asf"),
+        *("mpg", "mpeg", "mpe", "m2v", "ts", "m2ts", "3gp", "3g2"),
+    }
 )
 _META_NAMES = frozenset(
     {

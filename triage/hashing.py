@@ -35,6 +35,10 @@ from hotline.errors import HotlineError
 
 Kind = Literal["image", "video", "vector"]
 Reason = Literal["not_media", "image_too_large", "decode_error"]
+# Why a media item is hashed only in part: too many pixels to decode (no pHash or PDQ),
+# pixels that do not decode (no pHash or PDQ), more frames than counted.
+Note = Literal["image_too_large", "decode_error", "frames_capped"]
+NOTES: Final[tuple[Note, ...]] = ("image_too_large", "decode_error", "frames_capped")
 
 #: Shorter side, in pixels, of the greyscale image pHash and PDQ are computed from, at
 #: least: the image is scaled by the smallest of 1/8, 1/4, 1/2, 1 that keeps this much
@@ -102,6 +106,8 @@ class MediaHashes:
     pdq: str | None
     pdq_quality: int | None
     frames_capped: bool = False
+    # Why the file is not hashed in full (``NOTES``); None when it is.
+    note: Note | None = None
 
 
 class HashingError(HotlineError):
@@ -359,6 +365,7 @@ class _Decoded:
     frames: int | None = None
     frames_capped: bool = False
     too_large: bool = False
+    undecodable: bool = False
     phash: str | None = None
     pdq: str | None = None
     pdq_quality: int | None = None
@@ -380,18 +387,23 @@ def _hash_image(
     except Image.DecompressionBombError:
         out.too_large = True  # Pillow's own limit (2 x Image.MAX_IMAGE_PIXELS) came first
     except _DECODE_ERRORS:  # undecodable pixels; the other hashes stand
-        pass
+        out.undecodable = True
     # Raised here, outside the except blocks, so no Pillow exception is attached.
     if out.too_large:
         raise HashingError(
-            "image_too_large", partial=replace(hashes, width=out.width, height=out.height)
+            "image_too_large",
+            partial=replace(hashes, width=out.width, height=out.height, note="image_too_large"),
         )
+    note: Note | None = (
+        "decode_error" if out.undecodable else "frames_capped" if out.frames_capped else None
+    )
     return replace(
         hashes,
         width=out.width,
         height=out.height,
         frames=out.frames,
         frames_capped=out.frames_capped,
+        note=note,
         phash=out.phash,
         pdq=out.pdq,
         pdq_quality=out.pdq_quality,

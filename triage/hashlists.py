@@ -61,7 +61,7 @@ HEAD_SIZE = 64 * 1024
 BATCH_SIZE = 10_000
 REJECTED_KEPT = 10_000
 MAX_CATEGORY = 64
-MAX_PHOTODNA = 512
+MAX_PHOTODNA = 1024  # 144 bytes as comma-separated decimals run to 575 and more
 MAX_NAME = 100
 
 _HEX_LENGTH = {

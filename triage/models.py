@@ -62,6 +62,9 @@ class Media(SQLModel, table=True):
     width: int | None = Field(default=None, sa_column=Column(Integer))
     height: int | None = Field(default=None, sa_column=Column(Integer))
     frames: int | None = Field(default=None, sa_column=Column(Integer))
+    # Why it is not hashed in full: image_too_large (no pHash/PDQ), decode_error (no
+    # pHash/PDQ), frames_capped (more frames than counted); None when hashed in full.
+    hash_note: str | None = Field(default=None, sa_column=Column(String(32)))
     first_seen_at: dt.datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
     )
@@ -158,7 +161,7 @@ class KnownEntry(SQLModel, table=True):
     md5: str | None = Field(default=None, sa_column=Column(_hash_text(32)))
     pdq: str | None = Field(default=None, sa_column=Column(_hash_text(64)))
     phash: str | None = Field(default=None, sa_column=Column(_hash_text(16)))
-    photodna: str | None = Field(default=None, sa_column=Column(_hash_text(512)))
+    photodna: str | None = Field(default=None, sa_column=Column(_hash_text(1024)))
     category: str | None = Field(default=None, sa_column=Column(String(64)))
     added_at: dt.datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)

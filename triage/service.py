@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from triage.matches import add_matches, match_row
 from triage.models import (
     HashList,
     HashType,
+    KnownEntry,
     MatchKind,
     Media,
     MediaMatch,
@@ -339,6 +341,7 @@ def upsert_media(
             "width": h.width,
             "height": h.height,
             "frames": h.frames,
+            "hash_note": h.note,
             "first_seen_at": now,
         }
         for h in (unique[sha256] for sha256 in ordered)
@@ -535,6 +538,7 @@ def _queue(_: Any) -> Any:
             processed_at=bindparam("now"),
             priority=bindparam("rank") + report_bonus_sql(target.c.report_count),
             priority_reasons=bindparam("reasons"),
+            broken_links=bindparam("broken"),
             hosting_ip=bindparam("ip"),
             hosting_country=bindparam("country"),
             hosting_asn=bindparam("asn"),
@@ -544,10 +548,20 @@ def _queue(_: Any) -> Any:
 
 
 def _queued_reason(gathered: Gathered) -> str | None:
-    """Why a page is queued without media: none linked, or none of its links fetched."""
-    if gathered.media or not gathered.page:
+    """Why a page is queued without media (none linked, or none of its links fetched);
+    why a media URL's file is hashed only in part (``MediaHashes.note``)."""
+    if not gathered.page:
+        return gathered.media[0].hashes.note if gathered.media else None
+    if gathered.media:
         return None
     return "media_unreachable" if gathered.broken else "no_media_found"
+
+
+def _broken_links(gathered: Gathered) -> str | None:
+    """Why a page's media links failed, as JSON: {reason code: count}, most first."""
+    if not gathered.broken_reasons:
+        return None
+    return json.dumps(dict(Counter(gathered.broken_reasons).most_common()))
 
 
 def record_gathered(
@@ -594,6 +608,7 @@ def record_gathered(
             "now": now,
             "rank": priority,
             "reasons": json.dumps(reasons),
+            "broken": _broken_links(gathered),
             "ip": place.ip,
             "country": place.country,
             "asn": place.asn,
@@ -699,10 +714,19 @@ def media_matches(session: Session, media: Media) -> list[dict[str, Any]]:
             col(MediaMatch.hash_type),
             col(MediaMatch.distance),
             col(HashList.name),
-            matched.c.sha256,
+            func.coalesce(matched.c.sha256, col(KnownEntry.sha256)),
         )
         .outerjoin(HashList, col(HashList.id) == col(MediaMatch.list_id))
         .outerjoin(matched, matched.c.id == col(MediaMatch.matched_media_id))
+        # The hotline's own list holds its confirmed media: its entries name them.
+        .outerjoin(
+            KnownEntry,
+            and_(
+                col(HashList.own),
+                col(KnownEntry.list_id) == col(MediaMatch.list_id),
+                col(KnownEntry.id) == col(MediaMatch.known_entry_id),
+            ),
+        )
         .where(col(MediaMatch.media_id) == media.id)
         .where(or_(col(HashList.enabled), col(MediaMatch.list_id).is_(None)))
         .order_by(col(MediaMatch.distance), col(MediaMatch.id))
@@ -757,6 +781,7 @@ def describe_target(session: Session, target: Target) -> dict[str, Any]:
             "org": target.hosting_org,
         },
         "report_count": target.report_count,
+        "broken_links": json.loads(target.broken_links) if target.broken_links else {},
         "attempts": target.attempts,
         "first_reported_at": target.first_reported_at.isoformat(),
         "last_reported_at": target.last_reported_at.isoformat(),
@@ -775,6 +800,8 @@ def describe_target(session: Session, target: Target) -> dict[str, Any]:
                 "size": m.size,
                 "width": m.width,
                 "height": m.height,
+                "frames": m.frames,
+                "hash_note": m.hash_note,
                 "url": s.media_url,
                 "hosting": {
                     "ip": s.hosting_ip,

@@ -67,6 +67,27 @@ def test_networks_are_read_from_comma_separated_env(monkeypatch: pytest.MonkeyPa
         Settings()
 
 
+def test_fetch_ports_are_ports_and_ranges_from_low_to_high(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HOTLINE_FETCH_PORTS", "80, 443,8000-8002")
+    assert Settings().fetch_ports == [80, 443, 8000, 8001, 8002]
+    # Each of these would have refused every fetch, or allowed what is not a port.
+    for value, why in (
+        ("", "names no port"),
+        (" , ", "names no port"),
+        ("8080-80", "low to high"),
+        ("70000", "within 1-65535"),
+        ("0", "within 1-65535"),
+        ("http", "not a port"),
+        ("80-", "not a port"),
+    ):
+        monkeypatch.setenv("HOTLINE_FETCH_PORTS", value)
+        with pytest.raises(ValidationError, match="HOTLINE_FETCH_PORTS") as refused:
+            Settings()
+        assert why in str(refused.value), value
+
+
 def test_production_refuses_fetching_from_private_networks() -> None:
     with pytest.raises(ValidationError, match="HOTLINE_FETCH_ALLOW_NETWORKS"):
         Settings(

@@ -849,6 +849,11 @@ def test_a_confirmed_picture_is_matched_on_the_own_list_when_it_turns_up_again(
         m["list"] == "hotline" and m["kind"] == "near" for m in view["media"][0]["list_matches"]
     )
     assert view["media"][0]["assessment"] is None
+    # The own list holds media of this hotline: its near match names the confirmed one.
+    shown = service.describe_target(session, copy.target)["media"][0]["matches"]
+    on_own = [m for m in shown if m["source"] == "hotline" and m["kind"] == "near"]
+    assert on_own
+    assert {m["media_sha256"] for m in on_own} == {hash_media(pictures["original"]).sha256}
 
 
 # -- hosting ---------------------------------------------------------------------------------

@@ -6,9 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.fixtures.images import new_marker
 from triage.extract import media_links
 
-PAGE = """<!doctype html>
+# The marker (a comment) is there for the content audit: nothing of a page may be kept.
+PAGE = f"""<!doctype html>
 <html><head>
 <meta charset="utf-8">
 <meta property="og:image" content="/og.jpg#social">
@@ -19,6 +21,7 @@ PAGE = """<!doctype html>
 <meta name="description" content="/not-media.jpg">
 <base href="https://media.example.org/gallery/">
 </head><body>
+<!-- {new_marker().decode()} -->
 <img src="one.jpg">
 <img src="two.jpg" srcset="two-1x.jpg 1x, two-2x.jpg 2x,two-3x.jpg   3x">
 <img srcset="w400.jpg 400w, w800.jpg 800w" sizes="(max-width: 600px) 400px, 800px">
@@ -78,6 +81,13 @@ EXPECTED = [
 
 def test_every_kind_of_media_link_in_document_order() -> None:
     assert media_links(PAGE, "http://page.example.com/dir/index.html", limit=100) == EXPECTED
+
+
+def test_links_to_every_file_type_hashing_knows_are_followed() -> None:
+    names = ["a.mpg", "b.MPEG", "c.wmv", "d.flv", "e.3gp", "f.ts", "g.jfif", "h.jpe", "i.svg"]
+    page = "".join(f'<a href="{name}">x</a>' for name in (*names, "j.html", "k.zip", "l.txt"))
+    found = media_links(page, "https://example.com/dir/", limit=50)
+    assert found == [f"https://example.com/dir/{name}" for name in names]
 
 
 def test_bytes_give_the_same_links() -> None:

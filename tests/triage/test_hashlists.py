@@ -366,14 +366,14 @@ def test_icse_export_with_photodna_and_baseline(session: Session, tmp_path: Path
         f"{digest('md5', 1).upper()};{digest('sha1', 1)};{photodna};Category 1;Yes;x",
         f"{digest('md5', 2)};;;Category 2;0;y",
         f";;{'0' * 288};;true;",  # PhotoDNA only: kept, never matched
-        f"{digest('md5', 4)};{digest('sha1', 4)};{'x' * 513};;;",  # PhotoDNA too long
+        f"{digest('md5', 4)};{digest('sha1', 4)};{'x' * 1025};;;",  # PhotoDNA too long
         "ICSE-ID-5;;;;;",
     ]
     path = write(tmp_path, "icse.csv", "\r\n".join(lines) + "\r\n")
     summary = import_list(session, path, list_name="icse")
     assert summary.format == "icse"
     assert summary.rejected == [
-        (5, "photodna: not 1 to 512 printable ASCII characters"),
+        (5, "photodna: not 1 to 1024 printable ASCII characters"),
         (6, "md5: not 32 hex digits"),
     ]
     assert stored(session, "icse") == {
@@ -385,6 +385,27 @@ def test_icse_export_with_photodna_and_baseline(session: Session, tmp_path: Path
     }
     assert not is_matchable(HashType.photodna)
     assert {t for t in HashType if is_matchable(t)} == set(HashType) - {HashType.photodna}
+
+
+def test_photodna_as_comma_separated_decimals_is_kept_with_its_line(
+    session: Session, tmp_path: Path
+) -> None:
+    # 144 bytes written as decimals: 575 characters at most, 718 with a space after
+    # each comma. Such lines were refused whole (a cap of 512), their MD5 and SHA-1 lost.
+    tight = ",".join(["255"] * 144)
+    spaced = ", ".join(str(n) for n in range(100, 244))
+    lines = [
+        "MD5;SHA1;PhotoDNA;Category;Baseline",
+        f"{digest('md5', 1)};{digest('sha1', 1)};{tight};Category 1;0",
+        f"{digest('md5', 2)};{digest('sha1', 2)};{spaced};Category 1;0",
+    ]
+    path = write(tmp_path, "icse.csv", "\r\n".join(lines) + "\r\n")
+    summary = import_list(session, path, list_name="icse")
+    assert (len(tight), len(spaced)) == (575, 718)
+    assert summary.rejected == []
+    found = stored(session, "icse")
+    assert found[("photodna", tight)] == found[("photodna", spaced)] == "Category 1"
+    assert ("md5", digest("md5", 2)) in found
 
 
 # --- JSON lines ---------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from tests.fixtures import images
 from tests.fixtures.servers import LocalHTTPServer
 from triage import service
 from triage.fetcher import Fetcher, FetchPolicy
+from triage.hashing import hash_media
 from triage.hashlists import import_list
 from triage.hosting import Hosting, HostingLookup, get_hosting_lookup
 from triage.models import HashList, Media, Sighting, Site
@@ -152,13 +153,10 @@ def test_hosting_facts_are_on_the_target_and_on_each_sighting(
 def test_a_page_of_twelve_images_gives_ten_media(
     http_server: LocalHTTPServer, process: Callable[..., service.Outcome], committed: Engine
 ) -> None:
-    tags = []
+    tags, bodies = [], []
     for i in range(10):
-        http_server.route(
-            f"/img/{i}.jpg",
-            body=images.jpeg(100 + i, (320, 240), marker=images.new_marker()),
-            headers=JPEG,
-        )
+        bodies.append(images.jpeg(100 + i, (320, 240), marker=images.new_marker()))
+        http_server.route(f"/img/{i}.jpg", body=bodies[-1], headers=JPEG)
         tags.append(f'<img src="/img/{i}.jpg">')
     http_server.add("/copy/3.jpg", http_server.routes["/img/3.jpg"])  # same bytes, other URL
     tags += ['<img src="/copy/3.jpg">', '<img src="/missing.jpg">']
@@ -170,8 +168,16 @@ def test_a_page_of_twelve_images_gives_ten_media(
     assert process(target_id).status == TargetStatus.queued
 
     target = shown(target_id)
-    assert len(target["media"]) == 10
-    assert len({m["sha256"] for m in target["media"]}) == 10
+    served = [hashlib.sha256(body).hexdigest() for body in bodies]
+    assert sorted(m["sha256"] for m in target["media"]) == sorted(served)
+    # The copy is one media item; its sighting keeps the last link to it on the page.
+    urls = {m["sha256"]: m["url"] for m in target["media"]}
+    assert urls == {
+        sha256: http_server.url("/copy/3.jpg" if i == 3 else f"/img/{i}.jpg")
+        for i, sha256 in enumerate(served)
+    }
+    assert target["broken_links"] == {"http_error_404": 1}
+    assert target["reason"] is None
     with Session(committed) as session:
         sightings = (
             session.execute(select(Sighting).where(col(Sighting.target_id) == target_id))
@@ -309,6 +315,12 @@ def test_a_jpeg_served_as_html_is_hashed_as_an_image(
     process(target_id)
     [media] = shown(target_id)["media"]
     assert (media["mime"], media["sha256"]) == ("image/jpeg", hashlib.sha256(picture).hexdigest())
+    # Decoded as the picture it is: perceptual hashes, the picture's size.
+    assert media["kind"] == "image"
+    assert (media["width"], media["height"]) == (640, 480)
+    expected = hash_media(picture)
+    assert expected.phash is not None
+    assert (media["phash"], media["pdq"]) == (expected.phash, expected.pdq)
 
 
 def test_the_same_picture_altered_elsewhere_is_a_near_duplicate(
@@ -540,7 +552,6 @@ def test_a_list_imported_later_finds_near_duplicates_of_media_seen_before(
     backend_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    from triage.hashing import hash_media
 
     pictures = [images.jpeg(71 + i, (320, 240), marker=images.new_marker()) for i in range(3)]
     first, second, third = (hash_media(picture) for picture in pictures)

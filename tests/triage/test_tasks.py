@@ -8,9 +8,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,9 +24,9 @@ from hotline.db import session_scope, utcnow
 from reporting.models import Report, Target, TargetStatus
 from reporting.receipts import receipt_digest
 from reporting.service import sweep_pending
-from tests.conftest import REPO, wait_for
+from tests.conftest import REPO, WORKER_LOGS, wait_for
 from tests.fixtures import images
-from tests.fixtures.servers import LocalHTTPServer
+from tests.fixtures.servers import LocalHTTPServer, Route
 from triage.models import Media, Sighting
 
 pytestmark = pytest.mark.worker
@@ -96,64 +98,105 @@ def test_broker_down_at_intake_loses_nothing(
 def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_nothing(
     client: Any,
     committed: Engine,
+    backend_env: dict[str, str],
     http_server: LocalHTTPServer,
     start_worker: Callable[..., subprocess.Popen[bytes]],
+    tmp_path: Path,
 ) -> None:
-    # 200 reports: 170 pictures (30 of them the same bytes under a second URL) and 30 dead links.
+    # 200 reports: 170 pictures (30 of them the same bytes under a second URL) and 30 dead
+    # links. One picture is held back until the kill, so that the kill finds a worker in
+    # the middle of a target.
+    released = threading.Event()
     urls = []
     for i in range(140):
-        urls.append(
-            http_server.route(f"/p/{i}.jpg", body=images.jpeg(1000 + i, (320, 240)), headers=JPEG)
-        )
+        body = images.jpeg(1000 + i, (320, 240), marker=images.new_marker())
+        route = _held(body, released) if i == 60 else Route(headers=JPEG, body=body)
+        urls.append(http_server.add(f"/p/{i}.jpg", route))
     for i in range(30):
         http_server.add(f"/again/{i}.jpg", http_server.routes[f"/p/{i}.jpg"])
         urls.append(http_server.url(f"/again/{i}.jpg"))
     for i in range(30):
         urls.append(http_server.route(f"/dead/{i}.jpg", status=404, body=b"no"))
     first = start_worker(concurrency=2)
-    target_ids = [target_of(committed, submit(client, url)) for url in urls]
+    targets = {target_of(committed, submit(client, url)): url for url in urls}
 
-    def finished() -> int:
+    def count(*statuses: TargetStatus) -> int:
         with Session(committed) as session:
             return int(
                 session.execute(
-                    select(func.count())
-                    .select_from(Target)
-                    .where(col(Target.status).in_([TargetStatus.queued, TargetStatus.unreachable]))
+                    select(func.count()).select_from(Target).where(col(Target.status).in_(statuses))
                 ).scalar_one()
             )
 
-    wait_for(lambda: finished() >= 40, timeout=60)
+    held = {url: target_id for target_id, url in targets.items()}[urls[60]]
+    ended = (TargetStatus.queued, TargetStatus.unreachable)
+    wait_for(
+        lambda: count(*ended) >= 40 and status_of(committed, held) == TargetStatus.fetching,
+        timeout=60,
+    )
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(10)
-    assert finished() < len(urls), "the batch finished before the kill; make it larger"
+    released.set()
+    # The dead worker had claimed it and never finished it.
+    assert status_of(committed, held) == TargetStatus.fetching
+    assert count(*ended) < len(urls) - 1
 
-    start_worker(concurrency=2)
-
-    def all_done() -> bool:
-        # The beat's job, done here quickly: re-send pending targets and those the dead
-        # worker had claimed (its lease shortened for the test).
-        with session_scope() as session:
-            sweep_pending(
-                session,
-                now=utcnow(),
-                older_than=dt.timedelta(seconds=3),
-                stale_after=dt.timedelta(seconds=3),
-            )
-        return finished() == len(urls)
-
-    wait_for(all_done, timeout=60, interval=1)
+    # Another worker, and beat as in production: its sweep hands over again what is
+    # pending and what the dead worker had claimed (the lease shortened for the test).
+    shorter = {"process_lease_seconds": "3", "pending_requeue_after_seconds": "3"}
+    start_worker(concurrency=2, **shorter)
+    beat = _start_beat(
+        {**backend_env, **{f"HOTLINE_{k.upper()}": v for k, v in shorter.items()}}, tmp_path
+    )
+    try:
+        wait_for(lambda: count(*ended) == len(urls), timeout=90, interval=0.5)
+    finally:
+        beat.terminate()
+        beat.wait(20)
     with Session(committed) as session:
         statuses = Counter(
-            session.execute(
-                select(col(Target.status)).where(col(Target.id).in_(target_ids))
-            ).scalars()
+            session.execute(select(col(Target.status)).where(col(Target.id).in_(targets))).scalars()
         )
         media = session.execute(select(col(Media.sha256))).scalars().all()
         sightings = session.execute(select(col(Sighting.target_id), col(Sighting.media_id))).all()
     assert statuses == {TargetStatus.queued: 170, TargetStatus.unreachable: 30}
     assert len(media) == len(set(media)) == 140
     assert len(sightings) == len(set(sightings)) == 170
+
+
+def _held(body: bytes, released: threading.Event) -> Route:
+    """A picture served once ``released`` is set (at most a minute later)."""
+
+    def chunks() -> Iterator[bytes]:
+        released.wait(60)
+        yield body
+
+    return Route(headers=JPEG, body=chunks)
+
+
+def _start_beat(env: dict[str, str], directory: Path) -> subprocess.Popen[bytes]:
+    """Celery beat as ``hotline serve`` runs it, its schedule file in ``directory``."""
+    log_path = directory / "beat.log"
+    WORKER_LOGS.append(log_path)
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "hotline.worker",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(directory / "celerybeat-schedule"),
+            ],
+            env={**os.environ, **env},
+            cwd=REPO,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def test_an_unreachable_target_retried_by_an_operator_is_processed_again(
