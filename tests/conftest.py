@@ -439,6 +439,58 @@ def start_worker(
 
 
 @pytest.fixture
+def start_beat(
+    committed: Engine, backend_env: dict[str, str], tmp_path: Path
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start ``celery beat`` on the test broker (the schedule of hotline.worker)."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(**settings: str) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            **backend_env,
+            **{f"HOTLINE_{k.upper()}": v for k, v in settings.items()},
+        }
+        log_path = tmp_path / f"beat-{len(started)}.log"
+        WORKER_LOGS.append(log_path)
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "hotline.worker",
+                    "beat",
+                    "--loglevel",
+                    "INFO",
+                    "--schedule",
+                    str(tmp_path / f"celerybeat-schedule-{len(started)}"),
+                ],
+                env=env,
+                cwd=REPO,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.terminate()
+    for process in started:
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture
 def worker(start_worker: Callable[..., subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
     """One real Celery worker process on the test broker and database."""
     return start_worker()

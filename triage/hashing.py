@@ -38,7 +38,6 @@ Reason = Literal["not_media", "image_too_large", "decode_error"]
 # Why a media item is hashed only in part: too many pixels to decode (no pHash or PDQ),
 # pixels that do not decode (no pHash or PDQ), more frames than counted.
 Note = Literal["image_too_large", "decode_error", "frames_capped"]
-NOTES: Final[tuple[Note, ...]] = ("image_too_large", "decode_error", "frames_capped")
 
 #: Shorter side, in pixels, of the greyscale image pHash and PDQ are computed from, at
 #: least: the image is scaled by the smallest of 1/8, 1/4, 1/2, 1 that keeps this much
@@ -106,7 +105,7 @@ class MediaHashes:
     pdq: str | None
     pdq_quality: int | None
     frames_capped: bool = False
-    # Why the file is not hashed in full (``NOTES``); None when it is.
+    # Why the file is not hashed in full (``Note``); None when it is.
     note: Note | None = None
 
 

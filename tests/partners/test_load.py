@@ -13,16 +13,11 @@ The same 500 run on PostgreSQL and Redis (CI) and on SQLite and the filesystem b
 from __future__ import annotations
 
 import collections
-import contextlib
 import datetime as dt
-import os
-import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import func, select
@@ -33,7 +28,7 @@ from hotline.db import session_scope, utcnow
 from hotline.queue import OUTBOX_KEY
 from partners import delivery, registry, routing
 from partners.models import Delivery, DeliveryState, Forwarding, ForwardingState
-from tests.conftest import REPO, WORKER_LOGS, wait_for
+from tests.conftest import wait_for
 from tests.fixtures.receivers import Receiver
 from tests.partners.conftest import confirmed_target
 from tests.partners.test_delivery import confirm_and_route, partner_with_receiver, pending_ids
@@ -55,58 +50,6 @@ SETTINGS = {
     "recheck_interval_seconds": "3600",
 }
 POLICY = routing.RoutingPolicy(home_country="UA")
-
-
-@pytest.fixture
-def start_beat(
-    committed: Engine, backend_env: dict[str, str], tmp_path: Path
-) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start ``celery beat`` on the test broker (the schedule of hotline.worker)."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(**settings: str) -> subprocess.Popen[bytes]:
-        env = {
-            **os.environ,
-            **backend_env,
-            **{f"HOTLINE_{k.upper()}": v for k, v in settings.items()},
-        }
-        log_path = tmp_path / f"beat-{len(started)}.log"
-        WORKER_LOGS.append(log_path)
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "hotline.worker",
-                    "beat",
-                    "--loglevel",
-                    "INFO",
-                    "--schedule",
-                    str(tmp_path / f"celerybeat-schedule-{len(started)}"),
-                ],
-                env=env,
-                cwd=REPO,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.terminate()
-    for process in started:
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 def make_forwardings(count: int) -> list[int]:

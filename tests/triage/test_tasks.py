@@ -12,7 +12,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +23,7 @@ from hotline.db import session_scope, utcnow
 from reporting.models import Report, Target, TargetStatus
 from reporting.receipts import receipt_digest
 from reporting.service import sweep_pending
-from tests.conftest import REPO, WORKER_LOGS, wait_for
+from tests.conftest import REPO, wait_for
 from tests.fixtures import images
 from tests.fixtures.servers import LocalHTTPServer, Route
 from triage.models import Media, Sighting
@@ -98,10 +97,9 @@ def test_broker_down_at_intake_loses_nothing(
 def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_nothing(
     client: Any,
     committed: Engine,
-    backend_env: dict[str, str],
     http_server: LocalHTTPServer,
     start_worker: Callable[..., subprocess.Popen[bytes]],
-    tmp_path: Path,
+    start_beat: Callable[..., subprocess.Popen[bytes]],
 ) -> None:
     # 200 reports: 170 pictures (30 of them the same bytes under a second URL) and 30 dead
     # links. One picture is held back until the kill, so that the kill finds a worker in
@@ -145,14 +143,8 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_nothing(
     # pending and what the dead worker had claimed (the lease shortened for the test).
     shorter = {"process_lease_seconds": "3", "pending_requeue_after_seconds": "3"}
     start_worker(concurrency=2, **shorter)
-    beat = _start_beat(
-        {**backend_env, **{f"HOTLINE_{k.upper()}": v for k, v in shorter.items()}}, tmp_path
-    )
-    try:
-        wait_for(lambda: count(*ended) == len(urls), timeout=90, interval=0.5)
-    finally:
-        beat.terminate()
-        beat.wait(20)
+    start_beat(**shorter)
+    wait_for(lambda: count(*ended) == len(urls), timeout=90, interval=0.5)
     with Session(committed) as session:
         statuses = Counter(
             session.execute(select(col(Target.status)).where(col(Target.id).in_(targets))).scalars()
@@ -172,31 +164,6 @@ def _held(body: bytes, released: threading.Event) -> Route:
         yield body
 
     return Route(headers=JPEG, body=chunks)
-
-
-def _start_beat(env: dict[str, str], directory: Path) -> subprocess.Popen[bytes]:
-    """Celery beat as ``hotline serve`` runs it, its schedule file in ``directory``."""
-    log_path = directory / "beat.log"
-    WORKER_LOGS.append(log_path)
-    with log_path.open("wb") as log_file:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "hotline.worker",
-                "beat",
-                "--loglevel",
-                "INFO",
-                "--schedule",
-                str(directory / "celerybeat-schedule"),
-            ],
-            env={**os.environ, **env},
-            cwd=REPO,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
 
 
 def test_an_unreachable_target_retried_by_an_operator_is_processed_again(
