@@ -9,6 +9,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import String
 
 from hotline.settings import get_settings
 
@@ -40,6 +41,24 @@ def include_object_for(dialect: str) -> Callable[..., bool]:
         )
 
     return include_object
+
+
+def compare_type_for(dialect: str) -> Callable[..., bool | None]:
+    """Alembic ``compare_type`` for a database of ``dialect``. SQLite does not enforce the
+    length of a varchar and cannot change it in place: a table copy (batch mode) would
+    lose the expression index of ``known_entry`` that reflection skips. So on SQLite a
+    varchar of another length is the same type (migration 0012 widens
+    ``known_entry.photodna`` on PostgreSQL only)."""
+
+    def compare_type(
+        context: Any, inspected: Any, described: Any, inspected_type: Any, described_type: Any
+    ) -> bool | None:
+        both_strings = isinstance(inspected_type, String) and isinstance(described_type, String)
+        if dialect == "sqlite" and both_strings:
+            return False
+        return None  # Alembic's own comparison
+
+    return compare_type
 
 
 def alembic_config(url: str | None = None) -> Config:

@@ -11,7 +11,7 @@ import partners.models  # noqa: F401
 import reporting.models  # noqa: F401  (registers the tables)
 import triage.models  # noqa: F401
 from hotline.db import make_engine
-from hotline.migrate import include_name, include_object_for
+from hotline.migrate import compare_type_for, include_name, include_object_for
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -40,6 +40,7 @@ def run_migrations_online() -> None:
             target_metadata=target_metadata,
             include_name=include_name,
             include_object=include_object_for(connection.dialect.name),
+            compare_type=compare_type_for(connection.dialect.name),
             render_as_batch=connection.dialect.name == "sqlite",
         )
         with context.begin_transaction():

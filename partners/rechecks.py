@@ -59,6 +59,7 @@ from triage.assessment import current_assessments
 from triage.fetcher import Fetcher
 from triage.hashing import MediaHashes
 from triage.models import ILLEGAL, Decision, Media, Outcome
+from triage.neardup import informative_phashes
 from triage.service import Failure, Gathered, Limits, gather, is_retryable
 
 log = logging.getLogger("hotline.partners.rechecks")
@@ -338,9 +339,12 @@ def is_same_media(found: MediaHashes, media: Known, policy: RecheckPolicy) -> bo
     """The same file, or for images the same picture within the near-duplicate radius."""
     if found.sha256 == media.sha256:
         return True
-    d = _distance(found.phash, media.phash)
-    if d is not None and d <= policy.phash_radius:
-        return True
+    if found.phash and media.phash:
+        # A pHash saying nothing of its picture (a flat placeholder) matches no other.
+        d = _distance(found.phash, media.phash)
+        near = d is not None and d <= policy.phash_radius
+        if near and informative_phashes(found.phash, media.phash):
+            return True
     good = min(found.pdq_quality or 0, media.pdq_quality or 0) >= policy.pdq_min_quality
     d = _distance(found.pdq, media.pdq)
     return good and d is not None and d <= policy.pdq_radius

@@ -44,7 +44,7 @@ from hotline.settings import get_settings
 from triage.hashlists import exact_matches
 from triage.matches import _near_pairs, add_matches, match_row
 from triage.models import HashList, HashType, KnownEntry, MatchKind, Media, MediaMatch, Sighting
-from triage.neardup import KnownLoaded, NearDuplicates, hex_to_codes
+from triage.neardup import KnownLoaded, NearDuplicates, hex_to_codes, informative_phash
 from triage.rerank import rerank, showing_media
 
 log = logging.getLogger("hotline.triage")
@@ -132,8 +132,8 @@ def _recent_media(session: Session, *, since: dt.datetime) -> list[Row[Any]]:
 
 
 def _codes(recent: Sequence[Row[Any]], hash_type: HashType, min_quality: int) -> tuple[Ids, Codes]:
-    """(ids, codes) of the media's pHash or (good enough) PDQ hashes, as a lookup
-    would search and index them."""
+    """(ids, codes) of the media's (informative) pHash or (good enough) PDQ hashes, as a
+    lookup would search and index them."""
     if hash_type == HashType.phash:
         chosen = [(row.id, row.phash) for row in recent if row.phash is not None]
     else:
@@ -144,6 +144,8 @@ def _codes(recent: Sequence[Row[Any]], hash_type: HashType, min_quality: int) ->
         ]
     bits: Literal[64, 256] = 64 if hash_type == HashType.phash else 256
     codes, valid = hex_to_codes([value for _, value in chosen], bits)
+    if hash_type == HashType.phash:
+        valid &= informative_phash(codes)
     ids = np.fromiter((media_id for media_id, _ in chosen), dtype=np.int64, count=len(chosen))
     return ids[valid], codes.reshape(len(chosen), bits // 64)[valid]
 

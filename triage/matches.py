@@ -123,15 +123,18 @@ def _codes(
     session: Session, statement: Select[Any], bits: Literal[64, 256]
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint64]]:
     """(ids, codes) of ``statement``'s (id, hex hash) rows, read in batches: a few bytes
-    per row in memory (8 for the id, 8 or 32 for the code), not Python objects."""
+    per row in memory (8 for the id, 8 or 32 for the code), not Python objects. pHash
+    codes that say nothing of their picture are left out, as the lookups leave them."""
     import numpy as np
 
-    from triage.neardup import hex_to_codes
+    from triage.neardup import hex_to_codes, informative_phash
 
     ids, codes = [np.zeros(0, dtype=np.int64)], [np.zeros((0, bits // 64), dtype=np.uint64)]
     result = session.execute(statement.execution_options(yield_per=_NEAR_BATCH))
     for rows in result.partitions():
         decoded, valid = hex_to_codes([str(value) for _, value in rows], bits)
+        if bits == 64:
+            valid &= informative_phash(decoded)
         ids.append(np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))[valid])
         codes.append(decoded.reshape(len(rows), -1)[valid])
     return np.concatenate(ids), np.concatenate(codes)

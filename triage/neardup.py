@@ -86,6 +86,29 @@ def pdq_to_code(value: str) -> Codes:
     return np.frombuffer(bytes.fromhex(value), dtype=">u8").astype(np.uint64)
 
 
+# A pHash holds the signs of 64 DCT coefficients against their median, so a picture
+# with structure sets 32 of its bits (imagehash; other tools differ by a bit or two).
+# Far fewer, or far more, means that many coefficients tie at the median: the picture
+# is flat or varies along one axis only at 32x32 (a spacer, a solid colour, a stripe, a
+# plain gradient, a banner). Such hashes say nothing of the picture and lie close
+# together (every flat picture has 8000000000000000), so they would match each other:
+# they are neither indexed nor looked up. Their PDQ quality is low too, but PDQ quality
+# is no test for pHash: a darkened copy of a photograph keeps its pHash within a few
+# bits and has PDQ quality near 0.
+PHASH_MIN_BITS = 16
+
+
+def informative_phash(codes: Codes) -> npt.NDArray[np.bool_]:
+    """Which 64-bit pHash codes describe a picture (see ``PHASH_MIN_BITS``)."""
+    ones = np.bitwise_count(codes)
+    return (ones >= PHASH_MIN_BITS) & (ones <= 64 - PHASH_MIN_BITS)
+
+
+def informative_phashes(*values: str) -> bool:
+    """Whether every one of these 16-hex-digit pHashes describes its picture."""
+    return bool(informative_phash(np.array([int(v, 16) for v in values], dtype=np.uint64)).all())
+
+
 def code_to_phash(code: np.uint64 | int) -> str:
     return f"{int(code):016x}"
 
@@ -936,7 +959,8 @@ class NearDuplicates:
     ) -> list[NearMatch]:
         """Media seen here and enabled known-list entries near these hashes: pHash matches
         then PDQ, each nearest first, list entries before media. Refreshes first
-        (rate-limited). A PDQ hash below ``pdq_min_quality`` is not matched. Reads only."""
+        (rate-limited). A PDQ hash below ``pdq_min_quality`` is not matched, nor a pHash
+        that says nothing of its picture (``informative_phash``). Reads only."""
         query = NearQuery(phash, pdq, pdq_quality, exclude_media_id)
         return self.lookup_many(session, [query])[0]
 
@@ -953,7 +977,8 @@ class NearDuplicates:
             wanted: list[tuple[HashType, Codes, int]] = []
             if query.phash is not None:
                 code = np.array([phash_to_code(query.phash)])
-                wanted.append((HashType.phash, code, self.phash_radius))
+                if informative_phash(code)[0]:
+                    wanted.append((HashType.phash, code, self.phash_radius))
             if query.pdq is not None and (query.pdq_quality or 0) >= self.pdq_min_quality:
                 wanted.append((HashType.pdq, pdq_to_code(query.pdq), self.pdq_radius))
             for hash_type, code, radius in wanted:
@@ -1111,7 +1136,12 @@ class _Table:
         raise NotImplementedError
 
     def pending(self, hash_type: HashType, ids: Ids, codes: Codes) -> None:
-        self._pending.setdefault(hash_type, []).append((ids, codes.reshape(len(ids), -1)))
+        codes = codes.reshape(len(ids), -1)
+        if hash_type == HashType.phash:
+            keep = informative_phash(codes[:, 0])
+            ids, codes = ids[keep], codes[keep]
+        if len(ids):
+            self._pending.setdefault(hash_type, []).append((ids, codes))
 
     def _add(self, hash_type: HashType, pairs: Iterable[tuple[int, str]]) -> None:
         pairs = list(pairs)

@@ -12,7 +12,7 @@ import hotline.models  # noqa: F401
 import partners.models  # noqa: F401
 import reporting.models  # noqa: F401
 import triage.models  # noqa: F401
-from hotline.migrate import include_name, include_object_for
+from hotline.migrate import compare_type_for, include_name, include_object_for
 
 
 # SQLite: the entry key's unique index is on an expression, which reflection skips.
@@ -22,7 +22,7 @@ def test_models_and_migrations_agree(engine: Engine) -> None:
         context = MigrationContext.configure(
             connection,
             opts={
-                "compare_type": True,
+                "compare_type": compare_type_for(connection.dialect.name),
                 "include_name": include_name,
                 "include_object": include_object_for(connection.dialect.name),
             },

@@ -304,6 +304,20 @@ def test_a_page_that_shows_other_pictures_only_is_removed(
     assert check_at(session, target, confirmed + HOUR).result is RecheckResult.removed
 
 
+def test_a_flat_placeholder_is_not_taken_for_a_flat_picture_confirmed_before(
+    session: Session, http_server: LocalHTTPServer
+) -> None:
+    # Flat pictures' pHashes lie within the radius of each other (all flat ones share
+    # one): a grey square confirmed with the page does not make a red banner put in the
+    # place of the picture "the same media".
+    flat = images.featureless()
+    url = publish(http_server, flat["grey"], "flat")
+    target = confirm(session, url)
+    confirmed = confirmation_time(session, target)
+    http_server.route("/flat/p.jpg", body=flat["banner"], headers={"Content-Type": "image/png"})
+    assert check_at(session, target, confirmed + HOUR).result is RecheckResult.removed
+
+
 def test_a_timeout_is_unreachable_not_removed(
     session: Session, http_server: LocalHTTPServer
 ) -> None:

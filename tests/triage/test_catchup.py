@@ -146,6 +146,20 @@ def test_near_copies_recorded_at_once_by_two_workers_are_matched_later(
     assert matches(copy) == expected
 
 
+def test_pictures_without_structure_recorded_at_once_stay_unmatched(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    flat = images.featureless()
+    stale = loaded_near_duplicates()
+    first = report(http_server.route("/race/grey.png", body=flat["grey"]))
+    other = report(http_server.route("/race/banner.png", body=flat["banner"]))
+    process(first)
+    process(other, near=stale)
+    # Their pHashes are 1 bit apart, but say nothing of either picture.
+    assert run_catch_up() == CaughtUp(media=2, matched=0, raised=[])
+    assert matches(first) == matches(other) == []
+
+
 @pytest.mark.postgres
 def test_near_copies_recorded_in_overlapping_transactions_are_matched_later(
     http_server: LocalHTTPServer,

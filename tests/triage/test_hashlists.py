@@ -38,6 +38,7 @@ from triage.hashlists import (
     set_enabled,
 )
 from triage.models import HashList, HashType, KnownEntry
+from triage.neardup import informative_phashes
 
 
 def digest(kind: str, n: int) -> str:
@@ -49,7 +50,14 @@ def pdq(n: int) -> str:
 
 
 def phash(n: int) -> str:
-    return hashlib.md5(f"phash-{n}".encode()).hexdigest()[:16]  # noqa: S324
+    """A random pHash that could be a picture's (one random code in 40,000 looks like a
+    flat picture's, which nothing matches: ``informative_phash``)."""
+    salt = ""
+    while True:
+        value = hashlib.md5(f"phash-{n}{salt}".encode()).hexdigest()[:16]  # noqa: S324
+        if informative_phashes(value):
+            return value
+        salt += "+"
 
 
 def write(tmp_path: Path, name: str, text: str, encoding: str = "utf-8") -> Path:

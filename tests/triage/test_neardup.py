@@ -11,11 +11,14 @@ import numpy.typing as npt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 from sqlalchemy import delete, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
 from hotline.db import session_scope
+from tests.fixtures import images
+from triage.hashing import hash_media
 from triage.hashlists import create_list
 from triage.models import HashList, HashType, KnownEntry, Media, MediaKind
 from triage.neardup import (
@@ -28,11 +31,44 @@ from triage.neardup import (
     code_to_pdq,
     code_to_phash,
     hex_to_codes,
+    informative_phash,
     pdq_to_code,
     phash_to_code,
 )
 
 Codes = npt.NDArray[np.uint64]
+
+
+# -- which pHashes say something of their picture ------------------------------------------
+
+
+def _phash_codes(pictures: list[bytes]) -> Codes:
+    values = [hash_media(picture).phash or "" for picture in pictures]
+    codes, valid = hex_to_codes(values, 64)
+    assert valid.all()
+    return codes
+
+
+def test_every_picture_with_structure_has_an_informative_phash() -> None:
+    textures = ("natural", "checker", "text", "noise")
+    pictures = [
+        images.jpeg(seed, (160, 120), texture=texture)
+        for seed, texture in itertools.product(range(25), textures)
+    ]
+    # Darkened and washed-out copies too: their PDQ quality is near 0, their pHash is
+    # what the original's is within a few bits, and it is matched.
+    picture = images.make_image(7, (320, 240), images.UNMARKED)
+    for change in (lambda v: v // 12, lambda v: 120 + v // 20):
+        pictures.append(images.encode(Image.eval(picture, change), "JPEG"))
+    quality = hash_media(pictures[-1]).pdq_quality
+    assert quality is not None
+    assert quality < 10
+    assert informative_phash(_phash_codes(pictures)).all()
+
+
+def test_pictures_without_structure_have_a_phash_that_is_not_matched() -> None:
+    flat = images.featureless()
+    assert not informative_phash(_phash_codes(list(flat.values()))).any()
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -383,7 +419,7 @@ def test_a_transaction_committing_after_a_later_one_is_found(
     if committed.dialect.name != "postgresql":
         pytest.skip("SQLite serialises writers, so ids are committed in order")
     view = near(clock, refresh_seconds=0)
-    slow_value, fast_value = "1111111100000000", "2222222200000000"
+    slow_value, fast_value = "1111111111111111", "2222222222222222"
     with Session(committed) as slow:
         slow_row = media("slow", phash=slow_value)
         slow.add(slow_row)
@@ -501,6 +537,9 @@ def test_the_first_load_reads_settled_rows_in_bulk(committed: Engine, clock: Fak
     phash, pdq = "0f0f0f0f0f0f0f0f", "c3" * 32
     strong = add_media(committed, media("strong", phash=phash.upper(), pdq=pdq, quality=90))
     weak = add_media(committed, media("weak", pdq=pdq, quality=10))
+    # 12 bits set: a picture without structure, 4 bits from an informative query.
+    flat, query = "0000000000000fff", "000000000000ffff"
+    add_media(committed, media("flat", phash=flat))
     with session_scope(committed) as session:
         listed = create_list(session, "bulk-list")
         assert listed.id is not None
@@ -509,6 +548,7 @@ def test_the_first_load_reads_settled_rows_in_bulk(committed: Engine, clock: Fak
             KnownEntry(list_id=listed.id, phash="z" * 16),
             KnownEntry(list_id=listed.id, phash="é" * 16),
             KnownEntry(list_id=listed.id, pdq=pdq),
+            KnownEntry(list_id=listed.id, phash=flat),
         ]
         session.add_all(rows)
         session.flush()
@@ -529,10 +569,13 @@ def test_the_first_load_reads_settled_rows_in_bulk(committed: Engine, clock: Fak
         NearMatch("bulk-list", "pdq", 0, None, known_pdq, listed.id),
         NearMatch("seen", "pdq", 0, strong, None, None),
     ]
+    assert lookup(view, committed, phash=query) == []  # the flat pHash was not indexed
     # Rows added after the bulk load come through the watermark as usual.
     later = add_media(committed, media("later", phash=phash))
+    add_media(committed, media("flat later", phash=flat))
     view.refresh_seconds = 0
     assert later in {m.media_id for m in lookup(view, committed, phash=phash)}
+    assert lookup(view, committed, phash=query) == []
 
 
 def test_a_list_imported_again_after_removal_is_matched(

@@ -32,6 +32,7 @@ from triage.fetcher import Fetcher, FetchPolicy
 from triage.hashing import hash_media
 from triage.hashlists import import_list
 from triage.hosting import Hosting, HostingLookup, get_hosting_lookup
+from triage.matches import match_seen_media
 from triage.models import HashList, Media, Sighting, Site
 from triage.neardup import NearDuplicates
 from triage.rerank import rerank
@@ -365,6 +366,49 @@ def test_near_copies_on_one_page_are_not_media_seen_before(
     near = {m["media_sha256"] for m in media["matches"] if m["source"] == "seen"}
     assert near == {m["sha256"] for m in target["media"]}
     assert "1 media item(s) near to media seen before" in shown(later)["priority_reasons"]
+
+
+def test_pictures_without_structure_are_no_near_duplicates_of_each_other(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    flat = images.featureless()
+    phashes = {name: hash_media(body).phash or "" for name, body in flat.items()}
+    # What is at stake: their pHashes lie within the radius of each other.
+    spacer = int(phashes["spacer"], 16)
+    assert all((int(value, 16) ^ spacer).bit_count() <= 8 for value in phashes.values())
+    targets = {
+        name: report(http_server.route(f"/flat/{name}", body=body)) for name, body in flat.items()
+    }
+    with session_scope() as session:  # a list carrying a flat picture's pHash
+        import_list(
+            session, io.BytesIO(f"phash,category\n{phashes['grey']},1\n".encode()), list_name="flat"
+        )
+    for target_id in targets.values():
+        process(target_id)
+    for name, target_id in targets.items():
+        target = shown(target_id)
+        assert target["media"][0]["phash"] == phashes[name]  # kept, but not matched
+        assert target["media"][0]["matches"] == [], name
+        assert target["priority_reasons"] == ["new content"], name
+    # Nor does a list imported later find them.
+    with session_scope() as session:
+        import_list(
+            session,
+            io.BytesIO(f"phash,category\n{phashes['banner']},1\n".encode()),
+            list_name="flat-later",
+        )
+        listed = session.execute(select(HashList).where(col(HashList.name) == "flat-later"))
+        list_id = int(listed.scalar_one().id or 0)
+        assert match_seen_media(session, list_id, now=utcnow()).media == 0
+
+    # A picture with structure among them is recognised as ever.
+    versions = images.variants(24)
+    first = report(http_server.route("/flat/original.jpg", body=versions["original"]))
+    copy = report(http_server.route("/flat/resized.jpg", body=versions["resized"]))
+    process(first)
+    process(copy)
+    [media] = shown(copy)["media"]
+    assert {(m["source"], m["hash_type"]) for m in media["matches"]} >= {("seen", "phash")}
 
 
 def test_priority_counts_media_seen_before_and_reports_that_come_later(
