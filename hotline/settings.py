@@ -184,7 +184,12 @@ class Settings(BaseSettings):
         "hashed; more frames than this are noted as `frames_capped`).",
     )
     phash_radius: int = Field(
-        8, ge=0, le=32, description="Hamming distance (of 64 bits) for a pHash near match."
+        8,
+        ge=0,
+        le=32,
+        description="Hamming distance (of 64 bits) for a pHash near match. A pHash with "
+        "fewer than 16 or more than 48 bits set (a flat or one-axis picture: a spacer, a "
+        "banner) is stored but not matched.",
     )
     pdq_radius: int = Field(
         31, ge=0, le=128, description="Hamming distance (of 256 bits) for a PDQ near match."
