@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from triage.neardup import informative_phashes
+
 EXACT_KNOWN = 1000
 NEAR_CONFIRMED = 500
 SITE_CONFIRMED = 300
@@ -25,10 +27,19 @@ class PriorityInput:
     exact_lists: set[str] = field(default_factory=set)
     near_confirmed_lists: set[str] = field(default_factory=set)
     near_seen: set[int] = field(default_factory=set)  # our media near to media seen here
-    seen_copies: set[int] = field(default_factory=set)  # our media seen here before
+    # our media seen here before (but pictures without structure: tells_when_seen_again)
+    seen_copies: set[int] = field(default_factory=set)
     site_confirmed: int = 0
     site_dedicated: bool = False  # flagged by staff (``hotline sites flag``)
     media_count: int = 0
+
+
+def tells_when_seen_again(phash: str | None) -> bool:
+    """Whether a media item seen on another target before is worth the "seen before"
+    tier: not a picture whose pHash says nothing of it (a spacer GIF, a solid colour, a
+    banner, shown by page after page), which near matching ignores too. Media without a
+    pHash (video, undecodable files) count."""
+    return phash is None or informative_phashes(phash)
 
 
 def priority(facts: PriorityInput) -> tuple[int, list[str]]:

@@ -22,7 +22,7 @@ from sqlmodel import Session, col
 from reporting.models import Target, TargetStatus
 from reporting.ranking import report_bonus
 from triage import priority as ranking
-from triage.models import HashList, MatchKind, MediaMatch, Sighting, Site
+from triage.models import HashList, MatchKind, Media, MediaMatch, Sighting, Site
 
 _CHUNK = 500
 
@@ -42,11 +42,17 @@ def facts_of(session: Session, target: Target) -> ranking.PriorityInput:
         .exists()
     )
     sightings = session.execute(
-        select(col(ours.media_id), earlier).where(col(ours.target_id) == target.id)
+        select(col(ours.media_id), earlier, col(Media.phash))
+        .join(Media, col(Media.id) == col(ours.media_id))
+        .where(col(ours.target_id) == target.id)
     ).all()
-    media_ids = sorted({int(media_id) for media_id, _ in sightings})
+    media_ids = sorted({int(media_id) for media_id, _, _ in sightings})
     facts.media_count = len(media_ids)
-    facts.seen_copies = {int(media_id) for media_id, seen in sightings if seen}
+    facts.seen_copies = {
+        int(media_id)
+        for media_id, seen, phash in sightings
+        if seen and ranking.tells_when_seen_again(phash)
+    }
     for start in range(0, len(media_ids), _CHUNK):
         rows = session.execute(
             select(

@@ -583,10 +583,13 @@ def record_gathered(
     ids = upsert_media(session, (found.hashes for found in gathered.media), now=now)
     media: dict[int, MediaHashes] = {}
     seen: dict[int, tuple[Found, Hosting]] = {}  # the last link to each media item wins
+    seen_before = False
     for found in gathered.media:
         media_id, new = ids[found.hashes.sha256]
         if not new:  # (not the media first seen on this target, just now)
-            facts.seen_copies.add(media_id)
+            seen_before = True
+            if ranking.tells_when_seen_again(found.hashes.phash):
+                facts.seen_copies.add(media_id)
         media[media_id] = found.hashes
         where = place if found.ip == gathered.ip else hosting.lookup(found.ip)
         seen[media_id] = (found, where)
@@ -626,8 +629,8 @@ def record_gathered(
         priority,
     )
     # Media an analyst already assessed on another target carry that verdict (media
-    # first seen just now cannot have one: no query then).
-    if not facts.seen_copies:
+    # first seen just now cannot have one: no query then). A spacer too.
+    if not seen_before:
         return Outcome(TargetStatus.queued)
     decided = adopt_earlier_verdicts(session, claim.target_id, now=now)
     if decided is not None:

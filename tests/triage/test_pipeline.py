@@ -35,6 +35,7 @@ from triage.hosting import Hosting, HostingLookup, get_hosting_lookup
 from triage.matches import match_seen_media
 from triage.models import HashList, Media, Sighting, Site
 from triage.neardup import NearDuplicates
+from triage.rerank import facts_of as rerank_facts
 from triage.rerank import rerank
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
@@ -390,6 +391,15 @@ def test_pictures_without_structure_are_no_near_duplicates_of_each_other(
         assert target["media"][0]["phash"] == phashes[name]  # kept, but not matched
         assert target["media"][0]["matches"] == [], name
         assert target["priority_reasons"] == ["new content"], name
+    # The same spacer on another target is the same file, but says nothing: no "seen
+    # before" tier (the workers' ranking and the ranking again from the database agree).
+    again = report(http_server.route("/flat/spacer-again.gif", body=flat["spacer"]))
+    process(again)
+    assert shown(again)["priority_reasons"] == ["new content"]
+    with session_scope() as session:
+        target = session.get(Target, again)
+        assert target is not None
+        assert rerank_facts(session, target).seen_copies == set()
     # Nor does a list imported later find them.
     with session_scope() as session:
         import_list(
