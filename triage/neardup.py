@@ -105,8 +105,13 @@ def informative_phash(codes: Codes) -> npt.NDArray[np.bool_]:
 
 
 def informative_phashes(*values: str) -> bool:
-    """Whether every one of these 16-hex-digit pHashes describes its picture."""
-    return bool(informative_phash(np.array([int(v, 16) for v in values], dtype=np.uint64)).all())
+    """Whether every one of these pHashes describes its picture (a value that is not 16
+    hexadecimal digits describes nothing)."""
+    try:
+        codes = np.array([phash_to_code(value) for value in values], dtype=np.uint64)
+    except ValueError:
+        return False
+    return bool(informative_phash(codes).all())
 
 
 def code_to_phash(code: np.uint64 | int) -> str:

@@ -32,6 +32,7 @@ from triage.neardup import (
     code_to_phash,
     hex_to_codes,
     informative_phash,
+    informative_phashes,
     pdq_to_code,
     phash_to_code,
 )
@@ -69,6 +70,10 @@ def test_every_picture_with_structure_has_an_informative_phash() -> None:
 def test_pictures_without_structure_have_a_phash_that_is_not_matched() -> None:
     flat = images.featureless()
     assert not informative_phash(_phash_codes(list(flat.values()))).any()
+    real = hash_media(images.jpeg(3)).phash or ""
+    assert informative_phashes(real)
+    assert not informative_phashes(real, hash_media(flat["spacer"]).phash or "")
+    assert not informative_phashes("not a phash")
 
 
 # -- helpers -----------------------------------------------------------------------------------
