@@ -57,6 +57,8 @@ from sqlalchemy import create_engine, text
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.scratch import drop_schema, fresh_schema, use_settings  # noqa: E402
+
 SCHEMA = "hotline_bench_catchup"
 DEFAULT_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 WINDOW = dt.timedelta(seconds=60)
@@ -218,15 +220,9 @@ def main() -> None:
     args = parser.parse_args()
 
     admin = create_engine(args.database)
-    with admin.begin() as connection:
-        connection.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
-        connection.execute(text(f"CREATE SCHEMA {SCHEMA}"))
-    joiner = "&" if "?" in args.database else "?"
-    database = f"{args.database}{joiner}options=-csearch_path%3D{SCHEMA}"
-    for name in [n for n in os.environ if n.startswith("HOTLINE_")]:
-        del os.environ[name]
+    database = fresh_schema(admin, args.database, SCHEMA)
     workdir = Path(tempfile.mkdtemp(prefix="hotline-bench-"))
-    os.environ.update(
+    use_settings(
         {
             "HOTLINE_DATA_DIR": str(workdir),
             "HOTLINE_DATABASE_URL": database,
@@ -340,8 +336,7 @@ def main() -> None:
         baseline, _ = median_ms(lookups, args.runs)
     finally:
         if not args.keep:
-            with admin.begin() as connection:
-                connection.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
+            drop_schema(admin, SCHEMA)
 
     print(f"workers' near lookups of the {args.recent:,} recent media: {baseline:,.0f} ms")
     print(f"{'catch-up run':<30}{'median ms':>10}{'x lookups':>11}{'matched':>9}{'raised':>8}")

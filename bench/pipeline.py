@@ -40,11 +40,12 @@ from typing import Any
 
 import redis
 from PIL import Image
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, func, select
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.scratch import drop_schema, fresh_schema, without_settings  # noqa: E402
 from tests.fixtures.images import make_image  # noqa: E402
 
 SCHEMA = "hotline_bench"
@@ -233,14 +234,10 @@ def run_pipeline(args: argparse.Namespace, images: list[bytes], per_page: int) -
     """Reports in, workers on PostgreSQL and Redis, until every target has ended; in a
     fresh schema and Redis database, removed afterwards."""
     admin = create_engine(args.database)
-    with admin.begin() as connection:
-        connection.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
-        connection.execute(text(f"CREATE SCHEMA {SCHEMA}"))
-    joiner = "&" if "?" in args.database else "?"
-    database = f"{args.database}{joiner}options=-csearch_path%3D{SCHEMA}"
+    database = fresh_schema(admin, args.database, SCHEMA)
     redis.Redis.from_url(args.redis).flushdb()
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")},
+        **without_settings(dict(os.environ)),
         "HOTLINE_DATA_DIR": tempfile.mkdtemp(prefix="hotline-bench-"),
         "HOTLINE_DATABASE_URL": database,
         "HOTLINE_BROKER_URL": args.redis,
@@ -357,8 +354,7 @@ def run_pipeline(args: argparse.Namespace, images: list[bytes], per_page: int) -
             worker.wait(30)
         server.terminate()
         server.join(10)
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
+        drop_schema(admin, SCHEMA)
         redis.Redis.from_url(args.redis).flushdb()
     measured = (len(urls) - first_done) * per_page  # images of the targets in the window
     return Run(

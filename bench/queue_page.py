@@ -43,6 +43,8 @@ from sqlalchemy.engine import Engine
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.scratch import drop_schema, fresh_schema, use_settings  # noqa: E402
+
 SCHEMA = "hotline_bench_queue"
 DEFAULT_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 COUNTRIES = ["US", "NL", "DE", "RU", "FR", "GB", "UA", "CA", "SG", "HK", "JP", "PL", "SE"]
@@ -316,14 +318,8 @@ def main() -> None:
     args = parser.parse_args()
 
     admin = create_engine(args.database)
-    with admin.begin() as connection:
-        connection.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
-        connection.execute(text(f"CREATE SCHEMA {SCHEMA}"))
-    joiner = "&" if "?" in args.database else "?"
-    database = f"{args.database}{joiner}options=-csearch_path%3D{SCHEMA}"
-    for name in [n for n in os.environ if n.startswith("HOTLINE_")]:
-        del os.environ[name]
-    os.environ.update(
+    database = fresh_schema(admin, args.database, SCHEMA)
+    use_settings(
         {
             "HOTLINE_DATA_DIR": tempfile.mkdtemp(prefix="hotline-bench-"),
             "HOTLINE_DATABASE_URL": database,
@@ -391,8 +387,7 @@ def main() -> None:
         server.should_exit = True
     finally:
         if not args.keep:
-            with admin.begin() as connection:
-                connection.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
+            drop_schema(admin, SCHEMA)
 
     print(
         f"{'GET /staff/queue':<22}{'SQL median/p95 ms':>20}{'page median/p95 ms':>22}{'ratio':>8}"

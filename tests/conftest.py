@@ -373,6 +373,23 @@ def process_findings(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.getbasetemp() / "content-audit-findings.tsv"
 
 
+def stop_all(started: list[subprocess.Popen[bytes]]) -> None:
+    """Stop the Celery processes a test started (each in a process group of its own):
+    all are asked at once, then waited for, then their groups killed (the pool
+    processes of a worker killed mid-test)."""
+    for process in started:
+        if process.poll() is None:
+            process.terminate()
+    for process in started:
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
 @pytest.fixture
 def start_worker(
     committed: Engine,
@@ -425,17 +442,7 @@ def start_worker(
         return process
 
     yield start
-    for process in started:
-        if process.poll() is None:
-            process.terminate()
-    for process in started:
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # pool processes of a killed worker
+    stop_all(started)
 
 
 @pytest.fixture
@@ -477,17 +484,7 @@ def start_beat(
         return process
 
     yield start
-    for process in started:
-        if process.poll() is None:
-            process.terminate()
-    for process in started:
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+    stop_all(started)
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ from hotline.settings import get_settings
 from triage.hashlists import exact_matches
 from triage.matches import _near_pairs, add_matches, match_row
 from triage.models import HashList, HashType, KnownEntry, MatchKind, Media, MediaMatch, Sighting
-from triage.neardup import KnownLoaded, NearDuplicates, hex_to_codes, informative_phash
+from triage.neardup import KnownLoaded, NearDuplicates, matchable_codes
 from triage.rerank import rerank, showing_media
 
 log = logging.getLogger("hotline.triage")
@@ -143,9 +143,7 @@ def _codes(recent: Sequence[Row[Any]], hash_type: HashType, min_quality: int) ->
             if row.pdq is not None and (row.pdq_quality or 0) >= min_quality
         ]
     bits: Literal[64, 256] = 64 if hash_type == HashType.phash else 256
-    codes, valid = hex_to_codes([value for _, value in chosen], bits)
-    if hash_type == HashType.phash:
-        valid &= informative_phash(codes)
+    codes, valid = matchable_codes([value for _, value in chosen], bits)
     ids = np.fromiter((media_id for media_id, _ in chosen), dtype=np.int64, count=len(chosen))
     return ids[valid], codes.reshape(len(chosen), bits // 64)[valid]
 

@@ -127,14 +127,12 @@ def _codes(
     codes that say nothing of their picture are left out, as the lookups leave them."""
     import numpy as np
 
-    from triage.neardup import hex_to_codes, informative_phash
+    from triage.neardup import matchable_codes
 
     ids, codes = [np.zeros(0, dtype=np.int64)], [np.zeros((0, bits // 64), dtype=np.uint64)]
     result = session.execute(statement.execution_options(yield_per=_NEAR_BATCH))
     for rows in result.partitions():
-        decoded, valid = hex_to_codes([str(value) for _, value in rows], bits)
-        if bits == 64:
-            valid &= informative_phash(decoded)
+        decoded, valid = matchable_codes([str(value) for _, value in rows], bits)
         ids.append(np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))[valid])
         codes.append(decoded.reshape(len(rows), -1)[valid])
     return np.concatenate(ids), np.concatenate(codes)

@@ -104,6 +104,17 @@ def informative_phash(codes: Codes) -> npt.NDArray[np.bool_]:
     return (ones >= PHASH_MIN_BITS) & (ones <= 64 - PHASH_MIN_BITS)
 
 
+def matchable_codes(
+    values: Sequence[str], bits: Literal[64, 256]
+) -> tuple[Codes, npt.NDArray[np.bool_]]:
+    """``hex_to_codes``, with the pHashes that say nothing of their picture marked
+    invalid too: the codes a lookup searches and the index holds."""
+    codes, valid = hex_to_codes(values, bits)
+    if bits == 64:
+        valid &= informative_phash(codes)
+    return codes, valid
+
+
 def informative_phashes(*values: str) -> bool:
     """Whether every one of these pHashes describes its picture (a value that is not 16
     hexadecimal digits describes nothing)."""
