@@ -229,6 +229,7 @@ def targets_show(
                 f"         match {match['kind']} {match['hash_type']} d={match['distance']} "
                 f"in {match['source']}"
                 + (f" ({match['media_sha256'][:12]})" if match["media_sha256"] else "")
+                + (f" frame {match['frame']}" if match["frame"] else "")
             )
 
 

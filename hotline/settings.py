@@ -180,8 +180,15 @@ class Settings(BaseSettings):
     image_max_frames: int = Field(
         20,
         ge=1,
-        description="Frames of an animation that are counted, at most (the first frame is "
-        "hashed; more frames than this are noted as `frames_capped`).",
+        description="Frames of an animation that are counted, at most (more frames than "
+        "this are noted as `frames_capped`).",
+    )
+    image_hashed_frames: int = Field(
+        8,
+        ge=1,
+        description="Frames of an animation that get a pHash and PDQ and are matched, at "
+        "most: the first, and the others spread over the frames counted (1: the first "
+        "only). Frames decoded to reach them count against `HOTLINE_IMAGE_MAX_PIXELS`.",
     )
     phash_radius: int = Field(
         8,

@@ -1389,6 +1389,7 @@ def extend_item(session: Session, target: Target, shown: dict[str, Any]) -> dict
                     "kind": str(match.kind),
                     "hash_type": str(match.hash_type),
                     "distance": match.distance,
+                    "frame": match.frame,
                 }
             )
         elif match.kind == MatchKind.near and match.matched_media_id is not None:
@@ -1398,6 +1399,7 @@ def extend_item(session: Session, target: Target, shown: dict[str, Any]) -> dict
                     "media_id": match.matched_media_id,
                     "hash_type": str(match.hash_type),
                     "distance": match.distance,
+                    "frame": match.frame,
                     "verdict": verdict.classification.value if verdict else None,
                     "verdict_target_id": verdict.target_id if verdict else None,
                 }

@@ -12,10 +12,11 @@ Invariants of this module:
   cryptographic hashes only. Images are opened only with the Pillow plugin the magic
   bytes name, with Pillow's decompression-bomb limit left on, and the pixel count is
   checked from the header before any pixel is decoded.
-- One decode per image, of the first frame only: JPEGs are decoded at a reduced scale
+- One decode per image, of the first frame: JPEGs are decoded at a reduced scale
   straight to luma (draft mode), others are box-reduced after decoding; pHash and PDQ
   are computed from that one greyscale working image (``docs/hashing.md`` gives the
-  measured distance to a full-size decode).
+  measured distance to a full-size decode). Of an animation, a few later frames are
+  hashed too (``hashed_frames``), within a budget of decoded pixels.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 
 import imagehash
@@ -82,6 +83,17 @@ _DETAILS: Final[dict[Reason, str]] = {
 
 
 @dataclass(frozen=True, slots=True)
+class FrameHashes:
+    """pHash and PDQ of a later frame of an animation (numbered from 0, the first frame,
+    whose hashes are the media item's own)."""
+
+    frame: int
+    phash: str
+    pdq: str
+    pdq_quality: int
+
+
+@dataclass(frozen=True, slots=True)
 class MediaHashes:
     """Everything the hotline keeps of one fetched file (no byte of it).
 
@@ -107,6 +119,8 @@ class MediaHashes:
     frames_capped: bool = False
     # Why the file is not hashed in full (``Note``); None when it is.
     note: Note | None = None
+    # Later frames of an animation, each differing from the first and from one another.
+    frame_hashes: tuple[FrameHashes, ...] = ()
 
 
 class HashingError(HotlineError):
@@ -302,7 +316,13 @@ def _first_element_is_svg(head: bytes) -> bool:
 # ---------------------------------------------------------------- hashing
 
 
-def hash_media(data: bytes, *, max_pixels: int = 100_000_000, max_frames: int = 20) -> MediaHashes:
+def hash_media(
+    data: bytes,
+    *,
+    max_pixels: int = 100_000_000,
+    max_frames: int = 20,
+    hashed_frames: int = 8,
+) -> MediaHashes:
     """SHA-256, SHA-1, MD5 of ``data``, and for images dimensions, frames, pHash and PDQ.
 
     Raises :class:`HashingError` ``not_media`` for anything :func:`is_media` refuses
@@ -310,10 +330,14 @@ def hash_media(data: bytes, *, max_pixels: int = 100_000_000, max_frames: int = 
     pixels (from its header, before decoding; ``partial`` carries the cryptographic
     hashes). An image whose pixels cannot be decoded (truncated, corrupt) is returned
     with ``phash``, ``pdq`` and ``pdq_quality`` ``None``. Frames of an animation are
-    counted up to ``max_frames``; only the first is decoded. No side effects.
+    counted up to ``max_frames``; besides the first, up to ``hashed_frames - 1`` of them,
+    spread over those counted, are hashed into ``frame_hashes`` (see
+    :func:`frames_to_hash` for the pixel budget). No side effects.
     """
     if max_frames < 1:
         raise ValueError("max_frames must be at least 1")
+    if hashed_frames < 1:
+        raise ValueError("hashed_frames must be at least 1")
     mime = sniff(data)
     kind = _KINDS.get(mime) if mime is not None else None
     if mime is None or kind is None:
@@ -334,7 +358,9 @@ def hash_media(data: bytes, *, max_pixels: int = 100_000_000, max_frames: int = 
     )
     if kind != "image":
         return hashes
-    return _hash_image(data, hashes, max_pixels=max_pixels, max_frames=max_frames)
+    return _hash_image(
+        data, hashes, max_pixels=max_pixels, max_frames=max_frames, hashed_frames=hashed_frames
+    )
 
 
 # What Pillow raises on hostile or broken files (UnidentifiedImageError is an OSError;
@@ -368,10 +394,11 @@ class _Decoded:
     phash: str | None = None
     pdq: str | None = None
     pdq_quality: int | None = None
+    later: list[FrameHashes] = field(default_factory=list)
 
 
 def _hash_image(
-    data: bytes, hashes: MediaHashes, *, max_pixels: int, max_frames: int
+    data: bytes, hashes: MediaHashes, *, max_pixels: int, max_frames: int, hashed_frames: int
 ) -> MediaHashes:
     out = _Decoded()
     try:
@@ -383,6 +410,11 @@ def _hash_image(
                 count = _count_frames(img, data, limit=max_frames)
                 out.frames, out.frames_capped = min(count, max_frames), count > max_frames
                 out.phash, out.pdq, out.pdq_quality = _perceptual(img)
+                wanted = frames_to_hash(
+                    out.frames, out.width * out.height, budget=max_pixels, hashed=hashed_frames
+                )
+                if wanted:
+                    _hash_later_frames(img, wanted, out)
     except Image.DecompressionBombError:
         out.too_large = True  # Pillow's own limit (2 x Image.MAX_IMAGE_PIXELS) came first
     except _DECODE_ERRORS:  # undecodable pixels; the other hashes stand
@@ -406,7 +438,41 @@ def _hash_image(
         phash=out.phash,
         pdq=out.pdq,
         pdq_quality=out.pdq_quality,
+        frame_hashes=tuple(out.later),
     )
+
+
+def frames_to_hash(frames: int, pixels: int, *, budget: int, hashed: int) -> list[int]:
+    """The later frames of an animation to hash: up to ``hashed - 1`` of frames 1 to the
+    last counted, spread evenly and always with the last one reached.
+
+    Seeking to a frame decodes the frames before it (a GIF frame is drawn over the
+    last), so frame ``n`` costs ``n + 1`` frames of ``pixels``: only frames up to
+    ``budget // pixels`` are reached (the budget is ``max_pixels``, so an animation
+    costs at most twice the decoding of the largest still image)."""
+    last = min(frames - 1, budget // max(pixels, 1) - 1)
+    count = min(hashed - 1, last)
+    if count < 1:
+        return []
+    if count == 1:
+        return [last]
+    return sorted({1 + round(i * (last - 1) / (count - 1)) for i in range(count)})
+
+
+def _hash_later_frames(img: ImageFile.ImageFile, wanted: list[int], out: _Decoded) -> None:
+    """Hash the ``wanted`` frames into ``out.later``, leaving out any that hashes like
+    the first or an earlier one. A frame that does not decode ends the walk; what was
+    hashed stands (the first frame decoded, so the item is not undecodable)."""
+    seen = {(out.phash, out.pdq)}
+    for frame in wanted:
+        try:
+            img.seek(frame)
+            phash, pdq, quality = _perceptual(img)
+        except _DECODE_ERRORS:
+            break
+        if (phash, pdq) not in seen:
+            seen.add((phash, pdq))
+            out.later.append(FrameHashes(frame, phash, pdq, quality))
 
 
 def _count_frames(img: Image.Image, data: bytes, *, limit: int) -> int:
@@ -456,7 +522,7 @@ def _skip_sub_blocks(data: bytes, pos: int) -> int:
 
 
 def _perceptual(img: ImageFile.ImageFile) -> tuple[str, str, int]:
-    """pHash, PDQ and PDQ quality of the first frame, from one greyscale working image.
+    """pHash, PDQ and PDQ quality of the current frame, from one greyscale working image.
 
     Both hashes depend on luma only (ITU-R 601: 0.299 R + 0.587 G + 0.114 B, which is
     also JPEG's Y channel), so colour JPEGs are decoded to Y alone, at 1/2, 1/4 or 1/8

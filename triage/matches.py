@@ -36,6 +36,7 @@ def match_row(**values: Any) -> dict[str, Any]:
         "known_entry_id": None,
         "matched_media_id": None,
         "list_id": None,
+        "frame": None,
         **values,
         "ref": f"k{known}" if known else f"m{media}",
     }

@@ -70,6 +70,21 @@ class Media(SQLModel, table=True):
     )
 
 
+class MediaFrame(SQLModel, table=True):
+    """pHash and PDQ of a later frame of an animated media item (``hash_media`` hashes a
+    few, spread over the frames); frame 0, the first, is the item's own hashes."""
+
+    __tablename__ = "media_frame"
+
+    media_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("media.id"), primary_key=True, autoincrement=False)
+    )
+    frame: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    phash: str = Field(sa_column=Column(String(16), nullable=False))
+    pdq: str = Field(sa_column=Column(String(64), nullable=False))
+    pdq_quality: int = Field(sa_column=Column(Integer, nullable=False))
+
+
 class Sighting(SQLModel, table=True):
     """One media item seen on one target: where it was fetched from and when."""
 
@@ -193,6 +208,9 @@ class MediaMatch(SQLModel, table=True):
     # "k<known_entry_id>" or "m<matched_media_id>": one non-null key for uniqueness, since
     # NULLs never collide in a unique constraint.
     ref: str = Field(sa_column=Column(String(24), nullable=False))
+    # The frame of an animation whose hashes matched (a near match through a later
+    # frame, see MediaFrame); None for the file's hashes and its first frame.
+    frame: int | None = Field(default=None, sa_column=Column(Integer))
     found_at: dt.datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime, nullable=False)
     )

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Integer, and_, bindparam, case, func, or_, select, update
 from sqlmodel import Session, col
@@ -50,6 +50,7 @@ from triage.models import (
     KnownEntry,
     MatchKind,
     Media,
+    MediaFrame,
     MediaMatch,
     Sighting,
     Site,
@@ -66,6 +67,7 @@ RETRYABLE = {"timeout", "connect_error", "dns_error", "internal_error", "http_er
 class Limits:
     max_pixels: int = 100_000_000
     max_frames: int = 20
+    hashed_frames: int = 8
     page_media_limit: int = 50
     deadline_seconds: float = 240
 
@@ -74,6 +76,7 @@ class Limits:
         return cls(
             max_pixels=settings.image_max_pixels,
             max_frames=settings.image_max_frames,
+            hashed_frames=settings.image_hashed_frames,
             page_media_limit=settings.page_media_limit,
             deadline_seconds=settings.process_deadline_seconds,
         )
@@ -189,7 +192,12 @@ def claim_target(
 
 def _hash(data: bytes, limits: Limits) -> MediaHashes | Failure:
     try:
-        return hash_media(data, max_pixels=limits.max_pixels, max_frames=limits.max_frames)
+        return hash_media(
+            data,
+            max_pixels=limits.max_pixels,
+            max_frames=limits.max_frames,
+            hashed_frames=limits.hashed_frames,
+        )
     except HashingError as exc:
         log.info("media not hashed in full: %s", exc.reason)
         # Too large to decode: the file hashes still match exact lists.
@@ -310,6 +318,11 @@ def _add_media(insert: Any) -> Any:
     )
 
 
+def _add_frames(insert: Any) -> Any:
+    table = MediaFrame.__table__  # type: ignore[attr-defined]
+    return insert(table).on_conflict_do_nothing(index_elements=[table.c.media_id, table.c.frame])
+
+
 def _find_media(_: Any) -> Any:
     table = Media.__table__  # type: ignore[attr-defined]
     return select(table.c.id, table.c.sha256).where(
@@ -352,6 +365,20 @@ def upsert_media(
         str(sha256): (int(media_id), True)
         for media_id, sha256 in session.execute(built(session, _add_media), rows)
     }
+    frames = [
+        {
+            "media_id": ids[sha256][0],
+            "frame": f.frame,
+            "phash": f.phash,
+            "pdq": f.pdq,
+            "pdq_quality": f.pdq_quality,
+        }
+        for sha256 in ordered
+        if sha256 in ids
+        for f in unique[sha256].frame_hashes
+    ]
+    if frames:  # (an animation first seen here: its later frames)
+        session.execute(built(session, _add_frames), frames)
     seen = [sha256 for sha256 in ordered if sha256 not in ids]
     for start in range(0, len(seen), 1000):
         found = session.execute(built(session, _find_media), {"wanted": seen[start : start + 1000]})
@@ -429,7 +456,8 @@ def match_media(
     """Record every exact (SHA-256, SHA-1, MD5) and near (pHash, PDQ) match of the media
     items (by id), and add them to the target's priority facts. The exact matches of all
     items are looked up at once; near ones in memory, and the hits of all items in the
-    database together.
+    database together. The later frames of an animation (``MediaHashes.frame_hashes``)
+    are looked up as well: a known picture shown as one frame of a GIF is found.
 
     ``fresh``: media first recorded by this target just now, not seen before it, so no
     near match to them is recorded (two near copies on one page do not match each
@@ -443,15 +471,20 @@ def match_media(
     for match in exact_matches(session, holders):
         for media_id in holders[match[2]]:
             exact.setdefault(media_id, []).append(match)
-    nearby = near.lookup_many(
-        session,
-        [
+    # Near: each media item's hashes, and those of the later frames of an animation.
+    asked: list[tuple[int, int | None]] = []
+    queries: list[NearQuery] = []
+    for media_id, hashes in media.items():
+        asked.append((media_id, None))
+        queries.append(
             NearQuery(hashes.phash, hashes.pdq, hashes.pdq_quality, exclude_media_id=media_id)
-            for media_id, hashes in media.items()
-        ],
-    )
+        )
+        for f in hashes.frame_hashes:
+            asked.append((media_id, f.frame))
+            queries.append(NearQuery(f.phash, f.pdq, f.pdq_quality, exclude_media_id=media_id))
+    nearby = near.lookup_many(session, queries)
     rows = []
-    for (media_id, hashes), near_matches in zip(media.items(), nearby, strict=True):
+    for media_id, hashes in media.items():
         for known_id, list_id, value, list_name in exact.get(media_id, ()):
             facts.exact_lists.add(list_name)
             rows.append(
@@ -465,6 +498,8 @@ def match_media(
                     found_at=now,
                 )
             )
+    closest: dict[tuple[int, str, str], dict[str, Any]] = {}
+    for (media_id, frame), near_matches in zip(asked, nearby, strict=True):
         for found in near_matches:
             if found.media_id in fresh:
                 continue
@@ -472,18 +507,23 @@ def match_media(
                 facts.near_seen.add(media_id)
             else:
                 facts.near_confirmed_lists.add(found.source)
-            rows.append(
-                match_row(
-                    media_id=media_id,
-                    kind=MatchKind.near,
-                    hash_type=HashType(found.hash_type),
-                    distance=found.distance,
-                    list_id=found.list_id,
-                    known_entry_id=found.known_entry_id,
-                    matched_media_id=found.media_id,
-                    found_at=now,
-                )
+            row = match_row(
+                media_id=media_id,
+                kind=MatchKind.near,
+                hash_type=HashType(found.hash_type),
+                distance=found.distance,
+                list_id=found.list_id,
+                known_entry_id=found.known_entry_id,
+                matched_media_id=found.media_id,
+                frame=frame,
+                found_at=now,
             )
+            # One match per media item, hash type and entry (or media): the closest
+            # frame's, the first frame's when they tie.
+            key = (media_id, str(row["hash_type"]), str(row["ref"]))
+            if key not in closest or row["distance"] < closest[key]["distance"]:
+                closest[key] = row
+    rows.extend(closest.values())
     add_matches(session, rows)
 
 
@@ -718,6 +758,7 @@ def media_matches(session: Session, media: Media) -> list[dict[str, Any]]:
             col(MediaMatch.distance),
             col(HashList.name),
             func.coalesce(matched.c.sha256, col(KnownEntry.sha256)),
+            col(MediaMatch.frame),
         )
         .outerjoin(HashList, col(HashList.id) == col(MediaMatch.list_id))
         .outerjoin(matched, matched.c.id == col(MediaMatch.matched_media_id))
@@ -741,8 +782,9 @@ def media_matches(session: Session, media: Media) -> list[dict[str, Any]]:
             "hash_type": str(hash_type),
             "distance": distance,
             "media_sha256": other,
+            "frame": frame,
         }
-        for kind, hash_type, distance, name, other in rows
+        for kind, hash_type, distance, name, other, frame in rows
     ]
     elsewhere = session.execute(
         select(func.count()).select_from(Sighting).where(col(Sighting.media_id) == media.id)
@@ -756,7 +798,25 @@ def media_matches(session: Session, media: Media) -> list[dict[str, Any]]:
                 "hash_type": "sha256",
                 "distance": 0,
                 "media_sha256": media.sha256,
+                "frame": None,
             },
+        )
+    return found
+
+
+def frame_hashes(session: Session, media_ids: Collection[int]) -> dict[int, list[dict[str, Any]]]:
+    """The hashed later frames of each media item that has any (``MediaFrame``)."""
+    found: dict[int, list[dict[str, Any]]] = {}
+    if not media_ids:
+        return found
+    rows = session.execute(
+        select(MediaFrame)
+        .where(col(MediaFrame.media_id).in_(sorted(media_ids)))
+        .order_by(col(MediaFrame.media_id), col(MediaFrame.frame))
+    ).scalars()
+    for row in rows:
+        found.setdefault(row.media_id, []).append(
+            {"frame": row.frame, "phash": row.phash, "pdq": row.pdq, "pdq_quality": row.pdq_quality}
         )
     return found
 
@@ -769,6 +829,7 @@ def describe_target(session: Session, target: Target) -> dict[str, Any]:
         .where(col(Sighting.target_id) == target.id)
         .order_by(col(Sighting.id))
     ).all()
+    frames = frame_hashes(session, [cast(int, m.id) for m, _ in rows])
     return {
         "id": target.id,
         "canonical_url": target.canonical_url,
@@ -804,6 +865,7 @@ def describe_target(session: Session, target: Target) -> dict[str, Any]:
                 "width": m.width,
                 "height": m.height,
                 "frames": m.frames,
+                "frame_hashes": frames.get(cast(int, m.id), []),
                 "hash_note": m.hash_note,
                 "url": s.media_url,
                 "hosting": {

@@ -684,6 +684,7 @@ def test_near_duplicates_are_shown_as_suggestions_only(session: Session) -> None
             "media_id": known,
             "hash_type": "pdq",
             "distance": 12,
+            "frame": None,
             "verdict": "baseline",
             "verdict_target_id": first.id,
         }

@@ -29,7 +29,14 @@ from PIL import Image
 from hotline.errors import HotlineError
 from hotline.settings import Settings
 from tests.fixtures import images
-from triage.hashing import HashingError, MediaHashes, hash_media, is_media, sniff
+from triage.hashing import (
+    HashingError,
+    MediaHashes,
+    frames_to_hash,
+    hash_media,
+    is_media,
+    sniff,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -241,6 +248,71 @@ def test_animations_hash_the_first_frame_and_count_frames() -> None:
     assert capped.frames_capped
 
 
+def test_later_frames_of_an_animation_are_hashed_like_the_pictures_they_show() -> None:
+    """A known picture hidden as a later frame of an animation must be recognisable:
+    each hashed frame has the pHash and PDQ of that frame shown on its own."""
+    size = (160, 120)
+    alone = [hash_media(images.encode(images.make_image(60 + i, size), "PNG")) for i in range(4)]
+    for data in (
+        images.animated_gif(60, size, count=4),
+        images.animated_webp(60, size, count=4),
+        images.encode(
+            images.make_image(60, size),
+            "PNG",
+            save_all=True,
+            append_images=images.frames(61, size, 3),
+        ),
+    ):
+        result = hash_media(data)
+        assert result.frames == 4
+        assert [f.frame for f in result.frame_hashes] == [1, 2, 3]
+        for f in result.frame_hashes:
+            assert distance(f.phash, alone[f.frame].phash) <= 4
+            assert distance(f.pdq, alone[f.frame].pdq) <= 16
+            # ... and not of the first frame
+            assert distance(f.phash, alone[0].phash) > 8
+        assert distance(result.phash, alone[0].phash) <= 4
+    # 1: the first frame only, as before.
+    assert hash_media(images.animated_gif(60, size, count=4), hashed_frames=1).frame_hashes == ()
+    # Still images have no later frames.
+    assert hash_media(images.jpeg(60, size)).frame_hashes == ()
+
+
+def test_frames_that_repeat_an_earlier_one_are_not_hashed_twice() -> None:
+    size = (160, 120)
+    a, b = images.frames(70, size, 2)
+    data = images.encode(a, "GIF", save_all=True, append_images=[b, a, b, a], duration=100)
+    result = hash_media(data)
+    assert result.frames == 5
+    assert [f.frame for f in result.frame_hashes] == [1]  # a and b once each
+
+
+def test_the_frames_hashed_are_spread_over_the_frames_counted_within_a_pixel_budget() -> None:
+    # 20 frames counted, 8 hashed: the first and 7 spread over 1..19, the last included.
+    assert frames_to_hash(20, 100, budget=100_000_000, hashed=8) == [1, 4, 7, 10, 13, 16, 19]
+    assert frames_to_hash(3, 100, budget=100_000_000, hashed=8) == [1, 2]
+    assert frames_to_hash(20, 100, budget=100_000_000, hashed=2) == [19]
+    assert frames_to_hash(1, 100, budget=100_000_000, hashed=8) == []
+    # Reaching frame n decodes n + 1 frames: a 10-megapixel animation reaches frame 9.
+    assert frames_to_hash(20, 10_000_000, budget=100_000_000, hashed=8)[-1] == 9
+    assert frames_to_hash(20, 60_000_000, budget=100_000_000, hashed=8) == []
+    # Through hash_media: with room for two frames' pixels only, frame 1 alone.
+    data = images.animated_gif(80, (100, 100), count=6)
+    budgeted = hash_media(data, max_pixels=20_000)
+    assert [f.frame for f in budgeted.frame_hashes] == [1]
+    assert [f.frame for f in hash_media(data).frame_hashes] == [1, 2, 3, 4, 5]
+
+
+def test_a_gif_of_100000_frames_hashes_only_within_the_frames_counted() -> None:
+    data = images.gif_with_frames(100_000)
+    start = time.perf_counter()
+    result = hash_media(data, max_frames=20, hashed_frames=20)
+    assert time.perf_counter() - start < 2.0
+    # The frames alternate between two pictures: each hashed once.
+    assert len(result.frame_hashes) <= 1
+    assert all(f.frame < 20 for f in result.frame_hashes)
+
+
 def test_gif_frame_count_matches_pillow() -> None:
     for data in (images.animated_gif(44, (90, 60), count=4), images.gif_with_frames(57)):
         assert hash_media(data, max_frames=1000).frames == Image.open(io.BytesIO(data)).n_frames
@@ -288,7 +360,12 @@ def test_not_media(data: bytes) -> None:
 
 
 def test_type_comes_from_the_bytes_alone() -> None:
-    assert set(inspect.signature(hash_media).parameters) == {"data", "max_pixels", "max_frames"}
+    assert set(inspect.signature(hash_media).parameters) == {
+        "data",
+        "max_pixels",
+        "max_frames",
+        "hashed_frames",
+    }
     data = images.jpeg(45, (64, 48))
     assert hash_media(data).mime == "image/jpeg"
     # Whatever a server claimed in front of the bytes, the bytes decide.
@@ -301,6 +378,7 @@ def test_defaults_are_the_settings_defaults() -> None:
     fields = Settings.model_fields
     assert params["max_pixels"].default == fields["image_max_pixels"].default
     assert params["max_frames"].default == fields["image_max_frames"].default
+    assert params["hashed_frames"].default == fields["image_hashed_frames"].default
 
 
 # ---------------------------------------------------------------- limits and broken files

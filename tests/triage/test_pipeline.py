@@ -16,17 +16,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
+from selectolax.lexbor import LexborHTMLParser
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
 from hotline.db import session_scope, utcnow
+from hotline.models import Role
+from hotline.web import create_app
 from reporting import service as intake
 from reporting.models import ReportCategory, ReportSource, Target, TargetStatus
 from reporting.schemas import ReportCreate
 from tests.conftest import REPO
 from tests.fixtures import images
 from tests.fixtures.servers import LocalHTTPServer
+from tests.fixtures.staff import enrol
 from triage import service
 from triage.fetcher import Fetcher, FetchPolicy
 from triage.hashing import hash_media
@@ -369,6 +374,76 @@ def test_near_copies_on_one_page_are_not_media_seen_before(
     assert "1 media item(s) near to media seen before" in shown(later)["priority_reasons"]
 
 
+def test_a_known_picture_shown_as_a_later_frame_of_an_animation_is_found(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome], client: Any
+) -> None:
+    """A GIF whose first frame is harmless and whose third frame is a picture on a
+    partner's list, or seen here before: the near match is found through that frame,
+    and the target ranks as a near match to confirmed media."""
+    size = (200, 150)
+    harmless, known, seen, other = images.frames(90, size, 4)
+    known_alone = hash_media(images.encode(known, "PNG"))
+    assert known_alone.phash
+    assert known_alone.pdq
+    with session_scope() as session:
+        import_list(
+            session,
+            io.BytesIO(
+                f"phash,pdq,category\n{_flip(known_alone.phash, 2)},"
+                f"{_flip(known_alone.pdq, 10)},1\n".encode()
+            ),
+            list_name="partner-frames",
+        )
+    still = report(
+        http_server.route("/frames/still.png", body=images.encode(seen, "PNG"), headers=JPEG)
+    )
+    process(still)
+    [still_media] = shown(still)["media"]
+
+    animation = images.encode(
+        harmless, "GIF", save_all=True, append_images=[other, known, seen], duration=100
+    )
+    target_id = report(
+        http_server.route(
+            "/frames/animation.gif", body=animation, headers={"content-type": "image/gif"}
+        )
+    )
+    assert process(target_id).status == TargetStatus.queued
+    target = shown(target_id)
+    [media] = target["media"]
+    assert media["frames"] == 4
+    assert [f["frame"] for f in media["frame_hashes"]] == [1, 2, 3]
+    by_source = {(m["source"], m["hash_type"]): m for m in media["matches"]}
+    assert by_source[("partner-frames", "phash")]["frame"] == 2
+    assert by_source[("partner-frames", "phash")]["distance"] <= 6
+    assert by_source[("partner-frames", "pdq")]["frame"] == 2
+    assert by_source[("seen", "phash")]["frame"] == 3
+    assert by_source[("seen", "phash")]["media_sha256"] == still_media["sha256"]
+    assert target["priority_reasons"][0] == "near match to confirmed media: partner-frames"
+    assert "1 media item(s) near to media seen before" in target["priority_reasons"]
+    # The analyst's item page says which frame matched.
+    analyst = TestClient(create_app(), client=("127.0.0.1", 50003))
+    with analyst:
+        enrol(analyst, "ana@frames.example", Role.analyst)
+        page = LexborHTMLParser(analyst.get(f"/staff/targets/{target_id}").text)
+        listed = [li.text(strip=True) for li in page.css("ul.matches li")]
+        assert any("partner-frames" in text and "frame 2" in text for text in listed), listed
+        suggestions = page.css_first("p.suggestion")
+        assert suggestions is not None
+        assert "(frame 3)" in suggestions.text()
+
+    # With the first frame hashed only, as before: only the first frame, which is the
+    # earlier animation's, is recognised; the list's picture is not.
+    plain = report(http_server.route("/frames/again.gif", body=animation + b"\0", headers=JPEG))
+    process(plain, limits=service.Limits(hashed_frames=1))
+    [media] = shown(plain)["media"]
+    assert media["frame_hashes"] == []
+    assert {(m["source"], m["media_sha256"], m["frame"]) for m in media["matches"]} == {
+        ("seen", target["media"][0]["sha256"], None)
+    }
+    assert not any("partner-frames" in reason for reason in shown(plain)["priority_reasons"])
+
+
 def test_pictures_without_structure_are_no_near_duplicates_of_each_other(
     http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
 ) -> None:
@@ -509,6 +584,7 @@ def test_an_exact_hash_from_a_known_list_ranks_first(
         "hash_type": "sha256",
         "distance": 0,
         "media_sha256": None,
+        "frame": None,
     } in target["media"][0]["matches"]
     with session_scope() as session:
         queue = (
