@@ -311,14 +311,16 @@ def view_media(
     user: Annotated[StaffUser, Depends(authorize("target.view"))],
     unblur: bool = False,
     size: Annotated[int, Query(ge=safeview.MIN_SIZE, le=safeview.MAX_SIZE)] = safeview.DEFAULT_SIZE,
+    frame: Annotated[int, Query(ge=0, le=100_000)] = 0,
 ) -> Response:
     """A media item fetched afresh and rendered in memory: blurred greyscale unless
-    ``unblur`` (permission ``media.unblur``, audited). Never stored (docs/safeview.md)."""
+    ``unblur`` (permission ``media.unblur``, audited). ``frame``: a later frame of an
+    animation (a near match's ``frame``). Never stored (docs/safeview.md)."""
     if unblur and not allowed(user.role, "media.unblur"):
         raise Forbidden()
     source = safeview.locate(session, target_id, media_id)
     session.close()  # no connection is held while the site takes its time
-    options = safeview.Options.from_settings(settings, size=size, unblur=unblur)
+    options = safeview.Options.from_settings(settings, size=size, unblur=unblur, frame=frame)
     shown = safeview.render(source, fetcher=fetcher, options=options)
     if unblur:
         audit.record(
@@ -328,7 +330,7 @@ def view_media(
             actor_id=user.id,
             object_type="media",
             object_id=media_id,
-            details={"target_id": target_id},
+            details={"target_id": target_id} | ({"frame": frame} if frame else {}),
             now=now,
         )
     headers = SAFE_VIEW_HEADERS | {"X-Hotline-Content": shown.content, "X-Hotline-View": shown.view}

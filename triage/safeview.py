@@ -4,7 +4,8 @@ The analyst never visits the reported site. On request the media is fetched agai
 through the guarded client (`triage.fetcher`, the workers' policy), its type is taken
 from the magic bytes (`triage.hashing.sniff`) and a rendering is made in memory:
 
-- Images (JPEG, PNG, GIF and WebP first frame, BMP) are decoded with Pillow, opened
+- Images (JPEG, PNG, GIF and WebP, the first frame or the one asked for, BMP) are
+  decoded with Pillow, opened
   only with the plugin the magic bytes name, refused above ``max_pixels`` before any
   pixel is decoded, JPEGs decoded at reduced scale (draft mode), scaled to fit
   ``size``; by default greyscale and Gaussian-blurred, on request in colour without
@@ -53,7 +54,7 @@ Content = Literal["same", "changed"]
 _VECTOR_NAMES: Final = {"image/svg+xml": "SVG", "application/postscript": "EPS"}
 # A fetch that found nothing there any more is a 404 for the analyst; any other
 # failure (blocked, timeout, too large, server error) is the site's gateway failing.
-_GONE: Final = frozenset({"http_error_404", "http_error_410"})
+_GONE: Final = frozenset({"http_error_404", "http_error_410", "no_such_frame"})
 
 
 class MediaNotFound(NotFound):
@@ -63,7 +64,7 @@ class MediaNotFound(NotFound):
 class MediaUnavailable(HotlineError):
     """The media could not be fetched or rendered again; ``reason`` is the machine code
     (the fetcher's, e.g. ``timeout``, ``blocked_address``, ``http_error_404``, or
-    ``not_media``, ``image_too_large``, ``decode_error``)."""
+    ``not_media``, ``image_too_large``, ``decode_error``, ``no_such_frame``)."""
 
     code = "media_unavailable"
     status_code = 502
@@ -95,18 +96,29 @@ class Options:
     unblur: bool = False
     blur_radius: float = 24
     max_pixels: int = 100_000_000
+    frame: int = 0
+    """The frame of an animation to show (0, the first; a later one a match was found
+    through). Reaching it decodes the frames before it: within ``max_pixels`` in all,
+    and among the first ``max_frames``, as hashing counts them."""
+    max_frames: int = 20
 
     def __post_init__(self) -> None:
         if not MIN_SIZE <= self.size <= MAX_SIZE:
             raise ValueError(f"size must be between {MIN_SIZE} and {MAX_SIZE}")
+        if self.frame < 0:
+            raise ValueError("frame must not be negative")
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, size: int, unblur: bool) -> Options:
+    def from_settings(
+        cls, settings: Settings, *, size: int, unblur: bool, frame: int = 0
+    ) -> Options:
         return cls(
             size=size,
             unblur=unblur,
             blur_radius=settings.safe_view_blur_radius,
             max_pixels=settings.image_max_pixels,
+            frame=frame,
+            max_frames=settings.image_max_frames,
         )
 
 
@@ -177,9 +189,17 @@ def _render_image(data: bytes, mime: str, options: Options) -> bytes:
     try:
         with Image.open(io.BytesIO(data), formats=_PIL_FORMATS[mime]) as img:
             width, height = img.size
-            if width * height > options.max_pixels:
-                reason = "image_too_large"
-            else:
+            frame = options.frame
+            if (frame + 1) * width * height > options.max_pixels:
+                reason = "image_too_large"  # (frame n costs n + 1 frames' decoding)
+            elif frame >= options.max_frames:
+                reason = "no_such_frame"
+            elif frame:
+                try:
+                    img.seek(frame)
+                except EOFError:
+                    reason = "no_such_frame"
+            if reason is None:
                 body = _draw(img, options)
     except Image.DecompressionBombError:
         reason = "image_too_large"  # Pillow's own limit (2 x Image.MAX_IMAGE_PIXELS)
@@ -197,7 +217,7 @@ def _fit(width: int, height: int, size: int) -> tuple[int, int]:
 
 
 def _draw(img: Image.Image, options: Options) -> bytes:
-    """The first frame, scaled to fit, blurred greyscale or in colour, as a new JPEG."""
+    """The current frame, scaled to fit, blurred greyscale or in colour, as a new JPEG."""
     out_size = _fit(*img.size, options.size)
     mode = "RGB" if options.unblur else "L"
     img.draft(mode, out_size)  # JPEG: decoded at 1/2, 1/4 or 1/8 scale when that suffices

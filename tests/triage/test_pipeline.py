@@ -431,6 +431,10 @@ def test_a_known_picture_shown_as_a_later_frame_of_an_animation_is_found(
         suggestions = page.css_first("p.suggestion")
         assert suggestions is not None
         assert "(frame 3)" in suggestions.text()
+        # Each links to the safe view of that frame.
+        links = {a.attributes.get("href") for a in page.css("a.frame-view")}
+        view = f"/api/v1/targets/{target_id}/media/{media['id']}/view"
+        assert links == {f"{view}?frame=2", f"{view}?frame=3"}
 
     # With the first frame hashed only, as before: only the first frame, which is the
     # earlier animation's, is recognised; the list's picture is not.

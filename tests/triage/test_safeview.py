@@ -175,6 +175,41 @@ def test_unblur_shows_the_picture_in_colour_and_is_audited_each_time(
     assert "127.0.0.1" not in " ".join(f"{e.details} {e.object_id}" for e in events)
 
 
+def test_a_later_frame_of_an_animation_is_shown_when_asked_for(
+    client: Any, http_server: LocalHTTPServer, unblurs: Unblurs
+) -> None:
+    """The analyst can look at the frame a near match was found through: frame 2 of a
+    GIF is shown, not the first, and a frame that is not there is a 404."""
+    size = (320, 240)
+    frames = images.frames(140, size, 3)
+    gif = images.encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    target, [media] = seen(
+        http_server.route("/anim.gif", body=gif, headers={"content-type": "image/gif"})
+    )
+    analyst = bearer(Role.analyst, "ana@hotline.example")
+
+    def shown(**query: Any) -> np.ndarray[Any, np.dtype[np.int16]]:
+        response = view(client, analyst, target, media, unblur=True, **query)
+        assert response.status_code == 200, response.text
+        return np.asarray(picture(response).convert("RGB"), dtype=np.int16)
+
+    pictures = [np.asarray(f.convert("RGB"), dtype=np.int16) for f in frames]
+    for number in (0, 2):
+        got = shown(frame=number) if number else shown()
+        differences = [float(np.abs(got - p).mean()) for p in pictures]
+        assert min(range(3), key=differences.__getitem__) == number, differences
+    events = unblurs(media)
+    assert [json.loads(e.details or "{}") for e in events] == [
+        {"target_id": target},
+        {"target_id": target, "frame": 2},
+    ]
+    missing = view(client, analyst, target, media, frame=7)
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "media_unavailable"
+    assert "no_such_frame" in missing.json()["detail"]
+    assert view(client, analyst, target, media, frame=-1).status_code == 422
+
+
 def test_who_may_look_and_who_may_unblur(
     client: Any, http_server: LocalHTTPServer, unblurs: Unblurs
 ) -> None:
