@@ -19,7 +19,15 @@ from sqlmodel import Session
 from hotline.db import dialect_insert
 from hotline.settings import get_settings
 from triage.hashlists import entry_key
-from triage.models import HashList, HashType, KnownEntry, MatchKind, Media, MediaMatch
+from triage.models import (
+    HashList,
+    HashType,
+    KnownEntry,
+    MatchKind,
+    Media,
+    MediaFrame,
+    MediaMatch,
+)
 from triage.rerank import rerank, showing_media
 
 if TYPE_CHECKING:  # numpy is imported when a list has perceptual hashes, not before
@@ -161,21 +169,27 @@ def _near_pairs(
             yield (other, row_id, distance) if media_first else (row_id, other, distance)
 
 
+# A later frame's key in the near matching of a list: media id * _FRAME_KEY + frame.
+_FRAME_KEY = 1 << 20
+
+
 def near_seen_media(
     session: Session,
     list_id: int,
     *,
     media_above: int = 0,
     types: Iterable[HashType] = _PERCEPTUAL,
-) -> list[tuple[HashType, int, int, int]]:
-    """(hash type, media id, entry id, distance) of every media item seen here (with an
-    id above ``media_above``) whose pHash or PDQ is within the configured radius of one
-    of the list's entries, as the workers' near lookups would have found it: media PDQ
-    hashes below ``pdq_min_quality`` are not matched (a missing quality counts as 0).
+) -> list[tuple[HashType, int, int, int, int | None]]:
+    """(hash type, media id, entry id, distance, frame) of every media item seen here
+    (with an id above ``media_above``) whose pHash or PDQ, or that of one of its later
+    frames (``frame``; None for the item's own), is within the configured radius of one
+    of the list's entries, as the workers' near lookups would have found it: PDQ hashes
+    below ``pdq_min_quality`` are not matched (a missing quality counts as 0).
     ``types``: the perceptual types to look at (those the list has, when known)."""
     settings = get_settings()
     media, entry = Media.__table__, KnownEntry.__table__  # type: ignore[attr-defined]
-    found: list[tuple[HashType, int, int, int]] = []
+    frame = MediaFrame.__table__  # type: ignore[attr-defined]
+    found: list[tuple[HashType, int, int, int, int | None]] = []
     radii = {HashType.phash: settings.phash_radius, HashType.pdq: settings.pdq_radius}
     for hash_type in _PERCEPTUAL:
         if hash_type not in types:
@@ -185,10 +199,15 @@ def near_seen_media(
         seen_here = select(media.c.id, media.c[hash_type.value]).where(
             media.c[hash_type.value].is_not(None), media.c.id > media_above
         )
+        # Later frames of animations, keyed by media id and frame in one number.
+        frames_here = select(
+            frame.c.media_id * _FRAME_KEY + frame.c.frame, frame.c[hash_type.value]
+        ).where(frame.c.media_id > media_above, frame.c.frame < _FRAME_KEY)
         if hash_type == HashType.pdq:
             seen_here = seen_here.where(
                 func.coalesce(media.c.pdq_quality, 0) >= settings.pdq_min_quality
             )
+            frames_here = frames_here.where(frame.c.pdq_quality >= settings.pdq_min_quality)
         on_list = select(entry.c.id, entry.c[hash_type.value]).where(
             entry.c.list_id == list_id, entry.c[hash_type.value].is_not(None)
         )
@@ -202,10 +221,28 @@ def near_seen_media(
         seen = _codes(session, seen_here, bits)
         listed = _codes(session, on_list, bits)
         found += (
-            (hash_type, media_id, entry_id, distance)
+            (hash_type, media_id, entry_id, distance, None)
             for media_id, entry_id, distance in _near_pairs(seen, listed, bits, radius)
         )
+        if session.execute(frames_here.limit(1)).first() is None:
+            continue
+        framed = _codes(session, frames_here, bits)
+        found += (
+            (hash_type, key // _FRAME_KEY, entry_id, distance, key % _FRAME_KEY)
+            for key, entry_id, distance in _near_pairs(framed, listed, bits, radius)
+        )
     return found
+
+
+def closest(
+    near: Iterable[tuple[HashType, int, int, int, int | None]],
+) -> list[tuple[HashType, int, int, int, int | None]]:
+    """One near match per media item, hash type and entry: the item's own hash when it
+    is as close as any frame, else the closest frame (the first of equals)."""
+    best: dict[tuple[HashType, int, int], tuple[HashType, int, int, int, int | None]] = {}
+    for found in sorted(near, key=lambda n: (n[0], n[1], n[2], n[3], n[4] is not None, n[4])):
+        best.setdefault(found[:3], found)
+    return sorted(best.values(), key=lambda n: (n[0], n[1], n[2]))
 
 
 def newest_media(session: Session) -> int:
@@ -275,9 +312,10 @@ def match_seen_media(
                 distance=distance,
                 list_id=list_id,
                 known_entry_id=entry_id,
+                frame=frame,
                 found_at=now,
             )
-            for hash_type, media_id, entry_id, distance in sorted(near)
+            for hash_type, media_id, entry_id, distance, frame in closest(near)
         ],
     )
     exact_ids = {media_id for media_id, _ in found}

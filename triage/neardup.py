@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -43,7 +43,7 @@ from sqlalchemy import ColumnElement, Select, func, or_, select, text
 from sqlmodel import Session, col
 
 from hotline.settings import get_settings
-from triage.models import HashList, HashType, KnownEntry, Media
+from triage.models import HashList, HashType, KnownEntry, Media, MediaFrame
 
 log = logging.getLogger("hotline.triage.neardup")
 
@@ -1016,8 +1016,13 @@ class NearDuplicates:
             known_rows = self._known_rows(session, hash_type, [i for m in mine for i in m[5]])
             for n, _, code, radius, media_ids, known_ids in mine:
                 for media_id in media_ids:
-                    value = media_rows.get(media_id)
-                    distance = _distance_to(value, hash_type, code)
+                    # The item's own hash and those of its later frames: the nearest.
+                    distances = [
+                        d
+                        for value in media_rows.get(media_id, ())
+                        if (d := _distance_to(value, hash_type, code)) is not None
+                    ]
+                    distance = min(distances, default=None)
                     if distance is not None and distance <= radius:
                         results[n].append(
                             NearMatch("seen", hash_type, distance, media_id, None, None)
@@ -1038,18 +1043,18 @@ class NearDuplicates:
 
     def _media_rows(
         self, session: Session, hash_type: HashType, ids: list[int]
-    ) -> dict[int, str | None]:
-        """The hits' hashes as the database has them now (rows may be gone or changed);
-        a PDQ hash below the minimum quality reads as none."""
-        found: dict[int, str | None] = {}
-        column = col(Media.phash) if hash_type == HashType.phash else col(Media.pdq)
+    ) -> dict[int, list[str]]:
+        """The hits' hashes as the database has them now (rows may be gone or changed):
+        each item's own and those of its later frames (``MediaFrame``); PDQ hashes below
+        the minimum quality are left out."""
+        found: dict[int, list[str]] = {}
         for chunk in _chunks(sorted(set(ids)), 500):
-            statement = select(col(Media.id), column, col(Media.pdq_quality)).where(
-                col(Media.id).in_(chunk)
-            )
-            for media_id, value, quality in session.execute(statement):
-                low = hash_type == HashType.pdq and (quality or 0) < self.pdq_min_quality
-                found[int(media_id)] = None if low else value
+            for media_id, value, quality in session.execute(_hashes_of(hash_type, chunk)):
+                if value is None:
+                    continue
+                if hash_type == HashType.pdq and (quality or 0) < self.pdq_min_quality:
+                    continue
+                found.setdefault(int(media_id), []).append(str(value))
         return found
 
     def _known_rows(
@@ -1089,6 +1094,19 @@ def _match_order(match: NearMatch) -> tuple[int, ...]:
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _hashes_of(hash_type: HashType, ids: list[int]) -> Select[*tuple[Any, ...]]:
+    """(media id, hash, PDQ quality) of the media ``ids`` and of their later frames."""
+    if hash_type == HashType.phash:
+        own, framed = col(Media.phash), col(MediaFrame.phash)
+    else:
+        own, framed = col(Media.pdq), col(MediaFrame.pdq)
+    items = select(col(Media.id), own, col(Media.pdq_quality)).where(col(Media.id).in_(ids))
+    frames = select(col(MediaFrame.media_id), framed, col(MediaFrame.pdq_quality)).where(
+        col(MediaFrame.media_id).in_(ids)
+    )
+    return cast("Select[*tuple[Any, ...]]", items.union_all(frames))
 
 
 def _distance_to(value: str | None, hash_type: HashType, query: Codes) -> int | None:
@@ -1184,10 +1202,19 @@ class _MediaTable(_Table):
     def rows(
         self, where: ColumnElement[bool], *, settled_only: bool = False
     ) -> Select[*tuple[Any, ...]]:
+        """The media rows ``where`` says, and the later frames of those that have any
+        (rows of the media item's id: a frame is indexed as its item). Frames are written
+        with their item, in its transaction, so they appear together."""
         statement = select(col(Media.id), col(Media.phash), col(Media.pdq), col(Media.pdq_quality))
         if settled_only:
             statement = statement.where(col(Media.phash).is_not(None) | col(Media.pdq).is_not(None))
-        return statement.where(where)
+        frames = select(
+            col(MediaFrame.media_id),
+            col(MediaFrame.phash),
+            col(MediaFrame.pdq),
+            col(MediaFrame.pdq_quality),
+        ).where(col(MediaFrame.media_id).in_(select(col(Media.id)).where(where)))
+        return cast("Select[*tuple[Any, ...]]", statement.where(where).union_all(frames))
 
     def copies(self, settled: int) -> list[tuple[HashType, str, tuple[object, ...]]]:
         return [
@@ -1202,6 +1229,18 @@ class _MediaTable(_Table):
                 "COPY (SELECT id::bigint, pdq::text FROM media WHERE id <= %s"
                 " AND octet_length(pdq) = 64 AND coalesce(pdq_quality, 0) >= %s)"
                 " TO STDOUT (FORMAT BINARY)",
+                (settled, self.owner.pdq_min_quality),
+            ),
+            (
+                HashType.phash,
+                "COPY (SELECT media_id::bigint, phash::text FROM media_frame"
+                " WHERE media_id <= %s AND octet_length(phash) = 16) TO STDOUT (FORMAT BINARY)",
+                (settled,),
+            ),
+            (
+                HashType.pdq,
+                "COPY (SELECT media_id::bigint, pdq::text FROM media_frame WHERE media_id <= %s"
+                " AND octet_length(pdq) = 64 AND pdq_quality >= %s) TO STDOUT (FORMAT BINARY)",
                 (settled, self.owner.pdq_min_quality),
             ),
         ]

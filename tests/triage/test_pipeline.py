@@ -436,6 +436,32 @@ def test_a_known_picture_shown_as_a_later_frame_of_an_animation_is_found(
         view = f"/api/v1/targets/{target_id}/media/{media['id']}/view"
         assert links == {f"{view}?frame=2", f"{view}?frame=3"}
 
+    # The other way round: a still picture shown earlier as frame 1 of the animation is
+    # media seen before, through the frame the index holds for the animation.
+    later = report(
+        http_server.route("/frames/later.png", body=images.encode(other, "PNG"), headers=JPEG)
+    )
+    process(later)
+    [still_later] = shown(later)["media"]
+    assert {(m["source"], m["media_sha256"]) for m in still_later["matches"]} == {
+        ("seen", media["sha256"])
+    }
+    assert "1 media item(s) near to media seen before" in shown(later)["priority_reasons"]
+    # ... and so it is for an index loaded afresh (PostgreSQL: by COPY).
+    other_alone = hash_media(images.encode(other, "PNG"))
+    fresh = NearDuplicates(phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=0)
+    with session_scope() as session:
+        found = fresh.lookup(
+            session,
+            phash=other_alone.phash,
+            pdq=other_alone.pdq,
+            pdq_quality=other_alone.pdq_quality,
+        )
+    assert {(m.media_id, m.hash_type) for m in found} >= {
+        (media["id"], "phash"),
+        (media["id"], "pdq"),
+    }
+
     # With the first frame hashed only, as before: only the first frame, which is the
     # earlier animation's, is recognised; the list's picture is not.
     plain = report(http_server.route("/frames/again.gif", body=animation + b"\0", headers=JPEG))
@@ -446,6 +472,48 @@ def test_a_known_picture_shown_as_a_later_frame_of_an_animation_is_found(
         ("seen", target["media"][0]["sha256"], None)
     }
     assert not any("partner-frames" in reason for reason in shown(plain)["priority_reasons"])
+
+
+def test_a_list_imported_later_finds_a_picture_shown_as_a_later_frame(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    size = (200, 150)
+    frames = images.frames(95, size, 3)
+    animation = images.encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    target_id = report(
+        http_server.route(
+            "/frames-later/a.gif", body=animation, headers={"content-type": "image/gif"}
+        )
+    )
+    process(target_id)
+    assert shown(target_id)["priority_reasons"] == ["new content"]
+    listed = hash_media(images.encode(frames[2], "PNG"))
+    assert listed.phash
+    assert listed.pdq
+    with session_scope() as session:
+        summary = import_list(
+            session,
+            io.BytesIO(
+                f"phash,pdq,category\n{_flip(listed.phash, 1)},{_flip(listed.pdq, 5)},1\n".encode()
+            ),
+            list_name="later-frames",
+        )
+        assert summary.added == 1
+        seen = match_seen_media(session, int(_list_id(session, "later-frames")), now=utcnow())
+    assert seen.media == 1
+    assert seen.raised == [target_id]
+    [media] = shown(target_id)["media"]
+    assert sorted((m["source"], m["hash_type"], m["frame"]) for m in media["matches"]) == [
+        ("later-frames", "pdq", 2),
+        ("later-frames", "phash", 2),
+    ]
+    assert shown(target_id)["priority_reasons"][0] == "near match to confirmed media: later-frames"
+
+
+def _list_id(session: Session, name: str) -> int:
+    return int(
+        session.execute(select(col(HashList.id)).where(col(HashList.name) == name)).scalar_one()
+    )
 
 
 def test_pictures_without_structure_are_no_near_duplicates_of_each_other(
