@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -223,6 +223,13 @@ class Settings(BaseSettings):
         "operator; it must exist. Empty: the file shipped with the geoip2fast package "
         "(update by upgrading it).",
     )
+    asn_data_file: str = Field(
+        "",
+        description="A MaxMind-format ASN database (`.mmdb`: GeoLite2-ASN, or DB-IP's "
+        'free "IP to ASN Lite") for the AS number and operator of the hosting '
+        "address; it must exist. Empty: no AS numbers (geoip2fast names the operator). "
+        "Update by replacing the file and restarting.",
+    )
     hosting_overrides: Annotated[list[tuple[IPNetwork, str]], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated `network=COUNTRY` pairs (e.g. `127.0.0.0/8=PL`) that "
@@ -429,12 +436,12 @@ class Settings(BaseSettings):
             pairs.append((ipaddress.ip_network(network.strip(), strict=False), code))
         return pairs
 
-    @field_validator("geoip_data_file")
+    @field_validator("geoip_data_file", "asn_data_file")
     @classmethod
-    def _geoip_file(cls, value: str) -> str:
+    def _data_file(cls, value: str, info: ValidationInfo) -> str:
         # Checked at start: a worker without its hosting data would fail every target.
         if value and not Path(value).expanduser().is_file():
-            raise ValueError(f"HOTLINE_GEOIP_DATA_FILE: no such file: {value}")
+            raise ValueError(f"HOTLINE_{str(info.field_name).upper()}: no such file: {value}")
         return value
 
     @field_validator("fetch_ports", mode="before")

@@ -129,6 +129,8 @@ def test_a_hosting_data_file_that_is_not_there_stops_the_start(tmp_path: Path) -
         Settings(geoip_data_file=str(tmp_path))  # a directory
     shipped = Path(geoip2fast.__file__).parent / "geoip2fast-asn-ipv6.dat.gz"
     assert Settings(geoip_data_file=str(shipped)).geoip_data_file == str(shipped)
+    with pytest.raises(ValidationError, match="HOTLINE_ASN_DATA_FILE: no such file"):
+        Settings(asn_data_file=str(tmp_path / "GeoLite2-ASN.mmdb"))
 
 
 def test_a_refused_setting_is_named_but_no_secret_is_echoed() -> None:

@@ -30,6 +30,7 @@ from reporting.models import ReportCategory, ReportSource, Target, TargetStatus
 from reporting.schemas import ReportCreate
 from tests.conftest import REPO
 from tests.fixtures import images
+from tests.fixtures.asn import asn_database
 from tests.fixtures.servers import LocalHTTPServer
 from tests.fixtures.staff import enrol
 from triage import service
@@ -153,6 +154,22 @@ def test_hosting_facts_are_on_the_target_and_on_each_sighting(
 
     target = shown(target_id)
     facts = {"ip": "127.0.0.1", "country": "PL", "asn": None, "org": "EXAMPLE-NET"}
+    assert target["hosting"] == facts
+    assert [media["hosting"] for media in target["media"]] == [facts]
+
+
+def test_an_asn_database_puts_the_as_number_on_the_target_and_its_sightings(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome], tmp_path: Path
+) -> None:
+    asn_file = asn_database(tmp_path / "asn.mmdb", {"127.0.0.0/8": (64500, "Example Transit")})
+    target_id = report(http_server.route("/asn/1.jpg", body=images.jpeg(8, (64, 48)), headers=JPEG))
+
+    assert process(target_id, hosting=HostingLookup(asn_file=asn_file)).status == (
+        TargetStatus.queued
+    )
+
+    target = shown(target_id)
+    facts = {"ip": "127.0.0.1", "country": None, "asn": 64500, "org": "Example Transit"}
     assert target["hosting"] == facts
     assert [media["hosting"] for media in target["media"]] == [facts]
 
