@@ -180,6 +180,7 @@ class Settings(BaseSettings):
     image_max_frames: int = Field(
         20,
         ge=1,
+        le=100_000,
         description="Frames of an animation that are counted, at most (more frames than "
         "this are noted as `frames_capped`).",
     )

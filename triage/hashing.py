@@ -11,7 +11,8 @@ Invariants of this module:
 - SVG and EPS are never decoded (EPS would run Ghostscript); videos get the
   cryptographic hashes only. Images are opened only with the Pillow plugin the magic
   bytes name, with Pillow's decompression-bomb limit left on, and the pixel count is
-  checked from the header before any pixel is decoded.
+  checked from the header before any pixel is decoded (that of each later frame of an
+  animation as it is reached, see :func:`walk_frames`).
 - One decode per image, of the first frame: JPEGs are decoded at a reduced scale
   straight to luma (draft mode), others are box-reduced after decoding; pHash and PDQ
   are computed from that one greyscale working image (``docs/hashing.md`` gives the
@@ -24,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 
@@ -65,6 +67,11 @@ _KINDS: Final[dict[str, Kind]] = {
     "video/mpeg": "video",
     "video/mp2t": "video",
 }
+
+# Formats whose later frames are hashed (and shown by the safe view): animations.
+# MPO is not: its frames are separate JPEG pictures of one scene, each of its own size,
+# and its plugin keeps the first frame's reduced decoding scale for the others.
+ANIMATED_FORMATS: Final = frozenset({"GIF", "PNG", "WEBP"})
 
 # The only Pillow plugin each image type may be opened with.
 _PIL_FORMATS: Final[dict[str, list[str]]] = {
@@ -410,11 +417,10 @@ def _hash_image(
                 count = _count_frames(img, data, limit=max_frames)
                 out.frames, out.frames_capped = min(count, max_frames), count > max_frames
                 out.phash, out.pdq, out.pdq_quality = _perceptual(img)
-                wanted = frames_to_hash(
-                    out.frames, out.width * out.height, budget=max_pixels, hashed=hashed_frames
-                )
-                if wanted:
-                    _hash_later_frames(img, wanted, out)
+                if img.format in ANIMATED_FORMATS:
+                    wanted = frames_to_hash(out.frames, hashed=hashed_frames)
+                    if wanted:
+                        _hash_later_frames(img, wanted, out, budget=max_pixels)
     except Image.DecompressionBombError:
         out.too_large = True  # Pillow's own limit (2 x Image.MAX_IMAGE_PIXELS) came first
     except _DECODE_ERRORS:  # undecodable pixels; the other hashes stand
@@ -442,15 +448,11 @@ def _hash_image(
     )
 
 
-def frames_to_hash(frames: int, pixels: int, *, budget: int, hashed: int) -> list[int]:
+def frames_to_hash(frames: int, *, hashed: int) -> list[int]:
     """The later frames of an animation to hash: up to ``hashed - 1`` of frames 1 to the
-    last counted, spread evenly and always with the last one reached.
-
-    Seeking to a frame decodes the frames before it (a GIF frame is drawn over the
-    last), so frame ``n`` costs ``n + 1`` frames of ``pixels``: only frames up to
-    ``budget // pixels`` are reached (the budget is ``max_pixels``, so an animation
-    costs at most twice the decoding of the largest still image)."""
-    last = min(frames - 1, budget // max(pixels, 1) - 1)
+    last counted, spread evenly, the last always among them (``walk_frames`` may stop
+    before it)."""
+    last = frames - 1
     count = min(hashed - 1, last)
     if count < 1:
         return []
@@ -459,20 +461,47 @@ def frames_to_hash(frames: int, pixels: int, *, budget: int, hashed: int) -> lis
     return sorted({1 + round(i * (last - 1) / (count - 1)) for i in range(count)})
 
 
-def _hash_later_frames(img: ImageFile.ImageFile, wanted: list[int], out: _Decoded) -> None:
+def walk_frames(img: Image.Image, last: int, budget: int) -> Iterator[int]:
+    """Seek an animation frame by frame, from 1 to ``last``, yielding each frame number
+    once it is the current frame, while the pixels decoded on the way stay within
+    ``budget``.
+
+    Seeking to a frame decodes the frames before it (a GIF frame is drawn over the
+    last), and a later frame may be larger than the first (a GIF's canvas grows to
+    hold it). So each frame's size is counted once its header is read, before its
+    pixels are, and the walk ends before the frame that would go over the budget.
+    Pillow's decompression-bomb error, ``EOFError`` past the last frame and decode
+    errors propagate to the caller."""
+    spent = 0
+    for frame in range(1, last + 1):
+        img.seek(frame)
+        width, height = img.size
+        spent += width * height
+        if spent > budget:
+            return
+        yield frame
+
+
+def _hash_later_frames(
+    img: ImageFile.ImageFile, wanted: list[int], out: _Decoded, *, budget: int
+) -> None:
     """Hash the ``wanted`` frames into ``out.later``, leaving out any that hashes like
-    the first or an earlier one. A frame that does not decode ends the walk; what was
-    hashed stands (the first frame decoded, so the item is not undecodable)."""
+    the first or an earlier one, within ``budget`` decoded pixels (``walk_frames``).
+    A frame that does not decode, or that Pillow takes for a decompression bomb, ends
+    the walk; what was hashed stands (the first frame decoded, so the item is neither
+    undecodable nor too large: a crafted last frame must not hide the first)."""
     seen = {(out.phash, out.pdq)}
-    for frame in wanted:
-        try:
-            img.seek(frame)
+    chosen = set(wanted)
+    try:
+        for frame in walk_frames(img, wanted[-1], budget):
+            if frame not in chosen:
+                continue
             phash, pdq, quality = _perceptual(img)
-        except _DECODE_ERRORS:
-            break
-        if (phash, pdq) not in seen:
-            seen.add((phash, pdq))
-            out.later.append(FrameHashes(frame, phash, pdq, quality))
+            if (phash, pdq) not in seen:
+                seen.add((phash, pdq))
+                out.later.append(FrameHashes(frame, phash, pdq, quality))
+    except (Image.DecompressionBombError, *_DECODE_ERRORS):
+        return
 
 
 def _count_frames(img: Image.Image, data: bytes, *, limit: int) -> int:

@@ -37,7 +37,7 @@ from hotline.errors import HotlineError, NotFound
 from hotline.settings import Settings
 from triage.errors import FetchError
 from triage.fetcher import Fetcher
-from triage.hashing import _DECODE_ERRORS, _PIL_FORMATS, sniff
+from triage.hashing import _DECODE_ERRORS, _PIL_FORMATS, ANIMATED_FORMATS, sniff, walk_frames
 from triage.models import Media, Sighting
 
 log = logging.getLogger("hotline.triage.safeview")
@@ -97,9 +97,9 @@ class Options:
     blur_radius: float = 24
     max_pixels: int = 100_000_000
     frame: int = 0
-    """The frame of an animation to show (0, the first; a later one a match was found
-    through). Reaching it decodes the frames before it: within ``max_pixels`` in all,
-    and among the first ``max_frames``, as hashing counts them."""
+    """The frame of an animation (GIF, APNG, WebP) to show: 0, the first, or a later one
+    a match was found through. Reaching it decodes the frames before it: within
+    ``max_pixels`` in all, and among the first ``max_frames``, as hashing counts them."""
     max_frames: int = 20
 
     def __post_init__(self) -> None:
@@ -189,16 +189,10 @@ def _render_image(data: bytes, mime: str, options: Options) -> bytes:
     try:
         with Image.open(io.BytesIO(data), formats=_PIL_FORMATS[mime]) as img:
             width, height = img.size
-            frame = options.frame
-            if (frame + 1) * width * height > options.max_pixels:
-                reason = "image_too_large"  # (frame n costs n + 1 frames' decoding)
-            elif frame >= options.max_frames:
-                reason = "no_such_frame"
-            elif frame:
-                try:
-                    img.seek(frame)
-                except EOFError:
-                    reason = "no_such_frame"
+            if width * height > options.max_pixels:
+                reason = "image_too_large"
+            elif options.frame:
+                reason = _seek(img, options)
             if reason is None:
                 body = _draw(img, options)
     except Image.DecompressionBombError:
@@ -209,6 +203,24 @@ def _render_image(data: bytes, mime: str, options: Options) -> bytes:
     if reason is not None:
         raise MediaUnavailable(reason)
     return body
+
+
+def _seek(img: Image.Image, options: Options) -> str | None:
+    """Make ``options.frame`` the current frame, as hashing reaches its later frames
+    (``walk_frames``): within ``max_pixels`` decoded pixels in all (the first frame
+    counts, as seeking decodes it) and among the first ``max_frames``; None, or why
+    not (``no_such_frame``, ``image_too_large``)."""
+    frame = options.frame
+    if img.format not in ANIMATED_FORMATS or frame >= options.max_frames:
+        return "no_such_frame"
+    width, height = img.size
+    try:
+        reached = max(walk_frames(img, frame, options.max_pixels - width * height), default=0)
+    except EOFError:
+        return "no_such_frame"
+    except Image.DecompressionBombError:
+        return "image_too_large"
+    return None if reached == frame else "image_too_large"
 
 
 def _fit(width: int, height: int, size: int) -> tuple[int, int]:

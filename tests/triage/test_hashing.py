@@ -287,20 +287,50 @@ def test_frames_that_repeat_an_earlier_one_are_not_hashed_twice() -> None:
     assert [f.frame for f in result.frame_hashes] == [1]  # a and b once each
 
 
-def test_the_frames_hashed_are_spread_over_the_frames_counted_within_a_pixel_budget() -> None:
+def test_the_frames_hashed_are_spread_over_the_frames_counted() -> None:
     # 20 frames counted, 8 hashed: the first and 7 spread over 1..19, the last included.
-    assert frames_to_hash(20, 100, budget=100_000_000, hashed=8) == [1, 4, 7, 10, 13, 16, 19]
-    assert frames_to_hash(3, 100, budget=100_000_000, hashed=8) == [1, 2]
-    assert frames_to_hash(20, 100, budget=100_000_000, hashed=2) == [19]
-    assert frames_to_hash(1, 100, budget=100_000_000, hashed=8) == []
-    # Reaching frame n decodes n + 1 frames: a 10-megapixel animation reaches frame 9.
-    assert frames_to_hash(20, 10_000_000, budget=100_000_000, hashed=8)[-1] == 9
-    assert frames_to_hash(20, 60_000_000, budget=100_000_000, hashed=8) == []
-    # Through hash_media: with room for two frames' pixels only, frame 1 alone.
+    assert frames_to_hash(20, hashed=8) == [1, 4, 7, 10, 13, 16, 19]
+    assert frames_to_hash(3, hashed=8) == [1, 2]
+    assert frames_to_hash(20, hashed=2) == [19]
+    assert frames_to_hash(1, hashed=8) == []
+    assert frames_to_hash(20, hashed=1) == []
+
+
+def test_later_frames_are_decoded_within_a_pixel_budget_counted_frame_by_frame() -> None:
+    # 100x100 frames and room for two frames' pixels: frames 1 and 2 only.
     data = images.animated_gif(80, (100, 100), count=6)
-    budgeted = hash_media(data, max_pixels=20_000)
-    assert [f.frame for f in budgeted.frame_hashes] == [1]
+    assert [f.frame for f in hash_media(data, max_pixels=20_000).frame_hashes] == [1, 2]
     assert [f.frame for f in hash_media(data).frame_hashes] == [1, 2, 3, 4, 5]
+    # A GIF whose screen and first frame say 1x1 and whose later frames are 300x300:
+    # the budget counts the size each frame has, not the first one's.
+    growing = images.gif_growing(82, 300, 6)
+    assert Image.open(io.BytesIO(growing)).size == (1, 1)
+    budgeted = hash_media(growing, max_pixels=200_000)
+    assert [f.frame for f in budgeted.frame_hashes] == [1, 2]  # 2 x 90,000 pixels
+    assert [f.frame for f in hash_media(growing).frame_hashes] == [1, 2, 3, 4, 5]
+
+
+def test_a_crafted_last_frame_does_not_hide_the_first_or_the_others() -> None:
+    """A 12-byte frame claiming 65535 x 65535 pixels at the end (Pillow calls it a
+    decompression bomb) ends the walk; the item keeps its hashes and earlier frames."""
+    plain = images.animated_gif(84, (160, 120), count=3)
+    crafted = images.with_bomb_frame(plain)
+    expected = hash_media(plain)
+    result = hash_media(crafted)
+    assert result.note is None
+    assert result.frames == 4
+    assert (result.phash, result.pdq) == (expected.phash, expected.pdq)
+    assert result.frame_hashes == expected.frame_hashes
+    assert [f.frame for f in result.frame_hashes] == [1, 2]
+
+
+def test_the_pictures_of_an_mpo_file_are_not_hashed_as_frames() -> None:
+    first, second = images.frames(86, (320, 240), 2)
+    data = images.encode(first, "MPO", save_all=True, append_images=[second], quality=95)
+    result = hash_media(data)
+    assert result.mime == "image/jpeg"
+    assert result.frames == 2
+    assert result.frame_hashes == ()
 
 
 def test_a_gif_of_100000_frames_hashes_only_within_the_frames_counted() -> None:

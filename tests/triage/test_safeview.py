@@ -44,6 +44,7 @@ SAFE_HEADERS = {
     "content-security-policy": "default-src 'none'; sandbox",
 }
 Unblurs = Callable[[int], list[AuditEvent]]
+JPEG_TYPE = {"content-type": "image/jpeg"}
 
 
 def seen(url: str) -> tuple[int, list[int]]:
@@ -208,6 +209,40 @@ def test_a_later_frame_of_an_animation_is_shown_when_asked_for(
     assert missing.json()["code"] == "media_unavailable"
     assert "no_such_frame" in missing.json()["detail"]
     assert view(client, analyst, target, media, frame=-1).status_code == 422
+
+
+def test_a_later_frame_is_shown_only_within_the_decoding_budget(
+    client: Any, http_server: LocalHTTPServer, configure: Callable[..., None]
+) -> None:
+    """Reaching frame N decodes the frames before it, each at its own size: a GIF whose
+    first frame says 1x1 and whose later frames are 1000x1000 reaches frame 1 within
+    1.5 million pixels, not frame 2; a crafted frame claiming 65535 x 65535 pixels is
+    too large; the pictures of an MPO file are no frames."""
+    configure(image_max_pixels=1_500_000)
+    analyst = bearer(Role.analyst, "ana@hotline.example")
+    gif = {"content-type": "image/gif"}
+    growing, [media] = seen(
+        http_server.route("/grow.gif", body=images.gif_growing(150, 1000, 3), headers=gif)
+    )
+    assert view(client, analyst, growing, media, frame=1).status_code == 200
+    too_far = view(client, analyst, growing, media, frame=2)
+    assert too_far.status_code == 502
+    assert "image_too_large" in too_far.json()["detail"]
+
+    crafted = images.with_bomb_frame(images.animated_gif(152, (160, 120), count=2))
+    target, [media] = seen(http_server.route("/crafted.gif", body=crafted, headers=gif))
+    assert view(client, analyst, target, media, frame=1).status_code == 200
+    bomb = view(client, analyst, target, media, frame=2)
+    assert bomb.status_code == 502
+    assert "image_too_large" in bomb.json()["detail"]
+
+    first, second = images.frames(154, (320, 240), 2)
+    mpo = images.encode(first, "MPO", save_all=True, append_images=[second], quality=95)
+    target, [media] = seen(http_server.route("/pair.jpg", body=mpo, headers=JPEG_TYPE))
+    assert view(client, analyst, target, media).status_code == 200
+    pair = view(client, analyst, target, media, frame=1)
+    assert pair.status_code == 404
+    assert "no_such_frame" in pair.json()["detail"]
 
 
 def test_who_may_look_and_who_may_unblur(
