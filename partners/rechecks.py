@@ -58,7 +58,7 @@ from reporting.models import Target, TargetStatus
 from triage.assessment import current_assessments
 from triage.fetcher import Fetcher
 from triage.hashing import MediaHashes
-from triage.models import ILLEGAL, Decision, Media, Outcome
+from triage.models import ILLEGAL, Decision, Media, MediaFrame, Outcome
 from triage.neardup import informative_phashes
 from triage.service import Failure, Gathered, Limits, gather, is_retryable
 
@@ -265,6 +265,10 @@ def sweep(session: Session, *, now: dt.datetime, policy: RecheckPolicy) -> list[
 # One check ---------------------------------------------------------------------------------
 
 
+# One picture's perceptual hashes: pHash, PDQ, PDQ quality.
+Picture = tuple[str | None, str | None, int | None]
+
+
 @dataclass(frozen=True)
 class Known:
     """The hashes of one confirmed media item, to look for."""
@@ -274,6 +278,8 @@ class Known:
     phash: str | None
     pdq: str | None
     pdq_quality: int | None
+    # Its hashed later frames, if it is an animation (``MediaFrame``).
+    frames: tuple[Picture, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -319,9 +325,26 @@ def load(session: Session, recheck_id: int) -> Watched | None:
     target = session.get(Target, row.target_id)
     if target is None:
         return None
+    confirmed = confirmed_media(session, row.target_id)
+    frames: dict[int, list[Picture]] = {}
+    if confirmed:
+        found = session.execute(
+            select(MediaFrame)
+            .where(col(MediaFrame.media_id).in_([m.id for m in confirmed]))
+            .order_by(col(MediaFrame.media_id), col(MediaFrame.frame))
+        ).scalars()
+        for f in found:
+            frames.setdefault(f.media_id, []).append((f.phash, f.pdq, f.pdq_quality))
     media = tuple(
-        Known(int(m.id or 0), m.sha256, m.phash, m.pdq, m.pdq_quality)
-        for m in confirmed_media(session, row.target_id)
+        Known(
+            int(m.id or 0),
+            m.sha256,
+            m.phash,
+            m.pdq,
+            m.pdq_quality,
+            tuple(frames.get(int(m.id or 0), ())),
+        )
+        for m in confirmed
     )
     return Watched(recheck_id, row.target_id, target.canonical_url, target.host, media)
 
@@ -336,17 +359,29 @@ def _distance(a: str | None, b: str | None) -> int | None:
 
 
 def is_same_media(found: MediaHashes, media: Known, policy: RecheckPolicy) -> bool:
-    """The same file, or for images the same picture within the near-duplicate radius."""
+    """The same file, or for images the same picture within the near-duplicate radius.
+
+    Of an animation, every hashed frame counts as one of its pictures, on either side:
+    a confirmed GIF whose abusive frame is still shown under a new first frame, or
+    alone as a still picture, is still there."""
     if found.sha256 == media.sha256:
         return True
-    if found.phash and media.phash:
+    shown: list[Picture] = [(found.phash, found.pdq, found.pdq_quality)]
+    shown += [(f.phash, f.pdq, f.pdq_quality) for f in found.frame_hashes]
+    confirmed: list[Picture] = [(media.phash, media.pdq, media.pdq_quality), *media.frames]
+    return any(_same_picture(a, b, policy) for a in shown for b in confirmed)
+
+
+def _same_picture(a: Picture, b: Picture, policy: RecheckPolicy) -> bool:
+    (a_phash, a_pdq, a_quality), (b_phash, b_pdq, b_quality) = a, b
+    if a_phash and b_phash:
         # A pHash saying nothing of its picture (a flat placeholder) matches no other.
-        d = _distance(found.phash, media.phash)
+        d = _distance(a_phash, b_phash)
         near = d is not None and d <= policy.phash_radius
-        if near and informative_phashes(found.phash, media.phash):
+        if near and informative_phashes(a_phash, b_phash):
             return True
-    good = min(found.pdq_quality or 0, media.pdq_quality or 0) >= policy.pdq_min_quality
-    d = _distance(found.pdq, media.pdq)
+    good = min(a_quality or 0, b_quality or 0) >= policy.pdq_min_quality
+    d = _distance(a_pdq, b_pdq)
     return good and d is not None and d <= policy.pdq_radius
 
 

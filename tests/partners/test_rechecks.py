@@ -304,6 +304,29 @@ def test_a_page_that_shows_other_pictures_only_is_removed(
     assert check_at(session, target, confirmed + HOUR).result is RecheckResult.removed
 
 
+def test_a_confirmed_animation_is_still_there_while_one_of_its_frames_is_shown(
+    session: Session, http_server: LocalHTTPServer
+) -> None:
+    """The site swaps the confirmed GIF's harmless first frame for another, or shows one
+    of its other pictures alone: still there. A GIF of other pictures only: removed."""
+    size = (200, 150)
+    title, known, more, fresh, other = images.frames(8130, size, 5)
+    confirmed_gif = images.encode(title, "GIF", save_all=True, append_images=[known, more])
+    url = publish(http_server, confirmed_gif, "anim")
+    target = confirm(session, url)
+    confirmed = confirmation_time(session, target)
+
+    def serve(body: bytes) -> None:
+        http_server.route("/anim/p.jpg", body=body, headers={"Content-Type": "image/gif"})
+
+    serve(images.encode(fresh, "GIF", save_all=True, append_images=[other, known]))
+    assert check_at(session, target, confirmed + HOUR).result is RecheckResult.online
+    serve(images.encode(more, "PNG"))
+    assert check_at(session, target, confirmed + 6 * HOUR).result is RecheckResult.online
+    serve(images.encode(fresh, "GIF", save_all=True, append_images=[other]))
+    assert check_at(session, target, confirmed + 24 * HOUR).result is RecheckResult.removed
+
+
 def test_a_flat_placeholder_is_not_taken_for_a_flat_picture_confirmed_before(
     session: Session, http_server: LocalHTTPServer
 ) -> None:
