@@ -20,6 +20,9 @@ matches the media first seen within that window again:
   added to). An entry of the hotline's own list matches only media first seen after
   it was added: a confirmation does not match the media seen before it.
 
+Each media item is compared through all its pictures: its own hashes and those of the
+later frames of an animation (``MediaFrame``), as the workers' lookups do.
+
 Matches are inserted as the workers insert them (kept if found before), so a run
 repeats nothing. The queued targets showing media that got a match after they were first
 seen (now, or within the last half window) are ranked again (``triage.rerank``: decided
@@ -43,7 +46,16 @@ from sqlmodel import Session, col
 from hotline.settings import get_settings
 from triage.hashlists import exact_matches
 from triage.matches import _near_pairs, add_matches, match_row
-from triage.models import HashList, HashType, KnownEntry, MatchKind, Media, MediaMatch, Sighting
+from triage.models import (
+    HashList,
+    HashType,
+    KnownEntry,
+    MatchKind,
+    Media,
+    MediaFrame,
+    MediaMatch,
+    Sighting,
+)
 from triage.neardup import KnownLoaded, NearDuplicates, matchable_codes
 from triage.rerank import rerank, showing_media
 
@@ -83,10 +95,11 @@ def catch_up(
     recent = _recent_media(session, since=now - window)
     if not recent:
         return CaughtUp(0, 0, [])
-    rows = _seen_rows(session, recent, now=now)
+    pictures = _pictures(session, recent)
+    rows = _seen_rows(session, recent, pictures, now=now)
     loaded = near.known_loaded(window.total_seconds())
     if loaded.everything or loaded.rows:
-        rows += _listed_rows(session, recent, near=near, loaded=loaded, now=now)
+        rows += _listed_rows(session, recent, pictures, near=near, loaded=loaded, now=now)
     matched = add_matches(session, rows)
     # Also the media matched late within the last half window, by an earlier run (whose
     # rerank passes over a target another transaction holds) or by a worker showing
@@ -131,20 +144,44 @@ def _recent_media(session: Session, *, since: dt.datetime) -> list[Row[Any]]:
         below = int(page[-1].id)
 
 
-def _codes(recent: Sequence[Row[Any]], hash_type: HashType, min_quality: int) -> tuple[Ids, Codes]:
-    """(ids, codes) of the media's (informative) pHash or (good enough) PDQ hashes, as a
-    lookup would search and index them."""
+# A picture of a media item: its own hashes (frame 0) or a later frame's, keyed in one
+# number, media id * _FRAME_KEY + frame, which keeps the media's id order.
+_FRAME_KEY = 1 << 20
+# Picture key -> (pHash, PDQ, PDQ quality).
+Pictures = dict[int, tuple[str | None, str | None, int | None]]
+
+
+def _pictures(session: Session, recent: Sequence[Row[Any]]) -> Pictures:
+    """The recent media's pictures: each item's own hashes, and those of the later
+    frames of animations (``MediaFrame``), as the workers' lookups search them."""
+    found: Pictures = {
+        int(row.id) * _FRAME_KEY: (row.phash, row.pdq, row.pdq_quality) for row in recent
+    }
+    ids = sorted(int(row.id) for row in recent)
+    frame = MediaFrame.__table__  # type: ignore[attr-defined]
+    for start in range(0, len(ids), _CHUNK):
+        statement = select(
+            frame.c.media_id, frame.c.frame, frame.c.phash, frame.c.pdq, frame.c.pdq_quality
+        ).where(frame.c.media_id.in_(ids[start : start + _CHUNK]), frame.c.frame < _FRAME_KEY)
+        for media_id, number, phash, pdq, quality in session.execute(statement):
+            found[int(media_id) * _FRAME_KEY + int(number)] = (phash, pdq, quality)
+    return found
+
+
+def _codes(pictures: Pictures, hash_type: HashType, min_quality: int) -> tuple[Ids, Codes]:
+    """(picture keys, codes) of the (informative) pHash or (good enough) PDQ hashes, as
+    a lookup would search and index them."""
     if hash_type == HashType.phash:
-        chosen = [(row.id, row.phash) for row in recent if row.phash is not None]
+        chosen = [(key, phash) for key, (phash, _, _) in pictures.items() if phash is not None]
     else:
         chosen = [
-            (row.id, row.pdq)
-            for row in recent
-            if row.pdq is not None and (row.pdq_quality or 0) >= min_quality
+            (key, pdq)
+            for key, (_, pdq, quality) in pictures.items()
+            if pdq is not None and (quality or 0) >= min_quality
         ]
     bits: Literal[64, 256] = 64 if hash_type == HashType.phash else 256
     codes, valid = matchable_codes([value for _, value in chosen], bits)
-    ids = np.fromiter((media_id for media_id, _ in chosen), dtype=np.int64, count=len(chosen))
+    ids = np.fromiter((key for key, _ in chosen), dtype=np.int64, count=len(chosen))
     return ids[valid], codes.reshape(len(chosen), bits // 64)[valid]
 
 
@@ -175,16 +212,23 @@ def _within(
 
 
 def _seen_rows(
-    session: Session, recent: Sequence[Row[Any]], *, now: dt.datetime
+    session: Session, recent: Sequence[Row[Any]], pictures: Pictures, *, now: dt.datetime
 ) -> list[dict[str, Any]]:
-    """The ``seen`` near matches among the recent media: later to earlier."""
+    """The ``seen`` near matches among the recent media: later to earlier, through any
+    of their pictures (the closest; the later item's frame is recorded)."""
     settings = get_settings()
     radii = {HashType.phash: settings.phash_radius, HashType.pdq: settings.pdq_radius}
-    pairs: dict[tuple[int, int, HashType], int] = {}
+    pairs: dict[tuple[int, int, HashType], tuple[int, int]] = {}
     for hash_type, radius in radii.items():
-        ids, codes = _codes(recent, hash_type, settings.pdq_min_quality)
-        for later, earlier, distance in _earlier_within(ids, codes, radius):
-            pairs[(later, earlier, hash_type)] = distance
+        keys, codes = _codes(pictures, hash_type, settings.pdq_min_quality)
+        for later_key, earlier_key, distance in _earlier_within(keys, codes, radius):
+            later, earlier = later_key // _FRAME_KEY, earlier_key // _FRAME_KEY
+            if later == earlier:
+                continue  # two pictures of one animation
+            found = (distance, later_key % _FRAME_KEY)
+            pairs[(later, earlier, hash_type)] = min(
+                pairs.get((later, earlier, hash_type), found), found
+            )
     if not pairs:
         return []
     involved = sorted({m for later, earlier, _ in pairs for m in (later, earlier)})
@@ -195,7 +239,7 @@ def _seen_rows(
     }
     steps = _first_sightings(session, sorted({m for pair in together for m in pair}))
     rows = []
-    for (later, earlier, hash_type), distance in sorted(pairs.items()):
+    for (later, earlier, hash_type), (distance, frame) in sorted(pairs.items()):
         if (earlier, later) in reverse:
             continue
         # First recorded by one target in one record step: neither was seen before.
@@ -211,6 +255,7 @@ def _seen_rows(
                 hash_type=hash_type,
                 distance=distance,
                 matched_media_id=earlier,
+                frame=frame or None,
                 found_at=now,
             )
         )
@@ -271,6 +316,7 @@ def _entries(session: Session, ids: list[int], hash_type: HashType | None) -> di
 def _listed_rows(
     session: Session,
     recent: Sequence[Row[Any]],
+    pictures: Pictures,
     *,
     near: NearDuplicates,
     loaded: KnownLoaded,
@@ -312,22 +358,29 @@ def _listed_rows(
 
     radii = {HashType.phash: settings.phash_radius, HashType.pdq: settings.pdq_radius}
     for hash_type, radius in radii.items():
-        found = _near_listed(near, loaded, recent, hash_type, radius, settings.pdq_min_quality)
-        values = {int(row.id): getattr(row, hash_type.value) for row in recent}
+        found = _near_listed(near, loaded, pictures, hash_type, radius, settings.pdq_min_quality)
         entries = _entries(session, sorted({entry_id for _, entry_id in found}), hash_type)
-        for media_id, entry_id in sorted(found):
+        closest: dict[tuple[int, int], tuple[int, int]] = {}
+        for key, entry_id in sorted(found):
             entry = entries.get(entry_id)
             # Checked as a lookup checks its hits: the row is there, with that value.
-            distance = _distance(values[media_id], entry.value if entry else None)
+            phash, pdq, _ = pictures[key]
+            value = phash if hash_type == HashType.phash else pdq
+            distance = _distance(value, entry.value if entry else None)
             if entry is not None and distance is not None and distance <= radius:
-                add(
-                    media_id,
-                    entry,
-                    kind=MatchKind.near,
-                    hash_type=hash_type,
-                    distance=distance,
-                    known_entry_id=entry_id,
-                )
+                best = (distance, key % _FRAME_KEY)
+                media_id = key // _FRAME_KEY
+                closest[(media_id, entry_id)] = min(closest.get((media_id, entry_id), best), best)
+        for (media_id, entry_id), (distance, frame) in sorted(closest.items()):
+            add(
+                media_id,
+                entries[entry_id],
+                kind=MatchKind.near,
+                hash_type=hash_type,
+                distance=distance,
+                known_entry_id=entry_id,
+                frame=frame or None,
+            )
     return rows
 
 
@@ -339,14 +392,14 @@ def _own_lists(session: Session) -> set[int]:
 def _near_listed(
     near: NearDuplicates,
     loaded: KnownLoaded,
-    recent: Sequence[Row[Any]],
+    pictures: Pictures,
     hash_type: HashType,
     radius: int,
     min_quality: int,
 ) -> set[tuple[int, int]]:
-    """(media id, entry id) of the candidates within ``radius``: among the list rows the
-    index read lately, or in the whole index when it cannot tell which those are."""
-    ids, codes = _codes(recent, hash_type, min_quality)
+    """(picture key, entry id) of the candidates within ``radius``: among the list rows
+    the index read lately, or in the whole index when it cannot tell which those are."""
+    ids, codes = _codes(pictures, hash_type, min_quality)
     if loaded.everything:
         return {
             (media_id, entry_id)

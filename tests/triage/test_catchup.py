@@ -301,6 +301,53 @@ def test_a_list_committed_while_a_worker_recorded_is_matched_later(
     assert run_catch_up(index).matched == 0
 
 
+def test_the_later_frames_of_animations_are_caught_up_too(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    """Two workers record at once a still picture and a GIF showing it as frame 2; a
+    list committed meanwhile holds another of the GIF's frames. The catch-up records
+    both matches through the frames, as a worker after the others would have."""
+    size = (200, 150)
+    title, shown_alone, listed = images.frames(87, size, 3)
+    animation = images.encode(title, "GIF", save_all=True, append_images=[listed, shown_alone])
+    gif = {"content-type": "image/gif"}
+    clock = Clock()
+    index = catch_up_index(clock)
+    with session_scope() as session:
+        index.refresh(session, force=True)
+    clock.now = 1000.0
+    stale = loaded_near_duplicates()
+    still = report(
+        http_server.route("/frames-race/still.png", body=images.encode(shown_alone, "PNG"))
+    )
+    anim = report(http_server.route("/frames-race/anim.gif", body=animation, headers=gif))
+    process(still)
+    process(anim, near=stale)
+    on_list = hash_media(images.encode(listed, "PNG"))
+    assert on_list.phash
+    with session_scope() as session:
+        import_list(
+            session,
+            io.BytesIO(f"phash,category\n{_flip(on_list.phash, 2)},1\n".encode()),
+            list_name="frames-meanwhile",
+        )
+    assert matches(anim) == []
+
+    caught = run_catch_up(index)
+    assert caught.matched == 1
+    assert caught.raised == [anim]
+    found = {
+        (m["source"], m["kind"], m["hash_type"], m["frame"])
+        for m in shown(anim)["media"][0]["matches"]
+    }
+    assert ("frames-meanwhile", "near", "phash", 1) in found
+    assert ("seen", "near", "phash", 2) in found
+    assert {m[4] for m in matches(anim) if m[0] == "seen"} == {shown(still)["media"][0]["sha256"]}
+    assert ranked(anim)[1][0] == "near match to confirmed media: frames-meanwhile"
+    assert matches(still) == []  # the earlier one stays as it was
+    assert run_catch_up(index).matched == 0
+
+
 def test_the_own_list_matches_only_media_seen_after_the_confirmation(
     http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
 ) -> None:
