@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -680,6 +681,150 @@ def test_blocks_give_exactly_what_line_by_line_parsing_gives(
         patch.setattr(hashlists, "BLOCK_SIZE", block_size)
         plain, fast, _ = _both_ways(data)
     assert fast == plain
+
+
+def reference_pattern(header: str, delimiter: str, newline: bytes) -> re.Pattern[bytes]:
+    """The block rule as one regular expression, line by line: what the block check
+    replaced, kept here as the oracle it is compared with."""
+    keys = [hashlists._column_key(cell) for cell in header.split(delimiter)]
+    names = [hashlists._HASH_COLUMNS.get(key) for key in keys]
+    escaped = re.escape(delimiter.encode())
+    allowed = bytes(c for c in range(0x21, 0x7F) if chr(c) not in f'"\\{delimiter}')
+    char = b"[" + re.escape(allowed) + b"]"
+    category = b"(?:" + char + b"(?:" + char + b"| (?=" + char + b")){0,63})?"
+    branches = []
+    for first in [i for i, t in enumerate(names) if t is not None]:
+        cells = []
+        for i, hash_type in enumerate(names):
+            if hash_type is None:
+                cells.append(category)
+                continue
+            hex_ = b"[0-9a-f]{%d}" % hashlists._HEX_LENGTH[hash_type]
+            cells.append(b"" if i < first else hex_ if i == first else b"(?:" + hex_ + b")?")
+        branches.append(escaped.join(cells))
+    return re.compile(b"(?:" + b"|".join(branches) + b")" + re.escape(newline))
+
+
+def _field(kind: str, n: int, length: int) -> str:
+    value = hashlib.sha256(f"field-{n}".encode()).hexdigest() * 2
+    return {
+        "hex": value[:length],
+        "short": value[: length - 1],
+        "long": value[: length + 1],
+        "upper": value[:length].upper(),
+        "empty": "",
+        "space": " " + value[: length - 1],
+    }[kind]
+
+
+CATEGORIES = st.text(
+    alphabet=st.sampled_from(list('ab1 Z_-.;,"\\\t\r\xe9/')), max_size=70
+) | st.sampled_from(["", "1", "baseline", "a b", "a  b", " a", "a ", "x" * 64, "x" * 65])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    layout=st.sampled_from(
+        [
+            ("sha256,md5,category", ","),
+            ("MD5;SHA1;Category", ";"),
+            ("sha1", ","),
+            ("category,md5,pdq", ","),
+            ("phash,sha256", ","),
+        ]
+    ),
+    rows=st.lists(
+        st.tuples(
+            st.lists(
+                st.sampled_from(["hex", "hex", "empty", "short", "long", "upper", "space"]),
+                min_size=3,
+                max_size=3,
+            ),
+            CATEGORIES,
+            st.sampled_from(["", "", "", "extra", "missing"]),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    crlf=st.booleans(),
+    stray_cr=st.booleans(),
+)
+def test_the_block_check_takes_exactly_the_lines_the_block_rule_takes(
+    layout: tuple[str, str],
+    rows: list[tuple[list[str], str, str]],
+    crlf: bool,
+    stray_cr: bool,
+) -> None:
+    header, delimiter = layout
+    newline = b"\r\n" if crlf else b"\n"
+    keys = [hashlists._column_key(cell) for cell in header.split(delimiter)]
+    lines: list[bytes] = []
+    for n, (kinds, category, shape) in enumerate(rows):
+        cells = []
+        for i, key in enumerate(keys):
+            if key == "category":
+                cells.append(category)
+            else:
+                length = hashlists._HEX_LENGTH[hashlists._HASH_COLUMNS[key]]
+                cells.append(_field(kinds[i % 3], n, length))
+        if shape == "extra":
+            cells.append("x")
+        elif shape == "missing" and len(cells) > 1:
+            cells.pop()
+        line = delimiter.join(cells).encode("utf-8")
+        # A line break of the other kind now and then: a lone CR, or LF in a CRLF file.
+        ending = b"\n" if (stray_cr and n % 3 == 1) else newline
+        lines.append(line + ending)
+    block = b"".join(lines)
+    layout_ = hashlists._Layout(header.split(delimiter), delimiter)
+    check = layout_.block_check(newline)
+    assert check is not None
+    ends, good = check.lines(block)
+    assert ends.tolist() == [sum(len(line) for line in lines[: i + 1]) for i in range(len(lines))]
+    pattern = reference_pattern(header, delimiter, newline)
+    assert good.tolist() == [pattern.fullmatch(line) is not None for line in lines]
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+def test_the_block_check_on_each_kind_of_category(crlf: bool) -> None:
+    """Lines whose hashes are right, with each kind of category the rule tells apart."""
+    categories = [
+        "",
+        "1",
+        "baseline",
+        "a b",
+        "a  b",
+        " a",
+        "a ",
+        " ",
+        "x" * 64,
+        "x" * 65,
+        'q"q',
+        "back\\slash",
+        "semi;colon",
+        "tab\tbed",
+        "caf\u00e9",
+        "a b c d",
+        "CSAM",
+        "a\rb",
+    ]
+    newline = b"\r\n" if crlf else b"\n"
+    sha256, md5 = digest("sha256", 1), digest("md5", 1)
+    for header, delimiter, line in (
+        ("sha256,md5,category", ",", "{sha256},{md5},{category}"),
+        ("category;MD5", ";", "{category};{md5}"),
+    ):
+        lines = [
+            line.format(sha256=sha256, md5=md5, category=c).encode() + newline for c in categories
+        ]
+        check = hashlists._Layout(header.split(delimiter), delimiter).block_check(newline)
+        assert check is not None
+        _, good = check.lines(b"".join(lines))
+        pattern = reference_pattern(header, delimiter, newline)
+        expected = [pattern.fullmatch(one) is not None for one in lines]
+        assert good.tolist() == expected
+        assert expected[:4] == [True, True, True, True]  # the rule's own cases, for the record
+        assert expected[4:8] == [False, False, False, False]
 
 
 def test_well_formed_lines_travel_in_blocks_and_bad_ones_are_still_numbered(
