@@ -58,9 +58,9 @@ from reporting.models import Target, TargetStatus
 from triage.assessment import current_assessments
 from triage.fetcher import Fetcher
 from triage.hashing import MediaHashes
-from triage.models import ILLEGAL, Decision, Media, MediaFrame, Outcome
+from triage.models import ILLEGAL, Decision, Media, Outcome
 from triage.neardup import informative_phashes
-from triage.service import Failure, Gathered, Limits, gather, is_retryable
+from triage.service import Failure, Gathered, Limits, frame_hashes, gather, is_retryable
 
 log = logging.getLogger("hotline.partners.rechecks")
 
@@ -326,15 +326,7 @@ def load(session: Session, recheck_id: int) -> Watched | None:
     if target is None:
         return None
     confirmed = confirmed_media(session, row.target_id)
-    frames: dict[int, list[Picture]] = {}
-    if confirmed:
-        found = session.execute(
-            select(MediaFrame)
-            .where(col(MediaFrame.media_id).in_([m.id for m in confirmed]))
-            .order_by(col(MediaFrame.media_id), col(MediaFrame.frame))
-        ).scalars()
-        for f in found:
-            frames.setdefault(f.media_id, []).append((f.phash, f.pdq, f.pdq_quality))
+    frames = frame_hashes(session, [int(m.id or 0) for m in confirmed])
     media = tuple(
         Known(
             int(m.id or 0),
@@ -342,7 +334,7 @@ def load(session: Session, recheck_id: int) -> Watched | None:
             m.phash,
             m.pdq,
             m.pdq_quality,
-            tuple(frames.get(int(m.id or 0), ())),
+            tuple((f["phash"], f["pdq"], f["pdq_quality"]) for f in frames.get(int(m.id or 0), ())),
         )
         for m in confirmed
     )

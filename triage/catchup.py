@@ -45,7 +45,7 @@ from sqlmodel import Session, col
 
 from hotline.settings import get_settings
 from triage.hashlists import exact_matches
-from triage.matches import _near_pairs, add_matches, match_row
+from triage.matches import FRAME_KEY, _near_pairs, add_matches, match_row
 from triage.models import (
     HashList,
     HashType,
@@ -144,9 +144,6 @@ def _recent_media(session: Session, *, since: dt.datetime) -> list[Row[Any]]:
         below = int(page[-1].id)
 
 
-# A picture of a media item: its own hashes (frame 0) or a later frame's, keyed in one
-# number, media id * _FRAME_KEY + frame, which keeps the media's id order.
-_FRAME_KEY = 1 << 20
 # Picture key -> (pHash, PDQ, PDQ quality).
 Pictures = dict[int, tuple[str | None, str | None, int | None]]
 
@@ -155,16 +152,16 @@ def _pictures(session: Session, recent: Sequence[Row[Any]]) -> Pictures:
     """The recent media's pictures: each item's own hashes, and those of the later
     frames of animations (``MediaFrame``), as the workers' lookups search them."""
     found: Pictures = {
-        int(row.id) * _FRAME_KEY: (row.phash, row.pdq, row.pdq_quality) for row in recent
+        int(row.id) * FRAME_KEY: (row.phash, row.pdq, row.pdq_quality) for row in recent
     }
     ids = sorted(int(row.id) for row in recent)
     frame = MediaFrame.__table__  # type: ignore[attr-defined]
     for start in range(0, len(ids), _CHUNK):
         statement = select(
             frame.c.media_id, frame.c.frame, frame.c.phash, frame.c.pdq, frame.c.pdq_quality
-        ).where(frame.c.media_id.in_(ids[start : start + _CHUNK]), frame.c.frame < _FRAME_KEY)
+        ).where(frame.c.media_id.in_(ids[start : start + _CHUNK]), frame.c.frame < FRAME_KEY)
         for media_id, number, phash, pdq, quality in session.execute(statement):
-            found[int(media_id) * _FRAME_KEY + int(number)] = (phash, pdq, quality)
+            found[int(media_id) * FRAME_KEY + int(number)] = (phash, pdq, quality)
     return found
 
 
@@ -222,10 +219,10 @@ def _seen_rows(
     for hash_type, radius in radii.items():
         keys, codes = _codes(pictures, hash_type, settings.pdq_min_quality)
         for later_key, earlier_key, distance in _earlier_within(keys, codes, radius):
-            later, earlier = later_key // _FRAME_KEY, earlier_key // _FRAME_KEY
+            later, earlier = later_key // FRAME_KEY, earlier_key // FRAME_KEY
             if later == earlier:
                 continue  # two pictures of one animation
-            found = (distance, later_key % _FRAME_KEY)
+            found = (distance, later_key % FRAME_KEY)
             pairs[(later, earlier, hash_type)] = min(
                 pairs.get((later, earlier, hash_type), found), found
             )
@@ -360,7 +357,6 @@ def _listed_rows(
     for hash_type, radius in radii.items():
         found = _near_listed(near, loaded, pictures, hash_type, radius, settings.pdq_min_quality)
         entries = _entries(session, sorted({entry_id for _, entry_id in found}), hash_type)
-        closest: dict[tuple[int, int], tuple[int, int]] = {}
         for key, entry_id in sorted(found):
             entry = entries.get(entry_id)
             # Checked as a lookup checks its hits: the row is there, with that value.
@@ -368,19 +364,15 @@ def _listed_rows(
             value = phash if hash_type == HashType.phash else pdq
             distance = _distance(value, entry.value if entry else None)
             if entry is not None and distance is not None and distance <= radius:
-                best = (distance, key % _FRAME_KEY)
-                media_id = key // _FRAME_KEY
-                closest[(media_id, entry_id)] = min(closest.get((media_id, entry_id), best), best)
-        for (media_id, entry_id), (distance, frame) in sorted(closest.items()):
-            add(
-                media_id,
-                entries[entry_id],
-                kind=MatchKind.near,
-                hash_type=hash_type,
-                distance=distance,
-                known_entry_id=entry_id,
-                frame=frame or None,
-            )
+                add(
+                    key // FRAME_KEY,
+                    entry,
+                    kind=MatchKind.near,
+                    hash_type=hash_type,
+                    distance=distance,
+                    known_entry_id=entry_id,
+                    frame=key % FRAME_KEY or None,  # (add_matches keeps the closest frame)
+                )
     return rows
 
 

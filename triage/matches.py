@@ -57,12 +57,19 @@ def add_matches(session: Session, rows: list[dict[str, Any]]) -> set[int]:
     bound parameters, and compiles the statement once, not once per batch size (a list
     matching thousands of media spent a second compiling them).
 
+    Of rows for one media item, hash type and reference (near matches found through
+    several pictures of an animation), the closest is kept: the item's own hashes when
+    as close as any frame, else the first of the closest frames.
+
     The rows go in one order (media, hash type, reference), whoever records them: two
     transactions recording some of the same matches (a worker, a list import, the
     catch-up) wait for each other instead of deadlocking."""
     if not rows:
         return set()
-    rows = sorted(rows, key=lambda row: (row["media_id"], str(row["hash_type"]), row["ref"]))
+    closest: dict[tuple[int, str, str], dict[str, Any]] = {}
+    for row in sorted(rows, key=lambda row: (row["distance"], row["frame"] or 0)):
+        closest.setdefault((row["media_id"], str(row["hash_type"]), row["ref"]), row)
+    rows = [closest[key] for key in sorted(closest)]
     insert = dialect_insert(session)
     table = MediaMatch.__table__  # type: ignore[attr-defined]
     statement = (
@@ -169,8 +176,9 @@ def _near_pairs(
             yield (other, row_id, distance) if media_first else (row_id, other, distance)
 
 
-# A later frame's key in the near matching of a list: media id * _FRAME_KEY + frame.
-_FRAME_KEY = 1 << 20
+# A picture of a media item in near matching (its own hashes, frame 0, or a later
+# frame's) as one number: media id * FRAME_KEY + frame, which keeps the media's id order.
+FRAME_KEY = 1 << 20
 
 
 def near_seen_media(
@@ -201,8 +209,8 @@ def near_seen_media(
         )
         # Later frames of animations, keyed by media id and frame in one number.
         frames_here = select(
-            frame.c.media_id * _FRAME_KEY + frame.c.frame, frame.c[hash_type.value]
-        ).where(frame.c.media_id > media_above, frame.c.frame < _FRAME_KEY)
+            frame.c.media_id * FRAME_KEY + frame.c.frame, frame.c[hash_type.value]
+        ).where(frame.c.media_id > media_above, frame.c.frame < FRAME_KEY)
         if hash_type == HashType.pdq:
             seen_here = seen_here.where(
                 func.coalesce(media.c.pdq_quality, 0) >= settings.pdq_min_quality
@@ -228,21 +236,10 @@ def near_seen_media(
             continue
         framed = _codes(session, frames_here, bits)
         found += (
-            (hash_type, key // _FRAME_KEY, entry_id, distance, key % _FRAME_KEY)
+            (hash_type, key // FRAME_KEY, entry_id, distance, key % FRAME_KEY)
             for key, entry_id, distance in _near_pairs(framed, listed, bits, radius)
         )
     return found
-
-
-def closest(
-    near: Iterable[tuple[HashType, int, int, int, int | None]],
-) -> list[tuple[HashType, int, int, int, int | None]]:
-    """One near match per media item, hash type and entry: the item's own hash when it
-    is as close as any frame, else the closest frame (the first of equals)."""
-    best: dict[tuple[HashType, int, int], tuple[HashType, int, int, int, int | None]] = {}
-    for found in sorted(near, key=lambda n: (n[0], n[1], n[2], n[3], n[4] is not None, n[4])):
-        best.setdefault(found[:3], found)
-    return sorted(best.values(), key=lambda n: (n[0], n[1], n[2]))
 
 
 def newest_media(session: Session) -> int:
@@ -315,7 +312,7 @@ def match_seen_media(
                 frame=frame,
                 found_at=now,
             )
-            for hash_type, media_id, entry_id, distance, frame in closest(near)
+            for hash_type, media_id, entry_id, distance, frame in sorted(near)
         ],
     )
     exact_ids = {media_id for media_id, _ in found}

@@ -498,7 +498,6 @@ def match_media(
                     found_at=now,
                 )
             )
-    closest: dict[tuple[int, str, str], dict[str, Any]] = {}
     for (media_id, frame), near_matches in zip(asked, nearby, strict=True):
         for found in near_matches:
             if found.media_id in fresh:
@@ -507,23 +506,20 @@ def match_media(
                 facts.near_seen.add(media_id)
             else:
                 facts.near_confirmed_lists.add(found.source)
-            row = match_row(
-                media_id=media_id,
-                kind=MatchKind.near,
-                hash_type=HashType(found.hash_type),
-                distance=found.distance,
-                list_id=found.list_id,
-                known_entry_id=found.known_entry_id,
-                matched_media_id=found.media_id,
-                frame=frame,
-                found_at=now,
+            # (Found through several frames: add_matches keeps the closest.)
+            rows.append(
+                match_row(
+                    media_id=media_id,
+                    kind=MatchKind.near,
+                    hash_type=HashType(found.hash_type),
+                    distance=found.distance,
+                    list_id=found.list_id,
+                    known_entry_id=found.known_entry_id,
+                    matched_media_id=found.media_id,
+                    frame=frame,
+                    found_at=now,
+                )
             )
-            # One match per media item, hash type and entry (or media): the closest
-            # frame's, the first frame's when they tie.
-            key = (media_id, str(row["hash_type"]), str(row["ref"]))
-            if key not in closest or row["distance"] < closest[key]["distance"]:
-                closest[key] = row
-    rows.extend(closest.values())
     add_matches(session, rows)
 
 
