@@ -52,12 +52,14 @@ from triage.models import (
     KnownEntry,
     MatchKind,
     Media,
+    MediaFrame,
     MediaKind,
     MediaMatch,
     Outcome,
     Sighting,
     Site,
 )
+from triage.neardup import informative_phashes
 from triage.rerank import on_site, rerank
 from triage.schemas import (
     AssessmentCreate,
@@ -408,10 +410,33 @@ def own_list(session: Session, *, now: dt.datetime) -> HashList:
     return found
 
 
+def _frame_entries(
+    session: Session, categories: dict[int, str], *, now: dt.datetime
+) -> list[dict[str, Any]]:
+    """Own-list entries for the hashed later frames of these media (id -> category): the
+    pHash and PDQ of each frame that near matching would use (a frame whose PDQ is below
+    the minimum quality and whose pHash says nothing of it is left out). Such an entry
+    has no file hash, so its key is its PDQ."""
+    if not categories:
+        return []
+    min_quality = get_settings().pdq_min_quality
+    frames = session.execute(
+        select(MediaFrame)
+        .where(col(MediaFrame.media_id).in_(sorted(categories)))
+        .order_by(col(MediaFrame.media_id), col(MediaFrame.frame))
+    ).scalars()
+    return [
+        {"pdq": f.pdq, "phash": f.phash, "category": categories[f.media_id], "added_at": now}
+        for f in frames
+        if f.pdq_quality >= min_quality or informative_phashes(f.phash)
+    ]
+
+
 def _join_own_list(session: Session, target_id: int, *, now: dt.datetime) -> int:
-    """The target's illegal media join the own list (every hash they have); idempotent.
-    Returns how many media items were added or already there. The near-duplicate index
-    reads new known-hash rows on its next refresh; exact matching reads the table."""
+    """The target's illegal media join the own list (every hash they have, and the
+    pHash and PDQ of an animation's later frames, an entry each); idempotent. Returns
+    how many media items were added or already there. The near-duplicate index reads
+    new known-hash rows on its next refresh; exact matching reads the table."""
     rows = session.execute(
         select(Media, col(Assessment.classification))
         .join(Assessment, col(Assessment.media_id) == col(Media.id))
@@ -434,7 +459,14 @@ def _join_own_list(session: Session, target_id: int, *, now: dt.datetime) -> int
                 "added_at": now,
             }
             for media, classification in rows
-        ],
+        ]
+        # A picture shown as a later frame of a confirmed animation is a near match to
+        # confirmed media when it turns up again, alone or in another animation.
+        + _frame_entries(
+            session,
+            {int(media.id or 0): Classification(c).value for media, c in rows},
+            now=now,
+        ),
     )
     return len(rows)
 
@@ -803,12 +835,9 @@ def rule(
     return _result(session, target, data.outcome)
 
 
-def _held_elsewhere(
-    session: Session, target_id: int, media: Collection[Media]
-) -> tuple[set[int], dict[HashType, set[str]]]:
-    """Of these media, the ones another confirmed target holds with an illegal verdict,
-    and every hash value such held media have (two media may share a pHash or PDQ)."""
-    held_media = (
+def _confirmed_elsewhere(target_id: int) -> Any:
+    """The media other confirmed targets hold with an illegal verdict (a subquery)."""
+    return (
         select(col(Assessment.media_id))
         .join(Target, col(Target.id) == col(Assessment.target_id))
         .where(
@@ -818,6 +847,31 @@ def _held_elsewhere(
             col(Target.status).in_(list(CONFIRMED)),
         )
     )
+
+
+def _frame_values(
+    session: Session, media_ids: Any, among: Collection[str] | None = None
+) -> set[str]:
+    """The pHash and PDQ values of the later frames of ``media_ids`` (ids or a
+    subquery); only those in ``among`` if given."""
+    pairs = select(col(MediaFrame.pdq), col(MediaFrame.phash)).where(
+        col(MediaFrame.media_id).in_(media_ids)
+    )
+    if among is not None:
+        if not among:
+            return set()
+        wanted = sorted(among)
+        pairs = pairs.where(or_(col(MediaFrame.pdq).in_(wanted), col(MediaFrame.phash).in_(wanted)))
+    found = {str(v) for row in session.execute(pairs) for v in row}
+    return found if among is None else found & set(among)
+
+
+def _held_elsewhere(
+    session: Session, target_id: int, media: Collection[Media]
+) -> tuple[set[int], dict[HashType, set[str]]]:
+    """Of these media, the ones another confirmed target holds with an illegal verdict,
+    and every hash value such held media have (two media may share a pHash or PDQ)."""
+    held_media = _confirmed_elsewhere(target_id)
     ids = [int(m.id or 0) for m in media]
     held = {
         int(i)
@@ -851,15 +905,19 @@ def _leave_own_list(
         return 0, []
     held, held_values = _held_elsewhere(session, target_id, media)
     list_id = own_list(session, now=now).id
+    going = [m for m in media if int(m.id or 0) not in held]
     leaving = {
         str(getattr(m, hash_type.value))
-        for m in media
-        if int(m.id or 0) not in held
+        for m in going
         for hash_type in HashType
         if getattr(m, hash_type.value, None)
     }
+    leaving |= _frame_values(session, [int(m.id or 0) for m in going])
     staying = set().union(*held_values.values())
-    # An entry's key is one of its media's hashes (SHA-256 for entries made here).
+    # A frame's entry is keyed by its PDQ: it stays while a held item shows that frame.
+    staying |= _frame_values(session, _confirmed_elsewhere(target_id), among=leaving)
+    # An entry's key is one of its media's hashes (SHA-256 for entries made here, the
+    # PDQ of a later frame's).
     removed = remove_entries(session, cast(int, list_id), leaving - staying)
     session.flush()
     return removed, sorted(held)

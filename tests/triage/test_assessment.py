@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import pytest
+from PIL import Image
 from sqlalchemy import select
 from sqlmodel import Session, col
 
@@ -791,38 +792,39 @@ def test_bulk_confirm_takes_only_targets_whose_media_all_match_a_trusted_list(
 # -- a confirmed picture is recognised next time -----------------------------------------------
 
 
+def arrives(session: Session, url: str, picture: bytes) -> tuple[Case, service.Outcome]:
+    """A report of ``url`` processed by a worker that found ``picture`` there."""
+    near = NearDuplicates(phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=0)
+    case = Case(session, url)
+    target = case.target
+    target.status = TargetStatus.pending
+    session.flush()
+    claim = service.claim_target(session, case.id, now=utcnow(), lease=dt.timedelta(minutes=5))
+    assert claim is not None
+    gathered = service.Gathered(
+        "http://cdn.example/p.jpg",
+        "127.0.0.1",
+        page=False,
+        media=[service.Found("http://cdn.example/p.jpg", "127.0.0.1", hash_media(picture))],
+    )
+    outcome = service.record_gathered(
+        session, claim, gathered, now=utcnow(), near=near, hosting=get_hosting_lookup()
+    )
+    return case, outcome
+
+
 def test_a_confirmed_picture_is_matched_on_the_own_list_when_it_turns_up_again(
     session: Session,
 ) -> None:
     ana = staff(session, "ana@assess.example")
     pictures = images.variants(7301)
-    near = NearDuplicates(phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=0)
 
-    def arrives(url: str, picture: bytes) -> tuple[Case, service.Outcome]:
-        case = Case(session, url)
-        target = case.target
-        target.status = TargetStatus.pending
-        session.flush()
-        claim = service.claim_target(session, case.id, now=utcnow(), lease=dt.timedelta(minutes=5))
-        assert claim is not None
-        hashes = hash_media(picture)
-        gathered = service.Gathered(
-            "http://cdn.example/p.jpg",
-            "127.0.0.1",
-            page=False,
-            media=[service.Found("http://cdn.example/p.jpg", "127.0.0.1", hashes)],
-        )
-        outcome = service.record_gathered(
-            session, claim, gathered, now=utcnow(), near=near, hosting=get_hosting_lookup()
-        )
-        return case, outcome
-
-    first, outcome = arrives("http://a.example.net/first", pictures["original"])
+    first, outcome = arrives(session, "http://a.example.net/first", pictures["original"])
     assert outcome.status == TargetStatus.queued
     [item] = assessment.target_media(session, first.id)
     assess(session, first, ana, items((item, B)), policy="none")
 
-    again, outcome = arrives("http://b.example.net/again", pictures["original"])
+    again, outcome = arrives(session, "http://b.example.net/again", pictures["original"])
     exact = session.execute(
         select(col(MediaMatch.kind), col(MediaMatch.hash_type), col(HashList.name))
         .join(HashList, col(HashList.id) == col(MediaMatch.list_id))
@@ -834,7 +836,7 @@ def test_a_confirmed_picture_is_matched_on_the_own_list_when_it_turns_up_again(
     assert again.target.status == TargetStatus.confirmed
 
     # A re-encoded copy is a near match on the own list: a suggestion, not a verdict.
-    copy, outcome = arrives("http://c.example.net/copy", pictures["reencoded"])
+    copy, outcome = arrives(session, "http://c.example.net/copy", pictures["reencoded"])
     assert outcome.status == TargetStatus.queued
     [other] = assessment.target_media(session, copy.id)
     found = session.execute(
@@ -855,6 +857,56 @@ def test_a_confirmed_picture_is_matched_on_the_own_list_when_it_turns_up_again(
     on_own = [m for m in shown if m["source"] == "hotline" and m["kind"] == "near"]
     assert on_own
     assert {m["media_sha256"] for m in on_own} == {hash_media(pictures["original"]).sha256}
+
+
+def test_the_later_frames_of_a_confirmed_animation_join_the_own_list_and_leave_with_it(
+    session: Session,
+) -> None:
+    """A GIF with a harmless first frame shows a picture as frame 1 and a flat grey frame
+    last. Once confirmed, the picture shown alone is a near match to confirmed media (the
+    own list holds the frame), not only media seen before; the flat frame, which near
+    matching ignores, is not on the list. A reversal takes the frame off again, but only
+    when no other confirmed target still shows the animation."""
+    ana = staff(session, "ana@frames.example")
+    sue = staff(session, "sue@frames.example", Role.supervisor)
+    size = (200, 150)
+    title, shown = images.frames(7401, size, 2)
+    flat = Image.new("RGB", size, (128, 128, 128))
+    animation = images.encode(title, "GIF", save_all=True, append_images=[shown, flat])
+    frames = hash_media(animation).frame_hashes
+    assert [f.frame for f in frames] == [1, 2]
+    picture, grey = frames
+
+    first, _ = arrives(session, "http://a.example.net/animation", animation)
+    [gif] = assessment.target_media(session, first.id)
+    assess(session, first, ana, items((gif, B)), policy="none")
+    assert ("pdq", picture.pdq, "baseline") in own_hashes(session)
+    assert ("phash", picture.phash, "baseline") in own_hashes(session)
+    assert not {grey.pdq, grey.phash} & {value for _, value, _ in own_hashes(session)}
+
+    alone, outcome = arrives(session, "http://b.example.net/still", images.encode(shown, "PNG"))
+    assert outcome.status == TargetStatus.queued  # a near match suggests, never decides
+    assert json.loads(alone.target.priority_reasons or "[]")[0] == (
+        "near match to confirmed media: hotline"
+    )
+    matches = service.describe_target(session, alone.target)["media"][0]["matches"]
+    assert {(m["source"], m["kind"]) for m in matches} >= {("hotline", "near"), ("seen", "near")}
+    # The match through the list names no media (a frame has no file hash); the one
+    # through the media seen here names the animation.
+    assert {m["media_sha256"] for m in matches if m["source"] == "seen"} == {
+        hash_media(animation).sha256
+    }
+
+    # The same file on another target carries its verdict: a second confirmed holder.
+    again, outcome = arrives(session, "http://c.example.net/animation", animation)
+    assert outcome.status == TargetStatus.confirmed
+    assessment.reverse(session, first.id, note="a film still", user=sue, now=utcnow())
+    assert ("pdq", picture.pdq, "baseline") in own_hashes(session)  # still shown there
+    assessment.reverse(session, again.id, note="a film still", user=sue, now=utcnow())
+    assert not {picture.pdq, picture.phash} & {value for _, value, _ in own_hashes(session)}
+    # The near match found through the frame's entry went with it.
+    matches = service.describe_target(session, alone.target)["media"][0]["matches"]
+    assert all(m["source"] != "hotline" for m in matches)
 
 
 # -- hosting ---------------------------------------------------------------------------------
