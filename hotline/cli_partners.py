@@ -385,10 +385,12 @@ def recheck(
     """Re-check a confirmed target now, outside its schedule (docs/rechecks.md): fetched
     through the guarded client; a removal is recorded and told like any other."""
     from hotline.db import session_scope, utcnow
+    from hotline.memory import seal_content
     from partners import rechecks
     from triage.fetcher import get_fetcher
     from triage.service import Limits
 
+    seal_content()  # this process fetches and hashes the target's media
     settings = get_settings()
     policy = rechecks.RecheckPolicy.from_settings(settings)
     try:

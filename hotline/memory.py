@@ -1,4 +1,5 @@
-"""Memory of processes that hash images: freed buffers kept for the next image.
+"""Memory of processes that fetch, hash or show reported content: freed buffers kept
+for the next image, nothing of it left behind by a crash or a warning.
 
 Its own module, free of side effects, so that a benchmark's plain hashing processes can
 be set up as a worker is (``bench/pipeline.py``).
@@ -8,6 +9,18 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import resource
+import warnings
+
+
+def seal_content() -> None:
+    """For a process that fetches or decodes reported content (a worker, the API with
+    its safe view, the re-check command): a crash in a native decoder writes no core
+    file (it would hold the fetched bytes and their pixels), and Pillow's warnings are
+    not shown (some quote values read from the file, such as an EXIF tag's number)."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    warnings.filterwarnings("ignore", module="PIL")
+
 
 # glibc's mallopt parameters.
 _M_TRIM_THRESHOLD = -1

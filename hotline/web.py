@@ -23,6 +23,7 @@ from hotline.authz import NotAuthenticated
 from hotline.db import get_engine
 from hotline.errors import HotlineError, PayloadTooLarge
 from hotline.logging import configure_logging
+from hotline.memory import seal_content
 from hotline.queue import producer
 from hotline.settings import get_settings
 from hotline.staff_ui import public_staff_page
@@ -286,6 +287,7 @@ def readyz() -> JSONResponse:
 def create_app() -> FastAPI:
     settings = get_settings()
     configure_logging(settings.log_level)
+    seal_content()  # the safe view fetches and decodes reported media in this process
     app = FastAPI(
         title=f"{settings.site_name} API",
         version=hotline.__version__,

@@ -7,14 +7,13 @@ and listed here; nothing imports this module.
 from __future__ import annotations
 
 import logging
-import resource
 
 from celery import Celery
 from celery.signals import setup_logging, worker_process_init
 
 from hotline.db import relax_commits
 from hotline.logging import configure_logging
-from hotline.memory import keep_freed_memory
+from hotline.memory import keep_freed_memory, seal_content
 from hotline.queue import make_celery
 from hotline.settings import get_settings
 
@@ -52,8 +51,7 @@ def create_worker_app() -> Celery:
     relax_commits()
     # Set before the pool processes are forked: they inherit it.
     keep_freed_memory()
-    # A crash in a native decoder must not leave fetched bytes in a core file.
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    seal_content()
     app = make_celery(settings, main="hotline")
     app.conf.include = TASK_MODULES
     app.conf.beat_schedule = {

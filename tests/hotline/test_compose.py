@@ -109,6 +109,13 @@ def test_one_beat(services: dict[str, Any]) -> None:
     assert "scale" not in beat
 
 
+def test_processes_that_handle_content_write_no_core_file(services: dict[str, Any]) -> None:
+    # A worker hashes fetched media and the api's safe view decodes it: a crash in a
+    # native decoder must not leave the bytes on disk.
+    for name in ("api", "worker"):
+        assert services[name]["ulimits"]["core"] == 0, name
+
+
 def test_only_settings_that_exist() -> None:
     for path in (COMPOSE, ENV_EXAMPLE):
         used = set(re.findall(r"\bHOTLINE_[A-Z0-9_]+", path.read_text(encoding="utf-8")))
