@@ -214,28 +214,30 @@ _GLOBAL_UNICAST_V6 = ipaddress.IPv6Network("2000::/3")
 _V4_MASK = 0xFFFF_FFFF
 
 
-def _mapped(ip: int) -> int:
-    return ip & _V4_MASK
+def _mapped(ip: int) -> tuple[int, ...]:
+    return (ip & _V4_MASK,)
 
 
-def _teredo_client(ip: int) -> int:
-    # RFC 4380: the client's IPv4 address is stored inverted in the low 32 bits.
-    return ~ip & _V4_MASK
+def _teredo(ip: int) -> tuple[int, ...]:
+    # RFC 4380: 2001:0:SSSS:SSSS:flags:port:CCCC:CCCC, the Teredo server's IPv4 address
+    # in bits 64..96 and the client's stored inverted in the low 32 bits. A Teredo host
+    # sends to both (bubbles to the server), so both decide.
+    return ((ip >> 64) & _V4_MASK, ~ip & _V4_MASK)
 
 
-def _sixtofour(ip: int) -> int:
+def _sixtofour(ip: int) -> tuple[int, ...]:
     # RFC 3056: 2002:AABB:CCDD::/48 carries AA.BB.CC.DD in bits 16..48.
-    return (ip >> 80) & _V4_MASK
+    return ((ip >> 80) & _V4_MASK,)
 
 
-# Prefixes whose addresses reach an IPv4 host; that host decides. Checked before the
+# Prefixes whose addresses reach IPv4 hosts; those hosts decide. Checked before the
 # refused table, so ::/96 here does not hide ::/128 and ::1/128 (handled first below).
-_EMBEDDED_V6: tuple[tuple[ipaddress.IPv6Network, Callable[[int], int]], ...] = (
+_EMBEDDED_V6: tuple[tuple[ipaddress.IPv6Network, Callable[[int], tuple[int, ...]]], ...] = (
     (ipaddress.IPv6Network("::ffff:0:0/96"), _mapped),  # IPv4-mapped
     (ipaddress.IPv6Network("::ffff:0:0:0/96"), _mapped),  # IPv4-translated (SIIT)
     (ipaddress.IPv6Network("::/96"), _mapped),  # IPv4-compatible (deprecated)
     (ipaddress.IPv6Network("64:ff9b::/96"), _mapped),  # NAT64 well-known prefix
-    (ipaddress.IPv6Network("2001::/32"), _teredo_client),  # Teredo
+    (ipaddress.IPv6Network("2001::/32"), _teredo),  # Teredo
     (ipaddress.IPv6Network("2002::/16"), _sixtofour),  # 6to4
 )
 
@@ -251,7 +253,8 @@ def is_public_address(address: IPAddress) -> bool:
     False for every network in the refused tables (private, loopback, link-local,
     CGNAT, documentation, benchmarking, multicast, reserved, ...). IPv6 forms that embed
     an IPv4 address (mapped, translated, compatible, NAT64, Teredo, 6to4) are judged by
-    that IPv4 address; other IPv6 addresses must be in global unicast 2000::/3.
+    that IPv4 address (Teredo: its server's and its client's); other IPv6 addresses
+    must be in global unicast 2000::/3.
     """
     if isinstance(address, ipaddress.IPv4Address):
         return not any(address in net for net, _ in _REFUSED_V4)
@@ -259,7 +262,7 @@ def is_public_address(address: IPAddress) -> bool:
         return False
     for net, unwrap in _EMBEDDED_V6:
         if address in net:
-            return is_public_address(ipaddress.IPv4Address(unwrap(int(address))))
+            return all(is_public_address(ipaddress.IPv4Address(v4)) for v4 in unwrap(int(address)))
     if any(address in net for net, _ in _REFUSED_V6):
         return False
     return address in _GLOBAL_UNICAST_V6

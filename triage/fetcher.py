@@ -400,7 +400,10 @@ def get_fetcher() -> Fetcher:
 
 @functools.cache
 def _default_ssl_context() -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=certifi.where())
+    # Built as ssl.create_default_context builds it, without reading the environment:
+    # SSLKEYLOGFILE would have every fetch write its TLS secrets to that file.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies chain and name
+    context.load_verify_locations(cafile=certifi.where())
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
 
@@ -660,6 +663,9 @@ class _Counted:
         return piece
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
 class _ZlibDecoder(_Counted):
     """gzip (members in sequence) or deflate (zlib-wrapped, or raw as some servers send)."""
 
@@ -668,11 +674,22 @@ class _ZlibDecoder(_Counted):
         self._gzip = gzip
         self._decompressor: Any = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzip else None
         self._pending = b""
+        self._between: bytes | None = None  # after a gzip member: what came of the next
         self._done = False
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         if self._done:
             return
+        if self._between is not None:
+            # A gzip member ended at the end of the last read: another may start here.
+            data, self._between = self._between + data, None
+            if len(data) < 2 and _GZIP_MAGIC.startswith(data):
+                self._between = data
+                return
+            if data[:2] != _GZIP_MAGIC:
+                self._done = True  # trailing bytes after the stream are ignored
+                return
+            self._decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
         if self._decompressor is None:
             # deflate: the first two bytes say whether a zlib header is there.
             self._pending += data
@@ -691,7 +708,10 @@ class _ZlibDecoder(_Counted):
                 yield self._count(piece)
             if self._decompressor.eof:
                 rest = self._decompressor.unused_data
-                if self._gzip and rest[:2] == b"\x1f\x8b":
+                if self._gzip and _GZIP_MAGIC.startswith(rest[:2]):
+                    if len(rest) < 2:  # the next member, if any, is in the next read
+                        self._between = rest
+                        return
                     self._decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
                     data = rest
                     continue
@@ -715,13 +735,11 @@ class _BrotliDecoder(_Counted):
         if decompressor.is_finished():
             return
         try:
+            # Drained until it gives nothing: it may hold output while it already
+            # accepts more input (a body cut at 98,272 bytes when it stopped there).
             piece = decompressor.process(data, output_buffer_limit=_STEP)
-            if piece:
+            while piece:
                 yield self._count(piece)
-            while not decompressor.can_accept_more_data():
                 piece = decompressor.process(b"", output_buffer_limit=_STEP)
-                if not piece:
-                    return
-                yield self._count(piece)
         except brotli.error:
             raise FetchError("decode_error") from None

@@ -9,7 +9,9 @@ outside loopback, so a failing guard can never reach another address.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import hashlib
 import ipaddress
 import os
 import resource
@@ -43,7 +45,9 @@ from tests.fixtures.servers import (
     redirect,
     tls_server_context,
 )
+from triage import fetcher as fetcher_module
 from triage.errors import FetchError
+from triage.extract import media_links
 from triage.fetcher import Fetcher, FetchPolicy, FetchResult, get_fetcher
 
 # The shared fixtures, until tests/conftest.py imports them for every module.
@@ -140,7 +144,7 @@ def second_server() -> Iterator[LocalHTTPServer]:
         yield server
 
 
-# --- The guard table: refused before any connection --------------------------------
+# -- The guard table: refused before any connection
 
 # Non-public IP literals in every class and many spellings; {port} is the counting
 # listener's, so a loopback case that slipped through would be counted there.
@@ -287,11 +291,27 @@ REFUSED_ANSWERS: list[str] = [
 ]
 
 
-@pytest.mark.parametrize("answer", REFUSED_ANSWERS)
+# A public address first does not vouch for the rest of the answer.
+MIXED_ANSWERS = [
+    ["1.1.1.1", "127.0.0.1"],
+    ["1.1.1.1", "169.254.169.254"],
+    ["2606:4700:4700::1111", "::1"],
+    ["2606:4700:4700::1111", "10.0.0.1"],
+    ["1.1.1.1", "::ffff:0:a00:1"],  # IPv4-translated (SIIT) 10.0.0.1
+    ["1.1.1.1", "64:ff9b:1::a00:1"],  # local-use NAT64
+    ["1.1.1.1", "100::1"],  # discard-only
+    ["1.1.1.1", "2001:2::1"],  # benchmarking, inside 2001::/23
+    ["1.1.1.1", "3fff::1"],  # documentation (RFC 9637)
+    ["1.1.1.1", "5f00::1"],  # segment routing
+    ["1.1.1.1", "2002:a9fe:a9fe::1"],  # 6to4 of 169.254.169.254
+]
+
+
+@pytest.mark.parametrize("answers", [[a] for a in REFUSED_ANSWERS] + MIXED_ANSWERS)
 def test_refuses_names_resolving_to_non_public_addresses(
-    answer: str, counting_listener: CountingListener, connections: Connections
+    answers: list[str], counting_listener: CountingListener, connections: Connections
 ) -> None:
-    resolver = Resolver({"evil.example.com": [answer]})
+    resolver = Resolver({"evil.example.com": answers})
     fetcher = Fetcher(policy(counting_listener.port), resolver=resolver)
     url = f"http://evil.example.com:{counting_listener.port}/a.jpg"
     assert refused(fetcher, url) == "blocked_address"
@@ -354,7 +374,7 @@ def test_any_refused_ipv4_address_in_any_embedding_is_refused(
     assert connections == []
 
 
-# --- DNS rebinding and pinning -------------------------------------------------------
+# -- DNS rebinding and pinning
 
 
 @pytest.fixture
@@ -422,7 +442,7 @@ def test_falls_back_to_the_next_vetted_address(
     assert result.ip == "127.0.0.1"
 
 
-# --- Redirects ------------------------------------------------------------------------
+# -- Redirects
 
 
 @pytest.mark.parametrize(
@@ -523,7 +543,7 @@ def test_a_redirect_status_without_location_is_the_result(http_server: LocalHTTP
     assert (result.status, result.content, result.redirects) == (302, b"no location", ())
 
 
-# --- Scheme, port, URL ----------------------------------------------------------------
+# -- Scheme, port, URL
 
 
 @pytest.mark.parametrize(
@@ -564,7 +584,7 @@ def test_a_port_outside_the_set_is_refused_even_when_the_address_is_allowed(
     assert counting_listener.count == 0
 
 
-# --- Proxies from the environment -----------------------------------------------------
+# -- Proxies from the environment
 
 
 def test_proxy_variables_are_ignored(
@@ -588,7 +608,7 @@ def test_proxy_variables_are_ignored(
     assert counting_listener.count == 0
 
 
-# --- Success and status ---------------------------------------------------------------
+# -- Success and status
 
 
 def test_a_fetch_returns_content_address_and_sends_only_our_headers(
@@ -699,7 +719,7 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-# --- Size ------------------------------------------------------------------------------
+# -- Size
 
 
 def test_a_declared_length_above_the_cap_is_refused_before_reading(
@@ -840,7 +860,7 @@ def test_corrupt_compressed_data_is_decode_error(
     assert refused(fetcher, url) == "decode_error"
 
 
-# --- Time -------------------------------------------------------------------------------
+# -- Time
 
 
 def test_a_dripping_body_is_cut_at_the_total_deadline(http_server: LocalHTTPServer) -> None:
@@ -869,12 +889,15 @@ def test_a_silent_server_is_cut_at_the_read_timeout(http_server: LocalHTTPServer
         yield b""
 
     url = http_server.add("/silent", Route(raw=silence))
-    fetcher = Fetcher(
-        policy(http_server.port, allow=["127.0.0.1/32"], read_timeout=0.5, total_timeout=10)
-    )
+    assert timed_out_within(1.5, http_server, url, read_timeout=0.5, total_timeout=10)
+
+
+def timed_out_within(seconds: float, server: LocalHTTPServer, url: str, **timeouts: float) -> bool:
+    """Whether fetching ``url`` from ``server`` ends in ``timeout`` within ``seconds``."""
+    fetcher = Fetcher(policy(server.port, allow=["127.0.0.1/32"], **timeouts))
     started = time.monotonic()
-    assert refused(fetcher, url) == "timeout"
-    assert time.monotonic() - started < 1.5
+    reason = refused(fetcher, url)
+    return reason == "timeout" and time.monotonic() - started < seconds
 
 
 def test_the_total_deadline_spans_redirects(http_server: LocalHTTPServer) -> None:
@@ -896,7 +919,7 @@ def test_the_total_deadline_spans_redirects(http_server: LocalHTTPServer) -> Non
     assert time.monotonic() - started < 1.5
 
 
-# --- TLS: the name is verified while the pinned address is connected ----------------------
+# -- TLS: the name is verified while the pinned address is connected
 
 
 @pytest.fixture
@@ -952,7 +975,7 @@ def test_https_with_an_untrusted_certificate_is_tls_error(
     assert refused(fetcher, f"https://media.example.com:{server.port}/") == "tls_error"
 
 
-# --- Configuration ------------------------------------------------------------------------
+# -- Configuration
 
 
 def test_policy_from_settings() -> None:
@@ -1000,3 +1023,204 @@ def test_the_fetcher_is_a_context_manager(http_server: LocalHTTPServer) -> None:
     url = http_server.route("/a", body=b"a")
     with Fetcher(policy(http_server.port, allow=["127.0.0.1/32"])) as fetcher:
         assert fetcher.fetch(url).content == b"a"
+
+
+# -- A review's attacks: decoding, addresses, redirects, framing, TLS
+
+
+def synthetic(size: int) -> bytes:
+    """Generated, compressible, non-repeating bytes of exactly ``size``, with a marker
+    for the content audit at their start."""
+    lines = b"".join(b"synthetic line %08d\n" % n for n in range(size // 24 + 1))
+    return (images.new_marker() + b"\n" + lines)[:size]
+
+
+def digest(content: bytes) -> str:
+    """What an assertion may show of fetched bytes (never the bytes: the audit)."""
+    return hashlib.sha256(content).hexdigest()
+
+
+# -- Decoding: what is returned is the whole body
+
+
+@pytest.mark.parametrize("size", [98_273, 300_000, 2_000_000])
+def test_a_brotli_body_is_decoded_in_full(http_server: LocalHTTPServer, size: int) -> None:
+    """A brotli body is returned whole: the decoder may hold output while it already
+    accepts more input (bodies above 98,272 bytes were once cut there)."""
+    plain = synthetic(size)
+    url = http_server.add(
+        "/br", Route(headers={"Content-Encoding": "br"}, body=brotli.compress(plain))
+    )
+    result = Fetcher(policy(http_server.port, allow=["127.0.0.1/32"])).fetch(url)
+    assert (len(result.content), digest(result.content)) == (len(plain), digest(plain))
+
+
+def test_media_links_at_the_end_of_a_brotli_page_are_found(http_server: LocalHTTPServer) -> None:
+    """A page served with ``br`` (which the fetcher asks for) shows its links to the
+    end, beyond its first ~96 KiB."""
+    filler = b"".join(b"<p>paragraph %06d</p>\n" % n for n in range(8000))
+    marker = b"<!-- " + images.new_marker() + b" -->"
+    page = b"<!doctype html><html><body>" + marker + filler + b'<img src="/late.jpg"></body></html>'
+    url = http_server.add(
+        "/page.html",
+        Route(
+            headers={"Content-Type": "text/html", "Content-Encoding": "br"},
+            body=brotli.compress(page),
+        ),
+    )
+    result = Fetcher(policy(http_server.port, allow=["127.0.0.1/32"])).fetch(url)
+    assert media_links(result.content, result.url, limit=50) == [http_server.url("/late.jpg")]
+
+
+def test_gzip_members_that_arrive_in_separate_reads_are_all_decoded(
+    http_server: LocalHTTPServer,
+) -> None:
+    """A gzip member that starts at a read boundary (the server flushes, then pauses)
+    is decoded like one within a read."""
+    first, second = synthetic(5000), synthetic(7000)[::-1]
+
+    def chunks() -> Iterator[bytes]:
+        yield gzip.compress(first)
+        time.sleep(0.3)  # the first member is read on its own
+        yield gzip.compress(second)
+
+    url = http_server.add("/members", Route(headers={"Content-Encoding": "gzip"}, body=chunks))
+    result = Fetcher(policy(http_server.port, allow=["127.0.0.1/32"])).fetch(url)
+    whole = first + second
+    assert (len(result.content), digest(result.content)) == (len(whole), digest(whole))
+
+
+# -- Addresses
+
+
+def _teredo(server: str, client: str) -> str:
+    """RFC 4380: 2001:0000:<server>:<flags>:<~port>:<~client>."""
+    value = (
+        (0x20010000 << 96)
+        | (int(ipaddress.IPv4Address(server)) << 64)
+        | (0x8000 << 48)
+        | (0x63BF << 32)
+        | (~int(ipaddress.IPv4Address(client)) & 0xFFFFFFFF)
+    )
+    return str(ipaddress.IPv6Address(value))
+
+
+@pytest.mark.parametrize("server", ["127.0.0.1", "10.0.0.1", "169.254.169.254"])
+def test_a_teredo_address_with_a_non_public_server_is_refused(
+    server: str, connections: Connections
+) -> None:
+    """A host with a Teredo tunnel also sends bubbles to the server address embedded in
+    the destination (RFC 4380 5.2.4): a non-public server there is refused too."""
+    answer = _teredo(server, "1.1.1.1")  # the client half is public
+    fetcher = Fetcher(policy(80), resolver=Resolver({"teredo.example.com": [answer]}))
+    assert refused(fetcher, "http://teredo.example.com/") == "blocked_address"
+    assert connections == []
+
+
+# -- Redirects: spellings of a Location that lead to loopback
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "\\\\127.0.0.1:{port}/",
+        "/\\127.0.0.1:{port}/",
+        "http:\\\\127.0.0.1:{port}\\",
+        "https:127.0.0.1:{port}/",
+        "http://public.example.com@127.0.0.1:{port}/",
+        "http://127.0.0.1:{port}\\@public.example.com/",
+        "http://127%2E0%2E0%2E1:{port}/",
+        "http://%31%32%37.1:{port}/",
+        "http://127.0.0.1\t:{port}/",
+        "http://2130706433:{port}/",
+        "http://[fe80::1%25lo]:{port}/",
+        "http://[::ffff:0:7f00:1]:{port}/",
+        "http://LOCALHOST.:{port}/",
+        # "ⓛⓞⓒⓐⓛⓗⓞⓢⓣ" in UTF-8, percent-encoded as a header must carry it
+        "http://%E2%93%9B%E2%93%9E%E2%93%92%E2%93%90%E2%93%9B%E2%93%97%E2%93%9E%E2%93%A2%E2%93%A3:{port}/",
+        "http://127.0.0.1%00.public.example.com:{port}/",
+        "http://0x7f.0.0.1%2e:{port}/",
+    ],
+)
+def test_redirect_location_spellings_of_loopback_are_blocked(
+    location: str,
+    counting_listener: CountingListener,
+    connections: Connections,
+) -> None:
+    """Every WHATWG spelling of a loopback redirect is refused before any connection,
+    including the ones a second, laxer parser would read differently."""
+    with LocalHTTPServer(host="127.0.0.2") as server:
+        target = location.format(port=counting_listener.port)
+        # A redirect with a page, as servers send: it carries a marker for the audit.
+        moved = dataclasses.replace(redirect(target), body=b"<p>moved</p>")
+        start = server.add("/start", moved)
+        fetcher = Fetcher(
+            policy(server.port, counting_listener.port, allow=["127.0.0.2/32"]),
+            resolver=Resolver({"public.example.com": ["127.0.0.2"]}),
+        )
+        assert refused(fetcher, start) == "redirect_blocked"
+        assert connections == [("127.0.0.2", server.port)]
+        assert counting_listener.count == 0
+
+
+# -- Framing: limits hold against chunked and interim responses
+
+
+def test_a_chunk_size_far_above_the_cap_is_cut_at_max_bytes(http_server: LocalHTTPServer) -> None:
+    """A chunked body announcing one 256 TiB chunk is counted as read."""
+
+    def raw() -> Iterator[bytes]:
+        yield b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffff\r\n"
+        while True:
+            yield bytes(64 * 1024)
+
+    url = http_server.add("/chunked", Route(raw=raw))
+    fetcher = Fetcher(policy(http_server.port, allow=["127.0.0.1/32"], max_bytes=200_000))
+    assert refused(fetcher, url) == "too_large"
+
+
+def test_endless_interim_responses_are_cut_at_the_total_deadline(
+    http_server: LocalHTTPServer,
+) -> None:
+    """A flood of ``100 Continue`` never reaches a final response; the total deadline
+    ends it although every read returns at once."""
+
+    def raw() -> Iterator[bytes]:
+        while True:
+            yield b"HTTP/1.1 100 Continue\r\n\r\n" * 500
+            time.sleep(0.005)
+
+    url = http_server.add("/continue", Route(raw=raw))
+    assert timed_out_within(1.5, http_server, url, read_timeout=5, total_timeout=1)
+
+
+# -- TLS context
+
+
+@pytest.fixture
+def fresh_default_context() -> Iterator[None]:
+    """The cached default TLS context is built anew inside the test and dropped after it."""
+    fetcher_module._default_ssl_context.cache_clear()
+    yield
+    fetcher_module._default_ssl_context.cache_clear()
+
+
+def test_tls_secrets_are_not_logged_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_default_context: None
+) -> None:
+    """``SSLKEYLOGFILE`` in the environment (which ``ssl.create_default_context``
+    honours) does not make the fetcher write the session secrets of its fetches, which
+    would decrypt captured traffic of the fetched material."""
+    keylog = tmp_path / "keys.log"
+    monkeypatch.setenv("SSLKEYLOGFILE", str(keylog))
+    context, _ = tls_server_context(tmp_path, ["media.example.com"])
+    with LocalHTTPServer(tls=context) as server:
+        fetcher = Fetcher(
+            policy(server.port, allow=["127.0.0.1/32"]),
+            resolver=Resolver({"media.example.com": ["127.0.0.1"]}),
+        )
+        # The self-signed certificate is refused, after the key exchange.
+        assert refused(fetcher, f"https://media.example.com:{server.port}/") == "tls_error"
+    logged = keylog.read_text().splitlines() if keylog.exists() else []
+    assert [line.split(" ", 1)[0] for line in logged if not line.startswith("#")] == []
+    assert isinstance(fetcher_module._default_ssl_context(), ssl.SSLContext)
