@@ -101,6 +101,23 @@ class OwnListReadOnly(HotlineError):
     )
 
 
+class FileGrew(HotlineError):
+    code = "file_grew"
+    status_code = 409
+    detail = (
+        "The file grew while it was read (is it still being written?): nothing was "
+        "imported. Import it again once it is complete."
+    )
+
+
+def _grew(exc: BaseException) -> bool:
+    """Whether an import failed because its file has more lines than were counted at
+    the start: the private sequence over the reserved ids ran out (PostgreSQL)."""
+    from psycopg.errors import SequenceGeneratorLimitExceeded
+
+    return isinstance(exc, SequenceGeneratorLimitExceeded)
+
+
 class UnrecognisedFormat(HotlineError):
     code = "unrecognised_format"
     status_code = 422
@@ -231,7 +248,7 @@ def detect_format(head: bytes) -> Format:
         for line in text.splitlines()[:5]:
             try:
                 obj = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):  # (nested past the recursion limit)
                 continue
             if isinstance(obj, dict):
                 return "vics" if isinstance(obj.get("value"), list) else "jsonl"
@@ -358,6 +375,10 @@ class _Layout:
 
     def __init__(self, header: list[str], delimiter: str) -> None:
         keys = [_column_key(cell) for cell in header]
+        named = [k for k in keys if k in _HASH_COLUMNS or k in ("category", "baseline")]
+        repeated = sorted({k for k in named if named.count(k) > 1})
+        if repeated:  # which of the columns would count is anybody's guess
+            raise UnrecognisedFormat(f"The header names {', '.join(repeated)} more than once.")
         self.delimiter = delimiter
         self.width = len(header)
         self.keys = keys
@@ -572,10 +593,12 @@ def parse_delimited(
     physical lines (the first line of a quoted multi-line row). ``layout`` and
     ``first_line``: the header was read already and ``text`` starts at that line."""
     counter = counter or _Counter()
-    rows = _Rows(text, delimiter, layout)
+    rows = _Rows(_bounded_lines(text), delimiter, layout)
     if layout is None:
         header: list[str] = []
         for _first, row in rows:
+            if row == _TOO_LONG:
+                raise UnrecognisedFormat(f"The header is a {_TOO_LONG}.")
             if isinstance(row, str) or not any(cell.strip() for cell in row):
                 continue  # before the header, even an unreadable line is not a list line
             header = row
@@ -601,6 +624,21 @@ def _items(
 
 BLOCK_SIZE = 4 << 20
 _MAX_LINE = 1 << 20
+_TOO_LONG = "line longer than 1 MiB"
+
+
+def _bounded_lines(text: IO[str]) -> Iterator[str | None]:
+    """The lines of ``text``, each read up to ``_MAX_LINE`` characters; None for a longer
+    line, whose characters are read and dropped (no list line is that long, and memory
+    must not grow with a line)."""
+    ends = ("\n", "\r")
+    while line := text.readline(_MAX_LINE):
+        if len(line) < _MAX_LINE or line.endswith(ends):
+            yield line
+            continue
+        while (more := text.readline(_MAX_LINE)) and not more.endswith(ends):
+            pass
+        yield None
 
 
 def parse_delimited_blocks(
@@ -621,18 +659,29 @@ def parse_delimited_blocks(
         line_no += 1
         if line_no == 1 and encoding == "utf-8-sig":
             header_line = header_line.removeprefix(codecs.BOM_UTF8)
-    if b"\r" in header_line.rstrip(b"\r\n"):
-        # Lines that end in a lone CR (old Mac files): blocks are cut at LF only, so the
-        # csv module reads the whole file, as it reads every file on SQLite.
+    ending = header_line[len(header_line.rstrip(b"\r\n")) :]
+    if b"\r" in header_line.rstrip(b"\r\n") or ending not in (b"\n", b"\r\n", b""):
+        # Lines that end in a lone CR (old Mac files) or in CR CR LF: blocks are cut at
+        # LF only, so the csv module reads the whole file, as it reads every file on
+        # SQLite, and numbers its lines alike.
         text = _text(header_line, stream, encoding="utf-8", newline="")
         yield from parse_delimited(text, delimiter=delimiter, counter=counter, first_line=line_no)
         return
-    if not header_line.endswith(b"\n"):
-        header_line += b"\n"  # a header without lines, or a header longer than _MAX_LINE
+    if not ending:
+        if len(header_line) >= _MAX_LINE:  # a header longer than blocks take: read whole
+            text = _text(header_line, stream, encoding="utf-8", newline="")
+            yield from parse_delimited(
+                text, delimiter=delimiter, counter=counter, first_line=line_no
+            )
+            return
+        header_line += b"\n"  # a header without lines
     newline = b"\r\n" if header_line.endswith(b"\r\n") else b"\n"
-    header = next(
-        csv.reader([header_line.decode("utf-8", "replace").rstrip("\r\n")], delimiter=delimiter)
-    )
+    try:
+        header = next(
+            csv.reader([header_line.decode("utf-8", "replace").rstrip("\r\n")], delimiter=delimiter)
+        )
+    except csv.Error:  # e.g. a cell over the csv module's field size limit
+        raise UnrecognisedFormat() from None
     layout = _Layout(header, delimiter)
     check = layout.block_check(newline)
     columns = layout.copy_columns() if check is not None else ()
@@ -652,7 +701,9 @@ def parse_delimited_blocks(
                 rest = block
                 continue
         block, rest = block[:cut], block[cut:]
-        if b'"' in block or cut == 0:
+        # A quote may open a field that spans lines, and a CR not before an LF is a line
+        # break to the csv module: from such a block on, the csv module reads.
+        if b'"' in block or cut == 0 or block.count(b"\r") != block.count(b"\r\n"):
             text = _text(block + rest, stream, encoding="utf-8", newline="")
             yield from parse_delimited(
                 text, delimiter=delimiter, counter=counter, first_line=line_no + 1, layout=layout
@@ -695,6 +746,10 @@ class _RowTooLong(Exception):
     pass
 
 
+class _LineTooLong(Exception):
+    pass
+
+
 class _Rows:
     """(first line number, row) of the csv module's reading of ``lines``; an unreadable
     row is its error message.
@@ -706,10 +761,10 @@ class _Rows:
     rejected and the lines after it are read again, as rows of their own.
     """
 
-    def __init__(self, lines: Iterable[str], delimiter: str, layout: _Layout | None) -> None:
+    def __init__(self, lines: Iterable[str | None], delimiter: str, layout: _Layout | None) -> None:
         self._feed = _Feed(lines)
         self._reader = csv.reader(self._feed, delimiter=delimiter)
-        self._taken: list[tuple[int, str]] = []
+        self._taken: list[tuple[int, str | None]] = []
         self.delimiter = delimiter
         self.layout = layout
 
@@ -724,11 +779,17 @@ class _Rows:
                 return
             except _RowTooLong:
                 problem = "unterminated quote"
+            except _LineTooLong:
+                # The long line is rejected when it is the first of a row (after this,
+                # it is: the row's later lines are read again).
+                problem = _TOO_LONG if len(self._taken) == 1 else "unterminated quote"
             except csv.Error as exc:
                 problem = f"unreadable line: {exc}"
             else:
                 if len(self._taken) > 1 and self._swallowed():
                     problem = "unterminated quote"
+                elif feed.ended and self._open_at_end():
+                    problem = "unterminated quote"  # as it is when lines follow
             if problem is None:
                 yield self._taken[0][0], row
                 continue
@@ -736,11 +797,20 @@ class _Rows:
             feed.back.extend(reversed(self._taken[1:]))
             yield self._taken[0][0], problem
 
+    def _open_at_end(self) -> bool:
+        """Whether the row just read, the file's last, ends inside a quoted field (the
+        csv module closes it at the end of the file): read with a line after it, it
+        takes that line in."""
+        text = "".join(line for _, line in self._taken if line is not None)
+        return len(list(csv.reader(io.StringIO(text + "\n\x00"), delimiter=self.delimiter))) == 1
+
     def _swallowed(self) -> bool:
         """Whether a later line of the row just read is a list line of its own."""
         if self.layout is None:
             return False
         for _, line in self._taken[1:]:
+            if line is None:  # (a row with a long line is rejected before this)
+                continue
             for row in csv.reader([line.rstrip("\r\n")], delimiter=self.delimiter):
                 item = self.layout.row(0, row)
                 if item is not None and not isinstance(item, Rejected):
@@ -751,11 +821,12 @@ class _Rows:
 class _Feed:
     """The lines the csv module reads, numbered; lines put back are read again first."""
 
-    def __init__(self, lines: Iterable[str]) -> None:
+    def __init__(self, lines: Iterable[str | None]) -> None:
         self._source = iter(lines)
         self._count = 0
-        self.back: list[tuple[int, str]] = []  # last first
-        self.taken: list[tuple[int, str]] = []  # the lines of the row being read
+        self.ended = False  # the source is used up
+        self.back: list[tuple[int, str | None]] = []  # last first
+        self.taken: list[tuple[int, str | None]] = []  # the lines of the row being read
 
     def __iter__(self) -> _Feed:
         return self
@@ -766,9 +837,16 @@ class _Feed:
         if self.back:
             taken = self.back.pop()
         else:
+            try:
+                line = next(self._source)
+            except StopIteration:
+                self.ended = True
+                raise
             self._count += 1
-            taken = (self._count, next(self._source))
+            taken = (self._count, line)
         self.taken.append(taken)
+        if taken[1] is None:  # a line longer than _MAX_LINE (``_bounded_lines``)
+            raise _LineTooLong
         return taken[1]
 
 
@@ -793,13 +871,17 @@ def _object_hashes(obj: dict[str, Any]) -> tuple[list[tuple[HashType, object]], 
 def parse_jsonl(text: IO[str], *, counter: _Counter | None = None) -> Iterator[Entry | Rejected]:
     """One JSON object per line; blank lines are skipped."""
     counter = counter or _Counter()
-    for line_no, line in enumerate(text, 1):
+    for line_no, line in enumerate(_bounded_lines(text), 1):
+        if line is None:
+            counter.lines += 1
+            yield Rejected(line_no, _TOO_LONG)
+            continue
         if not line.strip():
             continue
         counter.lines += 1
         try:
             obj = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # (nested past the recursion limit)
             yield Rejected(line_no, "not valid JSON")
             continue
         if not isinstance(obj, dict):
@@ -835,6 +917,8 @@ def parse_vics(text: IO[str], *, counter: _Counter | None = None) -> Iterator[En
         document = json.load(text)
     except ValueError as exc:
         raise UnrecognisedFormat(f"The VICS document is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UnrecognisedFormat("The VICS document is nested too deeply.") from None
     if not isinstance(document, dict) or not isinstance(document.get("value"), list):
         raise UnrecognisedFormat('The VICS document has no "value" array.')
     for number, item in enumerate(_vics_media(document["value"]), 1):
@@ -884,6 +968,22 @@ def _copy_text(value: str) -> str:
     return (
         value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
     )
+
+
+def _csv_lines(batch: list[Entry], columns: tuple[str, ...], delimiter: str) -> str:
+    """Entries as lines of a block's CSV layout (``columns``, entry column names in file
+    order): an absent value is an empty field (NULL), a category is quoted."""
+    at = [_KEY_AT[HashType(c)] if c != "category" else -1 for c in columns]
+    lines = []
+    for _line_no, values, category in batch:
+        cells = [
+            (values[i] or "")
+            if i >= 0
+            else ("" if category is None else '"' + category.replace('"', '""') + '"')
+            for i in at
+        ]
+        lines.append(delimiter.join(cells) + "\n")
+    return "".join(lines)
 
 
 def partition_name(list_id: int) -> str:
@@ -1021,6 +1121,7 @@ class _PostgresWriter(_Writer):
         self._copying: Any = None
         self._copy: Any = None
         self._statement = ""
+        self._layout: tuple[tuple[str, ...], str] | None = None  # a block COPY's, if open
         self._written = 0
         self._partition = partition_name(list_id)
         cursor = self._cursor
@@ -1073,6 +1174,7 @@ class _PostgresWriter(_Writer):
     def _end(self) -> None:
         if self._copying is not None:
             copying, self._copying, self._statement = self._copying, None, ""
+            self._layout = None
             copying.__exit__(None, None, None)
 
     def _options(self, *options: str) -> str:
@@ -1081,6 +1183,12 @@ class _PostgresWriter(_Writer):
         return f" ({', '.join(options)})" if options else ""
 
     def add(self, batch: list[Entry]) -> None:
+        if self._layout is not None:
+            # Between blocks: into the same COPY, as CSV lines of the file's columns, so
+            # that rows reach the table in file order (the first of repeats is kept).
+            self._copy.write(_csv_lines(batch, *self._layout))
+            self._written += len(batch)
+            return
         copy = self._start(
             f"COPY {self._table} ({', '.join(_ENTRY_COLUMNS)}) FROM STDIN{self._options()}"
         )
@@ -1106,6 +1214,7 @@ class _PostgresWriter(_Writer):
             f"COPY {self._table} ({', '.join(block.columns)}) FROM STDIN"
             + self._options(*csv_options)
         )
+        self._layout = (block.columns, block.delimiter)
         copy.write(block.data)
         self._written += block.lines
 
@@ -1328,6 +1437,10 @@ def import_list(
                 kind = type(item)
                 if kind is Block:
                     block = cast(Block, item)
+                    if batch:  # the lines before it first: rows go in file order
+                        writer.add(batch)
+                        valid += len(batch)
+                        batch = []
                     writer.add_block(block)
                     valid += block.lines
                     if on_progress:
@@ -1356,8 +1469,10 @@ def import_list(
             if on_stage:
                 on_stage("merging")
             summary.added = writer.finish()
-        except BaseException:
+        except BaseException as exc:
             writer.abort()
+            if _grew(exc):
+                raise FileGrew() from None
             raise
         summary.total_lines = counter.lines
         summary.duplicates = valid - summary.added

@@ -622,7 +622,7 @@ def test_list_names_are_checked(session: Session, tmp_path: Path, name: str) -> 
 # --- the block path (PostgreSQL's COPY of well-formed CSV as it is) ------------------------
 
 
-def _expand(item: object) -> list[object]:
+def expand(item: object) -> list[object]:
     """A block as the entries its lines are (what COPY stores), else the item itself."""
     if not isinstance(item, hashlists.Block):
         return [item]
@@ -641,7 +641,7 @@ def _both_ways(data: bytes) -> tuple[list[object], list[object], int]:
     plain = list(hashlists.parse(io.BytesIO(data), "csv"))
     fast = list(hashlists.parse(io.BytesIO(data), "csv", blocks=True))
     blocks = sum(isinstance(item, hashlists.Block) for item in fast)
-    return plain, [e for item in fast for e in _expand(item)], blocks
+    return plain, [e for item in fast for e in expand(item)], blocks
 
 
 LINE_KINDS = {
