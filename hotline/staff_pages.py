@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 import pyotp
 import segno
@@ -23,6 +23,7 @@ from hotline.db import session_scope
 from hotline.deps import NowDep
 from hotline.errors import HotlineError
 from hotline.models import Role, StaffUser
+from hotline.settings import get_settings
 from hotline.staff_ui import (
     LANGUAGE_COOKIE,
     StaffPage,
@@ -42,11 +43,27 @@ def _home(user: StaffUser) -> str:
     return ROLE_HOME.get(user.role, HOME)
 
 
+def _staff_path(target: str | None) -> str | None:
+    """``target`` if a browser sent there stays on the staff pages, else None: a path
+    (no scheme or host: never an open redirect) under /staff with no backslash, control
+    character or dot segment, percent-encoded or not (``/staff/../api/...?unblur=true``
+    would land on a safe view, unblurred and audited, that nobody asked for)."""
+    if not target or "\\" in target or any(ord(c) < 0x21 or c == "\x7f" for c in target):
+        return None
+    parts = urlsplit(target)
+    if (
+        parts.scheme
+        or parts.netloc
+        or not (parts.path == "/staff" or parts.path.startswith("/staff/"))
+    ):
+        return None
+    if any(segment in (".", "..") for segment in unquote(parts.path).split("/")):
+        return None
+    return target
+
+
 def _safe_next(target: str | None, user: StaffUser) -> str:
-    # Only a path of this site: never an absolute URL (an open redirect).
-    if target and target.startswith("/staff/") and not target.startswith("//"):
-        return target
-    return _home(user)
+    return _staff_path(target) or _home(user)
 
 
 def _record(
@@ -238,8 +255,7 @@ def logout(request: Request, page: PublicPage, now: NowDep) -> Response:
 @router.get("/staff/language")
 def choose_language(request: Request, lang: str = "", next: str = "") -> Response:
     chosen = i18n.negotiate(lang, None, i18n.SOURCE_LANGUAGE)
-    target = next if next.startswith("/staff") and not next.startswith("//") else "/staff/login"
-    response = RedirectResponse(target, 303)
+    response = RedirectResponse(_staff_path(next) or "/staff/login", 303)
     response.set_cookie(
         LANGUAGE_COOKIE,
         chosen,
@@ -247,6 +263,7 @@ def choose_language(request: Request, lang: str = "", next: str = "") -> Respons
         path="/staff",
         httponly=True,
         samesite="strict",
+        secure=get_settings().secure_cookies,
     )
     return response
 

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy import text
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,7 +22,7 @@ import hotline
 from hotline import auth_api, staff_pages, staff_ui
 from hotline.authz import NotAuthenticated
 from hotline.db import get_engine
-from hotline.errors import HotlineError, PayloadTooLarge
+from hotline.errors import HotlineError, NotFound, PayloadTooLarge
 from hotline.logging import configure_logging
 from hotline.memory import seal_content
 from hotline.queue import producer
@@ -116,6 +117,24 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
         exc.status_code, ("http_error", "The request could not be processed.")
     )
     return error_response(code, detail, exc.status_code, headers=getattr(exc, "headers", None))
+
+
+async def out_of_range_handler(request: Request, exc: Exception) -> Response:
+    """An id beyond 64 bits in a path or a body names no row: 404, as any id of nothing.
+    SQLite cannot bind it (``OverflowError``), PostgreSQL refuses it as a bigint in a
+    query. Anything else out of range is a server error (500, logged)."""
+    if isinstance(exc, OverflowError):
+        beyond = "SQLite INTEGER" in str(exc)
+    else:
+        from psycopg.errors import NumericValueOutOfRange
+
+        statement = str(getattr(exc, "statement", "") or "")
+        beyond = isinstance(getattr(exc, "orig", None), NumericValueOutOfRange) and (
+            statement.lstrip().upper().startswith("SELECT")
+        )
+    if not beyond:
+        raise exc
+    return await hotline_error_handler(request, NotFound())
 
 
 async def server_error_handler(request: Request, exc: Exception) -> Response:
@@ -213,6 +232,9 @@ class AccessLogMiddleware:
             )
 
 
+_STATIC = ("/static/", "/staff/static/")
+
+
 class SecurityHeadersMiddleware:
     HEADERS = [
         (b"x-content-type-options", b"nosniff"),
@@ -235,6 +257,11 @@ class SecurityHeadersMiddleware:
             return
 
         host = dict(scope.get("headers", [])).get(b"host", b"")
+        # Nothing but the stylesheets, scripts and images of the pages is kept by a
+        # browser or a proxy: not the staff API's reported URLs, descriptions and hashes,
+        # nor a reporter's pages. (A route that sets its own Cache-Control keeps it.)
+        static = str(scope.get("path", "")).startswith(_STATIC)
+        defaults = self.HEADERS if static else [*self.HEADERS, (b"cache-control", b"no-store")]
 
         async def add_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -243,7 +270,7 @@ class SecurityHeadersMiddleware:
                     for name, value in message.get("headers", [])
                 ]
                 names = {name.lower() for name, _ in headers}
-                message["headers"] = headers + [(k, v) for k, v in self.HEADERS if k not in names]
+                message["headers"] = headers + [(k, v) for k, v in defaults if k not in names]
             await send(message)
 
         await self.app(scope, receive, add_headers)
@@ -299,6 +326,8 @@ def create_app() -> FastAPI:
     app.add_exception_handler(HotlineError, hotline_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(OverflowError, out_of_range_handler)
+    app.add_exception_handler(DataError, out_of_range_handler)
     app.add_exception_handler(Exception, server_error_handler)
     app.include_router(reporting_api.router)
     app.include_router(auth_api.router)
