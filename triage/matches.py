@@ -219,20 +219,24 @@ def near_seen_media(
         on_list = select(entry.c.id, entry.c[hash_type.value]).where(
             entry.c.list_id == list_id, entry.c[hash_type.value].is_not(None)
         )
-        # The cheap test first: most media have both hashes, while a list without the
+        # The cheap tests first: most media have both hashes, while a list without the
         # type is read to its end to find it has none (match_seen_media passes only
-        # the types the list has).
-        if session.execute(seen_here.limit(1)).first() is None:
+        # the types the list has). Frames are looked at even when no item has a usable
+        # hash of its own (an animation fading in from black: its own PDQ is flat).
+        own = session.execute(seen_here.limit(1)).first() is not None
+        framed_any = session.execute(frames_here.limit(1)).first() is not None
+        if not (own or framed_any):
             continue
         if session.execute(on_list.limit(1)).first() is None:
             continue
-        seen = _codes(session, seen_here, bits)
         listed = _codes(session, on_list, bits)
-        found += (
-            (hash_type, media_id, entry_id, distance, None)
-            for media_id, entry_id, distance in _near_pairs(seen, listed, bits, radius)
-        )
-        if session.execute(frames_here.limit(1)).first() is None:
+        if own:
+            seen = _codes(session, seen_here, bits)
+            found += (
+                (hash_type, media_id, entry_id, distance, None)
+                for media_id, entry_id, distance in _near_pairs(seen, listed, bits, radius)
+            )
+        if not framed_any:
             continue
         framed = _codes(session, frames_here, bits)
         found += (

@@ -25,6 +25,7 @@ See docs/neardup.md for the measurements behind the parameters.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import itertools
 import logging
@@ -642,6 +643,8 @@ class _Cursor:
     high: int = 0
     started: bool = False
     gaps: list[_Gap] = field(default_factory=list)
+    # SQLite: what the row at ``high`` was when read (see ``_Table.identity``).
+    at_high: tuple[Any, ...] | None = None
 
     def advance(self, ids: npt.NDArray[np.int64], now: float, horizon: int | None) -> None:
         """Record the ids read above ``high``; the ones skipped become gaps."""
@@ -716,6 +719,48 @@ _COPY_TRAILER = b"\xff\xff"
 _COPY_CHUNK = 4 << 20
 
 
+def _copy_ids(session: Session, query: str, params: tuple[object, ...]) -> Iterator[Ids]:
+    """PostgreSQL: ``(id bigint)`` rows through ``COPY ... (FORMAT BINARY)``."""
+    row = np.dtype([("fields", ">i2"), ("id_size", ">i4"), ("id", ">i8")])
+    for data in _copy_rows(session, query, params, row.itemsize):
+        rows = np.frombuffer(data, dtype=row)
+        if not ((rows["fields"] == 1).all() and (rows["id_size"] == 8).all()):
+            raise ValueError("unexpected COPY row layout")
+        yield rows["id"].astype(np.int64)
+
+
+def _copy_rows(
+    session: Session, query: str, params: tuple[object, ...], size: int
+) -> Iterator[bytes]:
+    """The rows of a binary COPY of fixed-size rows (``size`` bytes), in chunks of whole
+    rows, header and trailer checked and taken off."""
+    connection: Any = session.connection().connection.driver_connection
+    buffer = bytearray()
+    header = False
+    with connection.cursor() as cursor, cursor.copy(query, params) as copy:
+        for chunk in copy:
+            buffer += chunk
+            if not header:
+                if len(buffer) < _COPY_HEADER:
+                    continue
+                if not buffer.startswith(_COPY_SIGNATURE):
+                    raise ValueError("not a binary COPY stream")
+                extension = int.from_bytes(buffer[_COPY_HEADER - 4 : _COPY_HEADER], "big")
+                if len(buffer) < _COPY_HEADER + extension:
+                    continue
+                del buffer[: _COPY_HEADER + extension]
+                header = True
+            if len(buffer) >= _COPY_CHUNK:
+                whole = len(buffer) // size * size
+                yield bytes(buffer[:whole])
+                del buffer[:whole]
+    whole = len(buffer) // size * size
+    if whole:
+        yield bytes(buffer[:whole])
+    if buffer[whole:] != _COPY_TRAILER:
+        raise ValueError("unexpected end of a binary COPY stream")
+
+
 def _copy_codes(
     session: Session, query: str, params: tuple[object, ...], digits: int
 ) -> Iterator[tuple[Ids, Codes]]:
@@ -734,11 +779,7 @@ def _copy_codes(
             ("value", f"S{digits}"),
         ]
     )
-    connection: Any = session.connection().connection.driver_connection
-    buffer = bytearray()
-    header = False
-
-    def decode(data: bytes | bytearray) -> tuple[Ids, Codes]:
+    for data in _copy_rows(session, query, params, row.itemsize):
         rows = np.frombuffer(data, dtype=row)
         if not (
             (rows["fields"] == 2).all()
@@ -749,30 +790,7 @@ def _copy_codes(
         text = np.frombuffer(rows["value"].tobytes(), dtype=np.uint8).reshape(len(rows), digits)
         codes, valid = _decode_ascii_hex(text)
         ids = rows["id"].astype(np.int64)
-        return ids[valid], codes[valid]
-
-    with connection.cursor() as cursor, cursor.copy(query, params) as copy:
-        for chunk in copy:
-            buffer += chunk
-            if not header:
-                if len(buffer) < _COPY_HEADER:
-                    continue
-                if not buffer.startswith(_COPY_SIGNATURE):
-                    raise ValueError("not a binary COPY stream")
-                extension = int.from_bytes(buffer[_COPY_HEADER - 4 : _COPY_HEADER], "big")
-                if len(buffer) < _COPY_HEADER + extension:
-                    continue
-                del buffer[: _COPY_HEADER + extension]
-                header = True
-            if len(buffer) >= _COPY_CHUNK:
-                whole = len(buffer) // row.itemsize * row.itemsize
-                yield decode(bytes(buffer[:whole]))
-                del buffer[:whole]
-    whole = len(buffer) // row.itemsize * row.itemsize
-    if whole:
-        yield decode(bytes(buffer[:whole]))
-    if buffer[whole:] != _COPY_TRAILER:
-        raise ValueError("unexpected end of a binary COPY stream")
+        yield ids[valid], codes[valid]
 
 
 class NearDuplicates:
@@ -841,15 +859,27 @@ class NearDuplicates:
                 and now - self._refreshed_at < self.refresh_seconds
             ):
                 return
-            before = _transactions(session)
-            changed = self._check_lists(session)
-            whole = changed or not self._cursors[_KNOWN].started
-            tables = (_MediaTable(self), _KnownTable(self))
-            new_ids = [self._read(session, table, now, before) for table in tables]
-            after = _transactions(session)
+            # All or nothing: a refresh that fails half-way (a lost connection, a time
+            # limit) leaves the cursors, lists and indexes as they were, so the next one
+            # reads again what this one had read (rows of gaps, a first load's settled
+            # rows) rather than take them for read.
+            saved = (copy.deepcopy(self._cursors), self._lists, dict(self._index))
+            try:
+                before = _transactions(session)
+                changed = self._check_lists(session)
+                whole = changed or not self._cursors[_KNOWN].started
+                tables = (_MediaTable(self), _KnownTable(self))
+                new_ids = [self._read(session, table, now, before) for table in tables]
+                after = _transactions(session)
+            except BaseException:
+                self._cursors, self._lists, self._index = saved
+                raise
             self._note_known(now, tables[1], everything=whole)
             for table, ids in zip(tables, new_ids, strict=True):
-                self._cursors[table.kind].advance(ids, now, after[1] if after else None)
+                cursor = self._cursors[table.kind]
+                cursor.advance(ids, now, after[1] if after else None)
+                if session.connection().dialect.name != "postgresql":
+                    cursor.at_high = table.identity(session, cursor.high)
                 table.flush()
             self._refreshed_at = now
 
@@ -923,6 +953,16 @@ class NearDuplicates:
         """Read the table's gaps again, then the rows above its watermark; returns the ids
         read above the watermark."""
         cursor = self._cursors[table.kind]
+        # SQLite hands out max(id) + 1: the id of a row deleted, or of one a refresh read
+        # inside a transaction that was then rolled back, is taken by the next row. If
+        # the row at the watermark is not the one read, start over.
+        sqlite = session.connection().dialect.name != "postgresql"
+        if sqlite and cursor.started and table.identity(session, cursor.high) != cursor.at_high:
+            log.info("%s rows replaced under their ids: reloading them", table.name)
+            cursor = self._cursors[table.kind] = _Cursor()
+            for hash_type in (HashType.phash, HashType.pdq):
+                old = self._index[(table.kind, hash_type)]
+                self._index[(table.kind, hash_type)] = HammingIndex(old.bits, radius=old.radius)
         for start in range(0, len(cursor.gaps), _GAPS_PER_QUERY):
             gaps = cursor.gaps[start : start + _GAPS_PER_QUERY]
             where = or_(*(table.id.between(gap.low, gap.high) for gap in gaps))
@@ -944,6 +984,16 @@ class NearDuplicates:
                     digits = 16 if hash_type == HashType.phash else 64
                     for ids, codes in _copy_codes(session, query, params, digits):
                         table.pending(hash_type, ids, codes)
+                holes = table.holes(session, settled)
+                if holes is not None:
+                    # Ids at or below the settled point that no committed row holds yet:
+                    # an import's block of ids is taken (and committed) at its start, its
+                    # rows appear at its end. Gaps, read again while a transaction
+                    # running now may still fill them.
+                    held, horizon = holes
+                    cursor.advance(held, now, horizon)
+                    if cursor.high < settled:
+                        cursor.gaps.append(_Gap(cursor.high + 1, settled, now, horizon))
             else:
                 for rows in _batches(session, table.rows(table.id <= settled, settled_only=True)):
                     table.add(rows)
@@ -1169,6 +1219,17 @@ class _Table:
         """PostgreSQL COPY queries of ``(id, value)`` for ids <= ``settled``, by hash type."""
         raise NotImplementedError
 
+    def identity(self, session: Session, row_id: int) -> tuple[Any, ...] | None:
+        """What the row with this id is (None: no such row), to tell it from another
+        row under the same id."""
+        raise NotImplementedError
+
+    def holes(self, session: Session, settled: int) -> tuple[Ids, int] | None:
+        """PostgreSQL, first load: every id <= ``settled`` a committed row holds, and the
+        next transaction id after reading them; None where ids below the top are never
+        held back (``top`` is then the highest committed id, well above ``settled``)."""
+        return None
+
     def pending(self, hash_type: HashType, ids: Ids, codes: Codes) -> None:
         codes = codes.reshape(len(ids), -1)
         if hash_type == HashType.phash:
@@ -1215,6 +1276,11 @@ class _MediaTable(_Table):
             col(MediaFrame.pdq_quality),
         ).where(col(MediaFrame.media_id).in_(select(col(Media.id)).where(where)))
         return cast("Select[*tuple[Any, ...]]", statement.where(where).union_all(frames))
+
+    def identity(self, session: Session, row_id: int) -> tuple[Any, ...] | None:
+        statement = select(col(Media.sha256)).where(col(Media.id) == row_id)
+        found = session.connection().execute(statement).first()
+        return None if found is None else tuple(found)
 
     def copies(self, settled: int) -> list[tuple[HashType, str, tuple[object, ...]]]:
         return [
@@ -1300,6 +1366,30 @@ class _KnownTable(_Table):
         self._add(HashType.phash, ((r[0], r[1]) for r in rows if r[1] is not None))
         self._add(HashType.pdq, ((r[0], r[2]) for r in rows if r[2] is not None))
         self.lists.update(int(r[3]) for r in rows)
+
+    def identity(self, session: Session, row_id: int) -> tuple[Any, ...] | None:
+        entry = KnownEntry.__table__  # type: ignore[attr-defined]
+        statement = select(entry.c.list_id, *(entry.c[t.value] for t in HashType)).where(
+            entry.c.id == row_id
+        )
+        found = session.connection().execute(statement).first()
+        return None if found is None else tuple(found)
+
+    def holes(self, session: Session, settled: int) -> tuple[Ids, int] | None:
+        # ``top`` is the sequence's value: an import running now has its ids below it.
+        ids = np.concatenate(
+            [
+                np.zeros(0, dtype=np.int64),
+                *_copy_ids(
+                    session,
+                    "COPY (SELECT id::bigint FROM known_entry WHERE id <= %s)"
+                    " TO STDOUT (FORMAT BINARY)",
+                    (settled,),
+                ),
+            ]
+        )
+        after = _transactions(session)
+        return ids, (after[1] if after else 0)
 
 
 @lru_cache
