@@ -659,21 +659,20 @@ def parse_delimited_blocks(
         line_no += 1
         if line_no == 1 and encoding == "utf-8-sig":
             header_line = header_line.removeprefix(codecs.BOM_UTF8)
-    ending = header_line[len(header_line.rstrip(b"\r\n")) :]
-    if b"\r" in header_line.rstrip(b"\r\n") or ending not in (b"\n", b"\r\n", b""):
-        # Lines that end in a lone CR (old Mac files) or in CR CR LF: blocks are cut at
-        # LF only, so the csv module reads the whole file, as it reads every file on
-        # SQLite, and numbers its lines alike.
+    head = header_line.rstrip(b"\r\n")
+    ending = header_line[len(head) :]
+    if (
+        b"\r" in head
+        or ending not in (b"\n", b"\r\n", b"")
+        or (not ending and len(header_line) >= _MAX_LINE)
+    ):
+        # Lines that end in a lone CR (old Mac files) or in CR CR LF (blocks are cut at
+        # LF only), or a header longer than a line may be: the csv module reads the whole
+        # file, as it reads every file on SQLite, and numbers its lines alike.
         text = _text(header_line, stream, encoding="utf-8", newline="")
         yield from parse_delimited(text, delimiter=delimiter, counter=counter, first_line=line_no)
         return
     if not ending:
-        if len(header_line) >= _MAX_LINE:  # a header longer than blocks take: read whole
-            text = _text(header_line, stream, encoding="utf-8", newline="")
-            yield from parse_delimited(
-                text, delimiter=delimiter, counter=counter, first_line=line_no
-            )
-            return
         header_line += b"\n"  # a header without lines
     newline = b"\r\n" if header_line.endswith(b"\r\n") else b"\n"
     try:
@@ -972,18 +971,14 @@ def _copy_text(value: str) -> str:
 
 def _csv_lines(batch: list[Entry], columns: tuple[str, ...], delimiter: str) -> str:
     """Entries as lines of a block's CSV layout (``columns``, entry column names in file
-    order): an absent value is an empty field (NULL), a category is quoted."""
+    order): an absent value is an empty field (NULL); a category is quoted if it needs
+    to be."""
     at = [_KEY_AT[HashType(c)] if c != "category" else -1 for c in columns]
-    lines = []
+    out = io.StringIO()
+    write = csv.writer(out, delimiter=delimiter, lineterminator="\n").writerow
     for _line_no, values, category in batch:
-        cells = [
-            (values[i] or "")
-            if i >= 0
-            else ("" if category is None else '"' + category.replace('"', '""') + '"')
-            for i in at
-        ]
-        lines.append(delimiter.join(cells) + "\n")
-    return "".join(lines)
+        write([values[i] if i >= 0 else category for i in at])  # None: an empty field
+    return out.getvalue()
 
 
 def partition_name(list_id: int) -> str:
@@ -1432,15 +1427,20 @@ def import_list(
             on_stage("reading")
         batch: list[Entry] = []
         valid = 0
+
+        def write_batch() -> None:
+            nonlocal batch, valid
+            if batch:
+                writer.add(batch)
+                valid += len(batch)
+                batch = []
+
         try:
             for item in items:
                 kind = type(item)
                 if kind is Block:
                     block = cast(Block, item)
-                    if batch:  # the lines before it first: rows go in file order
-                        writer.add(batch)
-                        valid += len(batch)
-                        batch = []
+                    write_batch()  # the lines before it first: rows go in file order
                     writer.add_block(block)
                     valid += block.lines
                     if on_progress:
@@ -1456,14 +1456,10 @@ def import_list(
                     continue
                 batch.append(cast(Entry, item))
                 if len(batch) >= batch_size:
-                    writer.add(batch)
-                    valid += len(batch)
-                    batch = []
+                    write_batch()
                     if on_progress:
                         on_progress(source_bytes.consumed, total)
-            if batch:
-                writer.add(batch)
-                valid += len(batch)
+            write_batch()
             if on_progress:
                 on_progress(source_bytes.consumed, total)
             if on_stage:

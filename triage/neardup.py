@@ -883,6 +883,15 @@ class NearDuplicates:
                 table.flush()
             self._refreshed_at = now
 
+    def _start_over(self, kind: str) -> _Cursor:
+        """Forget what was read of one table (``_MEDIA`` or ``_KNOWN``): the next read is
+        a first load. Returns its new cursor."""
+        cursor = self._cursors[kind] = _Cursor()
+        for hash_type in (HashType.phash, HashType.pdq):
+            old = self._index[(kind, hash_type)]
+            self._index[(kind, hash_type)] = HammingIndex(old.bits, radius=old.radius)
+        return cursor
+
     def _check_lists(self, session: Session) -> bool:
         """Start the known hashes afresh when a list was removed: its entries go, and on
         SQLite the next rows may take their ids again (max(id) + 1). Returns whether
@@ -898,10 +907,7 @@ class NearDuplicates:
             return False
         if any(lists.get(i, (None, False))[0] != at for i, (at, _) in before.items()):
             log.info("a hash list was removed: reloading the known hashes")
-            self._cursors[_KNOWN] = _Cursor()
-            for hash_type in (HashType.phash, HashType.pdq):
-                old = self._index[(_KNOWN, hash_type)]
-                self._index[(_KNOWN, hash_type)] = HammingIndex(old.bits, radius=old.radius)
+            self._start_over(_KNOWN)
             return True
         return any(on and i in before and not before[i][1] for i, (_, on) in lists.items())
 
@@ -959,10 +965,7 @@ class NearDuplicates:
         sqlite = session.connection().dialect.name != "postgresql"
         if sqlite and cursor.started and table.identity(session, cursor.high) != cursor.at_high:
             log.info("%s rows replaced under their ids: reloading them", table.name)
-            cursor = self._cursors[table.kind] = _Cursor()
-            for hash_type in (HashType.phash, HashType.pdq):
-                old = self._index[(table.kind, hash_type)]
-                self._index[(table.kind, hash_type)] = HammingIndex(old.bits, radius=old.radius)
+            cursor = self._start_over(table.kind)
         for start in range(0, len(cursor.gaps), _GAPS_PER_QUERY):
             gaps = cursor.gaps[start : start + _GAPS_PER_QUERY]
             where = or_(*(table.id.between(gap.low, gap.high) for gap in gaps))

@@ -35,11 +35,10 @@ from tests.conftest import REPO
 from tests.fixtures import images
 from tests.fixtures.receivers import Receiver
 from tests.partners.conftest import confirmed_target
-from tests.triage.test_assessment import Case, assess, items, own_hashes, staff
-from triage import assessment, service
+from tests.triage.test_assessment import Case, arrives, assess, items, own_hashes, staff
+from triage import assessment
 from triage.assessment import NotReversible
 from triage.hashing import hash_media
-from triage.hosting import get_hosting_lookup
 from triage.models import (
     Assessment,
     Classification,
@@ -69,28 +68,7 @@ class Arrivals:
         )
 
     def arrive(self, url: str, picture: bytes) -> Case:
-        case = Case(self.session, url)
-        case.target.status = TargetStatus.pending
-        self.session.flush()
-        claim = service.claim_target(
-            self.session, case.id, now=utcnow(), lease=dt.timedelta(minutes=5)
-        )
-        assert claim is not None
-        gathered = service.Gathered(
-            "http://cdn.example/p.jpg",
-            "127.0.0.1",
-            page=False,
-            media=[service.Found("http://cdn.example/p.jpg", "127.0.0.1", hash_media(picture))],
-        )
-        service.record_gathered(
-            self.session,
-            claim,
-            gathered,
-            now=utcnow(),
-            near=self.near,
-            hosting=get_hosting_lookup(),
-        )
-        return case
+        return arrives(self.session, url, picture, near=self.near)[0]
 
     def own_list_near(self, picture: bytes) -> list[Any]:
         """What the near-duplicate index finds of the picture on the own list."""

@@ -792,9 +792,13 @@ def test_bulk_confirm_takes_only_targets_whose_media_all_match_a_trusted_list(
 # -- a confirmed picture is recognised next time -----------------------------------------------
 
 
-def arrives(session: Session, url: str, picture: bytes) -> tuple[Case, service.Outcome]:
+def arrives(
+    session: Session, url: str, picture: bytes, *, near: NearDuplicates | None = None
+) -> tuple[Case, service.Outcome]:
     """A report of ``url`` processed by a worker that found ``picture`` there."""
-    near = NearDuplicates(phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=0)
+    near = near or NearDuplicates(
+        phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=0
+    )
     case = Case(session, url)
     target = case.target
     target.status = TargetStatus.pending

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import io
-import ipaddress
 import json
 import logging
 import os
@@ -25,24 +24,23 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 
-from hotline.db import session_scope, utcnow
+from hotline.db import session_scope
 from hotline.logging import configure_logging
 from hotline.models import Role
-from reporting import service as intake
-from reporting.models import ReportCategory, ReportSource, Target
-from reporting.schemas import ReportCreate
+from reporting.models import Target
 from tests.conftest import tables_with_marker
 from tests.fixtures import images
 from tests.fixtures.audit import exception_texts, has_marker
 from tests.fixtures.pipeline import process
 from tests.fixtures.servers import LocalHTTPServer, Route
 from tests.triage.test_api import bearer
+from tests.triage.test_pipeline import LOOPBACK, report
+from tests.triage.test_safeview import seen, view
 from triage import hashing, safeview
 from triage.errors import FetchError
 from triage.fetcher import Fetcher, FetchPolicy
 
 REPO = Path(__file__).resolve().parents[2]
-LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 
 
 # ---------------------------------------------------------------- helpers
@@ -77,19 +75,6 @@ def debug_logs() -> Iterator[_Records]:
         configure_logging("INFO")
 
 
-def report(url: str) -> int:
-    with session_scope() as session:
-        _, created = intake.submit_report(
-            session,
-            ReportCreate(url=url, category=ReportCategory.csam),
-            source=ReportSource.api,
-            now=utcnow(),
-            max_url_length=4096,
-            allow_networks=LOOPBACK,
-        )
-    return int(created.target_id)
-
-
 def target_row(target_id: int) -> Target:
     with session_scope() as session:
         target = session.get(Target, target_id)
@@ -112,13 +97,6 @@ def media_ids(target_id: int) -> list[int]:
                 .order_by(col(Sighting.id))
             ).scalars()
         )
-
-
-def view(client: Any, headers: dict[str, str], target: int, media: int, **query: Any) -> Any:
-    params = {k: str(v).lower() if isinstance(v, bool) else v for k, v in query.items()}
-    return client.get(
-        f"/api/v1/targets/{target}/media/{media}/view", headers=headers, params=params
-    )
 
 
 def response_text(response: Any) -> str:
@@ -300,9 +278,7 @@ def test_a_view_of_crafted_files_answers_with_reason_codes_only(
     for number, (name, broken) in enumerate(sorted(broken_files(marker).items())):
         path = f"/m{number}"
         http_server.route(path, body=images.jpeg(20 + number, (64, 48)))
-        target = report(http_server.url(path))
-        process(target)
-        [media] = media_ids(target)
+        target, [media] = seen(http_server.url(path))
         http_server.route(path, body=broken)
         for unblur in (False, True):
             response = view(client, analyst, target, media, unblur=unblur)
@@ -322,9 +298,7 @@ def test_exif_values_reach_no_log_even_at_debug(
     file) at DEBUG: the logging configuration pins the PIL logger at WARNING, so neither
     the worker's hashing nor the safe view's EXIF transpose emits them."""
     marker = images.new_marker()
-    target = report(http_server.route("/exif.jpg", body=jpeg_with_exif(marker)))
-    process(target)
-    [media] = media_ids(target)
+    target, [media] = seen(http_server.route("/exif.jpg", body=jpeg_with_exif(marker)))
     analyst = bearer(Role.analyst, "ana@hotline.example")
     for unblur in (False, True):
         response = view(client, analyst, target, media, unblur=unblur)
@@ -351,9 +325,7 @@ def test_response_headers_of_the_site_are_not_kept(
         "Link": f"<http://127.0.0.1/{text}>; rel=canonical",
         "X-Anything": text,
     }
-    target = report(http_server.route("/h.png", body=body, headers=headers))
-    process(target)
-    [media] = media_ids(target)
+    target, [media] = seen(http_server.route("/h.png", body=body, headers=headers))
     analyst = bearer(Role.analyst, "ana@hotline.example")
     for unblur in (False, True):
         response = view(client, analyst, target, media, unblur=unblur)
