@@ -1,25 +1,35 @@
 """The media links of a fetched page: which images and videos a reported page shows.
 
 Owns the answer to "what on this page should be fetched and hashed": ``img`` (``src``,
-``srcset`` and the ``data-src``/``data-srcset`` of lazy loaders), ``picture``/``video``
-``source``, ``video`` (``src``, ``poster``), Open Graph and Twitter card images and
-videos, and ``a href`` links to image or video files.
+``srcset`` and the ``data-src``/``data-srcset`` of lazy loaders; ``<image>`` is read as
+``<img>``, as browsers do), ``picture``/``video`` ``source``, ``video`` (``src``,
+``poster``), SVG ``<image>`` (``href``, ``xlink:href``), Open Graph and Twitter card
+images and videos, and ``a href`` links to image or video files.
 
 Invariants: pure (no network, no logging); every link is an absolute http(s) URL
 without fragment, resolved as a browser would (``<base href>``, then the page URL,
-WHATWG URL parsing by ada-url); links are unique, in document order, at most
-``limit``; any input, however broken, gives a list rather than an exception. Links
-are not checked for public hosts here: the fetcher refuses those when asked.
+WHATWG URL parsing by ada-url), other than the page's own URL; links are unique, in
+document order, at most ``limit``: past the limit each element's main link (its
+``src``, or its first ``srcset`` candidate) comes before the other sizes and formats
+of the same picture; any input, however broken, gives a list rather than an exception.
+Links are not checked for public hosts here: the fetcher refuses those when asked.
+
+The page is read by libxml2's HTML tokenizer (lxml, an HTML5 tokenizer since libxml2
+2.14) as a stream of start and end tags, with no tree built: time and memory stay
+linear in the page whatever its markup. (An HTML5 tree builder, lexbor's before, takes
+quadratic or worse time and memory on pages of unclosed or misnested tags: 82 kB of
+them held a worker for 23 s and 5 GB.)
 """
 
 from __future__ import annotations
 
 import codecs
-import re
-from collections.abc import Iterator
+import urllib.parse
+from email.message import Message
 
 import ada_url
-from selectolax.lexbor import LexborHTMLParser, LexborNode
+import webencodings
+from lxml import etree
 
 __all__ = ["media_links"]
 
@@ -45,99 +55,163 @@ _META_NAMES = frozenset(
         "twitter:image:src",
     }
 )
-_SELECTOR = "base, img, source, video, meta, a"
+_TAGS = frozenset({"base", "img", "image", "source", "video", "meta", "a"})
+_FOREIGN = frozenset({"svg", "math"})
 _WEB_SCHEMES = frozenset({"http:", "https:"})
 _HTML_SPACE = " \t\n\f\r"
 
 # Where browsers look for a <meta> charset before decoding (WHATWG prescans 1024 bytes;
 # a little more is read to catch late declarations).
 _PRESCAN_BYTES = 4096
-_META_CHARSET = re.compile(rb"""<meta[^>]*?charset\s*=\s*["']?\s*([A-Za-z0-9_.:\-]+)""", re.I)
 _BOMS = (
     (codecs.BOM_UTF8, "utf-8"),
     (codecs.BOM_UTF16_LE, "utf-16-le"),
     (codecs.BOM_UTF16_BE, "utf-16-be"),
 )
-# WHATWG Encoding Standard: these labels mean windows-1252; a <meta> claiming UTF-16
-# means UTF-8 (the bytes were readable as ASCII to be found).
-_LABEL_ALIASES = {
-    "iso-8859-1": "cp1252",
-    "iso8859-1": "cp1252",
-    "latin1": "cp1252",
-    "latin-1": "cp1252",
-    "l1": "cp1252",
-    "ascii": "cp1252",
-    "us-ascii": "cp1252",
-    "x-user-defined": "cp1252",
-    "utf-16": "utf-8",
-    "utf-16le": "utf-8",
-    "utf-16be": "utf-8",
-    "utf-16-le": "utf-8",
-    "utf-16-be": "utf-8",
-}
+
+# (raw value, main link of its element?, only if it names a media file?)
+Candidate = tuple[str, bool, bool]
 
 
-def media_links(html: bytes | str, base_url: str, *, limit: int) -> list[str]:
-    """Absolute http(s) URLs of the media a page shows, unique, in document order."""
+def media_links(
+    html: bytes | str,
+    base_url: str,
+    *,
+    limit: int,
+    content_type: str | None = None,
+    svg_document: bool = False,
+) -> list[str]:
+    """Absolute http(s) URLs of the media a page shows, unique, in document order.
+
+    ``content_type``: the response's Content-Type header, whose charset (after a byte
+    order mark, before a ``<meta>``) decodes the bytes, as in browsers.
+    ``svg_document``: the bytes are an SVG file: the links of its own ``<a>`` elements
+    are left out (an SVG's hyperlinks are not what it shows), its ``<image>`` kept.
+    """
     if limit <= 0:
         return []
-    text = _decode(html) if isinstance(html, bytes) else html
-    # Lone surrogates cannot be handed to the parser (it takes UTF-8).
-    text = text.encode("utf-8", "replace").decode("utf-8")
-    nodes = LexborHTMLParser(text).css(_SELECTOR)
+    text, codec = _decode(html, content_type) if isinstance(html, bytes) else (html, "utf-8")
+    if text is None:
+        return []  # the "replacement" encoding: browsers show one U+FFFD
+    collector = _Collector(svg_document)
+    _parse(text, collector)
+    page = _resolve(base_url, base_url)
     base = base_url
-    for node in nodes:
-        if node.tag == "base" and (href := node.attributes.get("href")) is not None:
-            base = _join(base_url, href) or base_url
-            break
-    links: dict[str, None] = {}
-    for node in nodes:
-        for value, media_only in _candidates(node):
-            url = _resolve(base, value)
-            if url is None or (media_only and not _has_media_extension(url)):
-                continue
-            links.setdefault(url)
-            if len(links) >= limit:
-                return list(links)
-    return list(links)
+    if collector.base is not None:
+        # The first <base href> counts, even an empty one; a URL that fails to parse
+        # or is data: or javascript: leaves the page's URL (HTML's frozen base URL).
+        joined = _join(base_url, collector.base.strip(_HTML_SPACE))
+        if joined is not None and not joined.startswith(("data:", "javascript:")):
+            base = joined
+    main: dict[str, int] = {}
+    other: dict[str, int] = {}
+    for position, (value, is_main, media_only) in enumerate(collector.candidates):
+        url = _resolve(base, _encode_query(value, codec))
+        if url is None or url == page or (media_only and not _has_media_extension(url)):
+            continue
+        if is_main:
+            if url not in main:
+                main[url] = other.pop(url, position)
+                if len(main) >= limit:
+                    break
+        elif url not in main and url not in other and len(other) < limit:
+            other[url] = position
+    chosen = list(main.items())
+    chosen += sorted(other.items(), key=lambda item: item[1])[: limit - len(chosen)]
+    return [url for url, _ in sorted(chosen, key=lambda item: item[1])]
 
 
-def _candidates(node: LexborNode) -> Iterator[tuple[str, bool]]:
-    """(raw URL, only if it names a media file) of one element, in attribute order."""
-    attributes = node.attributes
-    tag = node.tag
+class _Collector:
+    """An lxml parser target: the candidate links of the page's elements, in document
+    order, and its first ``<base href>``. Sees start and end tags only (no text)."""
 
-    def attr(name: str) -> str | None:
-        value = attributes.get(name)
-        return value if value else None
+    def __init__(self, svg_document: bool) -> None:
+        self.candidates: list[Candidate] = []
+        self.base: str | None = None
+        self._svg_document = svg_document
+        self._seen: set[Candidate] = set()
+        self._open: list[str] = []
+        self._foreign = 0  # open <svg>/<math> elements
+        self._video_main: list[bool] = []  # per open <video>: has it a main link yet
 
-    def srcset(name: str) -> Iterator[tuple[str, bool]]:
-        for url in _srcset_urls(attr(name) or ""):
-            yield url, False
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        parent = self._open[-1] if self._open else None
+        self._open.append(tag)
+        if tag in _FOREIGN:
+            self._foreign += 1
+        if tag == "video":
+            self._video_main.append(False)
+        if tag in _TAGS:
+            self._element(tag, parent, attrib)
 
-    if tag == "img":
-        for name in ("src", "data-src"):
-            if value := attr(name):
-                yield value, False
-        yield from srcset("srcset")
-        yield from srcset("data-srcset")
-    elif tag == "source":
-        parent = node.parent
-        # <audio><source src> is sound, not media we hash.
-        if parent is not None and parent.tag == "video" and (value := attr("src")):
-            yield value, False
-        yield from srcset("srcset")
-        yield from srcset("data-srcset")
-    elif tag == "video":
-        for name in ("src", "poster"):
-            if value := attr(name):
-                yield value, False
-    elif tag == "meta":
-        key = (attr("property") or attr("name") or "").strip().lower()
-        if key in _META_NAMES and (value := attr("content")):
-            yield value, False
-    elif tag == "a" and (value := attr("href")):
-        yield value, True
+    def end(self, tag: str) -> None:
+        # libxml2 closes elements innermost first, each start with one end.
+        if self._open:
+            closed = self._open.pop()
+            if closed in _FOREIGN:
+                self._foreign -= 1
+            elif closed == "video" and self._video_main:
+                self._video_main.pop()
+
+    def close(self) -> None:
+        return None
+
+    def _add(self, value: str | None, is_main: bool, media_only: bool = False) -> None:
+        if value:
+            candidate = (value, is_main, media_only)
+            if candidate not in self._seen:  # a page repeating one link costs nothing
+                self._seen.add(candidate)
+                self.candidates.append(candidate)
+
+    def _element(self, tag: str, parent: str | None, attrib: dict[str, str]) -> None:
+        get = attrib.get
+        if tag == "image" and self._foreign:
+            self._add(get("href") or get("xlink:href"), True)  # SVG: the picture it shows
+        elif tag in ("img", "image"):
+            sources = [value for value in (get("src"), get("data-src")) if value]
+            for value in sources:
+                self._add(value, True)
+            for name in ("srcset", "data-srcset"):
+                for url in _srcset_urls(get(name) or ""):
+                    self._add(url, not sources)
+                    sources.append(url)
+        elif tag == "source":
+            if parent == "video":  # <audio><source src> is sound, not media we hash
+                first = bool(self._video_main) and not self._video_main[-1]
+                self._add(get("src"), first)
+                if first and get("src"):
+                    self._video_main[-1] = True
+            for name in ("srcset", "data-srcset"):  # <picture>: its <img> is the main one
+                for url in _srcset_urls(get(name) or ""):
+                    self._add(url, False)
+        elif tag == "video":
+            if get("src"):
+                self._add(get("src"), True)
+                self._video_main[-1] = True
+            self._add(get("poster"), True)
+        elif tag == "meta":
+            key = (get("property") or get("name") or "").strip().lower()
+            if key in _META_NAMES:
+                self._add(get("content"), True)
+        elif tag == "a":
+            if not (self._svg_document and self._foreign):
+                self._add(get("href"), True, media_only=True)
+        elif tag == "base" and self.base is None and "href" in attrib:
+            self.base = attrib["href"]
+
+
+def _parse(text: str, target: object) -> None:
+    """Feed the page to libxml2's HTML tokenizer; what it read before any error stays."""
+    # Lone surrogates cannot be handed to libxml2 (it takes UTF-8).
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    parser = etree.HTMLParser(
+        target=target, recover=True, no_network=True, huge_tree=True, remove_comments=True
+    )
+    try:
+        parser.feed(text)
+        parser.close()
+    except etree.LxmlError:  # pragma: no cover - recover=True parses anything
+        pass
 
 
 def _srcset_urls(value: str) -> list[str]:
@@ -207,18 +281,91 @@ def _has_media_extension(url: str) -> bool:
     return "." in name and name.rsplit(".", 1)[-1].lower() in _MEDIA_EXTENSIONS
 
 
-def _decode(data: bytes) -> str:
-    """Bytes to text as a browser would without headers: BOM, then <meta> charset, else UTF-8."""
-    for bom, encoding in _BOMS:
+def _encode_query(value: str, codec: str) -> str:
+    """``value`` with the non-ASCII characters of its query percent-encoded in the page's
+    encoding, as browsers request them (URL parsing alone would use UTF-8); characters
+    the encoding lacks become ``&#N;`` first, as in browsers."""
+    mark = value.find("?")
+    if mark < 0 or codec == "utf-8" or value.isascii():
+        return value
+    end = value.find("#", mark)
+    end = len(value) if end < 0 else end
+    query = "".join(
+        char
+        if char.isascii()
+        else urllib.parse.quote(char.encode(codec, "xmlcharrefreplace"), safe="")
+        for char in value[mark + 1 : end]
+    )
+    return f"{value[: mark + 1]}{query}{value[end:]}"
+
+
+def _decode(data: bytes, content_type: str | None = None) -> tuple[str | None, str]:
+    """Bytes to text as a browser decodes a page: its byte order mark, else the charset
+    of the Content-Type header, else of a ``<meta>`` within the first bytes, else UTF-8.
+
+    Labels are the web's (the WHATWG Encoding Standard's, by ``webencodings``), not
+    Python's: ``<meta charset="cp500">`` is no label there and is ignored, as browsers
+    ignore it. Returns the text (None for the "replacement" encoding: the page shows
+    nothing) and the Python codec used (the encoding of its links' queries).
+    """
+    for bom, name in _BOMS:
         if data.startswith(bom):
-            return data[len(bom) :].decode(encoding, "replace")
-    match = _META_CHARSET.search(data[:_PRESCAN_BYTES])
-    if match is not None:
-        label = match.group(1).decode("ascii").lower()
-        try:
-            encoding = codecs.lookup(_LABEL_ALIASES.get(label, label)).name
-            if not encoding.startswith(("utf-16", "utf-32")):
-                return data.decode(encoding, "replace")
-        except (LookupError, UnicodeError, ValueError):
-            pass  # unknown or non-text codec ("base64", "idna" with replace): UTF-8
-    return data.decode("utf-8", "replace")
+            # A query of a UTF-16 page is requested in UTF-8.
+            return data[len(bom) :].decode(name, "replace"), "utf-8"
+    encoding = _label(_header_charset(content_type)) or _prescan(data[:_PRESCAN_BYTES])
+    if encoding is None:
+        return data.decode("utf-8", "replace"), "utf-8"
+    if encoding.name == "replacement":
+        return None, "utf-8"
+    codec = {"x-user-defined": "cp1252", "utf-16le": "utf-8", "utf-16be": "utf-8"}.get(
+        encoding.name, encoding.codec_info.name
+    )
+    if encoding.name.startswith("utf-16"):  # a header's UTF-16 without a BOM
+        return data.decode(encoding.codec_info.name, "replace"), codec
+    return data.decode(codec, "replace"), codec
+
+
+def _label(label: str | None) -> webencodings.Encoding | None:
+    return webencodings.lookup(label) if label else None
+
+
+def _header_charset(content_type: str | None) -> str | None:
+    if not content_type:
+        return None
+    message = Message()
+    message["content-type"] = content_type
+    charset = message.get_param("charset")
+    return charset if isinstance(charset, str) else None
+
+
+class _MetaCharset:
+    """An lxml parser target: the encoding the first usable ``<meta>`` declares."""
+
+    def __init__(self) -> None:
+        self.encoding: webencodings.Encoding | None = None
+
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        if tag != "meta" or self.encoding is not None:
+            return
+        label = attrib.get("charset")
+        if label is None and attrib.get("http-equiv", "").strip().lower() == "content-type":
+            label = _header_charset(attrib.get("content"))
+        encoding = _label(label)
+        if encoding is not None:
+            if encoding.name in ("utf-16be", "utf-16le"):
+                # Readable as ASCII to be found: the page is not UTF-16.
+                encoding = webencodings.lookup("utf-8")
+            elif encoding.name == "x-user-defined":
+                encoding = webencodings.lookup("windows-1252")
+            self.encoding = encoding
+
+    def close(self) -> None:
+        return None
+
+
+def _prescan(head: bytes) -> webencodings.Encoding | None:
+    """The encoding a ``<meta>`` among the first bytes declares (comments and other
+    markup skipped by the tokenizer), or None."""
+    target = _MetaCharset()
+    _parse(head.decode("latin-1"), target)
+    return target.encoding

@@ -217,17 +217,29 @@ def gather(
     except FetchError as exc:
         return Failure(exc.reason, exc.ip)
     mime = sniff(first.content)
+    links: list[str] = []
+    if mime in ("text/html", None, "image/svg+xml"):
+        # An SVG shows the pictures of its <image> elements (and a page that begins with
+        # an <svg> is still a page): their links are fetched as a page's.
+        links = media_links(
+            first.content,
+            first.url,
+            limit=limits.page_media_limit,
+            content_type=first.content_type,
+            svg_document=mime == "image/svg+xml",
+        )
     if is_media(mime):
         hashes = _hash(first.content, limits)
         if isinstance(hashes, Failure):
             return hashes
-        return Gathered(first.url, first.ip, page=False, media=[Found(first.url, first.ip, hashes)])
-    if mime not in ("text/html", None):
+        found = Found(first.url, first.ip, hashes)
+        if not links:
+            return Gathered(first.url, first.ip, page=False, media=[found])
+        gathered = Gathered(first.url, first.ip, page=True, media=[found])
+    elif mime not in ("text/html", None) or (mime is None and not links):
         return Failure("not_media", first.ip)
-    links = media_links(first.content, first.url, limit=limits.page_media_limit)
-    if mime is None and not links:
-        return Failure("not_media", first.ip)
-    gathered = Gathered(first.url, first.ip, page=True)
+    else:
+        gathered = Gathered(first.url, first.ip, page=True)
     del first
     for link in links:
         if clock() > deadline:

@@ -220,6 +220,161 @@ def test_garbage_never_raises(html: bytes | str) -> None:
     assert isinstance(links, list)
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "markup",
+    [
+        # 200,000 unclosed <div>: an HTML5 tree builder (lexbor) took 54 s for 160,000.
+        "<div>" * 200_000,
+        # Misnested formatting elements, lexbor issue 340: 82 kB took 23 s and 5 GB; this
+        # one (240 kB) would take minutes and more memory than the machine has.
+        "".join(f"<b {i}>" for i in range(12_000))
+        + "".join(f"<i {i}>" for i in range(12_000))
+        + "x</b>" * 12_000,
+        "<select>" + "<option>a" * 100_000,
+        "<table><tr><td>" * 50_000,
+    ],
+    ids=["unclosed-divs", "misnested-formatting", "options", "nested-tables"],
+)
+def test_hostile_markup_is_read_in_linear_time_and_its_media_found(markup: str) -> None:
+    html = f'<img src="/first.jpg">{markup}<img src="/last.jpg">'
+    assert media_links(html, "http://example.com/", limit=10) == [
+        "http://example.com/first.jpg",
+        "http://example.com/last.jpg",
+    ]
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        '<meta charset="cp037">',  # EBCDIC: Python knows the label, the web does not
+        '<meta charset="cp500">',
+        '<meta charset="ebcdic-cp-us">',
+        '<meta charset="utf-7">',
+        '<meta charset="punycode">',
+        '<!-- <meta charset="cp037"> -->',  # a comment is not markup
+        '<meta name="description" content="charset=cp500">',  # nor is another meta's text
+        '<meta http-equiv="refresh" content="5; charset=cp500">',
+    ],
+)
+def test_charset_labels_browsers_ignore_are_ignored(head: str) -> None:
+    html = f'{head}<img src="/a+b.jpg"><img src="/b.jpg">'.encode()
+    assert media_links(html, "http://example.com/", limit=10) == [
+        "http://example.com/a+b.jpg",
+        "http://example.com/b.jpg",
+    ]
+
+
+def test_the_charset_of_the_content_type_header_decodes_the_page() -> None:
+    html = '<img src="/фото.jpg"><img src="/img.php?name=фото">'.encode("cp1251")
+    links = media_links(
+        html, "http://example.com/", limit=10, content_type='text/html; charset="windows-1251"'
+    )
+    assert links == [
+        "http://example.com/%D1%84%D0%BE%D1%82%D0%BE.jpg",
+        # The query in the page's own encoding, as a browser requests it.
+        "http://example.com/img.php?name=%F4%EE%F2%EE",
+    ]
+    # The header wins over a <meta>; a byte order mark over both.
+    meta = b'<meta charset="iso-8859-5">' + html
+    assert (
+        media_links(meta, "http://example.com/", limit=10, content_type="text/html; charset=cp1251")
+        == links
+    )
+    bom = "\ufeff<img src='/é.jpg'>".encode()
+    assert media_links(
+        bom, "http://example.com/", limit=10, content_type="text/html; charset=koi8-r"
+    ) == ["http://example.com/%C3%A9.jpg"]
+
+
+def test_a_page_in_the_replacement_encoding_shows_nothing() -> None:
+    html = b'<meta charset="iso-2022-kr"><img src="/a.jpg">'
+    assert media_links(html, "http://example.com/", limit=10) == []
+
+
+@pytest.mark.parametrize(
+    "bases",
+    [
+        '<base href="data:,">',
+        '<base href="javascript:0">',
+        '<base href><base href="https://decoy.example/">',  # the first <base href> counts
+        '<base href=""><base href="https://decoy.example/">',
+    ],
+)
+def test_a_base_browsers_do_not_use_leaves_the_page_url(bases: str) -> None:
+    html = f'{bases}<img src="a.jpg"><img src="/b.jpg">'
+    assert media_links(html, "https://site.example/gallery/", limit=10) == [
+        "https://site.example/gallery/a.jpg",
+        "https://site.example/b.jpg",
+    ]
+
+
+def test_past_the_limit_every_picture_comes_before_its_other_sizes() -> None:
+    def sizes(n: int) -> str:
+        return ", ".join(f"/p{n}-{w}.jpg {w}w" for w in (320, 640, 1024, 2048))
+
+    gallery = "".join(f'<img src="/p{n}.jpg" srcset="{sizes(n)}">' for n in range(20))
+    links = media_links(gallery, "http://example.com/", limit=50)
+    assert len(links) == 50
+    assert {f"http://example.com/p{n}.jpg" for n in range(20)} <= set(links)
+    # Still in document order.
+    assert links[:2] == ["http://example.com/p0.jpg", "http://example.com/p0-320.jpg"]
+    pictures = "".join(
+        f'<picture><source srcset="/q{n}.avif" type="image/avif">'
+        f'<source srcset="/q{n}.webp" type="image/webp"><img src="/q{n}.jpg"></picture>'
+        for n in range(20)
+    )
+    links = media_links(pictures, "http://example.com/", limit=30)
+    assert {f"http://example.com/q{n}.jpg" for n in range(20)} <= set(links)
+    lazy = "".join(f'<img srcset="/r{n}-1x.jpg 1x, /r{n}-2x.jpg 2x">' for n in range(10))
+    links = media_links(lazy, "http://example.com/", limit=10)
+    assert links == [f"http://example.com/r{n}-1x.jpg" for n in range(10)]
+
+
+def test_a_video_s_first_source_is_its_main_link() -> None:
+    html = "".join(
+        f'<video poster="/v{n}.jpg"><source src="/v{n}.webm"><source src="/v{n}.mp4"></video>'
+        for n in range(5)
+    )
+    links = media_links(html, "http://example.com/", limit=10)
+    assert links == [
+        link
+        for n in range(5)
+        for link in (f"http://example.com/v{n}.jpg", f"http://example.com/v{n}.webm")
+    ]
+
+
+def test_links_to_the_page_itself_are_left_out() -> None:
+    html = '<img src="#"><img src="page.html"><img src="?"><a href="#top">x</a><img src="a.jpg">'
+    assert media_links(html, "http://example.com/page.html", limit=10) == [
+        "http://example.com/page.html?",
+        "http://example.com/a.jpg",
+    ]
+
+
+def test_image_elements_inline_svg_and_svg_documents() -> None:
+    html = (
+        '<image src="/as-img.png">'  # an <image> is an <img> to browsers
+        '<svg><image href="/in-svg.jpg"/><image xlink:href="/xlink.jpg"/>'
+        '<a href="/svg-link.jpg">x</a></svg>'
+        "<template><img src=/template.jpg></template>"
+    )
+    assert media_links(html, "http://example.com/", limit=10) == [
+        "http://example.com/as-img.png",
+        "http://example.com/in-svg.jpg",
+        "http://example.com/xlink.jpg",
+        "http://example.com/svg-link.jpg",
+        "http://example.com/template.jpg",
+    ]
+    # An SVG file: what it shows, not where its hyperlinks lead.
+    assert media_links(html, "http://example.com/", limit=10, svg_document=True) == [
+        "http://example.com/as-img.png",
+        "http://example.com/in-svg.jpg",
+        "http://example.com/xlink.jpg",
+        "http://example.com/template.jpg",
+    ]
+
+
 def test_an_invalid_page_url_keeps_absolute_links_only() -> None:
     html = '<img src="rel.jpg"><img src="https://example.com/abs.jpg">'
     assert media_links(html, "not a url", limit=10) == ["https://example.com/abs.jpg"]

@@ -347,6 +347,50 @@ def test_a_jpeg_served_as_html_is_hashed_as_an_image(
     assert (media["phash"], media["pdq"]) == (expected.phash, expected.pdq)
 
 
+def test_pages_that_browsers_show_their_pictures_in_are_read_as_such(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    """An SVG's <image> elements, a page that begins with an <svg>, a page whose charset
+    only the Content-Type header names: each shows its pictures, which are fetched."""
+    pictures = [images.jpeg(200 + i, (320, 240), marker=images.new_marker()) for i in range(3)]
+    for i, picture in enumerate(pictures):  # requested as /фото/{i}.jpg in UTF-8
+        http_server.route(f"/%D1%84%D0%BE%D1%82%D0%BE/{i}.jpg", body=picture, headers=JPEG)
+    served = {hashlib.sha256(picture).hexdigest() for picture in pictures}
+    svg = (
+        b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" '
+        b'xmlns:xlink="http://www.w3.org/1999/xlink" width="320" height="240">'
+        b'<image xlink:href="/%D1%84%D0%BE%D1%82%D0%BE/0.jpg" width="320" height="240"/>'
+        b'<a href="/%D1%84%D0%BE%D1%82%D0%BE/1.jpg"><text>a link, not a picture</text></a>'
+        b"</svg>"
+    )
+    wrapper = report(
+        http_server.route("/wrapper.svg", body=svg, headers={"content-type": "image/svg+xml"})
+    )
+    svg_first = (
+        b'<svg style="display:none"><symbol id="i"></symbol></svg><!doctype html><html><body>'
+        + b"".join(f'<img src="/фото/{i}.jpg">'.encode() for i in range(3))
+        + b"</body></html>"
+    )
+    hidden = report(http_server.route("/svg-first", body=svg_first, headers={}))
+    cyrillic = "".join(f'<img src="/фото/{i}.jpg">' for i in range(3)).encode("cp1251")
+    legacy = report(
+        http_server.route(
+            "/cp1251", body=cyrillic, headers={"content-type": "text/html; charset=windows-1251"}
+        )
+    )
+    for target_id in (wrapper, hidden, legacy):
+        assert process(target_id).status == TargetStatus.queued
+
+    shown_wrapper = shown(wrapper)
+    assert {m["mime"] for m in shown_wrapper["media"]} == {"image/svg+xml", "image/jpeg"}
+    assert {m["sha256"] for m in shown_wrapper["media"] if m["mime"] == "image/jpeg"} == {
+        hashlib.sha256(pictures[0]).hexdigest()
+    }
+    assert {m["sha256"] for m in shown(hidden)["media"] if m["mime"] == "image/jpeg"} == served
+    assert {m["sha256"] for m in shown(legacy)["media"]} == served
+    assert not shown(legacy)["broken_links"]
+
+
 def test_the_same_picture_altered_elsewhere_is_a_near_duplicate(
     http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
 ) -> None:
