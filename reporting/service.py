@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import case, func, select, update
 from sqlmodel import Session, col
 
 from hotline.db import built
@@ -284,15 +284,21 @@ def sweep_pending(
     )
     ids = [int(i) for i in session.execute(query).scalars()]
     if ids and max_attempts is not None:
+        # A dead worker's target, or a pending one whose attempts ran out (the limit
+        # was lowered while it waited for its retry: no worker may claim it).
         exhausted = update(Target).where(
             col(Target.id).in_(ids),
-            col(Target.status) == TargetStatus.fetching,
+            col(Target.status).in_([TargetStatus.fetching, TargetStatus.pending]),
             col(Target.attempts) >= max_attempts,
         )
+        dead = col(Target.status) == TargetStatus.fetching
         given_up = session.execute(
             exhausted.values(
                 status=TargetStatus.unreachable,
-                status_reason="internal_error",
+                status_reason=case(
+                    (dead, "internal_error"),
+                    else_=func.coalesce(col(Target.status_reason), "internal_error"),
+                ),
                 status_changed_at=now,
             ).returning(col(Target.id))
         ).scalars()

@@ -327,7 +327,11 @@ class Fetcher:
                 return location
             if status >= 400:
                 raise FetchError(f"http_error_{status}", ip=backend.connected_address)
-            content = self._read_body(response, deadline)
+            try:
+                content = self._read_body(response, deadline)
+            except FetchError as exc:
+                # A server answered (too large, undecodable, too slow): where it is counts.
+                raise FetchError(exc.reason, ip=backend.connected_address) from None
             return FetchResult(
                 url=hop.url,
                 status=status,

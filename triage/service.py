@@ -134,7 +134,16 @@ def _claim(_: Any) -> Any:
     target = Target.__table__  # type: ignore[attr-defined]
     handed_over = target.c.handed_over_at
     claimable = or_(
-        target.c.status == TargetStatus.pending,
+        and_(
+            target.c.status == TargetStatus.pending,
+            # A target waiting for its retry (attempts made, handed over in the future)
+            # is not taken before its time by a second message for it.
+            or_(
+                target.c.attempts == 0,
+                handed_over.is_(None),
+                handed_over <= bindparam("now"),
+            ),
+        ),
         and_(
             target.c.status == TargetStatus.fetching,
             or_(handed_over.is_(None), handed_over < bindparam("expired_before")),
@@ -188,6 +197,31 @@ def claim_target(
         return None
     url, domain, reports, processed_at = row
     return Claim(target_id, str(url), str(domain), int(reports), processed_at is None, now)
+
+
+def _not_before(_: Any) -> Any:
+    target = Target.__table__  # type: ignore[attr-defined]
+    return select(target.c.handed_over_at).where(
+        target.c.id == bindparam("target"),
+        target.c.status == TargetStatus.pending,
+        target.c.attempts > 0,
+        target.c.attempts < bindparam("max_attempts"),
+        target.c.handed_over_at > bindparam("now"),
+    )
+
+
+def waiting_for_retry(
+    session: Session, target_id: int, *, now: dt.datetime, max_attempts: int
+) -> float | None:
+    """Seconds until a target waiting for its retry may be claimed; None if it is not
+    waiting (finished, claimed, or due)."""
+    due = session.execute(
+        built(session, _not_before),
+        {"target": target_id, "now": now, "max_attempts": max_attempts},
+    ).scalar_one_or_none()
+    if due is None:
+        return None
+    return max((due - now).total_seconds(), 0.0)
 
 
 def _hash(data: bytes, limits: Limits) -> MediaHashes | Failure:
@@ -710,9 +744,15 @@ def process_target(
     given): a worker runs it without a transaction of its own.
     """
     with (claims or units)() as session:
-        claim = claim_target(session, target_id, now=now(), lease=lease, max_attempts=max_attempts)
-    if claim is None:
-        return Outcome(None)
+        started = now()
+        claim = claim_target(
+            session, target_id, now=started, lease=lease, max_attempts=max_attempts
+        )
+        if claim is None:
+            # A second message for a target waiting for its retry (the sweep's, or one
+            # redelivered) comes back when the retry is due, rather than making it early.
+            wait = waiting_for_retry(session, target_id, now=started, max_attempts=max_attempts)
+            return Outcome(None, retry_in=wait)
     try:
         result = gather(claim.url, fetcher=fetcher, limits=limits)
     except Exception as exc:  # a bug must not leave the target claimed, nor leak content
@@ -747,7 +787,8 @@ def find_target(session: Session, url_or_id: str) -> Target | None:
         number = int(url_or_id)
         return session.get(Target, number) if number < 2**63 else None
     try:
-        canonical = canonicalise(url_or_id, public_only=False)
+        # Any target stored, whatever the intake's length limit was when it came in.
+        canonical = canonicalise(url_or_id, public_only=False, max_length=1 << 24)
     except HotlineError:
         return None
     digest = hashlib.sha256(canonical.url.encode()).hexdigest()

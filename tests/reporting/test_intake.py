@@ -169,6 +169,32 @@ def test_an_unreachable_target_reported_again_is_tried_afresh(session: Session) 
     assert [m.kwargs for m in buffered(session)] == [{"target_id": first.target_id}]
 
 
+def test_sweep_gives_up_a_pending_target_whose_attempts_ran_out(session: Session) -> None:
+    """The attempt limit lowered while a target waited for its retry: no worker may claim
+    it, so the sweep ends it, with the reason of its last attempt."""
+    now = utcnow()
+    _, waiting = submit(session, "http://example.net/flaky", now=now - dt.timedelta(hours=1))
+    target = session.get(Target, waiting.target_id)
+    assert target is not None
+    target.status, target.attempts, target.status_reason = (
+        TargetStatus.pending,
+        3,
+        "http_error_503",
+    )
+    target.handed_over_at = now - dt.timedelta(minutes=6)
+    session.flush()
+    session.info.clear()
+
+    swept = service.sweep_pending(
+        session, now=now, older_than=dt.timedelta(minutes=5), max_attempts=2
+    )
+
+    assert swept == []
+    assert buffered(session) == []
+    session.refresh(target)
+    assert (target.status, target.status_reason) == (TargetStatus.unreachable, "http_error_503")
+
+
 def test_sweep_gives_up_a_target_that_keeps_killing_workers(session: Session) -> None:
     now = utcnow()
     _, claimed = submit(

@@ -912,6 +912,18 @@ def test_final_failures_make_the_target_unreachable_at_once(
     }
 
 
+def test_a_body_over_the_cap_keeps_where_the_server_is(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    target_id = report(http_server.route("/big.jpg", body=images.jpeg(45), headers=JPEG))
+    small = Fetcher(
+        FetchPolicy(allow_networks=LOOPBACK, ports=frozenset(range(1024, 65536)), max_bytes=1000)
+    )
+    assert process(target_id, fetcher=small, hosting=_Abroad()).status == TargetStatus.unreachable
+    target = shown(target_id)
+    assert (target["reason"], target["hosting"]["ip"]) == ("too_large", "127.0.0.1")
+
+
 def test_a_decompression_bomb_is_recorded_by_its_file_hashes_only(
     http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
 ) -> None:
@@ -933,6 +945,32 @@ def test_transient_failures_are_retried_then_given_up(
     second = process(target_id)
     assert (second.status, second.retry_in) == (TargetStatus.unreachable, None)
     assert shown(target_id)["attempts"] == 2
+
+
+def test_a_second_message_waits_for_the_retry_instead_of_making_it_early(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    """The sweep re-sends a target waiting for its retry (workers behind), or a message is
+    redelivered: the retry's delay still holds, and no attempt is spent early."""
+    target_id = report(http_server.route("/busy", status=503, body=b"busy"))
+    start = utcnow()
+    first = process(target_id, retry_delay=20, max_attempts=3, now=lambda: start)
+    assert (first.status, first.retry_in) == (TargetStatus.pending, 20)
+    early = start + dt.timedelta(seconds=5)
+    second = process(target_id, retry_delay=20, max_attempts=3, now=lambda: early)
+    assert second.status is None
+    assert second.retry_in == pytest.approx(15)  # the task comes back when it is due
+    assert (len(http_server.requests), shown(target_id)["attempts"]) == (1, 1)
+    due = start + dt.timedelta(seconds=20)
+    third = process(target_id, retry_delay=20, max_attempts=3, now=lambda: due)
+    assert (third.status, third.retry_in) == (TargetStatus.pending, 40)
+    assert (len(http_server.requests), shown(target_id)["attempts"]) == (2, 2)
+    # A message for a target that is finished or held by a worker is simply dropped.
+    later = due + dt.timedelta(seconds=40)
+    assert process(target_id, retry_delay=20, max_attempts=3, now=lambda: later).status == (
+        TargetStatus.unreachable
+    )
+    assert process(target_id, now=lambda: later) == service.Outcome(None)
 
 
 def test_processing_twice_does_nothing_twice(
@@ -980,6 +1018,21 @@ def test_targets_show_finds_a_target_by_any_spelling(
         assert found.id == target_id
         assert service.find_target(session, str(target_id)) is not None
         assert service.find_target(session, "http://127.0.0.1:1/nothing") is None
+    # A URL longer than the default intake limit, accepted under a larger one.
+    long_url = http_server.url("/" + "x" * 5000 + ".jpg")
+    with session_scope() as session:
+        _, created = intake.submit_report(
+            session,
+            ReportCreate(url=long_url, category=ReportCategory.csam),
+            source=ReportSource.api,
+            now=utcnow(),
+            max_url_length=8192,
+            allow_networks=LOOPBACK,
+        )
+    with session_scope() as session:
+        found = service.find_target(session, long_url)
+        assert found is not None
+        assert found.id == created.target_id
 
 
 def test_a_late_worker_cannot_overwrite_a_newer_claim(
