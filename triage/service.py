@@ -221,7 +221,7 @@ def waiting_for_retry(
     ).scalar_one_or_none()
     if due is None:
         return None
-    return max((due - now).total_seconds(), 0.0)
+    return max(float((due - now).total_seconds()), 0.0)
 
 
 def _hash(data: bytes, limits: Limits) -> MediaHashes | Failure:
@@ -452,6 +452,40 @@ def _add_sighting(insert: Any) -> Any:
     )
 
 
+def _seen_elsewhere(_: Any) -> Any:
+    table = Sighting.__table__  # type: ignore[attr-defined]
+    before, ours = table.alias("before"), table.alias("ours")
+    our_first = (
+        select(ours.c.first_seen_at)
+        .where(ours.c.media_id == before.c.media_id, ours.c.target_id == bindparam("target"))
+        .scalar_subquery()
+    )
+    return (
+        select(before.c.media_id)
+        .distinct()
+        .where(
+            before.c.media_id.in_(bindparam("media", expanding=True)),
+            before.c.target_id != bindparam("target"),
+            before.c.first_seen_at < func.coalesce(our_first, bindparam("now")),
+        )
+    )
+
+
+def seen_elsewhere(
+    session: Session, target_id: int, media_ids: Collection[int], *, now: dt.datetime
+) -> set[int]:
+    """Of these media, those another target showed before this one first did (as
+    ``triage.rerank.facts_of`` counts them): a target processed again does not count
+    its own media of the first time as seen before."""
+    if not media_ids:
+        return set()
+    rows = session.execute(
+        built(session, _seen_elsewhere),
+        {"target": target_id, "media": sorted(media_ids), "now": now},
+    )
+    return {int(media_id) for (media_id,) in rows}
+
+
 def upsert_sightings(
     session: Session,
     target_id: int,
@@ -663,12 +697,17 @@ def record_gathered(
     place = hosting.lookup(gathered.ip)
     facts = ranking.PriorityInput()
     ids = upsert_media(session, (found.hashes for found in gathered.media), now=now)
+    known = {media_id for media_id, new in ids.values() if not new}
+    if known and not claim.first_time:
+        # Processed again (reported again, tried again): its own media of the first
+        # time are not media seen before.
+        known = seen_elsewhere(session, claim.target_id, known, now=now)
     media: dict[int, MediaHashes] = {}
     seen: dict[int, tuple[Found, Hosting]] = {}  # the last link to each media item wins
     seen_before = False
     for found in gathered.media:
-        media_id, new = ids[found.hashes.sha256]
-        if not new:  # (not the media first seen on this target, just now)
+        media_id, _ = ids[found.hashes.sha256]
+        if media_id in known:  # shown by another target before this one
             seen_before = True
             if ranking.tells_when_seen_again(found.hashes.phash):
                 facts.seen_copies.add(media_id)
@@ -677,7 +716,7 @@ def record_gathered(
         seen[media_id] = (found, where)
     upsert_sightings(session, claim.target_id, seen, now=now)
     by_sha256 = dict(sorted(media.items(), key=lambda item: item[1].sha256))
-    fresh = {media_id for media_id, new in ids.values() if new}
+    fresh = {media_id for media_id, _ in ids.values() if media_id not in known}
     match_media(session, by_sha256, near=near, now=now, facts=facts, fresh=fresh)
     facts.media_count = len(media)
     facts.site_confirmed, facts.site_dedicated = upsert_site(

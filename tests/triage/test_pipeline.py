@@ -973,6 +973,49 @@ def test_a_second_message_waits_for_the_retry_instead_of_making_it_early(
     assert process(target_id, now=lambda: later) == service.Outcome(None)
 
 
+def test_a_target_processed_again_does_not_count_its_own_media_as_seen_before(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    """Closed as no longer available, then tried again (`targets retry`, Try again, a
+    new report): its pictures of the first time are its own, not another target's."""
+    from triage.assessment import Outcome, apply_outcome
+
+    shared = images.jpeg(904, (320, 240), marker=images.new_marker())
+    http_server.route("/shared.jpg", body=shared, headers=JPEG)
+    http_server.route("/own.jpg", body=images.jpeg(905, (320, 240)), headers=JPEG)
+    page = b'<img src="/own.jpg"><img src="/shared.jpg">'
+    elsewhere = report(http_server.route("/elsewhere.jpg", body=shared, headers=JPEG))
+    assert process(elsewhere).status == TargetStatus.queued
+    target_id = report(http_server.route("/again", body=page, headers={}))
+    assert process(target_id).status == TargetStatus.queued
+    first = shown(target_id)
+    with session_scope() as session:
+        target = session.get(Target, target_id)
+        assert target is not None
+        apply_outcome(
+            session,
+            target,
+            Outcome.no_longer_available,
+            now=utcnow(),
+            expect={TargetStatus.queued},
+        )
+    with session_scope() as session:
+        assert intake.retry_unreachable(session, now=utcnow()) == [target_id]
+    assert process(target_id).status == TargetStatus.queued
+
+    again = shown(target_id)
+    assert (again["priority"], again["priority_reasons"]) == (
+        first["priority"],
+        first["priority_reasons"],
+    )
+    assert "1 media item(s) seen before on another target" in again["priority_reasons"]
+    with session_scope() as session:
+        target = session.get(Target, target_id)
+        assert target is not None
+        rerank(session, [target_id])
+    assert shown(target_id)["priority"] == first["priority"]
+
+
 def test_processing_twice_does_nothing_twice(
     http_server: LocalHTTPServer, process: Callable[..., service.Outcome], committed: Engine
 ) -> None:
