@@ -171,10 +171,11 @@ class _Collector:
             sources = [value for value in (get("src"), get("data-src")) if value]
             for value in sources:
                 self._add(value, True)
+            has_main = bool(sources)  # else the first srcset candidate is the main link
             for name in ("srcset", "data-srcset"):
                 for url in _srcset_urls(get(name) or ""):
-                    self._add(url, not sources)
-                    sources.append(url)
+                    self._add(url, not has_main)
+                    has_main = True
         elif tag == "source":
             if parent == "video":  # <audio><source src> is sound, not media we hash
                 first = bool(self._video_main) and not self._video_main[-1]
@@ -317,12 +318,11 @@ def _decode(data: bytes, content_type: str | None = None) -> tuple[str | None, s
         return data.decode("utf-8", "replace"), "utf-8"
     if encoding.name == "replacement":
         return None, "utf-8"
-    codec = {"x-user-defined": "cp1252", "utf-16le": "utf-8", "utf-16be": "utf-8"}.get(
-        encoding.name, encoding.codec_info.name
-    )
-    if encoding.name.startswith("utf-16"):  # a header's UTF-16 without a BOM
-        return data.decode(encoding.codec_info.name, "replace"), codec
-    return data.decode(codec, "replace"), codec
+    # x-user-defined is read as windows-1252 (Python has no codec of that name).
+    codec = "cp1252" if encoding.name == "x-user-defined" else encoding.codec_info.name
+    # A UTF-16 page (a header's, without a BOM) requests its queries in UTF-8.
+    query = "utf-8" if encoding.name.startswith("utf-16") else codec
+    return data.decode(codec, "replace"), query
 
 
 def _label(label: str | None) -> webencodings.Encoding | None:
@@ -355,8 +355,6 @@ class _MetaCharset:
             if encoding.name in ("utf-16be", "utf-16le"):
                 # Readable as ASCII to be found: the page is not UTF-16.
                 encoding = webencodings.lookup("utf-8")
-            elif encoding.name == "x-user-defined":
-                encoding = webencodings.lookup("windows-1252")
             self.encoding = encoding
 
     def close(self) -> None:

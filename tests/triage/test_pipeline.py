@@ -48,14 +48,14 @@ LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 JPEG = {"content-type": "image/jpeg"}
 
 
-def report(url: str) -> int:
+def report(url: str, *, max_url_length: int = 4096) -> int:
     with session_scope() as session:
         _, created = intake.submit_report(
             session,
             ReportCreate(url=url, category=ReportCategory.csam),
             source=ReportSource.api,
             now=utcnow(),
-            max_url_length=4096,
+            max_url_length=max_url_length,
             allow_networks=LOOPBACK,
         )
         return created.target_id
@@ -1063,19 +1063,11 @@ def test_targets_show_finds_a_target_by_any_spelling(
         assert service.find_target(session, "http://127.0.0.1:1/nothing") is None
     # A URL longer than the default intake limit, accepted under a larger one.
     long_url = http_server.url("/" + "x" * 5000 + ".jpg")
-    with session_scope() as session:
-        _, created = intake.submit_report(
-            session,
-            ReportCreate(url=long_url, category=ReportCategory.csam),
-            source=ReportSource.api,
-            now=utcnow(),
-            max_url_length=8192,
-            allow_networks=LOOPBACK,
-        )
+    long_id = report(long_url, max_url_length=8192)
     with session_scope() as session:
         found = service.find_target(session, long_url)
         assert found is not None
-        assert found.id == created.target_id
+        assert found.id == long_id
 
 
 def test_a_late_worker_cannot_overwrite_a_newer_claim(
