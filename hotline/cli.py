@@ -325,7 +325,6 @@ def sweep() -> None:
             now=utcnow(),
             older_than=dt.timedelta(seconds=settings.pending_requeue_after_seconds),
             stale_after=dt.timedelta(seconds=settings.process_lease_seconds),
-            max_attempts=settings.process_max_attempts,
         )
     typer.echo(f"{len(ids)} target(s) handed over again")
 

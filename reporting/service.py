@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, select, update
 from sqlmodel import Session, col
 
 from hotline.db import built
@@ -258,16 +258,16 @@ def sweep_pending(
     now: dt.datetime,
     older_than: dt.timedelta,
     stale_after: dt.timedelta | None = None,
-    max_attempts: int | None = None,
     limit: int = 500,
 ) -> list[int]:
     """Hand over again targets still pending since their last hand-over, and targets a
     worker claimed but did not finish within ``stale_after`` (it died); returns their ids.
 
-    A dead worker's target that has used up ``max_attempts`` is not handed over again
-    but marked unreachable (``internal_error``), so a URL that kills workers cannot
-    keep them busy for ever. The rows are locked and skipped by concurrent sweeps on
-    PostgreSQL, so two beats never hand the same target over twice in one round.
+    A dead worker's target is pending again with the reason ``internal_error``: a worker
+    that finds its attempts used up ends it as unreachable (and counts it on its site)
+    without fetching it, so a URL that kills workers cannot keep them busy for ever. The
+    rows are locked and skipped by concurrent sweeps on PostgreSQL, so two beats never
+    hand the same target over twice in one round.
     """
     handed_over = col(Target.handed_over_at)
     due = (col(Target.status) == TargetStatus.pending) & (handed_over < now - older_than)
@@ -283,33 +283,18 @@ def sweep_pending(
         .with_for_update(skip_locked=True)
     )
     ids = [int(i) for i in session.execute(query).scalars()]
-    if ids and max_attempts is not None:
-        # A dead worker's target, or a pending one whose attempts ran out (the limit
-        # was lowered while it waited for its retry: no worker may claim it).
-        exhausted = update(Target).where(
-            col(Target.id).in_(ids),
-            col(Target.status).in_([TargetStatus.fetching, TargetStatus.pending]),
-            col(Target.attempts) >= max_attempts,
-        )
-        dead = col(Target.status) == TargetStatus.fetching
-        given_up = session.execute(
-            exhausted.values(
-                status=TargetStatus.unreachable,
-                status_reason=case(
-                    (dead, "internal_error"),
-                    else_=func.coalesce(col(Target.status_reason), "internal_error"),
-                ),
-                status_changed_at=now,
-            ).returning(col(Target.id))
-        ).scalars()
-        ids = sorted(set(ids) - {int(i) for i in given_up})
     if ids:
         # A dead worker's claim is void: the target is pending again, so the next worker
         # may claim it at once.
+        dead = col(Target.status) == TargetStatus.fetching
         session.execute(
             update(Target)
             .where(col(Target.id).in_(ids))
-            .values(handed_over_at=now, status=TargetStatus.pending)
+            .values(
+                handed_over_at=now,
+                status=TargetStatus.pending,
+                status_reason=case((dead, "internal_error"), else_=col(Target.status_reason)),
+            )
         )
         for target_id in ids:
             enqueue(session, PROCESS_TARGET, target_id=target_id)

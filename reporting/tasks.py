@@ -21,7 +21,6 @@ def sweep_pending() -> int:
             now=utcnow(),
             older_than=dt.timedelta(seconds=settings.pending_requeue_after_seconds),
             stale_after=dt.timedelta(seconds=settings.process_lease_seconds),
-            max_attempts=settings.process_max_attempts,
         )
     return len(swept)
 

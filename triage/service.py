@@ -199,29 +199,60 @@ def claim_target(
     return Claim(target_id, str(url), str(domain), int(reports), processed_at is None, now)
 
 
-def _not_before(_: Any) -> Any:
+def _state(_: Any) -> Any:
     target = Target.__table__  # type: ignore[attr-defined]
-    return select(target.c.handed_over_at).where(
-        target.c.id == bindparam("target"),
-        target.c.status == TargetStatus.pending,
-        target.c.attempts > 0,
-        target.c.attempts < bindparam("max_attempts"),
-        target.c.handed_over_at > bindparam("now"),
+    return select(target.c.status, target.c.attempts, target.c.handed_over_at).where(
+        target.c.id == bindparam("target")
     )
 
 
-def waiting_for_retry(
+@dataclass(frozen=True)
+class Unclaimed:
+    """Why a message found nothing to claim: the seconds until a target waiting for its
+    retry may be claimed, or that its attempts ran out (else it is finished or held)."""
+
+    retry_in: float | None = None
+    exhausted: bool = False
+
+
+def why_unclaimed(
     session: Session, target_id: int, *, now: dt.datetime, max_attempts: int
-) -> float | None:
-    """Seconds until a target waiting for its retry may be claimed; None if it is not
-    waiting (finished, claimed, or due)."""
-    due = session.execute(
-        built(session, _not_before),
-        {"target": target_id, "now": now, "max_attempts": max_attempts},
-    ).scalar_one_or_none()
-    if due is None:
-        return None
-    return max(float((due - now).total_seconds()), 0.0)
+) -> Unclaimed:
+    """After a claim that got nothing: is the target waiting for its retry, or out of
+    attempts?"""
+    row = session.execute(built(session, _state), {"target": target_id}).first()
+    if row is None or row.status != TargetStatus.pending:
+        return Unclaimed()
+    if row.attempts >= max_attempts:
+        return Unclaimed(exhausted=True)
+    if row.attempts > 0 and row.handed_over_at is not None and row.handed_over_at > now:
+        return Unclaimed(retry_in=max(float((row.handed_over_at - now).total_seconds()), 0.0))
+    return Unclaimed()
+
+
+def give_up_exhausted(
+    session: Session, target_id: int, *, now: dt.datetime, max_attempts: int
+) -> bool:
+    """End as unreachable a pending target whose attempts ran out, without fetching it:
+    the sweep hands over such a target when its worker died (it may be the URL that
+    kills workers), or when the limit was lowered while it waited for its retry. It
+    keeps the reason of its last attempt and counts on its site like any other target
+    processed for the first time. Returns whether it was given up now."""
+    target = session.get(Target, target_id, with_for_update=True)
+    if target is None or target.status != TargetStatus.pending:
+        return False
+    if target.attempts < max_attempts:
+        return False
+    first_time = target.processed_at is None
+    target.status = TargetStatus.unreachable
+    target.status_reason = target.status_reason or "internal_error"
+    target.status_changed_at = now
+    target.processed_at = now
+    session.add(target)
+    if first_time:
+        upsert_site(session, target.registered_domain, new_target=True, now=now)
+    log.info("target %s unreachable: %s (attempts used up)", target_id, target.status_reason)
+    return True
 
 
 def _hash(data: bytes, limits: Limits) -> MediaHashes | Failure:
@@ -788,10 +819,15 @@ def process_target(
             session, target_id, now=started, lease=lease, max_attempts=max_attempts
         )
         if claim is None:
-            # A second message for a target waiting for its retry (the sweep's, or one
-            # redelivered) comes back when the retry is due, rather than making it early.
-            wait = waiting_for_retry(session, target_id, now=started, max_attempts=max_attempts)
-            return Outcome(None, retry_in=wait)
+            unclaimed = why_unclaimed(session, target_id, now=started, max_attempts=max_attempts)
+    if claim is None:
+        # A second message for a target waiting for its retry (the sweep's, or one
+        # redelivered) comes back when the retry is due, rather than making it early.
+        if unclaimed.exhausted:
+            with units() as session:
+                if give_up_exhausted(session, target_id, now=started, max_attempts=max_attempts):
+                    return Outcome(TargetStatus.unreachable)
+        return Outcome(None, retry_in=unclaimed.retry_in)
     try:
         result = gather(claim.url, fetcher=fetcher, limits=limits)
     except Exception as exc:  # a bug must not leave the target claimed, nor leak content

@@ -169,41 +169,22 @@ def test_an_unreachable_target_reported_again_is_tried_afresh(session: Session) 
     assert [m.kwargs for m in buffered(session)] == [{"target_id": first.target_id}]
 
 
-def test_sweep_gives_up_a_pending_target_whose_attempts_ran_out(session: Session) -> None:
-    """The attempt limit lowered while a target waited for its retry: no worker may claim
-    it, so the sweep ends it, with the reason of its last attempt."""
+def test_sweep_hands_a_dead_workers_target_over_as_pending(session: Session) -> None:
+    """A worker died holding the target: it is pending again, marked ``internal_error``
+    (which a worker keeps when it finds the attempts used up), and sent to the workers.
+    A target waiting for its retry keeps the reason of its last attempt."""
     now = utcnow()
-    _, waiting = submit(session, "http://example.net/flaky", now=now - dt.timedelta(hours=1))
-    target = session.get(Target, waiting.target_id)
-    assert target is not None
-    target.status, target.attempts, target.status_reason = (
-        TargetStatus.pending,
-        3,
-        "http_error_503",
-    )
-    target.handed_over_at = now - dt.timedelta(minutes=6)
-    session.flush()
-    session.info.clear()
-
-    swept = service.sweep_pending(
-        session, now=now, older_than=dt.timedelta(minutes=5), max_attempts=2
-    )
-
-    assert swept == []
-    assert buffered(session) == []
-    session.refresh(target)
-    assert (target.status, target.status_reason) == (TargetStatus.unreachable, "http_error_503")
-
-
-def test_sweep_gives_up_a_target_that_keeps_killing_workers(session: Session) -> None:
-    now = utcnow()
-    _, claimed = submit(
-        session, "http://example.net/kills-workers", now=now - dt.timedelta(hours=1)
-    )
-    target = session.get(Target, claimed.target_id)
-    assert target is not None
-    target.status, target.attempts = TargetStatus.fetching, 3
-    target.handed_over_at = now - dt.timedelta(minutes=11)
+    _, dead = submit(session, "http://example.net/kills-workers", now=now - dt.timedelta(hours=1))
+    _, flaky = submit(session, "http://example.net/flaky", now=now - dt.timedelta(hours=1))
+    states = {
+        dead.target_id: (TargetStatus.fetching, None, dt.timedelta(minutes=11)),
+        flaky.target_id: (TargetStatus.pending, "http_error_503", dt.timedelta(minutes=6)),
+    }
+    for target_id, (status, reason, ago) in states.items():
+        target = session.get(Target, target_id)
+        assert target is not None
+        target.status, target.status_reason, target.attempts = status, reason, 3
+        target.handed_over_at = now - ago
     session.flush()
     session.info.clear()
 
@@ -212,10 +193,17 @@ def test_sweep_gives_up_a_target_that_keeps_killing_workers(session: Session) ->
         now=now,
         older_than=dt.timedelta(minutes=5),
         stale_after=dt.timedelta(minutes=10),
-        max_attempts=3,
     )
 
-    assert swept == []
-    assert buffered(session) == []
-    session.refresh(target)
-    assert (target.status, target.status_reason) == (TargetStatus.unreachable, "internal_error")
+    assert sorted(swept) == sorted(states)
+    assert sorted(m.kwargs["target_id"] for m in buffered(session)) == sorted(states)
+    session.expire_all()
+    shown = {
+        target_id: (target.status, target.status_reason, target.handed_over_at)
+        for target_id in states
+        if (target := session.get(Target, target_id)) is not None
+    }
+    assert shown == {
+        dead.target_id: (TargetStatus.pending, "internal_error", now),
+        flaky.target_id: (TargetStatus.pending, "http_error_503", now),
+    }

@@ -1050,6 +1050,54 @@ def test_a_claim_outliving_its_lease_is_taken_over(
     assert swept == []
 
 
+def test_a_target_whose_attempts_ran_out_is_given_up_unfetched_and_counted_on_its_site(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    """A worker died on the target as often as attempts are allowed (the URL may be what
+    kills them), or the limit was lowered while it waited: the sweep hands it over, and
+    the next worker ends it without fetching it, as any target given up."""
+    killer = report(http_server.route("/kills.jpg", body=images.jpeg(44), headers=JPEG))
+    waited = report(http_server.route("/waited.jpg", body=images.jpeg(45), headers=JPEG))
+    start = utcnow()
+    with session_scope() as session:
+        # One claimed by a worker that died; one that failed (a 503) and waits for a
+        # retry the limit no longer allows.
+        for target_id, status, reason, attempts, when in (
+            (killer, TargetStatus.fetching, None, 1, start),
+            (waited, TargetStatus.pending, "http_error_503", 2, start - dt.timedelta(minutes=6)),
+        ):
+            target = session.get(Target, target_id)
+            assert target is not None
+            target.status, target.status_reason = status, reason
+            target.attempts, target.handed_over_at = attempts, when
+    later = start + dt.timedelta(minutes=11)
+    with session_scope() as session:
+        swept = intake.sweep_pending(
+            session,
+            now=later,
+            older_than=dt.timedelta(minutes=5),
+            stale_after=dt.timedelta(minutes=10),
+        )
+    assert sorted(swept) == sorted([killer, waited])
+
+    for target_id in (killer, waited):
+        outcome = process(target_id, max_attempts=1, now=lambda: later)
+        assert outcome == service.Outcome(TargetStatus.unreachable)
+        # A second message for it changes nothing more.
+        assert process(target_id, max_attempts=1, now=lambda: later) == service.Outcome(None)
+    assert http_server.requests == []
+    assert [shown(t)["reason"] for t in (killer, waited)] == ["internal_error", "http_error_503"]
+    with session_scope() as session:
+        for target_id in (killer, waited):
+            target = session.get(Target, target_id)
+            assert target is not None
+            assert (target.status, target.processed_at) == (TargetStatus.unreachable, later)
+        site = session.execute(
+            select(Site).where(col(Site.registered_domain) == shown(killer)["registered_domain"])
+        ).scalar_one()
+        assert site.target_count == 2
+
+
 def test_targets_show_finds_a_target_by_any_spelling(
     http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
 ) -> None:
