@@ -88,6 +88,9 @@ def test_list_filters_as_an_operator_spells_them(cli: Run, committed: Engine) ->
     assert ids("--domain", "WWW.Bücher.DE") == [german]
     assert ids("--reason", "timeout") == [timed_out]
     assert ids("--org", "example hosting") == [german]
+    # What the operator typed, not a pattern: % and _ are letters.
+    assert ids("--org", "example%gmbh") == []
+    assert ids("--org", "example_hosting") == []
     assert ids("--country", "nl") == [timed_out]
     row = json.loads(cli("list", "--json", "--reason", "timeout").stdout)
     assert row["hosting"] == {"ip": "192.0.2.7", "country": "NL", "asn": 64500, "org": None}
