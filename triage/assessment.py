@@ -258,11 +258,12 @@ def _target(session: Session, target_id: int) -> Target:
 
 
 def target_media(session: Session, target_id: int) -> dict[int, Media]:
-    """The media items seen on the target, by id."""
+    """The media items the target shows (as last processed), by id: those it no longer
+    shows keep their verdicts but need none."""
     rows = session.execute(
         select(Media)
         .join(Sighting, col(Sighting.media_id) == col(Media.id))
-        .where(col(Sighting.target_id) == target_id)
+        .where(col(Sighting.target_id) == target_id, col(Sighting.online).is_(True))
         .order_by(col(Media.id))
     ).scalars()
     return {int(m.id or 0): m for m in rows}
@@ -1028,7 +1029,9 @@ def adopt_earlier_verdicts(
 
 def _assessed_elsewhere(session: Session, target_id: int) -> bool:
     """Whether any media item of the target has a current analyst's verdict elsewhere."""
-    seen_here = select(col(Sighting.media_id)).where(col(Sighting.target_id) == target_id)
+    seen_here = select(col(Sighting.media_id)).where(
+        col(Sighting.target_id) == target_id, col(Sighting.online).is_(True)
+    )
     return bool(
         session.execute(
             select(
@@ -1182,11 +1185,15 @@ def _eligible_queued(session: Session, limit: int) -> list[int]:
         select(literal(1))
         .select_from(Sighting)
         .join(Media, col(Media.id) == col(Sighting.media_id))
-        .where(col(Sighting.target_id) == col(Target.id))
+        .where(col(Sighting.target_id) == col(Target.id), col(Sighting.online).is_(True))
         .where(~matched)
         .exists()
     )
-    has_media = select(literal(1)).where(col(Sighting.target_id) == col(Target.id)).exists()
+    has_media = (
+        select(literal(1))
+        .where(col(Sighting.target_id) == col(Target.id), col(Sighting.online).is_(True))
+        .exists()
+    )
     rows = session.execute(
         select(col(Target.id))
         .where(col(Target.status) == TargetStatus.queued, has_media, ~unmatched)
@@ -1469,6 +1476,9 @@ def extend_item(session: Session, target: Target, shown: dict[str, Any]) -> dict
         item["earlier_verdicts"] = elsewhere.get(media_id, [])
         item["near_duplicates"] = suggestions.get(media_id, [])
         item["list_matches"] = listed.get(media_id, [])
+    for item in shown.get("earlier_media", []):  # the verdict it had while on the page
+        mine = current.get(int(item["id"]))
+        item["assessment"] = _assessment_view(mine) if mine else None
     decisions = session.execute(
         select(Decision, col(StaffUser.email))
         .outerjoin(StaffUser, col(StaffUser.id) == col(Decision.staff_id))

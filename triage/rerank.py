@@ -44,7 +44,7 @@ def facts_of(session: Session, target: Target) -> ranking.PriorityInput:
     sightings = session.execute(
         select(col(ours.media_id), earlier, col(Media.phash))
         .join(Media, col(Media.id) == col(ours.media_id))
-        .where(col(ours.target_id) == target.id)
+        .where(col(ours.target_id) == target.id, col(ours.online).is_(True))
     ).all()
     media_ids = sorted({int(media_id) for media_id, _, _ in sightings})
     facts.media_count = len(media_ids)

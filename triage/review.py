@@ -53,7 +53,7 @@ def _filtered(filters: QueueFilters) -> list[ColumnElement[bool]]:
     if filters.list_name:
         conditions.append(
             exists()
-            .where(col(Sighting.target_id) == col(Target.id))
+            .where(col(Sighting.target_id) == col(Target.id), col(Sighting.online).is_(True))
             .where(col(MediaMatch.media_id) == col(Sighting.media_id))
             .where(col(HashList.id) == col(MediaMatch.list_id))
             .where(col(HashList.name) == filters.list_name, col(HashList.enabled))

@@ -517,6 +517,28 @@ def seen_elsewhere(
     return {int(media_id) for (media_id,) in rows}
 
 
+def _gone_sightings(_: Any) -> Any:
+    table = Sighting.__table__  # type: ignore[attr-defined]
+    return (
+        update(table)
+        .where(
+            table.c.target_id == bindparam("target"),
+            table.c.online.is_(True),
+            table.c.media_id.not_in(bindparam("media", expanding=True)),
+        )
+        .values(online=False)
+    )
+
+
+def mark_gone_sightings(session: Session, target_id: int, media_ids: Collection[int]) -> None:
+    """A target processed again no longer shows the media it showed before but not now:
+    their sightings stay (with when they were last seen) but are no longer online, so the
+    analyst assesses, and ranking counts, what the page shows now."""
+    session.execute(
+        built(session, _gone_sightings), {"target": target_id, "media": sorted(media_ids)}
+    )
+
+
 def upsert_sightings(
     session: Session,
     target_id: int,
@@ -746,6 +768,8 @@ def record_gathered(
         where = place if found.ip == gathered.ip else hosting.lookup(found.ip)
         seen[media_id] = (found, where)
     upsert_sightings(session, claim.target_id, seen, now=now)
+    if not claim.first_time:
+        mark_gone_sightings(session, claim.target_id, seen)
     by_sha256 = dict(sorted(media.items(), key=lambda item: item[1].sha256))
     fresh = {media_id for media_id, _ in ids.values() if media_id not in known}
     match_media(session, by_sha256, near=near, now=now, facts=facts, fresh=fresh)
@@ -945,6 +969,38 @@ def frame_hashes(session: Session, media_ids: Collection[int]) -> dict[int, list
     return found
 
 
+def _media_view(
+    session: Session, media: Media, sighting: Sighting, frames: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "id": media.id,
+        "sha256": media.sha256,
+        "sha1": media.sha1,
+        "md5": media.md5,
+        "phash": media.phash,
+        "pdq": media.pdq,
+        "pdq_quality": media.pdq_quality,
+        "mime": media.mime,
+        "kind": str(media.kind),
+        "size": media.size,
+        "width": media.width,
+        "height": media.height,
+        "frames": media.frames,
+        "frame_hashes": frames,
+        "hash_note": media.hash_note,
+        "url": sighting.media_url,
+        "hosting": {
+            "ip": sighting.hosting_ip,
+            "country": sighting.hosting_country,
+            "asn": sighting.hosting_asn,
+            "org": sighting.hosting_org,
+        },
+        "first_seen_at": sighting.first_seen_at.isoformat(),
+        "last_seen_at": sighting.last_seen_at.isoformat(),
+        "matches": media_matches(session, media),
+    }
+
+
 def describe_target(session: Session, target: Target) -> dict[str, Any]:
     """Everything the workers learned about a target, for operators and analysts."""
     rows = session.execute(
@@ -974,32 +1030,14 @@ def describe_target(session: Session, target: Target) -> dict[str, Any]:
         "first_reported_at": target.first_reported_at.isoformat(),
         "last_reported_at": target.last_reported_at.isoformat(),
         "removed_at": target.removed_at.isoformat() if target.removed_at else None,
+        # What the page shows now; what it showed when processed before but no longer
+        # does (kept, with its verdicts, as history).
         "media": [
-            {
-                "id": m.id,
-                "sha256": m.sha256,
-                "sha1": m.sha1,
-                "md5": m.md5,
-                "phash": m.phash,
-                "pdq": m.pdq,
-                "pdq_quality": m.pdq_quality,
-                "mime": m.mime,
-                "kind": str(m.kind),
-                "size": m.size,
-                "width": m.width,
-                "height": m.height,
-                "frames": m.frames,
-                "frame_hashes": frames.get(cast(int, m.id), []),
-                "hash_note": m.hash_note,
-                "url": s.media_url,
-                "hosting": {
-                    "ip": s.hosting_ip,
-                    "country": s.hosting_country,
-                    "asn": s.hosting_asn,
-                    "org": s.hosting_org,
-                },
-                "matches": media_matches(session, m),
-            }
+            _media_view(session, m, s, frames.get(cast(int, m.id), [])) for m, s in rows if s.online
+        ],
+        "earlier_media": [
+            _media_view(session, m, s, frames.get(cast(int, m.id), []))
             for m, s in rows
+            if not s.online
         ],
     }

@@ -1016,6 +1016,51 @@ def test_a_target_processed_again_does_not_count_its_own_media_as_seen_before(
     assert shown(target_id)["priority"] == first["priority"]
 
 
+def test_a_page_processed_again_shows_what_it_shows_now(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    """Closed as no longer available, the page comes back with other pictures: the
+    analyst assesses (and ranking counts) those, and sees the earlier ones apart."""
+    from triage.assessment import Outcome, apply_outcome, target_media
+
+    for n in (906, 907, 908):
+        http_server.route(f"/p{n}.jpg", body=images.jpeg(n, (320, 240)), headers=JPEG)
+    url = http_server.route("/changing", body=b'<img src="/p906.jpg"><img src="/p907.jpg">')
+    target_id = report(url)
+    assert process(target_id).status == TargetStatus.queued
+    with session_scope() as session:
+        target = session.get(Target, target_id)
+        assert target is not None
+        apply_outcome(
+            session, target, Outcome.no_longer_available, now=utcnow(), expect={TargetStatus.queued}
+        )
+    http_server.route("/changing", body=b'<img src="/p907.jpg"><img src="/p908.jpg">')
+    with session_scope() as session:
+        assert intake.retry_unreachable(session, now=utcnow()) == [target_id]
+    assert process(target_id).status == TargetStatus.queued
+
+    again = shown(target_id)
+    assert [m["url"].rsplit("/", 1)[1] for m in again["media"]] == ["p907.jpg", "p908.jpg"]
+    [gone] = again["earlier_media"]
+    assert gone["url"].endswith("/p906.jpg")
+    assert gone["last_seen_at"] < again["media"][0]["last_seen_at"]
+    with session_scope() as session:
+        target = session.get(Target, target_id)
+        assert target is not None
+        assert sorted(target_media(session, target_id)) == sorted(m["id"] for m in again["media"])
+        assert rerank_facts(session, target).media_count == 2
+        rerank(session, [target_id])
+    assert shown(target_id)["priority"] == again["priority"]
+    analyst = TestClient(create_app(), client=("127.0.0.1", 50004))
+    with analyst:
+        enrol(analyst, "ana@changing.example", Role.analyst)
+        page = LexborHTMLParser(analyst.get(f"/staff/targets/{target_id}").text)
+    cards = [int(card.attributes["data-media"] or 0) for card in page.css("li.media-card")]
+    assert cards == [m["id"] for m in again["media"]]
+    earlier = [li.attributes["id"] for li in page.css("#earlier-media li")]
+    assert earlier == [f"earlier-{gone['id']}"]
+
+
 def test_processing_twice_does_nothing_twice(
     http_server: LocalHTTPServer, process: Callable[..., service.Outcome], committed: Engine
 ) -> None:
