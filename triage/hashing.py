@@ -185,7 +185,15 @@ _STILL_BRANDS: Final = frozenset(  # HEIF/AVIF stills: not a type handled here
 _MP4_BRANDS: Final = frozenset(
     {b"isom", b"mp41", b"mp42", b"mp71", b"avc1", b"M4V ", b"M4VH", b"M4VP", b"dash"}
     | {b"f4v ", b"mmp4", b"MSNV", b"XAVC", b"iso2", b"iso3", b"iso4", b"iso5", b"iso6"}
+    # ISO BMFF revisions, DASH segments and CMAF (what HLS and DASH players get).
+    | {b"iso7", b"iso8", b"iso9", b"msdh", b"msix", b"cmfc", b"cmf2", b"cmfs", b"cmff"}
+    | {b"cmfl", b"cmfh"}
 )
+# QuickTime files from before "ftyp" (1990s to early 2000s cameras and editors) open
+# with one of these atoms; "wide", "free", "skip" only pad, so the atom after them must
+# be one too.
+_QT_ATOMS: Final = frozenset({b"moov", b"mdat", b"pnot"})
+_QT_PADDING: Final = frozenset({b"wide", b"free", b"skip"})
 _ASF_GUID: Final = bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")
 _BMP_HEADER_SIZES: Final = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
 
@@ -210,6 +218,8 @@ def sniff(data: bytes) -> str | None:
         return "application/postscript"
     if data[4:8] == b"ftyp":
         return _sniff_iso_media(data)
+    if data[4:8] in _QT_ATOMS or data[4:8] in _QT_PADDING:
+        return _sniff_old_quicktime(data)
     if data.startswith(b"\x1a\x45\xdf\xa3"):
         return "video/webm" if _ebml_doctype(data) == b"webm" else "video/x-matroska"
     if data.startswith(b"FLV\x01"):
@@ -220,6 +230,8 @@ def sniff(data: bytes) -> str | None:
         return "video/x-ms-asf"
     if len(data) > 376 and data[0] == data[188] == data[376] == 0x47:
         return "video/mp2t"
+    if len(data) > 388 and data[4] == data[196] == data[388] == 0x47:
+        return "video/mp2t"  # BDAV (.m2ts, .mts): each packet after a 4-byte timestamp
     return _sniff_markup(data)
 
 
@@ -245,6 +257,22 @@ def _sniff_iso_media(data: bytes) -> str | None:
     return None
 
 
+def _sniff_old_quicktime(data: bytes) -> str | None:
+    at = 0
+    for _ in range(4):  # a few padding atoms at most
+        if len(data) < at + 8:
+            return None
+        (size,) = struct.unpack_from(">I", data, at)
+        kind = data[at + 4 : at + 8]
+        if kind in _QT_ATOMS:
+            # 0: to the end of the file; 1: a 64-bit size follows (a large "mdat").
+            return "video/quicktime" if size in (0, 1) or size >= 8 else None
+        if kind not in _QT_PADDING or size < 8:
+            return None
+        at += size
+    return None
+
+
 def _ebml_doctype(data: bytes) -> bytes | None:
     """The DocType of an EBML header (webm, matroska), read from its first bytes."""
     at = data.find(b"\x42\x82", 4, 64)
@@ -267,6 +295,9 @@ def _sniff_markup(data: bytes) -> str | None:
     head = data[:_MARKUP_HEAD]
     if head.startswith(b"\xef\xbb\xbf"):
         head = head[3:]
+    elif head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        # UTF-16 with its byte order mark: looked at as UTF-8 (markup is ASCII).
+        head = head[:2048].decode("utf-16", "ignore").encode("utf-8", "ignore")
     head = head.lstrip(_WHITESPACE)
     if not head.startswith(b"<"):
         return None

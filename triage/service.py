@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from sqlalchemy import Integer, and_, bindparam, case, func, or_, select, update
 from sqlmodel import Session, col
@@ -269,6 +269,13 @@ def _hash(data: bytes, limits: Limits) -> MediaHashes | Failure:
         return exc.partial if exc.partial is not None else Failure(exc.reason)
 
 
+_HTML_TYPES: Final = frozenset({"text/html", "application/xhtml+xml"})
+
+
+def _declared_html(content_type: str | None) -> bool:
+    return (content_type or "").split(";", 1)[0].strip().lower() in _HTML_TYPES
+
+
 def gather(
     url: str, *, fetcher: Fetcher, limits: Limits, clock: Callable[[], float] = time.monotonic
 ) -> Gathered | Failure:
@@ -282,6 +289,10 @@ def gather(
     except FetchError as exc:
         return Failure(exc.reason, exc.ip)
     mime = sniff(first.content)
+    if mime is None and _declared_html(first.content_type):
+        # Markup that the bytes alone do not tell from text (a page that starts with
+        # <h2> or <center>): the server's word for it, as browsers take it.
+        mime = "text/html"
     links: list[str] = []
     if mime in ("text/html", None, "image/svg+xml"):
         # An SVG shows the pictures of its <image> elements (and a page that begins with

@@ -101,6 +101,15 @@ EBML_MKV = b"\x1a\x45\xdf\xa3\x9b" + EBML_HEADER + b"\x88matroska"
         (b"\x00\x00\x01\xb3\x14\x00\xf0", "video/mpeg"),
         (bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c") + bytes(14), "video/x-ms-asf"),
         ((b"\x47" + bytes(187)) * 3, "video/mp2t"),
+        ((bytes(4) + b"\x47" + bytes(187)) * 3, "video/mp2t"),  # .m2ts
+        # CMAF and later ISO brands alone, as HLS and DASH segments carry them.
+        (b"\x00\x00\x00\x18ftypcmfc\x00\x00\x00\x00cmfccmfs", "video/mp4"),
+        (b"\x00\x00\x00\x14ftypiso8\x00\x00\x00\x00cmf2", "video/mp4"),
+        # QuickTime before "ftyp": a movie atom first, or padding then media data.
+        (b"\x00\x00\x10\x00moov\x00\x00\x00\x6cmvhd" + bytes(32), "video/quicktime"),
+        (b"\x00\x00\x00\x08wide\x00\x00\x00\x00mdat" + bytes(32), "video/quicktime"),
+        ("<h1>UTF-16</h1>".encode("utf-16"), "text/html"),
+        ("<html>".encode("utf-16-be").join((b"\xfe\xff", b"")), "text/html"),
         (images.html(), "text/html"),
         (b"  \r\n<HTML lang=en>", "text/html"),
         (b"\xef\xbb\xbf<head><title>x", "text/html"),
@@ -133,6 +142,9 @@ def test_sniff_recognises_magic_bytes(data: bytes, mime: str) -> None:
         images.fake_mp4(brand=b"heic"),  # HEIF still image
         images.fake_mp4(brand=b"M4A "),  # audio
         b"RIFF\x00\x00\x00\x00WAVEfmt ",
+        b"\x00\x00\x00\x08free" + b"not an atom after the padding",
+        b"\x00\x00\x00\x02moov",  # an atom shorter than its header
+        "plain text".encode("utf-16"),
     ],
 )
 def test_sniff_refuses_everything_else(data: bytes) -> None:

@@ -412,6 +412,27 @@ def test_the_same_picture_altered_elsewhere_is_a_near_duplicate(
         assert "1 media item(s) near to media seen before" in target["priority_reasons"]
 
 
+def test_pages_without_pictures_are_queued_as_such_whatever_they_start_with(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    """A page is a page for the analyst (no_media_found), not not_media, when the server
+    says text/html though its first tag tells nothing, or when it is UTF-16."""
+    html = {"content-type": "text/html; charset=utf-8"}
+    pages = [
+        report(http_server.route("/h2", body=b"<h2>Gallery</h2><p>closed</p>", headers=html)),
+        report(http_server.route("/center", body=b"<center>nothing here</center>", headers=html)),
+        report(http_server.route("/plain", body=b"Only words, no markup.", headers=html)),
+        report(http_server.route("/utf16", body="<div>слова</div>".encode("utf-16"), headers={})),
+    ]
+    for target_id in pages:
+        assert process(target_id).status == TargetStatus.queued
+        assert shown(target_id)["reason"] == "no_media_found"
+    # Without the header, bytes that no browser takes for a page stay not_media.
+    unknown = report(http_server.route("/unknown", body=b"<h2>x</h2>", headers={}))
+    assert process(unknown).status == TargetStatus.unreachable
+    assert shown(unknown)["reason"] == "not_media"
+
+
 def test_near_copies_on_one_page_are_not_media_seen_before(
     http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
 ) -> None:
