@@ -16,7 +16,8 @@ attack surface and owns the defences (docs/fetcher.md):
 - Proxy environment variables are never read: httpcore is used directly, without the
   environment handling of httpx or urllib.
 - Neither the bytes received nor the bytes decoded exceed ``max_bytes``; gzip, deflate
-  and brotli are decoded here, incrementally, with bounded output per step.
+  and brotli are decoded here, incrementally, with bounded output per step. A body past
+  it fails, or (when the caller's ``keep_head`` agrees, for pages) is cut there.
 - Deadlines: ``connect_timeout`` per connection attempt (TCP and TLS), ``read_timeout``
   per read, and ``total_timeout`` over the whole fetch (DNS, connects, every read, all
   redirects); each wait is shortened to what is left of the total.
@@ -42,7 +43,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import ada_url
 import brotli
@@ -101,10 +102,18 @@ class FetchResult:
     """The address actually connected to for the final response."""
     redirects: tuple[str, ...] = ()
     """The URLs of the hops after the first, in order (the last is ``url``)."""
+    truncated: bool = False
+    """The body ran past ``max_bytes`` and ``content`` is its first part (see ``fetch``)."""
 
     def __repr__(self) -> str:
         # Never print the URL or the bytes by accident (e.g. in a failed assertion log).
         return f"FetchResult(status={self.status}, bytes={len(self.content)})"
+
+
+KeepHead = Callable[[bytes, "str | None"], bool]
+"""Whether a body that runs past the cap may be kept in part: its first bytes (up to
+``HEAD_BYTES``) and its Content-Type."""
+HEAD_BYTES: Final = 65536
 
 
 @dataclass(frozen=True)
@@ -170,10 +179,14 @@ class Fetcher:
     def policy(self) -> FetchPolicy:
         return self._policy
 
-    def fetch(self, url: str) -> FetchResult:
-        """GET ``url`` through the guard, following redirects; raise `FetchError(reason)`."""
+    def fetch(self, url: str, *, keep_head: KeepHead | None = None) -> FetchResult:
+        """GET ``url`` through the guard, following redirects; raise `FetchError(reason)`.
+
+        A body past ``max_bytes`` fails with ``too_large``, unless ``keep_head`` says its
+        first part is worth keeping (a page padded to hide its links at the end): then
+        the first ``max_bytes`` come back, marked ``truncated``."""
         try:
-            return self._fetch(url)
+            return self._fetch(url, keep_head)
         except FetchError as exc:
             log.debug("fetch failed: %s", exc.reason)
             _drop_chain(exc)
@@ -211,7 +224,7 @@ class Fetcher:
     ) -> None:
         self.close()
 
-    def _fetch(self, url: str) -> FetchResult:
+    def _fetch(self, url: str, keep_head: KeepHead | None = None) -> FetchResult:
         deadline = _Deadline(self._policy.total_timeout)
         redirects: list[str] = []
         current = url
@@ -229,7 +242,7 @@ class Fetcher:
             if not first:
                 redirects.append(hop.url)
             first = False
-            outcome = self._request(hop, addresses, deadline)
+            outcome = self._request(hop, addresses, deadline, keep_head)
             if isinstance(outcome, FetchResult):
                 return dataclasses.replace(outcome, redirects=tuple(redirects))
             if len(redirects) >= self._policy.max_redirects:
@@ -316,7 +329,11 @@ class Fetcher:
             raise FetchError("connect_error") from None
 
     def _request(
-        self, hop: _Hop, addresses: tuple[str, ...], deadline: _Deadline
+        self,
+        hop: _Hop,
+        addresses: tuple[str, ...],
+        deadline: _Deadline,
+        keep_head: KeepHead | None = None,
     ) -> FetchResult | str:
         """One GET on a fresh connection to a vetted address: a result, or a Location."""
         headers = [(b"Accept-Encoding", _ACCEPT_ENCODING)]
@@ -327,8 +344,13 @@ class Fetcher:
                 return location
             if status >= 400:
                 raise FetchError(f"http_error_{status}", ip=backend.connected_address)
+            content_type = _header(response.headers, b"content-type")
             try:
-                content = self._read_body(response, deadline)
+                content, truncated = self._read_body(
+                    response,
+                    deadline,
+                    (lambda head: keep_head(head, content_type)) if keep_head else None,
+                )
             except FetchError as exc:
                 # A server answered (too large, undecodable, too slow): where it is counts.
                 raise FetchError(exc.reason, ip=backend.connected_address) from None
@@ -336,8 +358,9 @@ class Fetcher:
                 url=hop.url,
                 status=status,
                 content=content,
-                content_type=_header(response.headers, b"content-type"),
+                content_type=content_type,
                 ip=backend.connected_address or addresses[0],
+                truncated=truncated,
             )
 
     def _post(
@@ -368,10 +391,17 @@ class Fetcher:
                 location=_header(response.headers, b"location"),
             )
 
-    def _read_body(self, response: httpcore.Response, deadline: _Deadline) -> bytes:
+    def _read_body(
+        self,
+        response: httpcore.Response,
+        deadline: _Deadline,
+        keep_head: Callable[[bytes], bool] | None = None,
+    ) -> tuple[bytes, bool]:
+        """The decoded body, and whether it is only its first ``max_bytes``."""
         limit = self._policy.max_bytes
         declared = _header(response.headers, b"content-length")
-        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        oversized = declared is not None and declared.strip().isdigit() and int(declared) > limit
+        if oversized and keep_head is None:
             raise FetchError("too_large")
         codings = [
             c.strip().lower()
@@ -381,13 +411,25 @@ class Fetcher:
         sink = _Sink(limit)
         received = 0
         deadline.check()
-        for chunk in response.iter_stream():
-            received += len(chunk)
-            if received > limit:
-                raise FetchError("too_large")
-            _run(stages, chunk, sink)
-            deadline.check()
-        return sink.value()
+        try:
+            for chunk in response.iter_stream():
+                received += len(chunk)
+                if received > limit:
+                    raise FetchError("too_large")
+                _run(stages, chunk, sink)
+                if oversized and len(sink.buffer) >= HEAD_BYTES:
+                    # Said to be too large: read on only if its start is worth keeping.
+                    if keep_head is None or not keep_head(bytes(sink.buffer[:HEAD_BYTES])):
+                        raise FetchError("too_large")
+                    oversized = False
+                deadline.check()
+        except FetchError as exc:
+            if exc.reason != "too_large" or keep_head is None:
+                raise
+            if not keep_head(bytes(sink.buffer[:HEAD_BYTES])):
+                raise FetchError("too_large") from None
+            return sink.value(), True
+        return sink.value(), False
 
 
 def _drop_chain(error: FetchError) -> None:

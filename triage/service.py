@@ -100,6 +100,8 @@ class Gathered:
     broken: int = 0
     # Why each broken link failed (fetch reason codes, ``not_media``, ``timeout``...).
     broken_reasons: list[str] = field(default_factory=list)
+    # The page ran past the body cap: its links were read from its first part only.
+    truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -276,6 +278,14 @@ def _declared_html(content_type: str | None) -> bool:
     return (content_type or "").split(";", 1)[0].strip().lower() in _HTML_TYPES
 
 
+def _is_page(head: bytes, content_type: str | None) -> bool:
+    """Whether a body past the cap is a page, read then in its first part: a page
+    padded after its content (a kilobyte of gzip can carry 25 MB of spaces) would
+    otherwise hide every link."""
+    mime = sniff(head)
+    return mime == "text/html" or (mime is None and _declared_html(content_type))
+
+
 def gather(
     url: str, *, fetcher: Fetcher, limits: Limits, clock: Callable[[], float] = time.monotonic
 ) -> Gathered | Failure:
@@ -285,7 +295,7 @@ def gather(
     """
     deadline = clock() + limits.deadline_seconds
     try:
-        first = fetcher.fetch(url)
+        first = fetcher.fetch(url, keep_head=_is_page)
     except FetchError as exc:
         return Failure(exc.reason, exc.ip)
     mime = sniff(first.content)
@@ -315,7 +325,7 @@ def gather(
     elif mime not in ("text/html", None) or (mime is None and not links):
         return Failure("not_media", first.ip)
     else:
-        gathered = Gathered(first.url, first.ip, page=True)
+        gathered = Gathered(first.url, first.ip, page=True, truncated=first.truncated)
     del first
     for link in links:
         if clock() > deadline:
@@ -728,10 +738,13 @@ def _queue(_: Any) -> Any:
 
 
 def _queued_reason(gathered: Gathered) -> str | None:
-    """Why a page is queued without media (none linked, or none of its links fetched);
-    why a media URL's file is hashed only in part (``MediaHashes.note``)."""
+    """Why a page is queued without media (none linked, or none of its links fetched)
+    or read only in part (``page_truncated``); why a media URL's file is hashed only in
+    part (``MediaHashes.note``)."""
     if not gathered.page:
         return gathered.media[0].hashes.note if gathered.media else None
+    if gathered.truncated:
+        return "page_truncated"
     if gathered.media:
         return None
     return "media_unreachable" if gathered.broken else "no_media_found"

@@ -124,10 +124,10 @@ def policy(*ports: int, allow: Sequence[str] = (), **overrides: Any) -> FetchPol
     return FetchPolicy(**values)
 
 
-def refused(fetcher: Fetcher, url: str) -> str:
+def refused(fetcher: Fetcher, url: str, **options: Any) -> str:
     """The reason code of a fetch that must fail; checks the error tells nothing more."""
     with pytest.raises(FetchError) as caught:
-        fetcher.fetch(url)
+        fetcher.fetch(url, **options)
     error = caught.value
     text = str(error)
     assert not url or url not in text
@@ -746,6 +746,53 @@ def test_a_body_of_exactly_max_bytes_is_accepted(http_server: LocalHTTPServer) -
     assert len(fetcher.fetch(url).content) == 5000
     over = http_server.add("/over", Route(body=lambda: iter([b"x" * 5001])))
     assert refused(fetcher, over) == "too_large"
+
+
+def _html_only(head: bytes, content_type: str | None) -> bool:
+    return head.startswith(b"<html") or content_type == "text/html"
+
+
+def test_a_page_past_the_cap_is_kept_in_part_when_the_caller_says_so(
+    http_server: LocalHTTPServer,
+) -> None:
+    """A page padded after its links (gzip makes the padding nearly free) comes back
+    cut at the cap; anything else past it is still too large."""
+    page = b"<html><img src=/a.jpg>" + b" " * 3_000_000
+    packed = gzip.compress(page)
+    url = http_server.route("/padded", body=packed, headers={"Content-Encoding": "gzip"})
+    plain = http_server.route("/plain", body=page)
+    other = http_server.route("/other", body=b"\x00" * 3_000_000)
+    fetcher = Fetcher(policy(http_server.port, allow=["127.0.0.1/32"], max_bytes=1_000_000))
+
+    assert refused(fetcher, url) == "too_large"  # the default
+    for cut in (url, plain):
+        result = fetcher.fetch(cut, keep_head=_html_only)
+        assert result.truncated
+        assert result.content.startswith(b"<html><img src=/a.jpg>")
+        assert 900_000 <= len(result.content) <= 1_000_000
+    assert refused(fetcher, other, keep_head=_html_only) == "too_large"
+    small = fetcher.fetch(http_server.route("/small", body=b"<html>"), keep_head=_html_only)
+    assert small.content.startswith(b"<html>")
+    assert not small.truncated
+
+
+def test_a_declared_length_above_the_cap_is_read_only_as_far_as_its_start(
+    http_server: LocalHTTPServer,
+) -> None:
+    """Said to be too large and not a page: refused after the first 64 KiB, not after
+    the cap."""
+    sent: list[int] = []
+
+    def video() -> Iterator[bytes]:
+        for _ in range(1000):
+            sent.append(65536)
+            yield b"\x00" * 65536
+
+    declared = {"Content-Length": str(1000 * 65536)}
+    url = http_server.add("/video", Route(headers=declared, body=video))
+    fetcher = Fetcher(policy(http_server.port, allow=["127.0.0.1/32"], max_bytes=10_000_000))
+    assert refused(fetcher, url, keep_head=_html_only) == "too_large"
+    assert sum(sent) < 10_000_000
 
 
 def _peak_rss_bytes() -> int:

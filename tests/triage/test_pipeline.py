@@ -4,6 +4,7 @@ from 127.0.0.1, processed by the service a worker task wraps, on the test databa
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import hashlib
 import io
 import ipaddress
@@ -431,6 +432,33 @@ def test_pages_without_pictures_are_queued_as_such_whatever_they_start_with(
     unknown = report(http_server.route("/unknown", body=b"<h2>x</h2>", headers={}))
     assert process(unknown).status == TargetStatus.unreachable
     assert shown(unknown)["reason"] == "not_media"
+
+
+def test_a_page_padded_past_the_body_cap_is_read_as_far_as_the_cap(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    """30 MB of spaces after the pictures, 30 kB on the wire with gzip: the pictures are
+    found and the analyst is told the page was read only in part."""
+    pictures = [images.jpeg(210 + i, (320, 240), marker=images.new_marker()) for i in range(2)]
+    for i, picture in enumerate(pictures):
+        http_server.route(f"/padded/{i}.jpg", body=picture, headers=JPEG)
+    page = b'<html><body><img src="/padded/0.jpg"><img src="/padded/1.jpg">'
+    body = gzip.compress(page + b" " * 30_000_000, compresslevel=1)
+    headers = {"content-type": "text/html", "content-encoding": "gzip"}
+    target_id = report(http_server.route("/padded/", body=body, headers=headers))
+
+    assert process(target_id).status == TargetStatus.queued
+
+    target = shown(target_id)
+    assert target["reason"] == "page_truncated"
+    assert {m["sha256"] for m in target["media"]} == {
+        hashlib.sha256(p).hexdigest() for p in pictures
+    }
+    analyst = TestClient(create_app(), client=("127.0.0.1", 50005))
+    with analyst:
+        enrol(analyst, "ana@padded.example", Role.analyst)
+        page_view = LexborHTMLParser(analyst.get(f"/staff/targets/{target_id}").text)
+    assert page_view.css_first("#page-truncated") is not None
 
 
 def test_near_copies_on_one_page_are_not_media_seen_before(
