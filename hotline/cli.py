@@ -155,7 +155,8 @@ def targets_list(
     if country is not None:
         query = query.where(col(Target.hosting_country) == country.upper())
     if org is not None:
-        query = query.where(func.lower(col(Target.hosting_org)).contains(org.lower(), autoescape=True))
+        held_by = func.lower(col(Target.hosting_org))
+        query = query.where(held_by.contains(org.lower(), autoescape=True))
     if min_priority is not None:
         query = query.where(col(Target.priority) >= min_priority)
     count = select(func.count()).select_from(query.subquery())

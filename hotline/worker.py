@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
-from celery.signals import setup_logging, worker_process_init
+from celery.signals import setup_logging, task_postrun, worker_process_init
 
 from hotline.db import relax_commits
 from hotline.logging import configure_logging
-from hotline.memory import keep_freed_memory, seal_content
+from hotline.memory import FreedMemoryTrimmer, keep_freed_memory, seal_content
 from hotline.queue import make_celery
 from hotline.settings import get_settings
 
@@ -44,6 +44,23 @@ def _load_indexes(**_: object) -> None:
         logging.getLogger("hotline.worker").warning(
             "index not loaded at start: %s: %s", type(exc).__name__, exc
         )
+
+
+_trimmer: FreedMemoryTrimmer | None = None
+
+
+@worker_process_init.connect
+def _start_trimming(**_: object) -> None:
+    # After the indexes are loaded (connected after them): they are not freed memory.
+    global _trimmer
+    _trimmer = FreedMemoryTrimmer()
+
+
+@task_postrun.connect
+def _trim_freed_memory(**_: object) -> None:
+    # A huge picture's buffers are not kept for ever in every pool process.
+    if _trimmer is not None:
+        _trimmer.after_task()
 
 
 def create_worker_app() -> Celery:

@@ -1,5 +1,5 @@
 """The worker process keeps freed memory for its next image instead of faulting fresh
-pages in (glibc only); beat's schedule."""
+pages in, and hands it back after a huge one (glibc only); beat's schedule."""
 
 from __future__ import annotations
 
@@ -52,6 +52,52 @@ def test_a_worker_reuses_the_memory_of_the_previous_image() -> None:
     assert sum(page_faults("plain")[1:]) > pages // 2
     # A worker faults it in once, then reuses it.
     assert sum(page_faults("worker")[1:]) < pages // 20
+
+
+# A worker's memory after a 64-megapixel PNG, before and after its task ends, and
+# whether a small picture's task trimmed anything.
+TRIM = """
+import io, json
+from PIL import Image
+from hotline.memory import FreedMemoryTrimmer, keep_freed_memory, resident_bytes
+from triage.hashing import hash_media
+
+keep_freed_memory()
+def png(side):
+    buffer = io.BytesIO()
+    picture = Image.linear_gradient("L").resize((side, side)).convert("RGB")
+    picture.save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+big, small = png(8000), png(256)
+trimmer = FreedMemoryTrimmer()
+hash_media(small)
+quiet = trimmer.after_task()
+hash_media(big, max_pixels=100_000_000)
+held = resident_bytes()
+trimmed = trimmer.after_task()
+print(json.dumps([quiet, trimmed, held, resident_bytes()]))
+"""
+
+
+def test_a_worker_hands_back_the_memory_of_a_huge_picture() -> None:
+    """Kept freed memory is for the next image like the last: a huge one's is handed
+    back when its task ends, so a pool process does not hold it for ever."""
+    from hotline.memory import keep_freed_memory
+
+    if not keep_freed_memory():
+        pytest.skip("the C library is not glibc")
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", TRIM],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    quiet, trimmed, held, after = json.loads(done.stdout.splitlines()[-1])
+    assert not quiet
+    assert trimmed
+    assert held - after > 200 << 20
 
 
 SCHEDULE = """
