@@ -3,21 +3,25 @@
 Invariants of this module:
 
 - Bytes in, hashes out. The bytes are read from the caller's ``bytes`` object and from
-  an ``io.BytesIO`` over it; nothing is written to a file, a log or an exception. Errors
-  carry a fixed reason, never a fragment of the content, and are raised outside
-  ``except`` blocks so that no library exception (whose text may quote the file) rides
-  along as ``__context__``. Decoded pixels live in locals and go when the call returns.
+  an ``io.BytesIO`` over it, or over one copy in memory (a JPEG's end marker added, or
+  an optional part that Pillow refused and browsers skip left out: see
+  :func:`_without_broken_optional_parts`); the file hashes are always of the bytes
+  received. Nothing is written to a file, a log or an exception. Errors carry a fixed
+  reason, never a fragment of the content, and are raised outside ``except`` blocks so
+  that no library exception (whose text may quote the file) rides along as
+  ``__context__``. Decoded pixels live in locals and go when the call returns.
 - The type comes from the magic bytes (:func:`sniff`), never from a header or a name.
 - SVG and EPS are never decoded (EPS would run Ghostscript); videos get the
   cryptographic hashes only. Images are opened only with the Pillow plugin the magic
   bytes name, with Pillow's decompression-bomb limit left on, and the pixel count is
   checked from the header before any pixel is decoded (that of each later frame of an
   animation as it is reached, see :func:`walk_frames`).
-- One decode per image, of the first frame: JPEGs are decoded at a reduced scale
-  straight to luma (draft mode), others are box-reduced after decoding; pHash and PDQ
-  are computed from that one greyscale working image (``docs/hashing.md`` gives the
-  measured distance to a full-size decode). Of an animation, a few later frames are
-  hashed too (``hashed_frames``), within a budget of decoded pixels.
+- One decode per image, of the first frame (a second, from the copy, if Pillow refused
+  the file over an optional part): JPEGs are decoded at a reduced scale straight to
+  luma (draft mode), others are box-reduced after decoding; pHash and PDQ are computed
+  from that one greyscale working image (``docs/hashing.md`` gives the measured
+  distance to a full-size decode). Of an animation, a few later frames are hashed too
+  (``hashed_frames``), within a budget of decoded pixels.
 """
 
 from __future__ import annotations
@@ -425,6 +429,8 @@ _DECODE_ERRORS: Final = (
 
 @dataclass(slots=True)
 class _Decoded:
+    # Image.open returned: Pillow accepted every chunk or segment before the pixels.
+    header_read: bool = False
     width: int | None = None
     height: int | None = None
     frames: int | None = None
@@ -440,29 +446,17 @@ class _Decoded:
 def _hash_image(
     data: bytes, hashes: MediaHashes, *, max_pixels: int, max_frames: int, hashed_frames: int
 ) -> MediaHashes:
-    out = _Decoded()
-    if hashes.mime == "image/jpeg" and not data.endswith(b"\xff\xd9"):
-        # A JPEG without its end marker (cut short in transfer, or on purpose) decodes
-        # as browsers show it; the file hashes stay those of the bytes received.
-        data += b"\xff\xd9"
-    try:
-        with Image.open(io.BytesIO(data), formats=_PIL_FORMATS[hashes.mime]) as img:
-            out.width, out.height = img.size
-            if out.width * out.height > max_pixels:
-                out.too_large = True
-            else:
-                count = _count_frames(img, data, limit=max_frames)
-                out.frames, out.frames_capped = min(count, max_frames), count > max_frames
-                out.phash, out.pdq, out.pdq_quality = _perceptual(img)
-                if img.format in ANIMATED_FORMATS:
-                    wanted = frames_to_hash(out.frames, hashed=hashed_frames)
-                    if wanted:
-                        _hash_later_frames(img, wanted, out, budget=max_pixels)
-    except Image.DecompressionBombError:
-        out.too_large = True  # Pillow's own limit (2 x Image.MAX_IMAGE_PIXELS) came first
-    except _DECODE_ERRORS:  # undecodable pixels; the other hashes stand
-        out.undecodable = True
-    # Raised here, outside the except blocks, so no Pillow exception is attached.
+    limits = {"max_pixels": max_pixels, "max_frames": max_frames, "hashed_frames": hashed_frames}
+    out = _decode(_with_end_marker(data, hashes.mime), hashes.mime, **limits)
+    if out.undecodable:
+        # Pillow refuses some files over a broken optional part that browsers skip: then
+        # once more from one copy without it (None when there is nothing to leave out).
+        # The file hashes stay those of the bytes received.
+        repaired = _without_broken_optional_parts(data, hashes.mime, header_read=out.header_read)
+        if repaired is not None:
+            again = _decode(repaired, hashes.mime, **limits)
+            if again.header_read or again.too_large:  # it got at least as far
+                out = again
     if out.too_large:
         raise HashingError(
             "image_too_large",
@@ -483,6 +477,155 @@ def _hash_image(
         pdq_quality=out.pdq_quality,
         frame_hashes=tuple(out.later),
     )
+
+
+def _decode(
+    data: bytes, mime: str, *, max_pixels: int, max_frames: int, hashed_frames: int
+) -> _Decoded:
+    """Open ``data`` with the one plugin ``mime`` names and hash its frames; what Pillow
+    raises on broken files is absorbed into the flags of the result."""
+    out = _Decoded()
+    try:
+        with Image.open(io.BytesIO(data), formats=_PIL_FORMATS[mime]) as img:
+            out.header_read = True
+            out.width, out.height = img.size
+            if out.width * out.height > max_pixels:
+                out.too_large = True
+            else:
+                count = _count_frames(img, data, limit=max_frames)
+                out.frames, out.frames_capped = min(count, max_frames), count > max_frames
+                out.phash, out.pdq, out.pdq_quality = _perceptual(img)
+                if img.format in ANIMATED_FORMATS:
+                    wanted = frames_to_hash(out.frames, hashed=hashed_frames)
+                    if wanted:
+                        _hash_later_frames(img, wanted, out, budget=max_pixels)
+    except Image.DecompressionBombError:
+        out.too_large = True  # Pillow's own limit (2 x Image.MAX_IMAGE_PIXELS) came first
+    except _DECODE_ERRORS:  # undecodable pixels; the other hashes stand
+        out.undecodable = True
+    # The caller raises outside any except block, so no Pillow exception is attached.
+    return out
+
+
+_JPEG_END: Final = b"\xff\xd9"
+
+
+def _with_end_marker(data: bytes, mime: str) -> bytes:
+    if mime == "image/jpeg" and not data.endswith(_JPEG_END):
+        # A JPEG without its end marker (cut short in transfer, or on purpose) decodes
+        # as browsers show it.
+        return data + _JPEG_END
+    return data
+
+
+def _without_broken_optional_parts(data: bytes, mime: str, *, header_read: bool) -> bytes | None:
+    """A copy of ``data`` without the optional parts Pillow may refuse and browsers skip,
+    or None when there are none (so a retry would fail alike)."""
+    if mime == "image/png":
+        return _png_without_ancillary_chunks(data, after_image_data=header_read)
+    if mime == "image/jpeg" and not header_read:  # Pillow reads segments while opening
+        return _jpeg_with_short_segments_renamed(data)
+    return None
+
+
+# PNG (RFC 2083, W3C PNG 3rd ed.): after the signature, chunks of a 4-byte length, a
+# 4-letter type, the data and a 4-byte CRC. A type whose first letter is lower-case is
+# ancillary: decoders may ignore it, and browsers skip one that is broken. Pillow has no
+# switch for that per file (ImageFile.LOAD_TRUNCATED_IMAGES is process-wide and also
+# passes cut-short pixel data and IHDR), so the chunks are walked here.
+_PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
+# APNG's chunks are ancillary but carry the later frames and where they go.
+_APNG_CHUNKS: Final = frozenset({b"acTL", b"fcTL", b"fdAT"})
+
+
+def _png_without_ancillary_chunks(data: bytes, *, after_image_data: bool) -> bytes | None:
+    """``data`` without its ancillary chunks but APNG's (only those after the first IDAT
+    if ``after_image_data``: Pillow reads and checks the others while opening), or None
+    when there is none.
+
+    None of them changes the luma hashed here: text, colour space and gamma (not applied),
+    transparency (alpha is dropped), physical size, EXIF (orientation is not applied).
+    One pass over the chunks, each run of kept chunks written once into the copy (not
+    listed: a file can hold two million chunks); the walk stops at IEND or at anything
+    that is not a whole chunk, and the rest is kept as it is (a broken critical chunk
+    stays for Pillow to refuse), unless it is an ancillary chunk cut short.
+    """
+    view = memoryview(data)
+    copy = io.BytesIO()
+    size = len(data)
+    start, pos = 0, len(_PNG_SIGNATURE)
+    dropped = False
+    dropping = not after_image_data
+    while pos + 8 <= size:
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if not kind.isalpha():
+            break
+        dropping = dropping or kind == b"IDAT"
+        end = pos + 12 + length
+        if dropping and kind[0] & 0x20 and kind not in _APNG_CHUNKS:
+            copy.write(view[start:pos])
+            start, dropped = min(end, size), True
+        if end >= size or kind == b"IEND":
+            break
+        pos = end
+    if not dropped:
+        return None
+    copy.write(view[start:])
+    return copy.getvalue()  # the buffer itself, not a second copy
+
+
+# JPEG segments with a fixed header of their own (marker: identifier, bytes of data the
+# header takes): libjpeg, which decodes the pixels, ignores one shorter than that
+# header, as browsers do; Pillow's header parser refuses the file instead.
+_JPEG_FIXED_HEADERS: Final = {
+    0xE0: (b"JFIF", 14),  # APP0 JFIF: version, density units, densities, thumbnail size
+    0xE2: (b"ICC_PROFILE\x00", 14),  # APP2 ICC profile: identifier, sequence, count
+    0xEE: (b"Adobe", 12),  # APP14 Adobe: version, flags, colour transform
+}
+_JPEG_IGNORED: Final = b"\xef"  # APP15: a segment neither Pillow nor libjpeg reads
+# Markers Pillow's header parser takes without a length (0x00 follows a stuffed 0xFF).
+_JPEG_NO_LENGTH: Final = frozenset({0x00, 0xC8, *range(0xD0, 0xDA), *range(0xF0, 0xFE)})
+_JPEG_SEGMENT: Final = struct.Struct(">BBH")  # 0xFF, marker, length
+
+
+def _jpeg_with_short_segments_renamed(data: bytes) -> bytes | None:
+    """``data`` (with an end marker) with each segment of ``_JPEG_FIXED_HEADERS`` that
+    is shorter than its header renamed APP15, or None when there is none.
+
+    The segments before the first scan are walked as Pillow walks them: 0xFF, a marker
+    byte, a 2-byte length counting itself, the data; fill bytes and stray bytes skipped.
+    Renaming keeps every offset and length, and the pixels are libjpeg's decoding of
+    the same bytes. The copy is written as the walk goes (no list of segments: a file
+    can hold millions).
+    """
+    view = memoryview(data)
+    copy = io.BytesIO()
+    size = len(data)
+    start = renamed = 0
+    pos = 2
+    while pos + 4 <= size:
+        byte, marker, length = _JPEG_SEGMENT.unpack_from(data, pos)
+        if byte != 0xFF:
+            pos = data.find(b"\xff", pos)
+            if pos < 0:
+                break
+        elif marker == 0xFF or marker in _JPEG_NO_LENGTH:
+            pos += 1 if marker == 0xFF else 2
+        elif marker == 0xDA or length < 2:  # start of scan: Pillow's parser stops there
+            break
+        else:
+            fixed = _JPEG_FIXED_HEADERS.get(marker)
+            if fixed and length - 2 < fixed[1] and data.startswith(fixed[0], pos + 4):
+                copy.write(view[start : pos + 1])
+                copy.write(_JPEG_IGNORED)
+                start, renamed = pos + 2, renamed + 1
+            pos += 2 + length
+    if not renamed:
+        return None
+    copy.write(view[start:])
+    if not data.endswith(_JPEG_END):
+        copy.write(_JPEG_END)
+    return copy.getvalue()  # the buffer itself, not a second copy
 
 
 def frames_to_hash(frames: int, *, hashed: int) -> list[int]:

@@ -10,10 +10,12 @@ import inspect
 import io
 import itertools
 import os
+import struct
 import subprocess
 import sys
 import time
 import traceback
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ import pdqhash
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from hotline.errors import HotlineError
 from hotline.settings import Settings
@@ -530,6 +532,120 @@ def test_a_jpeg_without_its_end_marker_hashes_as_the_whole_file() -> None:
     part = hash_media(whole[: len(whole) // 3])
     assert (part.width, part.height, part.note) == (800, 600, None)
     assert part.phash is not None
+
+
+# Compressed text that inflates past what Pillow reads of one text chunk (1 MB).
+TEXT_BOMB = zlib.compress(b" " * (PngImagePlugin.MAX_TEXT_CHUNK + 1), 9)
+# What Pillow alone raises on the files below, on opening them or on loading the pixels.
+PILLOW_REFUSALS = (OSError, ValueError, SyntaxError, struct.error, IndexError)
+
+BROKEN_ANCILLARY: dict[str, Callable[[bytes], bytes]] = {
+    "gAMA empty": lambda png: images.with_png_chunk(png, b"gAMA", b""),
+    "pHYs empty": lambda png: images.with_png_chunk(png, b"pHYs", b""),
+    "sRGB empty": lambda png: images.with_png_chunk(png, b"sRGB", b""),
+    "tRNS empty": lambda png: images.with_png_chunk(png, b"tRNS", b""),
+    "zTXt past 1 MB": lambda png: images.with_png_chunk(png, b"zTXt", b"k\0\0" + TEXT_BOMB),
+    "iTXt past 1 MB": lambda png: images.with_png_chunk(png, b"iTXt", b"k\0\1\0\0\0" + TEXT_BOMB),
+    "zTXt past 1 MB after the pixels": lambda png: images.with_png_chunk(
+        png, b"zTXt", b"k\0\0" + TEXT_BOMB, after_image_data=True
+    ),
+    "tEXt with a wrong CRC": lambda png: images.with_png_chunk(
+        png, b"tEXt", b"k\0v", right_crc=False
+    ),
+}
+
+
+def pillow_refuses(data: bytes) -> bool:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+    except PILLOW_REFUSALS:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("name", list(BROKEN_ANCILLARY))
+def test_a_png_with_a_broken_ancillary_chunk_hashes_as_browsers_show_it(name: str) -> None:
+    whole = images.png(64, (800, 600))
+    data = BROKEN_ANCILLARY[name](whole)
+    assert pillow_refuses(data)
+    result, expected = hash_media(data), hash_media(whole)
+    assert_crypto(result, data)  # of the bytes received, not of the copy decoded
+    assert (result.phash, result.pdq, result.pdq_quality, result.note) == (
+        expected.phash,
+        expected.pdq,
+        expected.pdq_quality,
+        None,
+    )
+    # Damage to a critical chunk still leaves the pixels undecoded: IHDR's CRC, or the
+    # compressed pixel data overwritten.
+    idat = data.index(b"IDAT") + 4
+    for damaged in (
+        data[:29] + bytes(4) + data[33:],
+        data[: idat + 200] + bytes(64) + data[idat + 264 :],
+    ):
+        broken = hash_media(damaged)
+        assert_crypto(broken, damaged)
+        assert (broken.phash, broken.pdq, broken.note) == (None, None, "decode_error")
+
+
+SHORT_SEGMENTS: dict[str, tuple[int, bytes, bool]] = {
+    "APP0 JFIF of 9 bytes": (0xE0, b"JFIF\0", True),
+    "APP14 Adobe of 9 bytes": (0xEE, b"Adobe", False),
+    "APP2 ICC profile of 16 bytes": (0xE2, b"ICC_PROFILE\0", False),
+}
+
+
+@pytest.mark.parametrize("name", list(SHORT_SEGMENTS))
+def test_a_jpeg_with_a_short_segment_hashes_as_browsers_show_it(name: str) -> None:
+    """libjpeg, which decodes the pixels, ignores these segments when they are shorter
+    than their fixed header, as browsers do; Pillow's own parser refused the file."""
+    whole = images.jpeg(65, (800, 600))
+    marker, body, instead_of_jfif = SHORT_SEGMENTS[name]
+    data = images.with_jpeg_segment(whole, marker, body, instead_of_jfif=instead_of_jfif)
+    assert pillow_refuses(data)
+    expected = hash_media(whole)
+    # Also without its end marker: both mended in the one copy.
+    for received in (data, data[:-2]):
+        result = hash_media(received)
+        assert_crypto(result, received)
+        assert (result.phash, result.pdq, result.pdq_quality, result.note) == (
+            expected.phash,
+            expected.pdq,
+            expected.pdq_quality,
+            None,
+        )
+
+
+def test_mending_a_png_of_a_million_chunks_takes_one_copy() -> None:
+    """A broken chunk first, then a million empty ones (12 MB): the copy decoded is
+    written as the chunks are walked, not gathered first (a list of slices took
+    0.5 GB for two million), and Pillow then reads none of them."""
+    png = images.png(66, (64, 48))
+    data = images.with_png_chunk(
+        images.with_png_chunk(png, b"prIv", b"", count=1_000_000), b"gAMA", b""
+    )
+    script = """
+import re, sys
+from triage.hashing import hash_media
+def peak_kib():
+    return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+data = sys.stdin.buffer.read()
+before = peak_kib()
+hashes = hash_media(data)
+print(hashes.phash, hashes.note, peak_kib() - before)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        input=data,
+        capture_output=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+    ).stdout.split()
+    assert out[0].decode() == hash_media(png).phash
+    assert out[1] == b"None"
+    assert int(out[2]) < 48 * 1024  # KiB: the copy is under 12 MB
 
 
 def test_huge_jpeg_is_refused() -> None:
