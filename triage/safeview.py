@@ -37,7 +37,15 @@ from hotline.errors import HotlineError, NotFound
 from hotline.settings import Settings
 from triage.errors import FetchError
 from triage.fetcher import Fetcher
-from triage.hashing import _DECODE_ERRORS, _PIL_FORMATS, ANIMATED_FORMATS, sniff, walk_frames
+from triage.hashing import (
+    _DECODE_ERRORS,
+    _PIL_FORMATS,
+    ANIMATED_FORMATS,
+    _with_end_marker,
+    _without_broken_optional_parts,
+    sniff,
+    walk_frames,
+)
 from triage.models import Media, Sighting
 
 log = logging.getLogger("hotline.triage.safeview")
@@ -184,10 +192,29 @@ def render(source: Source, *, fetcher: Fetcher, options: Options) -> Rendering:
 
 
 def _render_image(data: bytes, mime: str, options: Options) -> bytes:
+    # As hashing reads it: a JPEG without its end marker as browsers show it, and a file
+    # Pillow refuses over a broken optional part once more without that part.
+    body, reason, opened = _render_once(_with_end_marker(data, mime), mime, options)
+    if reason == "decode_error":
+        repaired = _without_broken_optional_parts(data, mime, header_read=opened)
+        if repaired is not None:
+            again = _render_once(repaired, mime, options)
+            if again[2] or again[1] == "image_too_large":  # it got at least as far
+                body, reason, _ = again
+    # Raised here, outside any except block, so no Pillow exception is attached.
+    if reason is not None:
+        raise MediaUnavailable(reason)
+    return body
+
+
+def _render_once(data: bytes, mime: str, options: Options) -> tuple[bytes, str | None, bool]:
+    """The rendering, or why not; and whether Pillow opened the file at all."""
     reason: str | None = None
     body = b""
+    opened = False
     try:
         with Image.open(io.BytesIO(data), formats=_PIL_FORMATS[mime]) as img:
+            opened = True
             width, height = img.size
             if width * height > options.max_pixels:
                 reason = "image_too_large"
@@ -199,10 +226,7 @@ def _render_image(data: bytes, mime: str, options: Options) -> bytes:
         reason = "image_too_large"  # Pillow's own limit (2 x Image.MAX_IMAGE_PIXELS)
     except _DECODE_ERRORS:
         reason = "decode_error"
-    # Raised here, outside the except blocks, so no Pillow exception is attached.
-    if reason is not None:
-        raise MediaUnavailable(reason)
-    return body
+    return body, reason, opened
 
 
 def _seek(img: Image.Image, options: Options) -> str | None:

@@ -245,6 +245,29 @@ def test_a_later_frame_is_shown_only_within_the_decoding_budget(
     assert "no_such_frame" in pair.json()["detail"]
 
 
+def test_pictures_hashed_despite_a_flaw_browsers_skip_are_shown_too(
+    client: Any, http_server: LocalHTTPServer
+) -> None:
+    """A PNG with a broken optional chunk, a JPEG with a short JFIF segment or without
+    its end marker: hashing reads them as browsers show them, and so does the view."""
+    png = images.png(12, (400, 300), texture="checker")
+    jpeg = images.jpeg(13, (400, 300))
+    files = {
+        "/gama.png": images.with_png_chunk(png, b"gAMA", b""),
+        "/jfif.jpg": images.with_jpeg_segment(
+            jpeg, 0xE0, b"JFIF\x00\x01\x01", instead_of_jfif=True
+        ),
+        "/cut.jpg": jpeg[:-2],
+    }
+    target, media = seen(page(http_server, "flawed", files))
+    assert len(media) == 3
+    analyst = bearer(Role.analyst, "ana@hotline.example")
+    for media_id in media:
+        response = view(client, analyst, target, media_id)
+        assert response.status_code == 200, response.json()
+        assert picture(response).size == (400, 300)
+
+
 def test_who_may_look_and_who_may_unblur(
     client: Any, http_server: LocalHTTPServer, unblurs: Unblurs
 ) -> None:
