@@ -544,7 +544,8 @@ def _png_without_ancillary_chunks(data: bytes, *, after_image_data: bool) -> byt
     when there is none.
 
     None of them changes the luma hashed here: text, colour space and gamma (not applied),
-    transparency (alpha is dropped), physical size, EXIF (orientation is not applied).
+    transparency (alpha is dropped), physical size, EXIF (a PNG's orientation tag, rare,
+    is lost with it: the copy hashes unturned).
     One pass over the chunks, each run of kept chunks written once into the copy (not
     listed: a file can hold two million chunks); the walk stops at IEND or at anything
     that is not a whole chunk, and the rest is kept as it is (a broken critical chunk
@@ -751,12 +752,43 @@ def _perceptual(img: ImageFile.ImageFile) -> tuple[str, str, int]:
     width, height = luma.size
     if max(width, height) > _LONGEST:
         luma = luma.reduce((-(-width // _LONGEST), -(-height // _LONGEST)))
+    turn = _ORIENTATIONS.get(_orientation(img))
+    if turn is not None:
+        luma = luma.transpose(turn)
     phash = str(imagehash.phash(luma))
     grey = np.asarray(luma, dtype=np.uint8)
     # pdqhash takes RGB; R = G = B = Y gives back Y as its luma.
     bits, quality = pdqhash.compute(np.repeat(grey[:, :, np.newaxis], 3, axis=2))
     pdq = np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes().hex()
     return phash, pdq, int(quality)
+
+
+# EXIF orientation -> what turns the stored pixels into the picture as shown (the
+# mapping of ImageOps.exif_transpose).
+_ORIENTATIONS: Final = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_ORIENTATION_TAG: Final = 0x0112
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1 to 8) of the picture, 1 when absent or unreadable.
+
+    Hashed as shown: browsers turn the picture by it (CSS ``image-orientation:
+    from-image``, the default since 2020), analysts see it turned, and an image host
+    that re-encodes a phone photo turns its pixels and drops the tag. Unturned, the
+    phone's file and the host's copy were 20 to 36 bits of pHash apart (0 turned)."""
+    try:
+        value = img.getexif().get(_ORIENTATION_TAG, 1)
+    except _DECODE_ERRORS:  # a broken EXIF block: shown unturned, as browsers do
+        return 1
+    return value if isinstance(value, int) else 1
 
 
 def _luma(img: Image.Image) -> Image.Image:

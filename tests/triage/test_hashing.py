@@ -26,7 +26,7 @@ import pdqhash
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageOps, PngImagePlugin
 
 from hotline.errors import HotlineError
 from hotline.settings import Settings
@@ -646,6 +646,44 @@ print(hashes.phash, hashes.note, peak_kib() - before)
     assert out[0].decode() == hash_media(png).phash
     assert out[1] == b"None"
     assert int(out[2]) < 48 * 1024  # KiB: the copy is under 12 MB
+
+
+# EXIF orientation -> how the stored pixels are made from the picture as shown.
+_STORED = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+
+
+@pytest.mark.parametrize("orientation", sorted(_STORED))
+def test_a_picture_is_hashed_as_shown_whatever_its_exif_orientation(orientation: int) -> None:
+    """A phone stores the sensor's pixels and an orientation tag; an image host turns
+    the pixels and drops the tag. Both are the same picture to a viewer, and hash so."""
+    shown = images.make_image(31, (600, 800))
+    host_copy = hash_media(images.encode(shown, "JPEG", quality=90))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    phone = images.encode(shown.transpose(_STORED[orientation]), "JPEG", exif=exif.tobytes())
+    assert ImageOps.exif_transpose(Image.open(io.BytesIO(phone))).size == (600, 800)
+
+    hashed = hash_media(phone)
+
+    assert hashed.sha256 == hashlib.sha256(phone).hexdigest()
+    assert distance(hashed.phash, host_copy.phash) <= 2
+    assert distance(hashed.pdq, host_copy.pdq) <= 12
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
+def test_a_broken_exif_block_leaves_the_picture_unturned() -> None:
+    picture = images.make_image(32, (600, 800))
+    plain = hash_media(images.encode(picture, "JPEG", quality=90))
+    broken = hash_media(images.encode(picture, "JPEG", quality=90, exif=b"Exif\x00\x00MM\x00*junk"))
+    assert distance(broken.phash, plain.phash) <= 2
 
 
 def test_huge_jpeg_is_refused() -> None:
