@@ -1,17 +1,19 @@
 """The media links of a fetched page: which images and videos a reported page shows.
 
 Owns the answer to "what on this page should be fetched and hashed": ``img`` (``src``,
-``srcset`` and the ``data-src``/``data-srcset`` of lazy loaders; ``<image>`` is read as
-``<img>``, as browsers do), ``picture``/``video`` ``source``, ``video`` (``src``,
+``srcset`` and the attributes where lazy loaders keep the real picture until a script
+moves it there, ``data-src``, ``data-lazy-src``, ``data-original`` …; ``<image>`` is
+read as ``<img>``, as browsers do), ``picture``/``video`` ``source``, ``video`` (``src``,
 ``poster``), SVG ``<image>`` (``href``, ``xlink:href``), Open Graph and Twitter card
 images and videos, and ``a href`` links to image or video files.
 
 Invariants: pure (no network, no logging); every link is an absolute http(s) URL
 without fragment, resolved as a browser would (``<base href>``, then the page URL,
 WHATWG URL parsing by ada-url), other than the page's own URL; links are unique, in
-document order, at most ``limit``: past the limit each element's main link (its
-``src``, or its first ``srcset`` candidate) comes before the other sizes and formats
-of the same picture; any input, however broken, gives a list rather than an exception.
+document order, at most ``limit``: past the limit each picture's main link (the first
+usable one of its element: a lazy loader's picture, else ``src``, else the first
+``srcset`` candidate) comes before the other sizes, formats and placeholders of the same
+picture; any input, however broken, gives a list rather than an exception.
 Links are not checked for public hosts here: the fetcher refuses those when asked.
 
 The page is read by libxml2's HTML tokenizer (lxml, an HTML5 tokenizer since libxml2
@@ -69,8 +71,31 @@ _BOMS = (
     (codecs.BOM_UTF16_BE, "utf-16-be"),
 )
 
-# (raw value, main link of its element?, only if it names a media file?)
-Candidate = tuple[str, bool, bool]
+# Where lazy loaders keep an <img>'s (or a video's, or its <source>'s) picture until a
+# script, once it scrolls into view, moves it into src or srcset; src then holds a
+# placeholder (a 1x1 GIF, a data: URI, a spinner). lazysizes, vanilla-lazyload, lozad,
+# jQuery Lazy, Lazy Load XT and the WordPress plugins built on them (Smush, LiteSpeed,
+# a3, Autoptimize): data-src; WP Rocket, Jetpack, BJ Lazy Load: data-lazy-src; jQuery
+# Lazy Load (tuupola) and its forks: data-original, data-original-src; WP Rocket before
+# 2.0: data-lazy-original; Slick carousel: data-lazy.
+_LAZY_SRC = (
+    "data-src",
+    "data-lazy-src",
+    "data-original",
+    "data-original-src",
+    "data-lazy-original",
+    "data-lazy",
+)
+_LAZY_SRCSET = ("data-srcset", "data-lazy-srcset")
+# lazysizes (unveilhooks) and vanilla-lazyload: a video's poster.
+_LAZY_POSTER = ("data-poster",)
+_LAZY = frozenset((*_LAZY_SRC, *_LAZY_SRCSET, *_LAZY_POSTER))
+
+# (raw value, picture it is a link of, only if it names a media file?). The first
+# usable link of a picture is its main link, the others its alternatives (other sizes,
+# formats, placeholders); a picture of None offers alternatives of another (a
+# <picture>'s <source>, whose <img> holds the main link).
+Candidate = tuple[str, int | None, bool]
 
 
 def media_links(
@@ -105,11 +130,17 @@ def media_links(
             base = joined
     main: dict[str, int] = {}
     other: dict[str, int] = {}
-    for position, (value, is_main, media_only) in enumerate(collector.candidates):
-        url = _resolve(base, _encode_query(value, codec))
+    resolved: dict[str, str | None] = {}  # a placeholder on every <img> is resolved once
+    pictures: set[int] = set()  # the pictures whose main link is chosen
+    for position, (value, picture, media_only) in enumerate(collector.candidates):
+        if value in resolved:
+            url = resolved[value]
+        else:
+            url = resolved[value] = _resolve(base, _encode_query(value, codec))
         if url is None or url == page or (media_only and not _has_media_extension(url)):
             continue
-        if is_main:
+        if picture is not None and picture not in pictures:
+            pictures.add(picture)
             if url not in main:
                 main[url] = other.pop(url, position)
                 if len(main) >= limit:
@@ -129,10 +160,11 @@ class _Collector:
         self.candidates: list[Candidate] = []
         self.base: str | None = None
         self._svg_document = svg_document
-        self._seen: set[Candidate] = set()
+        self._seen: set[tuple[object, ...]] = set()  # elements that gave links
         self._open: list[str] = []
         self._foreign = 0  # open <svg>/<math> elements
-        self._video_main: list[bool] = []  # per open <video>: has it a main link yet
+        self._videos: list[int] = []  # per open <video>: its picture
+        self._pictures = 0
 
     def start(self, tag: str, attrib: dict[str, str]) -> None:
         parent = self._open[-1] if self._open else None
@@ -140,9 +172,19 @@ class _Collector:
         if tag in _FOREIGN:
             self._foreign += 1
         if tag == "video":
-            self._video_main.append(False)
-        if tag in _TAGS:
+            self._videos.append(self._picture())
+        if tag not in _TAGS:
+            return
+        if tag == "video" or parent == "video":  # adding to a picture begun before
             self._element(tag, parent, attrib)
+            return
+        # An element given again adds nothing (a page repeating one costs nothing).
+        key = (tag, self._foreign > 0, *attrib.items())
+        if key not in self._seen:
+            mark = len(self.candidates)
+            self._element(tag, parent, attrib)
+            if len(self.candidates) > mark:
+                self._seen.add(key)
 
     def end(self, tag: str) -> None:
         # libxml2 closes elements innermost first, each start with one end.
@@ -150,53 +192,58 @@ class _Collector:
             closed = self._open.pop()
             if closed in _FOREIGN:
                 self._foreign -= 1
-            elif closed == "video" and self._video_main:
-                self._video_main.pop()
+            elif closed == "video" and self._videos:
+                self._videos.pop()
 
     def close(self) -> None:
         return None
 
-    def _add(self, value: str | None, is_main: bool, media_only: bool = False) -> None:
+    def _picture(self) -> int:
+        self._pictures += 1
+        return self._pictures
+
+    def _add(self, value: str | None, picture: int | None, media_only: bool = False) -> None:
         if value:
-            candidate = (value, is_main, media_only)
-            if candidate not in self._seen:  # a page repeating one link costs nothing
-                self._seen.add(candidate)
-                self.candidates.append(candidate)
+            self.candidates.append((value, picture, media_only))
+
+    def _links(
+        self, attrib: dict[str, str], names: tuple[str, ...], picture: int | None, srcset: bool
+    ) -> None:
+        for name in names:
+            value = attrib.get(name)
+            if value and srcset:
+                for url in _srcset_urls(value):
+                    self.candidates.append((url, picture, False))
+            elif value:
+                self.candidates.append((value, picture, False))
 
     def _element(self, tag: str, parent: str | None, attrib: dict[str, str]) -> None:
         get = attrib.get
         if tag == "image" and self._foreign:
-            self._add(get("href") or get("xlink:href"), True)  # SVG: the picture it shows
+            self._add(get("href") or get("xlink:href"), self._picture())  # SVG: its picture
         elif tag in ("img", "image"):
-            sources = [value for value in (get("src"), get("data-src")) if value]
-            for value in sources:
-                self._add(value, True)
-            has_main = bool(sources)  # else the first srcset candidate is the main link
-            for name in ("srcset", "data-srcset"):
-                for url in _srcset_urls(get(name) or ""):
-                    self._add(url, not has_main)
-                    has_main = True
+            picture = self._picture()
+            if not _LAZY.isdisjoint(attrib):
+                # A lazy loader's picture first: src then holds its placeholder.
+                self._links(attrib, _LAZY_SRC, picture, srcset=False)
+                self._links(attrib, _LAZY_SRCSET, picture, srcset=True)
+            self._add(get("src"), picture)
+            self._links(attrib, ("srcset",), picture, srcset=True)
         elif tag == "source":
-            if parent == "video":  # <audio><source src> is sound, not media we hash
-                first = bool(self._video_main) and not self._video_main[-1]
-                self._add(get("src"), first)
-                if first and get("src"):
-                    self._video_main[-1] = True
-            for name in ("srcset", "data-srcset"):  # <picture>: its <img> is the main one
-                for url in _srcset_urls(get(name) or ""):
-                    self._add(url, False)
+            if parent == "video" and self._videos:  # <audio><source> is sound, not media
+                self._links(attrib, (*_LAZY_SRC, "src"), self._videos[-1], srcset=False)
+            # <picture>: its <img> holds the main link.
+            self._links(attrib, (*_LAZY_SRCSET, "srcset"), None, srcset=True)
         elif tag == "video":
-            if get("src"):
-                self._add(get("src"), True)
-                self._video_main[-1] = True
-            self._add(get("poster"), True)
+            self._links(attrib, (*_LAZY_SRC, "src"), self._videos[-1], srcset=False)
+            self._links(attrib, (*_LAZY_POSTER, "poster"), self._picture(), srcset=False)
         elif tag == "meta":
             key = (get("property") or get("name") or "").strip().lower()
             if key in _META_NAMES:
-                self._add(get("content"), True)
+                self._add(get("content"), self._picture())
         elif tag == "a":
             if not (self._svg_document and self._foreign):
-                self._add(get("href"), True, media_only=True)
+                self._add(get("href"), self._picture(), media_only=True)
         elif tag == "base" and self.base is None and "href" in attrib:
             self.base = attrib["href"]
 

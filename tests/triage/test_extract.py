@@ -412,3 +412,52 @@ def test_generated_pages_keep_the_invariants(fragments: list[str]) -> None:
     links = media_links("".join(fragments), "http://example.com/base/", limit=50)
     assert len(set(links)) == len(links)
     assert all(link.startswith("http://") and "#" not in link for link in links)
+
+
+def test_the_pictures_lazy_loaders_keep_for_their_scripts() -> None:
+    html = (
+        '<img src="/blank.gif" data-lazy-src="/rocket.jpg" data-lazy-srcset="/rocket-2x.jpg 2x">'
+        '<img data-original="/tuupola.jpg">'
+        '<img data-original-src="/fork.jpg">'
+        '<img data-lazy-original="/rocket-1.jpg">'
+        '<img data-lazy="/slick.jpg">'
+        '<picture><source data-lazy-srcset="/pic.webp" type="image/webp"><img data-src="/pic.jpg">'
+        "</picture>"
+        '<video data-poster="/poster.jpg" poster="/poster-placeholder.gif" data-src="/v.mp4">'
+        '<source data-src="/v.webm"></video>'
+    )
+    assert media_links(html, "http://example.com/", limit=50) == [
+        "http://example.com/rocket.jpg",
+        "http://example.com/rocket-2x.jpg",
+        "http://example.com/blank.gif",
+        "http://example.com/tuupola.jpg",
+        "http://example.com/fork.jpg",
+        "http://example.com/rocket-1.jpg",
+        "http://example.com/slick.jpg",
+        "http://example.com/pic.webp",
+        "http://example.com/pic.jpg",
+        "http://example.com/v.mp4",
+        "http://example.com/poster.jpg",
+        "http://example.com/poster-placeholder.gif",
+        "http://example.com/v.webm",
+    ]
+
+
+def test_placeholders_do_not_push_lazy_pictures_past_the_limit() -> None:
+    # One spinner on every <img>: the 60 pictures fill the limit, not the spinner.
+    same = "".join(f'<img src="/spinner.gif" data-src="/p{n}.jpg">' for n in range(60))
+    links = media_links(same, "http://example.com/", limit=50)
+    assert links == [f"http://example.com/p{n}.jpg" for n in range(50)]
+    # A blurred preview of each (LQIP): every picture before any preview.
+    previews = "".join(f'<img src="/tiny/{n}.jpg" data-src="/q{n}.jpg">' for n in range(30))
+    links = media_links(previews, "http://example.com/", limit=50)
+    assert {f"http://example.com/q{n}.jpg" for n in range(30)} <= set(links)
+    assert len(links) == 50
+    # A data: placeholder is no link: the first lazy srcset candidate is the main one.
+    sets = "".join(
+        f'<img src="data:image/gif;base64,R0lGODlhAQABAAAAACw=" '
+        f'data-srcset="/r{n}-1x.jpg 1x, /r{n}-2x.jpg 2x">'
+        for n in range(10)
+    )
+    links = media_links(sets, "http://example.com/", limit=10)
+    assert links == [f"http://example.com/r{n}-1x.jpg" for n in range(10)]
