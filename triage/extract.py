@@ -5,7 +5,8 @@ Owns the answer to "what on this page should be fetched and hashed": ``img`` (``
 moves it there, ``data-src``, ``data-lazy-src``, ``data-original`` …; ``<image>`` is
 read as ``<img>``, as browsers do), ``picture``/``video`` ``source``, ``video`` (``src``,
 ``poster``), SVG ``<image>`` (``href``, ``xlink:href``), Open Graph and Twitter card
-images and videos, and ``a href`` links to image or video files.
+images and videos, ``<input type=image>``, ``embed``/``object`` showing an image or a
+video, and ``a href`` links to image or video files.
 
 Invariants: pure (no network, no logging); every link is an absolute http(s) URL
 without fragment, resolved as a browser would (``<base href>``, then the page URL,
@@ -57,7 +58,9 @@ _META_NAMES = frozenset(
         "twitter:image:src",
     }
 )
-_TAGS = frozenset({"base", "img", "image", "source", "video", "meta", "a"})
+_TAGS = frozenset(
+    {"base", "img", "image", "source", "video", "meta", "a", "input", "embed", "object"}
+)
 _FOREIGN = frozenset({"svg", "math"})
 _WEB_SCHEMES = frozenset({"http:", "https:"})
 _HTML_SPACE = " \t\n\f\r"
@@ -244,6 +247,16 @@ class _Collector:
         elif tag == "a":
             if not (self._svg_document and self._foreign):
                 self._add(get("href"), self._picture(), media_only=True)
+        elif tag == "input":
+            if (get("type") or "").lower() == "image":  # an image button
+                self._add(get("src"), self._picture())
+        elif tag in ("embed", "object"):
+            # Shown as a picture or a video when it is one: by its type if it has one,
+            # else by the name of its file (Flash, PDF or a page are not media).
+            kind = (get("type") or "").strip().lower()
+            if not kind or kind.startswith(("image/", "video/")):
+                value = get("src") if tag == "embed" else get("data")
+                self._add(value, self._picture(), media_only=not kind)
         elif tag == "base" and self.base is None and "href" in attrib:
             self.base = attrib["href"]
 

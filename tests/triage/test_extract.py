@@ -461,3 +461,27 @@ def test_placeholders_do_not_push_lazy_pictures_past_the_limit() -> None:
     )
     links = media_links(sets, "http://example.com/", limit=10)
     assert links == [f"http://example.com/r{n}-1x.jpg" for n in range(10)]
+
+
+def test_image_buttons_embeds_and_objects_that_show_media() -> None:
+    html = (
+        '<input type="IMAGE" src="/button.png">'
+        '<input type="text" src="/not-a-button.png">'
+        '<embed src="/clip.mp4">'
+        '<embed src="/player.swf">'
+        '<embed src="/stream?id=1" type="video/mp4">'
+        '<embed src="/frame.html" type="text/html">'
+        '<object data="/still.jpg"></object>'
+        '<object data="/show?id=2" type=" Image/PNG "></object>'
+        '<object data="/doc.pdf" type="application/pdf"></object>'
+        '<object data="/movie.swf" type="application/x-shockwave-flash">'
+        '<embed src="/fallback.gif"></object>'
+    )
+    assert media_links(html, "http://example.com/", limit=50) == [
+        "http://example.com/button.png",
+        "http://example.com/clip.mp4",
+        "http://example.com/stream?id=1",
+        "http://example.com/still.jpg",
+        "http://example.com/show?id=2",
+        "http://example.com/fallback.gif",
+    ]
