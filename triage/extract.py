@@ -6,7 +6,8 @@ moves it there, ``data-src``, ``data-lazy-src``, ``data-original`` …; ``<image
 read as ``<img>``, as browsers do), ``picture``/``video`` ``source``, ``video`` (``src``,
 ``poster``), SVG ``<image>`` (``href``, ``xlink:href``), Open Graph and Twitter card
 images and videos, ``<input type=image>``, ``embed``/``object`` showing an image or a
-video, and ``a href`` links to image or video files.
+video, ``a href`` links to image or video files, and any element's background pictures
+(``url()`` in its ``style`` attribute, or in the attributes of lazy loaders).
 
 Invariants: pure (no network, no logging); every link is an absolute http(s) URL
 without fragment, resolved as a browser would (``<base href>``, then the page URL,
@@ -21,16 +22,20 @@ The page is read by libxml2's HTML tokenizer (lxml, an HTML5 tokenizer since lib
 2.14) as a stream of start and end tags, with no tree built: time and memory stay
 linear in the page whatever its markup. (An HTML5 tree builder, lexbor's before, takes
 quadratic or worse time and memory on pages of unclosed or misnested tags: 82 kB of
-them held a worker for 23 s and 5 GB.)
+them held a worker for 23 s and 5 GB.) CSS is read by tinycss2's tokenizer and parser
+(no recursion, linear), within a budget per page: it is pure Python.
 """
 
 from __future__ import annotations
 
 import codecs
+import re
 import urllib.parse
+from collections.abc import Iterable, Iterator
 from email.message import Message
 
 import ada_url
+import tinycss2
 import webencodings
 from lxml import etree
 
@@ -93,6 +98,34 @@ _LAZY_SRCSET = ("data-srcset", "data-lazy-srcset")
 # lazysizes (unveilhooks) and vanilla-lazyload: a video's poster.
 _LAZY_POSTER = ("data-poster",)
 _LAZY = frozenset((*_LAZY_SRC, *_LAZY_SRCSET, *_LAZY_POSTER))
+# Where lazy loaders keep an element's background picture until a script sets its
+# background-image, and what the attribute holds: a URL, or CSS with url() (data-bg:
+# lazysizes' unveilhooks, vanilla-lazyload, Lazy Load XT, and scripts that set the whole
+# background; data-background: Swiper, many themes); URLs separated by commas (lozad);
+# CSS (vanilla-lazyload's several layers, image sets and high-density versions); srcsets
+# separated by "|" (lazysizes' bgset).
+_LAZY_BACKGROUNDS = (
+    ("data-bg", "url"),
+    ("data-background", "url"),
+    ("data-background-image", "urls"),
+    ("data-bg-multi", "css"),
+    ("data-bg-set", "css"),
+    ("data-bgset", "srcsets"),
+    ("data-bg-hidpi", "url"),
+    ("data-bg-multi-hidpi", "css"),
+)
+_DECORATED = frozenset({"style", *(name for name, _ in _LAZY_BACKGROUNDS)})
+# The CSS properties whose url() an element shows: its background, and custom
+# properties (--name), through which themes hand a picture to their stylesheet.
+_BACKGROUND_PROPERTIES = frozenset({"background", "background-image"})
+_IMAGE_SETS = frozenset({"image-set", "-webkit-image-set"})
+# Characters of CSS read per page from style attributes (and lazy attributes holding
+# CSS): tinycss2 is pure Python, about 0.7 s a megabyte of ordinary CSS and 2.5 s of
+# the worst; a text that does not fit in what is left is skipped.
+_CSS_BUDGET = 1_000_000
+# tinycss2 converts a number token to int, which Python refuses past 4300 digits.
+_LONG_DIGITS = re.compile(r"[0-9]{1000}")
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 # (raw value, picture it is a link of, only if it names a media file?). The first
 # usable link of a picture is its main link, the others its alternatives (other sizes,
@@ -168,6 +201,7 @@ class _Collector:
         self._foreign = 0  # open <svg>/<math> elements
         self._videos: list[int] = []  # per open <video>: its picture
         self._pictures = 0
+        self._css_left = _CSS_BUDGET  # of style attributes
 
     def start(self, tag: str, attrib: dict[str, str]) -> None:
         parent = self._open[-1] if self._open else None
@@ -176,16 +210,16 @@ class _Collector:
             self._foreign += 1
         if tag == "video":
             self._videos.append(self._picture())
-        if tag not in _TAGS:
+        if tag not in _TAGS and _DECORATED.isdisjoint(attrib):
             return
         if tag == "video" or parent == "video":  # adding to a picture begun before
-            self._element(tag, parent, attrib)
+            self._links_of(tag, parent, attrib)
             return
         # An element given again adds nothing (a page repeating one costs nothing).
         key = (tag, self._foreign > 0, *attrib.items())
         if key not in self._seen:
             mark = len(self.candidates)
-            self._element(tag, parent, attrib)
+            self._links_of(tag, parent, attrib)
             if len(self.candidates) > mark:
                 self._seen.add(key)
 
@@ -220,10 +254,46 @@ class _Collector:
             elif value:
                 self.candidates.append((value, picture, False))
 
-    def _element(self, tag: str, parent: str | None, attrib: dict[str, str]) -> None:
+    def _links_of(self, tag: str, parent: str | None, attrib: dict[str, str]) -> None:
+        picture = self._element(tag, parent, attrib) if tag in _TAGS else None
+        if not _DECORATED.isdisjoint(attrib):
+            # Its background is the element's own picture (for an img, the backdrop
+            # of a blurred preview): after its other links, or a picture of its own.
+            self._backgrounds(attrib, picture or self._picture())
+
+    def _backgrounds(self, attrib: dict[str, str], picture: int) -> None:
+        for name, holds in _LAZY_BACKGROUNDS:
+            value = attrib.get(name)
+            if not value:
+                continue
+            if holds == "css" or _looks_like_css(value):
+                self._css(value, picture, whole=False)
+            elif holds == "srcsets":
+                for part in value.split("|"):
+                    for url in _srcset_urls(part):
+                        self._add(url, picture)
+            else:
+                for url in value.split(",") if holds == "urls" else (value,):
+                    self._add(url, picture)
+        self._css(attrib.get("style"), picture, whole=True)
+
+    def _css(self, css: str | None, picture: int, *, whole: bool) -> None:
+        """The background links of a style attribute (``whole``) or of a CSS value."""
+        # Without a parenthesis CSS holds no url() (a cheap test for most styles).
+        if not css or "(" not in css or len(css) > self._css_left:
+            return
+        self._css_left -= len(css)
+        urls = _style_urls(css) if whole else _value_urls(_tokens(css))
+        for url in urls:
+            self._add(url, picture)
+
+    def _element(self, tag: str, parent: str | None, attrib: dict[str, str]) -> int | None:
+        """Adds the element's links; returns its picture, if it has one."""
         get = attrib.get
+        picture: int | None = None
         if tag == "image" and self._foreign:
-            self._add(get("href") or get("xlink:href"), self._picture())  # SVG: its picture
+            picture = self._picture()
+            self._add(get("href") or get("xlink:href"), picture)  # SVG: its picture
         elif tag in ("img", "image"):
             picture = self._picture()
             if not _LAZY.isdisjoint(attrib):
@@ -239,26 +309,31 @@ class _Collector:
             self._links(attrib, (*_LAZY_SRCSET, "srcset"), None, srcset=True)
         elif tag == "video":
             self._links(attrib, (*_LAZY_SRC, "src"), self._videos[-1], srcset=False)
-            self._links(attrib, (*_LAZY_POSTER, "poster"), self._picture(), srcset=False)
+            picture = self._picture()
+            self._links(attrib, (*_LAZY_POSTER, "poster"), picture, srcset=False)
         elif tag == "meta":
             key = (get("property") or get("name") or "").strip().lower()
             if key in _META_NAMES:
                 self._add(get("content"), self._picture())
         elif tag == "a":
             if not (self._svg_document and self._foreign):
-                self._add(get("href"), self._picture(), media_only=True)
+                picture = self._picture()
+                self._add(get("href"), picture, media_only=True)
         elif tag == "input":
             if (get("type") or "").lower() == "image":  # an image button
-                self._add(get("src"), self._picture())
+                picture = self._picture()
+                self._add(get("src"), picture)
         elif tag in ("embed", "object"):
             # Shown as a picture or a video when it is one: by its type if it has one,
             # else by the name of its file (Flash, PDF or a page are not media).
             kind = (get("type") or "").strip().lower()
             if not kind or kind.startswith(("image/", "video/")):
                 value = get("src") if tag == "embed" else get("data")
-                self._add(value, self._picture(), media_only=not kind)
+                picture = self._picture()
+                self._add(value, picture, media_only=not kind)
         elif tag == "base" and self.base is None and "href" in attrib:
             self.base = attrib["href"]
+        return picture
 
 
 def _parse(text: str, target: object) -> None:
@@ -273,6 +348,53 @@ def _parse(text: str, target: object) -> None:
         parser.close()
     except etree.LxmlError:  # pragma: no cover - recover=True parses anything
         pass
+
+
+def _looks_like_css(value: str) -> bool:
+    lowered = value.lower()
+    return "url(" in lowered or "image-set(" in lowered
+
+
+def _tokens(css: str) -> list[tinycss2.ast.Node]:
+    # A long run of digits is cut by an escaped digit (\3N and a space), which reads
+    # as the same digit in a URL, a string or a name, and ends a number token.
+    css = _LONG_DIGITS.sub(lambda match: f"{match[0][:-1]}\\3{match[0][-1]} ", css)
+    return tinycss2.parse_component_value_list(css, skip_comments=True)  # type: ignore[no-any-return]
+
+
+def _style_urls(css: str) -> list[str]:
+    """The background links of a ``style`` attribute's declarations."""
+    values = [
+        item.value
+        for item in tinycss2.parse_blocks_contents(_tokens(css))
+        if item.type == "declaration"
+        and (item.lower_name in _BACKGROUND_PROPERTIES or item.name.startswith("--"))
+    ]
+    return [url for value in values for url in _value_urls(value)]
+
+
+def _value_urls(tokens: Iterable[tinycss2.ast.Node]) -> list[str]:
+    """The links of a CSS value: its url()s, and the strings of an image-set(), at any
+    depth (walked without recursion: nesting is the page's to choose)."""
+    urls: list[str] = []
+    stack: list[tuple[Iterator[tinycss2.ast.Node], bool]] = [(iter(tokens), False)]
+    while stack:
+        items, strings_are_urls = stack[-1]
+        token = next(items, None)
+        if token is None:
+            stack.pop()
+        elif token.type == "url" or (token.type == "string" and strings_are_urls):
+            urls.append(token.value)
+        elif token.type == "function" and token.lower_name == "url":
+            # url("…") with quotes: a function whose argument is a string.
+            strings = [arg for arg in token.arguments if arg.type != "whitespace"]
+            urls.extend(arg.value for arg in strings[:1] if arg.type == "string")
+        elif token.type == "function":
+            stack.append((iter(token.arguments), token.lower_name in _IMAGE_SETS))
+        elif token.type in ("() block", "[] block", "{} block"):
+            stack.append((iter(token.content), False))
+    # An escape may name a surrogate, which URLs (and browsers) take as U+FFFD.
+    return [_SURROGATES.sub("\ufffd", url) for url in urls]
 
 
 def _srcset_urls(value: str) -> list[str]:
