@@ -7,7 +7,8 @@ read as ``<img>``, as browsers do), ``picture``/``video`` ``source``, ``video`` 
 ``poster``), SVG ``<image>`` (``href``, ``xlink:href``), Open Graph and Twitter card
 images and videos, ``<input type=image>``, ``embed``/``object`` showing an image or a
 video, ``a href`` links to image or video files, and any element's background pictures
-(``url()`` in its ``style`` attribute, or in the attributes of lazy loaders).
+(``url()`` in its ``style`` attribute, or in the attributes of lazy loaders), and the
+backgrounds of the rules of ``<style>`` elements.
 
 Invariants: pure (no network, no logging); every link is an absolute http(s) URL
 without fragment, resolved as a browser would (``<base href>``, then the page URL,
@@ -120,8 +121,9 @@ _DECORATED = frozenset({"style", *(name for name, _ in _LAZY_BACKGROUNDS)})
 _BACKGROUND_PROPERTIES = frozenset({"background", "background-image"})
 _IMAGE_SETS = frozenset({"image-set", "-webkit-image-set"})
 # Characters of CSS read per page from style attributes (and lazy attributes holding
-# CSS): tinycss2 is pure Python, about 0.7 s a megabyte of ordinary CSS and 2.5 s of
-# the worst; a text that does not fit in what is left is skipped.
+# CSS), and as many from <style> elements: tinycss2 is pure Python, about 0.7 s a
+# megabyte of ordinary CSS and 2.5 s of the worst; a text that does not fit in what is
+# left is skipped.
 _CSS_BUDGET = 1_000_000
 # tinycss2 converts a number token to int, which Python refuses past 4300 digits.
 _LONG_DIGITS = re.compile(r"[0-9]{1000}")
@@ -190,7 +192,8 @@ def media_links(
 
 class _Collector:
     """An lxml parser target: the candidate links of the page's elements, in document
-    order, and its first ``<base href>``. Sees start and end tags only (no text)."""
+    order, and its first ``<base href>``. Sees start and end tags, and of the text only
+    that of ``<style>`` elements."""
 
     def __init__(self, svg_document: bool) -> None:
         self.candidates: list[Candidate] = []
@@ -202,6 +205,10 @@ class _Collector:
         self._videos: list[int] = []  # per open <video>: its picture
         self._pictures = 0
         self._css_left = _CSS_BUDGET  # of style attributes
+        self._style: list[str] | None = None  # the text of the open <style>, if read
+        self._style_size = 0
+        self._style_left = _CSS_BUDGET  # of <style> elements
+        self._styles: set[str] = set()  # <style> texts read
 
     def start(self, tag: str, attrib: dict[str, str]) -> None:
         parent = self._open[-1] if self._open else None
@@ -210,6 +217,8 @@ class _Collector:
             self._foreign += 1
         if tag == "video":
             self._videos.append(self._picture())
+        elif tag == "style":
+            self._style, self._style_size = [], 0
         if tag not in _TAGS and _DECORATED.isdisjoint(attrib):
             return
         if tag == "video" or parent == "video":  # adding to a picture begun before
@@ -231,9 +240,30 @@ class _Collector:
                 self._foreign -= 1
             elif closed == "video" and self._videos:
                 self._videos.pop()
+            elif closed == "style":
+                self._stylesheet()
+
+    def data(self, text: str) -> None:
+        if self._style is not None and self._open and self._open[-1] == "style":
+            self._style.append(text)
+            self._style_size += len(text)
+            if self._style_size > self._style_left:
+                self._style = None  # too large for what is left: skipped
 
     def close(self) -> None:
         return None
+
+    def _stylesheet(self) -> None:
+        """The backgrounds of a ``<style>`` element's rules: alternatives of no picture,
+        for a rule's selector may match no element, or an icon."""
+        css = "".join(self._style or ())
+        self._style = None
+        if "(" not in css or len(css) > self._style_left or css in self._styles:
+            return
+        self._style_left -= len(css)
+        self._styles.add(css)
+        for url in _stylesheet_urls(css):
+            self._add(url, None)
 
     def _picture(self) -> int:
         self._pictures += 1
@@ -367,10 +397,35 @@ def _style_urls(css: str) -> list[str]:
     values = [
         item.value
         for item in tinycss2.parse_blocks_contents(_tokens(css))
-        if item.type == "declaration"
-        and (item.lower_name in _BACKGROUND_PROPERTIES or item.name.startswith("--"))
+        if item.type == "declaration" and _is_background(item)
     ]
     return [url for value in values for url in _value_urls(value)]
+
+
+def _stylesheet_urls(css: str) -> list[str]:
+    """The background links of a style sheet's rules, nested rules included, in order."""
+    urls: list[str] = []
+    rules = tinycss2.parse_stylesheet(_tokens(css), skip_comments=True, skip_whitespace=True)
+    stack: list[Iterator[tinycss2.ast.Node]] = [iter(rules)]
+    while stack:  # without recursion: nesting is the page's to choose
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+        elif item.type == "declaration" and _is_background(item):
+            urls.extend(_value_urls(item.value))
+        elif item.type in ("qualified-rule", "at-rule") and item.content is not None:
+            # A rule's declarations and nested rules; an at-rule's (@media, @supports …)
+            # rules. @import and @font-face name style sheets and fonts, not pictures.
+            contents = tinycss2.parse_blocks_contents(
+                item.content, skip_comments=True, skip_whitespace=True
+            )
+            stack.append(iter(contents))
+    return urls
+
+
+def _is_background(declaration: tinycss2.ast.Declaration) -> bool:
+    name: str = declaration.name
+    return declaration.lower_name in _BACKGROUND_PROPERTIES or name.startswith("--")
 
 
 def _value_urls(tokens: Iterable[tinycss2.ast.Node]) -> list[str]:

@@ -629,7 +629,59 @@ def test_any_css_gives_web_links(css: str) -> None:
     html = (
         f"<div style='background: url(/a.jpg) {css}'></div><div style='--x: {css}'></div>"
         f"<div data-bg='url({css})' data-bg-multi='{css}'></div>"
+        f"<style>.a {{ background: url(/b.jpg) {css} }}</style><style>{css}</style>"
     )
     links = media_links(html, "http://example.com/", limit=50)
     assert len(set(links)) == len(links)
     assert all(link.startswith("http://") and "#" not in link for link in links)
+
+
+def test_backgrounds_of_style_elements() -> None:
+    html = (
+        '<base href="https://cdn.example.org/theme/">'
+        "<style>\n"
+        "@import url(print.css);\n"
+        "@font-face { font-family: x; src: url(font.woff2) }\n"
+        ".hero { color: red; background: url('hero.jpg') center / cover }\n"
+        "/* .old { background: url(commented.jpg) } */\n"
+        "@media (min-width: 40em) { .hero { background-image: image-set('hero-2x.avif' 2x) } }\n"
+        '.card { .photo { background-image: url("/nested.jpg") } }\n'
+        ":root { --banner: url(banner.webp) }\n"
+        ".icon { mask-image: url(icon.svg) }\n"
+        "</style>"
+        '<img src="/photo.jpg">'
+        "<style>.late { background: url(late.png) }</style>"
+        "<svg><style>.s { background: url(in-svg.png) }</style></svg>"
+    )
+    assert media_links(html, "http://example.com/", limit=50) == [
+        "https://cdn.example.org/theme/hero.jpg",
+        "https://cdn.example.org/theme/hero-2x.avif",
+        "https://cdn.example.org/nested.jpg",
+        "https://cdn.example.org/theme/banner.webp",
+        "https://cdn.example.org/photo.jpg",
+        "https://cdn.example.org/theme/late.png",
+        "https://cdn.example.org/theme/in-svg.png",
+    ]
+    # A rule's selector may match nothing (or an icon): past the limit the pictures of
+    # the page's elements come first.
+    assert media_links(html, "http://example.com/", limit=1) == [
+        "https://cdn.example.org/photo.jpg"
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_a_hostile_style_element_is_read_in_linear_time() -> None:
+    # Nested blocks, tinycss2's slowest, within the page's budget for <style> (1,000,000
+    # characters); a larger one after it is skipped, and the page still read.
+    nested = ("a{b:c(" * 165_000)[:990_000]
+    html = (
+        "<style>.a { background: url(/before.jpg) }</style>"
+        f"<style>{nested}</style>"
+        f"<style>.b {{ background: url(/skipped.jpg) }}{' ' * 100_000}</style>"
+        '<style>.c { background: url(/after.jpg) }</style><img src="/last.jpg">'
+    )
+    assert media_links(html, "http://example.com/", limit=10) == [
+        "http://example.com/before.jpg",
+        "http://example.com/after.jpg",
+        "http://example.com/last.jpg",
+    ]
