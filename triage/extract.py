@@ -281,7 +281,7 @@ class _Collector:
             if value and srcset:
                 for url in _srcset_urls(value):
                     self.candidates.append((url, picture, False))
-            elif value:
+            elif value and (not name.startswith("data-") or _may_be_link(value)):
                 self.candidates.append((value, picture, False))
 
     def _links_of(self, tag: str, parent: str | None, attrib: dict[str, str]) -> None:
@@ -304,7 +304,8 @@ class _Collector:
                         self._add(url, picture)
             else:
                 for url in value.split(",") if holds == "urls" else (value,):
-                    self._add(url, picture)
+                    if _may_be_link(url):
+                        self._add(url, picture)
         self._css(attrib.get("style"), picture, whole=True)
 
     def _css(self, css: str | None, picture: int, *, whole: bool) -> None:
@@ -378,6 +379,12 @@ def _parse(text: str, target: object) -> None:
         parser.close()
     except etree.LxmlError:  # pragma: no cover - recover=True parses anything
         pass
+
+
+def _may_be_link(value: str) -> bool:
+    """Whether a lazy loader's attribute may hold a link: ``data-lazy="true"`` is a flag
+    of other scripts, and taken as a link it would push the ``src`` aside."""
+    return "/" in value or "." in value
 
 
 def _looks_like_css(value: str) -> bool:

@@ -494,6 +494,17 @@ def test_the_pictures_lazy_loaders_keep_for_their_scripts() -> None:
     ]
 
 
+def test_flags_in_lazy_attributes_are_not_links() -> None:
+    html = (
+        '<img src="/real.jpg" data-lazy="true" data-src="1">'
+        '<div data-bg="yes" data-background="lazy" style="background: url(/bg.jpg)"></div>'
+    )
+    assert media_links(html, "http://example.com/", limit=50) == [
+        "http://example.com/real.jpg",
+        "http://example.com/bg.jpg",
+    ]
+
+
 def test_placeholders_do_not_push_lazy_pictures_past_the_limit() -> None:
     # One spinner on every <img>: the 60 pictures fill the limit, not the spinner.
     same = "".join(f'<img src="/spinner.gif" data-src="/p{n}.jpg">' for n in range(60))
