@@ -1,33 +1,42 @@
 """The media links of a fetched page: which images and videos a reported page shows.
 
 Owns the answer to "what on this page should be fetched and hashed": ``img`` (``src``,
-``srcset`` and the ``data-src``/``data-srcset`` of lazy loaders; ``<image>`` is read as
-``<img>``, as browsers do), ``picture``/``video`` ``source``, ``video`` (``src``,
+``srcset`` and the attributes where lazy loaders keep the real picture until a script
+moves it there, ``data-src``, ``data-lazy-src``, ``data-original`` …; ``<image>`` is
+read as ``<img>``, as browsers do), ``picture``/``video`` ``source``, ``video`` (``src``,
 ``poster``), SVG ``<image>`` (``href``, ``xlink:href``), Open Graph and Twitter card
-images and videos, and ``a href`` links to image or video files.
+images and videos, ``<input type=image>``, ``embed``/``object`` showing an image or a
+video, ``a href`` links to image or video files, and any element's background pictures
+(``url()`` in its ``style`` attribute, or in the attributes of lazy loaders), and the
+backgrounds of the rules of ``<style>`` elements.
 
 Invariants: pure (no network, no logging); every link is an absolute http(s) URL
 without fragment, resolved as a browser would (``<base href>``, then the page URL,
 WHATWG URL parsing by ada-url), other than the page's own URL; links are unique, in
-document order, at most ``limit``: past the limit each element's main link (its
-``src``, or its first ``srcset`` candidate) comes before the other sizes and formats
-of the same picture; any input, however broken, gives a list rather than an exception.
+document order, at most ``limit``: past the limit each picture's main link (the first
+usable one of its element: a lazy loader's picture, else ``src``, else the first
+``srcset`` candidate) comes before the other sizes, formats and placeholders of the same
+picture; any input, however broken, gives a list rather than an exception.
 Links are not checked for public hosts here: the fetcher refuses those when asked.
 
 The page is read by libxml2's HTML tokenizer (lxml, an HTML5 tokenizer since libxml2
 2.14) as a stream of start and end tags, with no tree built: time and memory stay
 linear in the page whatever its markup. (An HTML5 tree builder, lexbor's before, takes
 quadratic or worse time and memory on pages of unclosed or misnested tags: 82 kB of
-them held a worker for 23 s and 5 GB.)
+them held a worker for 23 s and 5 GB.) CSS is read by tinycss2's tokenizer and parser
+(no recursion, linear), within a budget per page: it is pure Python.
 """
 
 from __future__ import annotations
 
 import codecs
+import re
 import urllib.parse
+from collections.abc import Iterable, Iterator
 from email.message import Message
 
 import ada_url
+import tinycss2
 import webencodings
 from lxml import etree
 
@@ -55,7 +64,9 @@ _META_NAMES = frozenset(
         "twitter:image:src",
     }
 )
-_TAGS = frozenset({"base", "img", "image", "source", "video", "meta", "a"})
+_TAGS = frozenset(
+    {"base", "img", "image", "source", "video", "meta", "a", "input", "embed", "object"}
+)
 _FOREIGN = frozenset({"svg", "math"})
 _WEB_SCHEMES = frozenset({"http:", "https:"})
 _HTML_SPACE = " \t\n\f\r"
@@ -69,8 +80,60 @@ _BOMS = (
     (codecs.BOM_UTF16_BE, "utf-16-be"),
 )
 
-# (raw value, main link of its element?, only if it names a media file?)
-Candidate = tuple[str, bool, bool]
+# Where lazy loaders keep an <img>'s (or a video's, or its <source>'s) picture until a
+# script, once it scrolls into view, moves it into src or srcset; src then holds a
+# placeholder (a 1x1 GIF, a data: URI, a spinner). lazysizes, vanilla-lazyload, lozad,
+# jQuery Lazy, Lazy Load XT and the WordPress plugins built on them (Smush, LiteSpeed,
+# a3, Autoptimize): data-src; WP Rocket, Jetpack, BJ Lazy Load: data-lazy-src; jQuery
+# Lazy Load (tuupola) and its forks: data-original, data-original-src; WP Rocket before
+# 2.0: data-lazy-original; Slick carousel: data-lazy.
+_LAZY_SRC = (
+    "data-src",
+    "data-lazy-src",
+    "data-original",
+    "data-original-src",
+    "data-lazy-original",
+    "data-lazy",
+)
+_LAZY_SRCSET = ("data-srcset", "data-lazy-srcset")
+# lazysizes (unveilhooks) and vanilla-lazyload: a video's poster.
+_LAZY_POSTER = ("data-poster",)
+_LAZY = frozenset((*_LAZY_SRC, *_LAZY_SRCSET, *_LAZY_POSTER))
+# Where lazy loaders keep an element's background picture until a script sets its
+# background-image, and what the attribute holds: a URL, or CSS with url() (data-bg:
+# lazysizes' unveilhooks, vanilla-lazyload, Lazy Load XT, and scripts that set the whole
+# background; data-background: Swiper, many themes); URLs separated by commas (lozad);
+# CSS (vanilla-lazyload's several layers, image sets and high-density versions); srcsets
+# separated by "|" (lazysizes' bgset).
+_LAZY_BACKGROUNDS = (
+    ("data-bg", "url"),
+    ("data-background", "url"),
+    ("data-background-image", "urls"),
+    ("data-bg-multi", "css"),
+    ("data-bg-set", "css"),
+    ("data-bgset", "srcsets"),
+    ("data-bg-hidpi", "url"),
+    ("data-bg-multi-hidpi", "css"),
+)
+_DECORATED = frozenset({"style", *(name for name, _ in _LAZY_BACKGROUNDS)})
+# The CSS properties whose url() an element shows: its background, and custom
+# properties (--name), through which themes hand a picture to their stylesheet.
+_BACKGROUND_PROPERTIES = frozenset({"background", "background-image"})
+_IMAGE_SETS = frozenset({"image-set", "-webkit-image-set"})
+# Characters of CSS read per page from style attributes (and lazy attributes holding
+# CSS), and as many from <style> elements: tinycss2 is pure Python, about 0.7 s a
+# megabyte of ordinary CSS and 2.5 s of the worst; a text that does not fit in what is
+# left is skipped.
+_CSS_BUDGET = 1_000_000
+# tinycss2 converts a number token to int, which Python refuses past 4300 digits.
+_LONG_DIGITS = re.compile(r"[0-9]{1000}")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+# (raw value, picture it is a link of, only if it names a media file?). The first
+# usable link of a picture is its main link, the others its alternatives (other sizes,
+# formats, placeholders); a picture of None offers alternatives of another (a
+# <picture>'s <source>, whose <img> holds the main link).
+Candidate = tuple[str, int | None, bool]
 
 
 def media_links(
@@ -105,11 +168,17 @@ def media_links(
             base = joined
     main: dict[str, int] = {}
     other: dict[str, int] = {}
-    for position, (value, is_main, media_only) in enumerate(collector.candidates):
-        url = _resolve(base, _encode_query(value, codec))
+    resolved: dict[str, str | None] = {}  # a placeholder on every <img> is resolved once
+    pictures: set[int] = set()  # the pictures whose main link is chosen
+    for position, (value, picture, media_only) in enumerate(collector.candidates):
+        if value in resolved:
+            url = resolved[value]
+        else:
+            url = resolved[value] = _resolve(base, _encode_query(value, codec))
         if url is None or url == page or (media_only and not _has_media_extension(url)):
             continue
-        if is_main:
+        if picture is not None and picture not in pictures:
+            pictures.add(picture)
             if url not in main:
                 main[url] = other.pop(url, position)
                 if len(main) >= limit:
@@ -123,16 +192,23 @@ def media_links(
 
 class _Collector:
     """An lxml parser target: the candidate links of the page's elements, in document
-    order, and its first ``<base href>``. Sees start and end tags only (no text)."""
+    order, and its first ``<base href>``. Sees start and end tags, and of the text only
+    that of ``<style>`` elements."""
 
     def __init__(self, svg_document: bool) -> None:
         self.candidates: list[Candidate] = []
         self.base: str | None = None
         self._svg_document = svg_document
-        self._seen: set[Candidate] = set()
+        self._seen: set[tuple[object, ...]] = set()  # elements that gave links
         self._open: list[str] = []
         self._foreign = 0  # open <svg>/<math> elements
-        self._video_main: list[bool] = []  # per open <video>: has it a main link yet
+        self._videos: list[int] = []  # per open <video>: its picture
+        self._pictures = 0
+        self._css_left = _CSS_BUDGET  # of style attributes
+        self._style: list[str] | None = None  # the text of the open <style>, if read
+        self._style_size = 0
+        self._style_left = _CSS_BUDGET  # of <style> elements
+        self._styles: set[str] = set()  # <style> texts read
 
     def start(self, tag: str, attrib: dict[str, str]) -> None:
         parent = self._open[-1] if self._open else None
@@ -140,9 +216,21 @@ class _Collector:
         if tag in _FOREIGN:
             self._foreign += 1
         if tag == "video":
-            self._video_main.append(False)
-        if tag in _TAGS:
-            self._element(tag, parent, attrib)
+            self._videos.append(self._picture())
+        elif tag == "style":
+            self._style, self._style_size = [], 0
+        if tag not in _TAGS and _DECORATED.isdisjoint(attrib):
+            return
+        if tag == "video" or parent == "video":  # adding to a picture begun before
+            self._links_of(tag, parent, attrib)
+            return
+        # An element given again adds nothing (a page repeating one costs nothing).
+        key = (tag, self._foreign > 0, *attrib.items())
+        if key not in self._seen:
+            mark = len(self.candidates)
+            self._links_of(tag, parent, attrib)
+            if len(self.candidates) > mark:
+                self._seen.add(key)
 
     def end(self, tag: str) -> None:
         # libxml2 closes elements innermost first, each start with one end.
@@ -150,55 +238,133 @@ class _Collector:
             closed = self._open.pop()
             if closed in _FOREIGN:
                 self._foreign -= 1
-            elif closed == "video" and self._video_main:
-                self._video_main.pop()
+            elif closed == "video" and self._videos:
+                self._videos.pop()
+            elif closed == "style":
+                self._stylesheet()
+
+    def data(self, text: str) -> None:
+        if self._style is not None and self._open and self._open[-1] == "style":
+            self._style.append(text)
+            self._style_size += len(text)
+            if self._style_size > self._style_left:
+                self._style = None  # too large for what is left: skipped
 
     def close(self) -> None:
         return None
 
-    def _add(self, value: str | None, is_main: bool, media_only: bool = False) -> None:
-        if value:
-            candidate = (value, is_main, media_only)
-            if candidate not in self._seen:  # a page repeating one link costs nothing
-                self._seen.add(candidate)
-                self.candidates.append(candidate)
+    def _stylesheet(self) -> None:
+        """The backgrounds of a ``<style>`` element's rules: alternatives of no picture,
+        for a rule's selector may match no element, or an icon."""
+        css = "".join(self._style or ())
+        self._style = None
+        if "(" not in css or len(css) > self._style_left or css in self._styles:
+            return
+        self._style_left -= len(css)
+        self._styles.add(css)
+        for url in _stylesheet_urls(css):
+            self._add(url, None)
 
-    def _element(self, tag: str, parent: str | None, attrib: dict[str, str]) -> None:
+    def _picture(self) -> int:
+        self._pictures += 1
+        return self._pictures
+
+    def _add(self, value: str | None, picture: int | None, media_only: bool = False) -> None:
+        if value:
+            self.candidates.append((value, picture, media_only))
+
+    def _links(
+        self, attrib: dict[str, str], names: tuple[str, ...], picture: int | None, srcset: bool
+    ) -> None:
+        for name in names:
+            value = attrib.get(name)
+            if value and srcset:
+                for url in _srcset_urls(value):
+                    self.candidates.append((url, picture, False))
+            elif value and (not name.startswith("data-") or _may_be_link(value)):
+                self.candidates.append((value, picture, False))
+
+    def _links_of(self, tag: str, parent: str | None, attrib: dict[str, str]) -> None:
+        picture = self._element(tag, parent, attrib) if tag in _TAGS else None
+        if not _DECORATED.isdisjoint(attrib):
+            # Its background is the element's own picture (for an img, the backdrop
+            # of a blurred preview): after its other links, or a picture of its own.
+            self._backgrounds(attrib, picture or self._picture())
+
+    def _backgrounds(self, attrib: dict[str, str], picture: int) -> None:
+        for name, holds in _LAZY_BACKGROUNDS:
+            value = attrib.get(name)
+            if not value:
+                continue
+            if holds == "css" or _looks_like_css(value):
+                self._css(value, picture, whole=False)
+            elif holds == "srcsets":
+                for part in value.split("|"):
+                    for url in _srcset_urls(part):
+                        self._add(url, picture)
+            else:
+                for url in value.split(",") if holds == "urls" else (value,):
+                    if _may_be_link(url):
+                        self._add(url, picture)
+        self._css(attrib.get("style"), picture, whole=True)
+
+    def _css(self, css: str | None, picture: int, *, whole: bool) -> None:
+        """The background links of a style attribute (``whole``) or of a CSS value."""
+        # Without a parenthesis CSS holds no url() (a cheap test for most styles).
+        if not css or "(" not in css or len(css) > self._css_left:
+            return
+        self._css_left -= len(css)
+        urls = _style_urls(css) if whole else _value_urls(_tokens(css))
+        for url in urls:
+            self._add(url, picture)
+
+    def _element(self, tag: str, parent: str | None, attrib: dict[str, str]) -> int | None:
+        """Adds the element's links; returns its picture, if it has one."""
         get = attrib.get
+        picture: int | None = None
         if tag == "image" and self._foreign:
-            self._add(get("href") or get("xlink:href"), True)  # SVG: the picture it shows
+            picture = self._picture()
+            self._add(get("href") or get("xlink:href"), picture)  # SVG: its picture
         elif tag in ("img", "image"):
-            sources = [value for value in (get("src"), get("data-src")) if value]
-            for value in sources:
-                self._add(value, True)
-            has_main = bool(sources)  # else the first srcset candidate is the main link
-            for name in ("srcset", "data-srcset"):
-                for url in _srcset_urls(get(name) or ""):
-                    self._add(url, not has_main)
-                    has_main = True
+            picture = self._picture()
+            if not _LAZY.isdisjoint(attrib):
+                # A lazy loader's picture first: src then holds its placeholder.
+                self._links(attrib, _LAZY_SRC, picture, srcset=False)
+                self._links(attrib, _LAZY_SRCSET, picture, srcset=True)
+            self._add(get("src"), picture)
+            self._links(attrib, ("srcset",), picture, srcset=True)
         elif tag == "source":
-            if parent == "video":  # <audio><source src> is sound, not media we hash
-                first = bool(self._video_main) and not self._video_main[-1]
-                self._add(get("src"), first)
-                if first and get("src"):
-                    self._video_main[-1] = True
-            for name in ("srcset", "data-srcset"):  # <picture>: its <img> is the main one
-                for url in _srcset_urls(get(name) or ""):
-                    self._add(url, False)
+            if parent == "video" and self._videos:  # <audio><source> is sound, not media
+                self._links(attrib, (*_LAZY_SRC, "src"), self._videos[-1], srcset=False)
+            # <picture>: its <img> holds the main link.
+            self._links(attrib, (*_LAZY_SRCSET, "srcset"), None, srcset=True)
         elif tag == "video":
-            if get("src"):
-                self._add(get("src"), True)
-                self._video_main[-1] = True
-            self._add(get("poster"), True)
+            self._links(attrib, (*_LAZY_SRC, "src"), self._videos[-1], srcset=False)
+            picture = self._picture()
+            self._links(attrib, (*_LAZY_POSTER, "poster"), picture, srcset=False)
         elif tag == "meta":
             key = (get("property") or get("name") or "").strip().lower()
             if key in _META_NAMES:
-                self._add(get("content"), True)
+                self._add(get("content"), self._picture())
         elif tag == "a":
             if not (self._svg_document and self._foreign):
-                self._add(get("href"), True, media_only=True)
+                picture = self._picture()
+                self._add(get("href"), picture, media_only=True)
+        elif tag == "input":
+            if (get("type") or "").lower() == "image":  # an image button
+                picture = self._picture()
+                self._add(get("src"), picture)
+        elif tag in ("embed", "object"):
+            # Shown as a picture or a video when it is one: by its type if it has one,
+            # else by the name of its file (Flash, PDF or a page are not media).
+            kind = (get("type") or "").strip().lower()
+            if not kind or kind.startswith(("image/", "video/")):
+                value = get("src") if tag == "embed" else get("data")
+                picture = self._picture()
+                self._add(value, picture, media_only=not kind)
         elif tag == "base" and self.base is None and "href" in attrib:
             self.base = attrib["href"]
+        return picture
 
 
 def _parse(text: str, target: object) -> None:
@@ -213,6 +379,84 @@ def _parse(text: str, target: object) -> None:
         parser.close()
     except etree.LxmlError:  # pragma: no cover - recover=True parses anything
         pass
+
+
+def _may_be_link(value: str) -> bool:
+    """Whether a lazy loader's attribute may hold a link: ``data-lazy="true"`` is a flag
+    of other scripts, and taken as a link it would push the ``src`` aside."""
+    return "/" in value or "." in value
+
+
+def _looks_like_css(value: str) -> bool:
+    lowered = value.lower()
+    return "url(" in lowered or "image-set(" in lowered
+
+
+def _tokens(css: str) -> list[tinycss2.ast.Node]:
+    # A long run of digits is cut by an escaped digit (\3N and a space), which reads
+    # as the same digit in a URL, a string or a name, and ends a number token.
+    css = _LONG_DIGITS.sub(lambda match: f"{match[0][:-1]}\\3{match[0][-1]} ", css)
+    return tinycss2.parse_component_value_list(css, skip_comments=True)  # type: ignore[no-any-return]
+
+
+def _style_urls(css: str) -> list[str]:
+    """The background links of a ``style`` attribute's declarations."""
+    values = [
+        item.value
+        for item in tinycss2.parse_blocks_contents(_tokens(css))
+        if item.type == "declaration" and _is_background(item)
+    ]
+    return [url for value in values for url in _value_urls(value)]
+
+
+def _stylesheet_urls(css: str) -> list[str]:
+    """The background links of a style sheet's rules, nested rules included, in order."""
+    urls: list[str] = []
+    rules = tinycss2.parse_stylesheet(_tokens(css), skip_comments=True, skip_whitespace=True)
+    stack: list[Iterator[tinycss2.ast.Node]] = [iter(rules)]
+    while stack:  # without recursion: nesting is the page's to choose
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+        elif item.type == "declaration" and _is_background(item):
+            urls.extend(_value_urls(item.value))
+        elif item.type in ("qualified-rule", "at-rule") and item.content is not None:
+            # A rule's declarations and nested rules; an at-rule's (@media, @supports …)
+            # rules. @import and @font-face name style sheets and fonts, not pictures.
+            contents = tinycss2.parse_blocks_contents(
+                item.content, skip_comments=True, skip_whitespace=True
+            )
+            stack.append(iter(contents))
+    return urls
+
+
+def _is_background(declaration: tinycss2.ast.Declaration) -> bool:
+    name: str = declaration.name
+    return declaration.lower_name in _BACKGROUND_PROPERTIES or name.startswith("--")
+
+
+def _value_urls(tokens: Iterable[tinycss2.ast.Node]) -> list[str]:
+    """The links of a CSS value: its url()s, and the strings of an image-set(), at any
+    depth (walked without recursion: nesting is the page's to choose)."""
+    urls: list[str] = []
+    stack: list[tuple[Iterator[tinycss2.ast.Node], bool]] = [(iter(tokens), False)]
+    while stack:
+        items, strings_are_urls = stack[-1]
+        token = next(items, None)
+        if token is None:
+            stack.pop()
+        elif token.type == "url" or (token.type == "string" and strings_are_urls):
+            urls.append(token.value)
+        elif token.type == "function" and token.lower_name == "url":
+            # url("…") with quotes: a function whose argument is a string.
+            strings = [arg for arg in token.arguments if arg.type != "whitespace"]
+            urls.extend(arg.value for arg in strings[:1] if arg.type == "string")
+        elif token.type == "function":
+            stack.append((iter(token.arguments), token.lower_name in _IMAGE_SETS))
+        elif token.type in ("() block", "[] block", "{} block"):
+            stack.append((iter(token.content), False))
+    # An escape may name a surrogate, which URLs (and browsers) take as U+FFFD.
+    return [_SURROGATES.sub("\ufffd", url) for url in urls]
 
 
 def _srcset_urls(value: str) -> list[str]:

@@ -213,6 +213,10 @@ def test_invalid_utf8_is_replaced_not_raised() -> None:
         "<base href='javascript:alert(1)'><img src='a.jpg'>",
         b"<svg><img src='/in-svg.jpg'></svg>" * 3,
         b"<table>" * 2000 + b"<img src='/deep.jpg'>",
+        b"<div style='background:url(\\D800\\110000.jpg)'>",
+        b"<div style='background:url(/a.jpg) 1" + b"1" * 5000 + b".5e1" + b"1" * 5000 + b"'>",
+        b"<div style='background:image-set(url(/a.jpg)' data-bg='url(' data-bgset='|,|'>",
+        b"<div style='}}}{{{;;;:::!!!'>",
     ],
 )
 def test_garbage_never_raises(html: bytes | str) -> None:
@@ -242,6 +246,45 @@ def test_hostile_markup_is_read_in_linear_time_and_its_media_found(markup: str) 
         "http://example.com/first.jpg",
         "http://example.com/last.jpg",
     ]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "style",
+    [
+        "(" * 1_000_000,  # as many nested blocks: tinycss2's slowest, 2.5 s a megabyte
+        "{[" * 500_000,
+        "background:url(/x.jpg);" * 45_000,
+        "1" * 1_000_000,  # a number Python would refuse to convert
+        "background:url(" + "a" * 1_000_000,
+        "a:url(" * 170_000,
+        "\\" * 1_000_000,
+        "/*" * 500_000,
+    ],
+    ids=["parentheses", "blocks", "declarations", "digits", "url", "urls", "escapes", "comments"],
+)
+def test_a_hostile_style_attribute_is_read_in_linear_time(style: str) -> None:
+    # Within the page's CSS budget (1,000,000 characters), so that it is read.
+    style = f"background: url(/inside.jpg); {style}"[:990_000]
+    html = (
+        '<img src="/first.jpg"><div style="background: url(/before.jpg)"></div>'
+        f'<div style="{style}"></div><img src="/last.jpg">'
+    )
+    links = media_links(html, "http://example.com/", limit=10)
+    assert links[:3] == [
+        "http://example.com/first.jpg",
+        "http://example.com/before.jpg",
+        "http://example.com/inside.jpg",
+    ]
+    assert links[-1] == "http://example.com/last.jpg"
+
+
+def test_css_past_the_budget_is_skipped_the_rest_still_read() -> None:
+    # A style attribute larger than what is left of the page's CSS budget is skipped,
+    # and costs none of it: the ones after it are read.
+    huge = "background: url(/huge.jpg);" + " " * 2_000_000
+    html = f'<div style="{huge}"></div><div style="background: url(/after.jpg)"></div>'
+    assert media_links(html, "http://example.com/", limit=10) == ["http://example.com/after.jpg"]
 
 
 @pytest.mark.parametrize(
@@ -399,7 +442,15 @@ def test_any_input_gives_unique_web_links_within_the_limit(
 @given(
     st.lists(
         st.sampled_from(
-            ['<img src="{}">', '<img srcset="{} 1x">', '<a href="{}">x</a>', '<video src="{}">']
+            [
+                '<img src="{}">',
+                '<img srcset="{} 1x">',
+                '<a href="{}">x</a>',
+                '<video src="{}">',
+                '<div style="background: url({})">',
+                '<div data-bg="{}">',
+                "<div style=\"background-image: image-set('{}' 1x)\">",
+            ]
         ).flatmap(
             lambda template: st.from_regex(r"[a-z0-9/._#,?=-]{0,20}", fullmatch=True).map(
                 template.format
@@ -412,3 +463,236 @@ def test_generated_pages_keep_the_invariants(fragments: list[str]) -> None:
     links = media_links("".join(fragments), "http://example.com/base/", limit=50)
     assert len(set(links)) == len(links)
     assert all(link.startswith("http://") and "#" not in link for link in links)
+
+
+def test_the_pictures_lazy_loaders_keep_for_their_scripts() -> None:
+    html = (
+        '<img src="/blank.gif" data-lazy-src="/rocket.jpg" data-lazy-srcset="/rocket-2x.jpg 2x">'
+        '<img data-original="/tuupola.jpg">'
+        '<img data-original-src="/fork.jpg">'
+        '<img data-lazy-original="/rocket-1.jpg">'
+        '<img data-lazy="/slick.jpg">'
+        '<picture><source data-lazy-srcset="/pic.webp" type="image/webp"><img data-src="/pic.jpg">'
+        "</picture>"
+        '<video data-poster="/poster.jpg" poster="/poster-placeholder.gif" data-src="/v.mp4">'
+        '<source data-src="/v.webm"></video>'
+    )
+    assert media_links(html, "http://example.com/", limit=50) == [
+        "http://example.com/rocket.jpg",
+        "http://example.com/rocket-2x.jpg",
+        "http://example.com/blank.gif",
+        "http://example.com/tuupola.jpg",
+        "http://example.com/fork.jpg",
+        "http://example.com/rocket-1.jpg",
+        "http://example.com/slick.jpg",
+        "http://example.com/pic.webp",
+        "http://example.com/pic.jpg",
+        "http://example.com/v.mp4",
+        "http://example.com/poster.jpg",
+        "http://example.com/poster-placeholder.gif",
+        "http://example.com/v.webm",
+    ]
+
+
+def test_flags_in_lazy_attributes_are_not_links() -> None:
+    html = (
+        '<img src="/real.jpg" data-lazy="true" data-src="1">'
+        '<div data-bg="yes" data-background="lazy" style="background: url(/bg.jpg)"></div>'
+    )
+    assert media_links(html, "http://example.com/", limit=50) == [
+        "http://example.com/real.jpg",
+        "http://example.com/bg.jpg",
+    ]
+
+
+def test_placeholders_do_not_push_lazy_pictures_past_the_limit() -> None:
+    # One spinner on every <img>: the 60 pictures fill the limit, not the spinner.
+    same = "".join(f'<img src="/spinner.gif" data-src="/p{n}.jpg">' for n in range(60))
+    links = media_links(same, "http://example.com/", limit=50)
+    assert links == [f"http://example.com/p{n}.jpg" for n in range(50)]
+    # A blurred preview of each (LQIP): every picture before any preview.
+    previews = "".join(f'<img src="/tiny/{n}.jpg" data-src="/q{n}.jpg">' for n in range(30))
+    links = media_links(previews, "http://example.com/", limit=50)
+    assert {f"http://example.com/q{n}.jpg" for n in range(30)} <= set(links)
+    assert len(links) == 50
+    # A data: placeholder is no link: the first lazy srcset candidate is the main one.
+    sets = "".join(
+        f'<img src="data:image/gif;base64,R0lGODlhAQABAAAAACw=" '
+        f'data-srcset="/r{n}-1x.jpg 1x, /r{n}-2x.jpg 2x">'
+        for n in range(10)
+    )
+    links = media_links(sets, "http://example.com/", limit=10)
+    assert links == [f"http://example.com/r{n}-1x.jpg" for n in range(10)]
+
+
+def test_image_buttons_embeds_and_objects_that_show_media() -> None:
+    html = (
+        '<input type="IMAGE" src="/button.png">'
+        '<input type="text" src="/not-a-button.png">'
+        '<embed src="/clip.mp4">'
+        '<embed src="/player.swf">'
+        '<embed src="/stream?id=1" type="video/mp4">'
+        '<embed src="/frame.html" type="text/html">'
+        '<object data="/still.jpg"></object>'
+        '<object data="/show?id=2" type=" Image/PNG "></object>'
+        '<object data="/doc.pdf" type="application/pdf"></object>'
+        '<object data="/movie.swf" type="application/x-shockwave-flash">'
+        '<embed src="/fallback.gif"></object>'
+    )
+    assert media_links(html, "http://example.com/", limit=50) == [
+        "http://example.com/button.png",
+        "http://example.com/clip.mp4",
+        "http://example.com/stream?id=1",
+        "http://example.com/still.jpg",
+        "http://example.com/show?id=2",
+        "http://example.com/fallback.gif",
+    ]
+
+
+def test_backgrounds_of_style_attributes() -> None:
+    html = (
+        '<base href="/media/">'
+        "<div style=\"color: red; background: #fff url( 'a.jpg' ) no-repeat\"></div>"
+        '<div style="background-image: url(b.jpg), url(&quot;c.jpg&quot;)"></div>'
+        "<div style=\"BACKGROUND-IMAGE: image-set('d.avif' type('image/avif'), url(d.jpg) 1x)"
+        ' !important"></div>'
+        '<div style="background: linear-gradient(red, blue), url(/e\\29 .jpg)"></div>'
+        '<div style="--hero: url(hero.jpg); mask-image: url(mask.png); content: url(c.png)">'
+        "</div>"
+        '<div style="/* background: url(comment.jpg) */ background: url(data:image/png,x)">'
+        "</div>"
+        "<span style=\"background:url('javascript:alert(1)')\"></span>"
+        '<div style="background: url(\'unterminated.jpg"></div>'
+    )
+    assert media_links(html, "http://example.com/page", limit=50) == [
+        "http://example.com/media/a.jpg",
+        "http://example.com/media/b.jpg",
+        "http://example.com/media/c.jpg",
+        "http://example.com/media/d.avif",
+        "http://example.com/media/d.jpg",
+        "http://example.com/e).jpg",
+        "http://example.com/media/hero.jpg",
+        "http://example.com/media/unterminated.jpg",
+    ]
+
+
+def test_backgrounds_lazy_loaders_keep_for_their_scripts() -> None:
+    html = (
+        '<div data-bg="/unveil.jpg"></div>'
+        '<div data-bg="url(/css.jpg)"></div>'
+        '<section data-background="/swiper.jpg"></section>'
+        '<div data-background-image="/lozad-1.jpg,/lozad-2.jpg"></div>'
+        "<div data-bg-multi=\"url(/multi-1.jpg), url('/multi-2.jpg')\"></div>"
+        '<div data-bg-set="url(/set-1x.jpg) 1x, url(/set-2x.jpg) 2x | url(/set-b.jpg) 1x"></div>'
+        '<div data-bgset="/bg-200.jpg 200w, /bg-400.jpg 400w [(max-width: 30em)] | /bg-b.jpg">'
+        "</div>"
+        '<div data-bg="/plain.jpg" data-bg-hidpi="/plain@2x.jpg"></div>'
+    )
+    assert media_links(html, "http://example.com/", limit=50) == [
+        f"http://example.com/{name}"
+        for name in (
+            "unveil.jpg",
+            "css.jpg",
+            "swiper.jpg",
+            "lozad-1.jpg",
+            "lozad-2.jpg",
+            "multi-1.jpg",
+            "multi-2.jpg",
+            "set-1x.jpg",
+            "set-2x.jpg",
+            "set-b.jpg",
+            "bg-200.jpg",
+            "bg-400.jpg",
+            "bg-b.jpg",
+            "plain.jpg",
+            "plain@2x.jpg",
+        )
+    ]
+
+
+def test_a_background_is_its_element_s_picture() -> None:
+    # The lazy background before the placeholder of the style attribute; the backdrop
+    # of an img (a blurred preview) an alternative of its picture.
+    html = "".join(
+        f'<div style="background-image: url(/blur.gif)" data-bg="/b{n}.jpg"></div>'
+        f'<img src="/i{n}.jpg" style="background-image: url(/i{n}-tiny.jpg)">'
+        for n in range(30)
+    )
+    links = media_links(html, "http://example.com/", limit=50)
+    assert {f"http://example.com/b{n}.jpg" for n in range(25)} <= set(links)
+    assert {f"http://example.com/i{n}.jpg" for n in range(25)} <= set(links)
+    assert len(links) == 50
+    # A link of another kind that is not media leaves the background the main link.
+    html = '<a href="/next.html" style="background: url(/tile.jpg)">next</a>'
+    assert media_links(html, "http://example.com/", limit=1) == ["http://example.com/tile.jpg"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    css=st.text(
+        st.one_of(
+            st.sampled_from(list("()[]{}'\";:,!\\/*@#%-+.0123456789eE uU\n")), st.characters()
+        ),
+        max_size=200,
+    )
+)
+def test_any_css_gives_web_links(css: str) -> None:
+    html = (
+        f"<div style='background: url(/a.jpg) {css}'></div><div style='--x: {css}'></div>"
+        f"<div data-bg='url({css})' data-bg-multi='{css}'></div>"
+        f"<style>.a {{ background: url(/b.jpg) {css} }}</style><style>{css}</style>"
+    )
+    links = media_links(html, "http://example.com/", limit=50)
+    assert len(set(links)) == len(links)
+    assert all(link.startswith("http://") and "#" not in link for link in links)
+
+
+def test_backgrounds_of_style_elements() -> None:
+    html = (
+        '<base href="https://cdn.example.org/theme/">'
+        "<style>\n"
+        "@import url(print.css);\n"
+        "@font-face { font-family: x; src: url(font.woff2) }\n"
+        ".hero { color: red; background: url('hero.jpg') center / cover }\n"
+        "/* .old { background: url(commented.jpg) } */\n"
+        "@media (min-width: 40em) { .hero { background-image: image-set('hero-2x.avif' 2x) } }\n"
+        '.card { .photo { background-image: url("/nested.jpg") } }\n'
+        ":root { --banner: url(banner.webp) }\n"
+        ".icon { mask-image: url(icon.svg) }\n"
+        "</style>"
+        '<img src="/photo.jpg">'
+        "<style>.late { background: url(late.png) }</style>"
+        "<svg><style>.s { background: url(in-svg.png) }</style></svg>"
+    )
+    assert media_links(html, "http://example.com/", limit=50) == [
+        "https://cdn.example.org/theme/hero.jpg",
+        "https://cdn.example.org/theme/hero-2x.avif",
+        "https://cdn.example.org/nested.jpg",
+        "https://cdn.example.org/theme/banner.webp",
+        "https://cdn.example.org/photo.jpg",
+        "https://cdn.example.org/theme/late.png",
+        "https://cdn.example.org/theme/in-svg.png",
+    ]
+    # A rule's selector may match nothing (or an icon): past the limit the pictures of
+    # the page's elements come first.
+    assert media_links(html, "http://example.com/", limit=1) == [
+        "https://cdn.example.org/photo.jpg"
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_a_hostile_style_element_is_read_in_linear_time() -> None:
+    # Nested blocks, tinycss2's slowest, within the page's budget for <style> (1,000,000
+    # characters); a larger one after it is skipped, and the page still read.
+    nested = ("a{b:c(" * 165_000)[:990_000]
+    html = (
+        "<style>.a { background: url(/before.jpg) }</style>"
+        f"<style>{nested}</style>"
+        f"<style>.b {{ background: url(/skipped.jpg) }}{' ' * 100_000}</style>"
+        '<style>.c { background: url(/after.jpg) }</style><img src="/last.jpg">'
+    )
+    assert media_links(html, "http://example.com/", limit=10) == [
+        "http://example.com/before.jpg",
+        "http://example.com/after.jpg",
+        "http://example.com/last.jpg",
+    ]
