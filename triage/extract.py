@@ -39,6 +39,7 @@ import ada_url
 import tinycss2
 import webencodings
 from lxml import etree
+from w3lib.url import parse_data_uri
 
 __all__ = ["media_links"]
 
@@ -144,6 +145,7 @@ def media_links(
     limit: int,
     content_type: str | None = None,
     svg_document: bool = False,
+    inline: bool = False,
 ) -> list[str]:
     """Absolute http(s) URLs of the media a page shows, unique, in document order.
 
@@ -151,6 +153,8 @@ def media_links(
     order mark, before a ``<meta>``) decodes the bytes, as in browsers.
     ``svg_document``: the bytes are an SVG file: the links of its own ``<a>`` elements
     are left out (an SVG's hyperlinks are not what it shows), its ``<image>`` kept.
+    ``inline``: pictures the page carries in itself (``data:image/…`` URLs) are kept
+    too, as they are (see :func:`inline_picture`): they hold the picture's bytes.
     """
     if limit <= 0:
         return []
@@ -174,6 +178,8 @@ def media_links(
     for position, (value, picture, media_only) in enumerate(collector.candidates):
         if value in resolved:
             url = resolved[value]
+        elif inline and _is_inline_picture(value):
+            url = resolved[value] = value.strip(_HTML_SPACE)
         else:
             url = resolved[value] = _resolve(base, _encode_query(value, codec))
         if url is None or url == page or (media_only and not _has_media_extension(url)):
@@ -502,6 +508,41 @@ def _join(base: str, value: str) -> str | None:
         return str(ada_url.URL(value).href)
     except (ValueError, UnicodeError):
         return None
+
+
+_INLINE_PREFIX = "data:image/"
+# A picture carried in the page is recorded (and shown again) under the page's URL with
+# this fragment and its SHA-256: never under its data: URL, which holds its bytes.
+INLINE_FRAGMENT = "#hotline-inline-sha256="
+
+
+def _is_inline_picture(value: str) -> bool:
+    return value.lstrip(_HTML_SPACE)[: len(_INLINE_PREFIX)].lower() == _INLINE_PREFIX
+
+
+def inline_picture(url: str, *, max_bytes: int) -> bytes | None:
+    """The bytes of a ``data:image/…`` URL (RFC 2397, decoded by w3lib: percent-escapes,
+    base64), or None if it is none, is malformed, or holds more than ``max_bytes``."""
+    if not url.startswith("data:") or len(url) > 2 * max_bytes + 1024:
+        return None
+    try:
+        parsed = parse_data_uri(url)
+    except ValueError:
+        return None
+    if not parsed.media_type.startswith("image/") or not 0 < len(parsed.data) <= max_bytes:
+        return None
+    return bytes(parsed.data)
+
+
+def inline_url(page_url: str, sha256: str) -> str:
+    """Where a picture carried in the page is said to be: the page, and which one."""
+    return page_url.split("#", 1)[0] + INLINE_FRAGMENT + sha256
+
+
+def inline_sha256(url: str) -> str | None:
+    """The SHA-256 an :func:`inline_url` names, else None."""
+    _, found, digest = url.partition(INLINE_FRAGMENT)
+    return digest if found and len(digest) == 64 else None
 
 
 def _resolve(base: str, value: str) -> str | None:

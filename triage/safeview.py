@@ -13,6 +13,8 @@ from the magic bytes (`triage.hashing.sniff`) and a rendering is made in memory:
   browser, so metadata is stripped and a polyglot file loses its other face.
 - SVG and EPS are never decoded: a generated placeholder says they are not shown.
 - Videos: blurred, a placeholder; unblurred, the bytes under their sniffed type.
+- A picture the page carried in itself (a ``data:`` URL, recorded under the page's URL
+  and its SHA-256): the page is fetched again and the picture found on it by that hash.
 
 Invariants: fetched bytes live in local variables of `render` only and are dropped
 when it returns; nothing is written to a file, the database, a log or an error.
@@ -36,6 +38,7 @@ from sqlmodel import Session, col
 from hotline.errors import HotlineError, NotFound
 from hotline.settings import Settings
 from triage.errors import FetchError
+from triage.extract import inline_picture, inline_sha256, media_links
 from triage.fetcher import Fetcher
 from triage.hashing import (
     _DECODE_ERRORS,
@@ -62,7 +65,7 @@ Content = Literal["same", "changed"]
 _VECTOR_NAMES: Final = {"image/svg+xml": "SVG", "application/postscript": "EPS"}
 # A fetch that found nothing there any more is a 404 for the analyst; any other
 # failure (blocked, timeout, too large, server error) is the site's gateway failing.
-_GONE: Final = frozenset({"http_error_404", "http_error_410", "no_such_frame"})
+_GONE: Final = frozenset({"http_error_404", "http_error_410", "no_such_frame", "inline_gone"})
 
 
 class MediaNotFound(NotFound):
@@ -72,7 +75,7 @@ class MediaNotFound(NotFound):
 class MediaUnavailable(HotlineError):
     """The media could not be fetched or rendered again; ``reason`` is the machine code
     (the fetcher's, e.g. ``timeout``, ``blocked_address``, ``http_error_404``, or
-    ``not_media``, ``image_too_large``, ``decode_error``, ``no_such_frame``)."""
+    ``not_media``, ``image_too_large``, ``decode_error``, ``no_such_frame``, ``inline_gone``)."""
 
     code = "media_unavailable"
     status_code = 502
@@ -162,7 +165,11 @@ def render(source: Source, *, fetcher: Fetcher, options: Options) -> Rendering:
     """
     reason: str | None = None
     try:
-        content = fetcher.fetch(source.url).content
+        digest = inline_sha256(source.url)
+        if digest is None:
+            content = fetcher.fetch(source.url).content
+        else:
+            content, reason = _carried(source.url, digest, fetcher)
     except FetchError as exc:
         reason = exc.reason
     if reason is not None:
@@ -189,6 +196,28 @@ def render(source: Source, *, fetcher: Fetcher, options: Options) -> Rendering:
     del content
     log.info("safe view of media %s on target %s: not_media", source.media_id, source.target_id)
     raise MediaUnavailable("not_media")
+
+
+# How far down a page a picture it carries is looked for again.
+_INLINE_LINKS: Final = 1000
+
+
+def _carried(url: str, digest: str, fetcher: Fetcher) -> tuple[bytes, str | None]:
+    """A picture the page carries in itself (a ``data:`` URL), found again on the page
+    by its SHA-256; or why not (``inline_gone``: the page no longer carries it)."""
+    page = fetcher.fetch(url.split("#", 1)[0])
+    links = media_links(
+        page.content,
+        page.url,
+        limit=_INLINE_LINKS,
+        content_type=page.content_type,
+        inline=True,
+    )
+    for link in links:
+        data = inline_picture(link, max_bytes=fetcher.policy.max_bytes)
+        if data is not None and hashlib.sha256(data).hexdigest() == digest:
+            return data, None
+    return b"", "inline_gone"
 
 
 def _render_image(data: bytes, mime: str, options: Options) -> bytes:

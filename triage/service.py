@@ -38,7 +38,7 @@ from reporting.urls import canonicalise
 from triage import priority as ranking
 from triage.assessment import adopt_earlier_verdicts
 from triage.errors import FetchError
-from triage.extract import media_links
+from triage.extract import inline_picture, inline_url, media_links
 from triage.fetcher import Fetcher
 from triage.hashing import HashingError, MediaHashes, hash_media, is_media, sniff
 from triage.hashlists import exact_matches
@@ -272,6 +272,11 @@ def _hash(data: bytes, limits: Limits) -> MediaHashes | Failure:
 
 
 _HTML_TYPES: Final = frozenset({"text/html", "application/xhtml+xml"})
+# Pictures a page may carry in itself and that are hashed: not SVG (icons, drawn
+# shapes), whose file hashes alone would say little.
+_INLINE_TYPES: Final = frozenset(
+    {"image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp"}
+)
 
 
 def _declared_html(content_type: str | None) -> bool:
@@ -313,6 +318,7 @@ def gather(
             limit=limits.page_media_limit,
             content_type=first.content_type,
             svg_document=mime == "image/svg+xml",
+            inline=True,
         )
     if is_media(mime):
         hashes = _hash(first.content, limits)
@@ -332,6 +338,9 @@ def gather(
             gathered.broken += 1
             gathered.broken_reasons.append("timeout")
             continue
+        if link.startswith("data:"):
+            _add_inline(gathered, link, fetcher=fetcher, limits=limits)
+            continue
         try:
             fetched = fetcher.fetch(link)
         except FetchError as exc:
@@ -348,6 +357,27 @@ def gather(
             gathered.broken += 1
             gathered.broken_reasons.append(item.reason if item is not None else "not_media")
     return gathered
+
+
+# A picture carried in the page smaller than this (in pixels) is a placeholder, a
+# spacer or an icon: lazy loaders put a 1x1 GIF in every src.
+_INLINE_MIN_PIXELS: Final = 32 * 32
+
+
+def _add_inline(gathered: Gathered, link: str, *, fetcher: Fetcher, limits: Limits) -> None:
+    """A picture the page carries in itself (a ``data:`` URL): hashed like a fetched one,
+    recorded under the page's URL and its SHA-256 (never the data). One that is no
+    picture, does not decode or is a placeholder is left out, not counted as broken."""
+    data = inline_picture(link, max_bytes=fetcher.policy.max_bytes)
+    if data is None or sniff(data) not in _INLINE_TYPES:
+        return
+    item = _hash(data, limits)
+    del data
+    if not isinstance(item, MediaHashes) or item.phash is None:
+        return
+    if (item.width or 0) * (item.height or 0) < _INLINE_MIN_PIXELS:
+        return
+    gathered.media.append(Found(inline_url(gathered.final_url, item.sha256), gathered.ip, item))
 
 
 def _claimed(session: Session, claim: Claim) -> Target | None:

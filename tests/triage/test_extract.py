@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.fixtures.images import new_marker
-from triage.extract import media_links
+from triage.extract import inline_picture, inline_sha256, inline_url, media_links
 
 # The marker (a comment) is there for the content audit: nothing of a page may be kept.
 PAGE = f"""<!doctype html>
@@ -696,3 +696,35 @@ def test_a_hostile_style_element_is_read_in_linear_time() -> None:
         "http://example.com/after.jpg",
         "http://example.com/last.jpg",
     ]
+
+
+# -- Pictures carried in the page
+
+
+def test_pictures_carried_in_the_page_are_kept_only_when_asked_for() -> None:
+    jpeg = "data:image/jpeg;base64,/9j/4AAQ"
+    html = (
+        f'<img src="{jpeg}"><img src=" {jpeg} "><img src="DATA:image/png,%89PNG">'
+        '<img src="data:text/html,<b>x</b>"><img src="/a.jpg">'
+        '<div style="background: url(data:image/gif;base64,R0lGOD)"></div>'
+    )
+    assert media_links(html, "http://example.com/", limit=10) == ["http://example.com/a.jpg"]
+    assert media_links(html, "http://example.com/", limit=10, inline=True) == [
+        jpeg,
+        "DATA:image/png,%89PNG",
+        "http://example.com/a.jpg",
+        "data:image/gif;base64,R0lGOD",
+    ]
+
+
+def test_a_carried_picture_is_decoded_from_its_data_url() -> None:
+    assert inline_picture("data:image/png;base64,iVBO RW0K\n", max_bytes=100) == (b"\x89PNEm\n")
+    assert inline_picture("data:image/svg+xml,%3Csvg%3E", max_bytes=100) == b"<svg>"
+    assert inline_picture("data:text/plain,words", max_bytes=100) is None
+    assert inline_picture("data:image/png;base64", max_bytes=100) is None  # no comma
+    assert inline_picture("data:image/png," + "x" * 101, max_bytes=100) is None
+    assert inline_picture("http://example.com/a.png", max_bytes=100) is None
+    digest = "ab" * 32
+    url = inline_url("http://example.com/page?q=1#top", digest)
+    assert url == "http://example.com/page?q=1#hotline-inline-sha256=" + digest
+    assert (inline_sha256(url), inline_sha256("http://example.com/a.jpg")) == (digest, None)

@@ -3,6 +3,7 @@ from 127.0.0.1, processed by the service a worker task wraps, on the test databa
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import gzip
 import hashlib
@@ -11,6 +12,7 @@ import ipaddress
 import os
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -459,6 +461,36 @@ def test_a_page_padded_past_the_body_cap_is_read_as_far_as_the_cap(
         enrol(analyst, "ana@padded.example", Role.analyst)
         page_view = LexborHTMLParser(analyst.get(f"/staff/targets/{target_id}").text)
     assert page_view.css_first("#page-truncated") is not None
+
+
+def test_pictures_a_page_carries_in_itself_are_hashed_and_not_kept(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    """data: pictures (base64, or percent-escaped) are hashed like fetched ones and
+    recorded under the page's URL with their SHA-256, never their data; a 1x1 GIF
+    placeholder and an inline SVG icon are left out."""
+    photos = [images.jpeg(220 + i, (320, 240), marker=images.new_marker()) for i in range(2)]
+    spacer = images.gif(1, (1, 1))
+    inline = [
+        "data:image/jpeg;base64," + base64.b64encode(photos[0]).decode(),
+        "data:image/jpeg," + urllib.parse.quote_from_bytes(photos[1]),
+        "data:image/gif;base64," + base64.b64encode(spacer).decode(),
+        "data:image/svg+xml,%3Csvg%20xmlns='http://www.w3.org/2000/svg'/%3E",
+    ]
+    page = "".join(f'<img src="{link}">' for link in inline).encode()
+    url = http_server.route("/carried", body=page, headers={"content-type": "text/html"})
+    target_id = report(url)
+
+    assert process(target_id).status == TargetStatus.queued
+
+    target = shown(target_id)
+    digests = [hashlib.sha256(photo).hexdigest() for photo in photos]
+    assert [(m["sha256"], m["url"]) for m in target["media"]] == [
+        (digest, f"{url}#hotline-inline-sha256={digest}") for digest in digests
+    ]
+    assert all(m["phash"] and m["hosting"]["ip"] == "127.0.0.1" for m in target["media"])
+    assert target["reason"] is None
+    assert not target["broken_links"]
 
 
 def test_near_copies_on_one_page_are_not_media_seen_before(

@@ -3,6 +3,7 @@ real pipeline, then looked at through `GET /api/v1/targets/{id}/media/{id}/view`
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import ipaddress
@@ -266,6 +267,31 @@ def test_pictures_hashed_despite_a_flaw_browsers_skip_are_shown_too(
         response = view(client, analyst, target, media_id)
         assert response.status_code == 200, response.json()
         assert picture(response).size == (400, 300)
+
+
+def test_a_picture_the_page_carries_is_shown_from_the_page_again(
+    client: Any, http_server: LocalHTTPServer
+) -> None:
+    """A data: picture is found again on the page by its SHA-256; gone from the page, it
+    is a 404 that says so."""
+    photo = images.jpeg(14, (400, 300))
+    carried = "data:image/jpeg;base64," + base64.b64encode(photo).decode()
+    url = http_server.route(
+        "/carries", body=f'<img src="{carried}">'.encode(), headers={"content-type": "text/html"}
+    )
+    target, [media] = seen(url)
+    analyst = bearer(Role.analyst, "ana@hotline.example")
+
+    response = view(client, analyst, target, media)
+    assert response.status_code == 200, response.json()
+    assert response.headers["x-hotline-content"] == "same"
+    assert picture(response).size == (400, 300)
+
+    http_server.route("/carries", body=b"<p>gone</p>", headers={"content-type": "text/html"})
+    gone = view(client, analyst, target, media)
+    assert gone.status_code == 404
+    assert gone.json()["code"] == "media_unavailable"
+    assert "inline_gone" in gone.json()["detail"]
 
 
 def test_who_may_look_and_who_may_unblur(
