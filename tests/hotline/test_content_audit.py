@@ -224,7 +224,7 @@ def test_the_projects_exceptions_are_read_as_they_are_made(marker: bytes) -> Non
 def test_an_exception_escaping_the_fetcher_is_read_with_its_suppressed_context(
     monkeypatch: pytest.MonkeyPatch, marker: bytes
 ) -> None:
-    def failing(self: Fetcher, url: str) -> None:
+    def failing(self: Fetcher, url: str, keep_head: object = None) -> None:
         try:
             raise ValueError(b"illegal header line: " + marker)  # as h11 quotes bytes
         except ValueError:
