@@ -686,13 +686,19 @@ def _hash_later_frames(
 
 
 def _count_frames(img: Image.Image, data: bytes, *, limit: int) -> int:
-    """Frames in the file, counted up to ``limit + 1`` (enough to know it is capped)."""
+    """Frames in the file, counted up to ``limit + 1`` (enough to know it is capped);
+    at least 1, the first, which was decoded."""
     if img.format == "GIF":
         # Pillow's n_frames walks every frame of a GIF; a 100,000-frame file would
         # cost a second. The block structure is walked here only as far as needed.
-        return _gif_frames(data, limit + 1)
-    # PNG (acTL), WebP (ANIM) and MPO state their frame count in a header.
-    return int(getattr(img, "n_frames", 1))
+        return max(1, _gif_frames(data, limit + 1))
+    claimed = int(getattr(img, "n_frames", 1))
+    if img.format == "PNG" and claimed > 1:
+        # acTL states a count that nothing holds it to (2**31 - 1 for one frame): the
+        # frames are those that have a frame control chunk.
+        return max(1, min(claimed, _apng_frames(data, limit + 1)))
+    # WebP (counted by libwebp's demuxer) and MPO (its index) count what they hold.
+    return max(1, claimed)
 
 
 def _gif_frames(data: bytes, limit: int) -> int:
@@ -716,8 +722,24 @@ def _gif_frames(data: bytes, limit: int) -> int:
             if packed & 0x80:
                 pos += 3 * (2 << (packed & 7))
             pos = _skip_sub_blocks(data, pos + 1)  # after the LZW minimum code size
-        else:  # trailer, or garbage after the last frame
+        elif block == 0x3B:  # trailer
             break
+        else:  # a stray byte: Pillow (and browsers) read on past it
+            pos += 1
+    return count
+
+
+def _apng_frames(data: bytes, limit: int) -> int:
+    """The frame control chunks (``fcTL``) of a PNG, counted up to ``limit``."""
+    size = len(data)
+    pos, count = 8, 0
+    while pos + 8 <= size and count < limit:
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if kind == b"fcTL":
+            count += 1
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
     return count
 
 

@@ -362,6 +362,28 @@ def test_gif_frame_count_matches_pillow() -> None:
         assert hash_media(data, max_frames=1000).frames == Image.open(io.BytesIO(data)).n_frames
 
 
+def test_frames_are_counted_as_the_file_holds_them_not_as_it_claims() -> None:
+    """A stray byte between a GIF's blocks (Pillow and browsers read on past it), and
+    an APNG whose acTL claims 2**31 - 1 frames for the two it holds."""
+    gif = images.animated_gif(44, (90, 60), count=4)
+    at = gif.index(b"\x21\xf9")  # the first frame's graphic control extension
+    stray = gif[:at] + b"\x00" + gif[at:]
+    assert hash_media(stray, max_frames=1000).frames == Image.open(io.BytesIO(stray)).n_frames == 4
+    buffer = io.BytesIO()
+    first, second = images.make_image(1, (64, 48)), images.make_image(2, (64, 48))
+    first.save(buffer, "PNG", save_all=True, append_images=[second])
+    apng = buffer.getvalue()
+    at = apng.index(b"acTL")
+    claim = struct.pack(">II", 2**31 - 1, 0)
+    forged = (
+        apng[: at + 4] + claim + struct.pack(">I", zlib.crc32(b"acTL" + claim)) + apng[at + 16 :]
+    )
+    assert Image.open(io.BytesIO(forged)).n_frames == 2**31 - 1
+    hashed = hash_media(forged)
+    assert (hashed.frames, hashed.frames_capped) == (2, False)
+    assert [f.frame for f in hashed.frame_hashes] == [1]
+
+
 def test_gif_with_100000_frames_is_hashed_fast_and_capped() -> None:
     data = images.gif_with_frames(100_000)
     start = time.perf_counter()
