@@ -29,6 +29,8 @@ them held a worker for 23 s and 5 GB.) CSS is read by tinycss2's tokenizer and p
 
 from __future__ import annotations
 
+import base64
+import binascii
 import codecs
 import re
 import urllib.parse
@@ -39,7 +41,6 @@ import ada_url
 import tinycss2
 import webencodings
 from lxml import etree
-from w3lib.url import parse_data_uri
 
 __all__ = ["media_links"]
 
@@ -520,18 +521,43 @@ def _is_inline_picture(value: str) -> bool:
     return value.lstrip(_HTML_SPACE)[: len(_INLINE_PREFIX)].lower() == _INLINE_PREFIX
 
 
+# A data: URL's header (its type and parameters) longer than this is no picture's.
+_INLINE_HEADER = 1024
+
+
+def is_inline(url: str) -> bool:
+    """Whether ``url`` is a ``data:`` URL (any case, as browsers take the scheme)."""
+    return url[:5].lower() == "data:"
+
+
 def inline_picture(url: str, *, max_bytes: int) -> bytes | None:
-    """The bytes of a ``data:image/…`` URL (RFC 2397, decoded by w3lib: percent-escapes,
-    base64), or None if it is none, is malformed, or holds more than ``max_bytes``."""
-    if not url.startswith("data:") or len(url) > 2 * max_bytes + 1024:
+    """The bytes of a ``data:image/…`` URL, or None if it is none, is malformed, or holds
+    more than ``max_bytes``.
+
+    Read as the Fetch Standard's data: URL processor does: the header up to the first
+    comma (type, parameters, ``;base64`` last), the rest percent-decoded, then base64
+    decoded if so marked (ASCII whitespace ignored). Written here on the standard
+    library because w3lib's ``parse_data_uri`` copied the rest of the URL once per
+    parameter (30 s for 3 MB of ``;a=b``) and took 90 bytes of memory a character of
+    text; this costs one pass and one copy."""
+    if not is_inline(url) or len(url) > 2 * max_bytes + _INLINE_HEADER:
         return None
-    try:
-        parsed = parse_data_uri(url)
-    except ValueError:
+    comma = url.find(",", 5, _INLINE_HEADER)
+    if comma < 0:
         return None
-    if not parsed.media_type.startswith("image/") or not 0 < len(parsed.data) <= max_bytes:
+    header = url[5:comma].strip(_HTML_SPACE).lower()
+    kind, _, parameters = header.partition(";")
+    if not kind.strip().startswith("image/"):
         return None
-    return bytes(parsed.data)
+    body = urllib.parse.unquote_to_bytes(url[comma + 1 :])
+    if parameters.replace(" ", "").endswith("base64"):
+        body = body.translate(None, b" \t\n\f\r")
+        body += b"=" * (-len(body) % 4)  # forgiving: padding may be left out
+        try:
+            body = base64.b64decode(body, validate=False)
+        except binascii.Error:  # a length no padding makes whole
+            return None
+    return body if 0 < len(body) <= max_bytes else None
 
 
 def inline_url(page_url: str, sha256: str) -> str:

@@ -244,6 +244,22 @@ def is_media(mime: str | None) -> bool:
     return mime in _KINDS
 
 
+_HTML_TYPES: Final = frozenset({"text/html", "application/xhtml+xml"})
+
+
+def declared_html(content_type: str | None) -> bool:
+    """Whether a Content-Type header says HTML (or XHTML)."""
+    return (content_type or "").split(";", 1)[0].strip().lower() in _HTML_TYPES
+
+
+def is_page(head: bytes, content_type: str | None) -> bool:
+    """Whether a body past the cap is a page, read then in its first part: a page
+    padded after its content (a kilobyte of gzip can carry 25 MB of spaces) would
+    otherwise hide every link."""
+    mime = sniff(head)
+    return mime == "text/html" or (mime is None and declared_html(content_type))
+
+
 def _sniff_iso_media(data: bytes) -> str | None:
     (box_size,) = struct.unpack_from(">I", data, 0)
     major = data[8:12]

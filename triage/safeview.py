@@ -46,6 +46,7 @@ from triage.hashing import (
     ANIMATED_FORMATS,
     _with_end_marker,
     _without_broken_optional_parts,
+    is_page,
     sniff,
     walk_frames,
 )
@@ -205,7 +206,7 @@ _INLINE_LINKS: Final = 1000
 def _carried(url: str, digest: str, fetcher: Fetcher) -> tuple[bytes, str | None]:
     """A picture the page carries in itself (a ``data:`` URL), found again on the page
     by its SHA-256; or why not (``inline_gone``: the page no longer carries it)."""
-    page = fetcher.fetch(url.split("#", 1)[0])
+    page = fetcher.fetch(url.split("#", 1)[0], keep_head=is_page)  # read as gather reads it
     links = media_links(
         page.content,
         page.url,

@@ -38,9 +38,17 @@ from reporting.urls import canonicalise
 from triage import priority as ranking
 from triage.assessment import adopt_earlier_verdicts
 from triage.errors import FetchError
-from triage.extract import inline_picture, inline_url, media_links
+from triage.extract import inline_picture, inline_url, is_inline, media_links
 from triage.fetcher import Fetcher
-from triage.hashing import HashingError, MediaHashes, hash_media, is_media, sniff
+from triage.hashing import (
+    HashingError,
+    MediaHashes,
+    declared_html,
+    hash_media,
+    is_media,
+    is_page,
+    sniff,
+)
 from triage.hashlists import exact_matches
 from triage.hosting import Hosting, HostingLookup
 from triage.matches import add_matches, match_row
@@ -240,20 +248,30 @@ def give_up_exhausted(
     kills workers), or when the limit was lowered while it waited for its retry. It
     keeps the reason of its last attempt and counts on its site like any other target
     processed for the first time. Returns whether it was given up now."""
-    target = session.get(Target, target_id, with_for_update=True)
-    if target is None or target.status != TargetStatus.pending:
+    # One conditional statement: of two messages racing for it, one ends it (also on
+    # SQLite, which has no row locks). processed_at stays if it was set: the target was
+    # processed before and is counted on its site already.
+    row = session.execute(
+        update(Target)
+        .where(
+            col(Target.id) == target_id,
+            col(Target.status) == TargetStatus.pending,
+            col(Target.attempts) >= max_attempts,
+        )
+        .values(
+            status=TargetStatus.unreachable,
+            status_reason=func.coalesce(col(Target.status_reason), "internal_error"),
+            status_changed_at=now,
+            processed_at=func.coalesce(col(Target.processed_at), now),
+        )
+        .returning(col(Target.registered_domain), col(Target.processed_at))
+    ).first()
+    if row is None:
         return False
-    if target.attempts < max_attempts:
-        return False
-    first_time = target.processed_at is None
-    target.status = TargetStatus.unreachable
-    target.status_reason = target.status_reason or "internal_error"
-    target.status_changed_at = now
-    target.processed_at = now
-    session.add(target)
-    if first_time:
-        upsert_site(session, target.registered_domain, new_target=True, now=now)
-    log.info("target %s unreachable: %s (attempts used up)", target_id, target.status_reason)
+    domain, processed_at = row
+    if processed_at == now:  # first processed now
+        upsert_site(session, domain, new_target=True, now=now)
+    log.info("target %s unreachable (attempts used up)", target_id)
     return True
 
 
@@ -271,24 +289,11 @@ def _hash(data: bytes, limits: Limits) -> MediaHashes | Failure:
         return exc.partial if exc.partial is not None else Failure(exc.reason)
 
 
-_HTML_TYPES: Final = frozenset({"text/html", "application/xhtml+xml"})
 # Pictures a page may carry in itself and that are hashed: not SVG (icons, drawn
 # shapes), whose file hashes alone would say little.
 _INLINE_TYPES: Final = frozenset(
     {"image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp"}
 )
-
-
-def _declared_html(content_type: str | None) -> bool:
-    return (content_type or "").split(";", 1)[0].strip().lower() in _HTML_TYPES
-
-
-def _is_page(head: bytes, content_type: str | None) -> bool:
-    """Whether a body past the cap is a page, read then in its first part: a page
-    padded after its content (a kilobyte of gzip can carry 25 MB of spaces) would
-    otherwise hide every link."""
-    mime = sniff(head)
-    return mime == "text/html" or (mime is None and _declared_html(content_type))
 
 
 def gather(
@@ -300,11 +305,11 @@ def gather(
     """
     deadline = clock() + limits.deadline_seconds
     try:
-        first = fetcher.fetch(url, keep_head=_is_page)
+        first = fetcher.fetch(url, keep_head=is_page)
     except FetchError as exc:
         return Failure(exc.reason, exc.ip)
     mime = sniff(first.content)
-    if mime is None and _declared_html(first.content_type):
+    if mime is None and declared_html(first.content_type):
         # Markup that the bytes alone do not tell from text (a page that starts with
         # <h2> or <center>): the server's word for it, as browsers take it.
         mime = "text/html"
@@ -338,7 +343,7 @@ def gather(
             gathered.broken += 1
             gathered.broken_reasons.append("timeout")
             continue
-        if link.startswith("data:"):
+        if is_inline(link):
             _add_inline(gathered, link, fetcher=fetcher, limits=limits)
             continue
         try:
@@ -822,7 +827,8 @@ def record_gathered(
         where = place if found.ip == gathered.ip else hosting.lookup(found.ip)
         seen[media_id] = (found, where)
     upsert_sightings(session, claim.target_id, seen, now=now)
-    if not claim.first_time:
+    if not claim.first_time and not gathered.broken and not gathered.truncated:
+        # Only a page read whole, every link fetched, tells what it no longer shows.
         mark_gone_sightings(session, claim.target_id, seen)
     by_sha256 = dict(sorted(media.items(), key=lambda item: item[1].sha256))
     fresh = {media_id for media_id, _ in ids.values() if media_id not in known}

@@ -720,6 +720,9 @@ def test_pictures_carried_in_the_page_are_kept_only_when_asked_for() -> None:
 def test_a_carried_picture_is_decoded_from_its_data_url() -> None:
     assert inline_picture("data:image/png;base64,iVBO RW0K\n", max_bytes=100) == (b"\x89PNEm\n")
     assert inline_picture("data:image/svg+xml,%3Csvg%3E", max_bytes=100) == b"<svg>"
+    assert inline_picture("DATA:IMAGE/PNG;BASE64,iVBORw0K", max_bytes=100) == b"\x89PNG\r\n"
+    assert inline_picture("data:image/png;base64,iVB", max_bytes=100) == b"\x89P"  # unpadded
+    assert inline_picture("data:image/png;base64,iVBOR", max_bytes=100) is None
     assert inline_picture("data:text/plain,words", max_bytes=100) is None
     assert inline_picture("data:image/png;base64", max_bytes=100) is None  # no comma
     assert inline_picture("data:image/png," + "x" * 101, max_bytes=100) is None
@@ -728,3 +731,12 @@ def test_a_carried_picture_is_decoded_from_its_data_url() -> None:
     url = inline_url("http://example.com/page?q=1#top", digest)
     assert url == "http://example.com/page?q=1#hotline-inline-sha256=" + digest
     assert (inline_sha256(url), inline_sha256("http://example.com/a.jpg")) == (digest, None)
+
+
+@pytest.mark.timeout(60)
+def test_a_hostile_data_url_is_read_in_linear_time() -> None:
+    """Three megabytes of parameters (w3lib took 30 s: a copy of the rest per parameter)
+    and twelve of percent-escapes."""
+    assert inline_picture("data:image/png" + ";a=b" * 800_000 + ",x", max_bytes=10**8) is None
+    escaped = inline_picture("data:image/jpeg," + "%41" * 4_000_000, max_bytes=10**8)
+    assert escaped == b"A" * 4_000_000

@@ -461,6 +461,17 @@ def test_a_page_padded_past_the_body_cap_is_read_as_far_as_the_cap(
         enrol(analyst, "ana@padded.example", Role.analyst)
         page_view = LexborHTMLParser(analyst.get(f"/staff/targets/{target_id}").text)
     assert page_view.css_first("#page-truncated") is not None
+    # Read in part and every link failed: the analyst is told the links failed.
+    dead = b'<html><body><img src="/padded/gone.jpg">' + b" " * 30_000_000
+    headers = {"content-type": "text/html", "content-encoding": "gzip"}
+    failed = report(
+        http_server.route("/dead/", body=gzip.compress(dead, compresslevel=1), headers=headers)
+    )
+    assert process(failed).status == TargetStatus.queued
+    assert shown(failed)["broken_links"] == {"http_error_404": 1}
+    with analyst:
+        text = analyst.get(f"/staff/targets/{failed}").text
+    assert "none of them could be fetched" in text
 
 
 def test_pictures_a_page_carries_in_itself_are_hashed_and_not_kept(
@@ -473,7 +484,7 @@ def test_pictures_a_page_carries_in_itself_are_hashed_and_not_kept(
     spacer = images.gif(1, (1, 1))
     inline = [
         "data:image/jpeg;base64," + base64.b64encode(photos[0]).decode(),
-        "data:image/jpeg," + urllib.parse.quote_from_bytes(photos[1]),
+        "DATA:Image/JPEG," + urllib.parse.quote_from_bytes(photos[1]),
         "data:image/gif;base64," + base64.b64encode(spacer).decode(),
         "data:image/svg+xml,%3Csvg%20xmlns='http://www.w3.org/2000/svg'/%3E",
     ]
@@ -485,9 +496,9 @@ def test_pictures_a_page_carries_in_itself_are_hashed_and_not_kept(
 
     target = shown(target_id)
     digests = [hashlib.sha256(photo).hexdigest() for photo in photos]
-    assert [(m["sha256"], m["url"]) for m in target["media"]] == [
+    assert sorted((m["sha256"], m["url"]) for m in target["media"]) == sorted(
         (digest, f"{url}#hotline-inline-sha256={digest}") for digest in digests
-    ]
+    )
     assert all(m["phash"] and m["hosting"]["ip"] == "127.0.0.1" for m in target["media"])
     assert target["reason"] is None
     assert not target["broken_links"]
@@ -1140,6 +1151,21 @@ def test_a_page_processed_again_shows_what_it_shows_now(
     assert cards == [m["id"] for m in again["media"]]
     earlier = [li.attributes["id"] for li in page.css("#earlier-media li")]
     assert earlier == [f"earlier-{gone['id']}"]
+
+    # A link that fails this time says nothing of what the page shows: kept online.
+    http_server.route("/p908.jpg", status=503, body=b"busy")
+    with session_scope() as session:
+        target = session.get(Target, target_id)
+        assert target is not None
+        apply_outcome(
+            session, target, Outcome.no_longer_available, now=utcnow(), expect={TargetStatus.queued}
+        )
+    with session_scope() as session:
+        assert intake.retry_unreachable(session, now=utcnow()) == [target_id]
+    assert process(target_id).status == TargetStatus.queued
+    third = shown(target_id)
+    assert [m["url"].rsplit("/", 1)[1] for m in third["media"]] == ["p907.jpg", "p908.jpg"]
+    assert third["broken_links"] == {"http_error_503": 1}
 
 
 def test_processing_twice_does_nothing_twice(

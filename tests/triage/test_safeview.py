@@ -4,6 +4,7 @@ real pipeline, then looked at through `GET /api/v1/targets/{id}/media/{id}/view`
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import io
 import ipaddress
@@ -286,6 +287,15 @@ def test_a_picture_the_page_carries_is_shown_from_the_page_again(
     assert response.status_code == 200, response.json()
     assert response.headers["x-hotline-content"] == "same"
     assert picture(response).size == (400, 300)
+
+    # On a page past the body cap, read in part as the worker read it.
+    padded = f'<img src="{carried}">'.encode() + b" " * 30_000_000
+    http_server.route(
+        "/carries",
+        body=gzip.compress(padded, compresslevel=1),
+        headers={"content-type": "text/html", "content-encoding": "gzip"},
+    )
+    assert view(client, analyst, target, media).status_code == 200
 
     http_server.route("/carries", body=b"<p>gone</p>", headers={"content-type": "text/html"})
     gone = view(client, analyst, target, media)
