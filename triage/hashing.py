@@ -31,7 +31,7 @@ import io
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 import imagehash
 import numpy as np
@@ -829,6 +829,16 @@ def _orientation(img: Image.Image) -> int:
     return value if isinstance(value, int) else 1
 
 
+def _span(band: Image.Image) -> int:
+    """How far the values of a single-band 8-bit image spread."""
+    low, high = cast(tuple[int, int], band.getextrema())
+    return high - low
+
+
+# Luma or alpha whose values span no more than this is flat: it shows no picture.
+_FLAT: Final = 2
+
+
 def _luma(img: Image.Image) -> Image.Image:
     if img.mode == "L":
         return img
@@ -845,4 +855,20 @@ def _luma(img: Image.Image) -> Image.Image:
                 band /= 257.0
             grey[top : top + _BAND_ROWS] = np.clip(band + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(grey)
-    return img.convert("L")
+    luma = img.convert("L")
+    if img.mode in ("RGBA", "LA", "PA", "La") or "transparency" in img.info:
+        return _shown_through_alpha(img, luma)
+    return luma
+
+
+def _shown_through_alpha(img: Image.Image, luma: Image.Image) -> Image.Image:
+    """``luma``, or, when it is flat and the alpha channel is not, the picture as a
+    browser shows it on a white page: a file can carry its picture in the alpha channel
+    alone (every pixel black, some transparent), which without alpha hashes as a blank
+    page. Alpha is dropped otherwise, as the straightforward pipeline drops it."""
+    if _span(luma) > _FLAT:
+        return luma
+    alpha = (img if "A" in img.getbands() else img.convert("RGBA")).getchannel("A")
+    if _span(alpha) <= _FLAT:
+        return luma
+    return Image.composite(luma, Image.new("L", luma.size, 255), alpha)

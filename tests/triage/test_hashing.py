@@ -708,6 +708,25 @@ def test_a_broken_exif_block_leaves_the_picture_unturned() -> None:
     assert distance(broken.phash, plain.phash) <= 2
 
 
+def test_a_picture_carried_in_the_alpha_channel_is_hashed_as_shown_on_a_white_page() -> None:
+    """Every pixel black, the picture in how transparent each is: a browser shows it on
+    the page; without its alpha it would hash as a blank. A picture with ordinary
+    transparency keeps the hashes of its colours."""
+    picture = images.make_image(41, (640, 480)).convert("L")
+    ink = picture.point(lambda value: 255 - value)
+    black = Image.new("L", picture.size, 0)
+    carried = hash_media(images.encode(Image.merge("LA", (black, ink)), "PNG"))
+    on_white = hash_media(images.encode(picture, "PNG"))
+    assert distance(carried.phash, on_white.phash) <= 2
+    assert distance(carried.pdq, on_white.pdq) <= 8
+    assert carried.pdq_quality == on_white.pdq_quality
+
+    logo = images.make_image(42, (640, 480)).convert("RGBA")
+    logo.putalpha(200)
+    opaque = hash_media(images.encode(logo.convert("RGB"), "PNG"))
+    assert hash_media(images.encode(logo, "PNG")).phash == opaque.phash
+
+
 def test_huge_jpeg_is_refused() -> None:
     with pytest.raises(HashingError) as caught:
         hash_media(images.huge_jpeg_header(60_000, 60_000))
