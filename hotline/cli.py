@@ -232,6 +232,13 @@ def targets_show(
                 + (f" ({match['media_sha256'][:12]})" if match["media_sha256"] else "")
                 + (f" frame {match['frame']}" if match["frame"] else "")
             )
+    if shown["earlier_media"]:
+        typer.echo("\n  no longer on the page (seen when processed before):")
+        for media in shown["earlier_media"]:
+            typer.echo(
+                f"  {media['kind']:<6} {media['mime']:<16} last seen "
+                f"{media['last_seen_at'][:16].replace('T', ' ')}  sha256 {media['sha256']}"
+            )
 
 
 @targets_app.command("retry")

@@ -1151,6 +1151,15 @@ def test_a_page_processed_again_shows_what_it_shows_now(
     assert cards == [m["id"] for m in again["media"]]
     earlier = [li.attributes["id"] for li in page.css("#earlier-media li")]
     assert earlier == [f"earlier-{gone['id']}"]
+    from typer.testing import CliRunner
+
+    from hotline.cli import targets_app
+
+    printed = CliRunner().invoke(targets_app, ["show", str(target_id)])
+    assert printed.exit_code == 0, printed.output
+    listed, _, unlisted = printed.stdout.partition("no longer on the page")
+    assert gone["sha256"] in unlisted
+    assert gone["sha256"] not in listed
 
     # A link that fails this time says nothing of what the page shows: kept online.
     http_server.route("/p908.jpg", status=503, body=b"busy")
