@@ -587,9 +587,9 @@ def _gone_sightings(_: Any) -> Any:
 
 
 def mark_gone_sightings(session: Session, target_id: int, media_ids: Collection[int]) -> None:
-    """A target processed again no longer shows the media it showed before but not now:
-    their sightings stay (with when they were last seen) but are no longer online, so the
-    analyst assesses, and ranking counts, what the page shows now."""
+    """Of a target processed again, the media it showed before and does not show now
+    (not among ``media_ids``): their sightings stay, with when they were last seen, but
+    are no longer online, so the analyst assesses, and ranking counts, what it shows now."""
     session.execute(
         built(session, _gone_sightings), {"target": target_id, "media": sorted(media_ids)}
     )
