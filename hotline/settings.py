@@ -175,7 +175,9 @@ class Settings(BaseSettings):
     image_max_pixels: int = Field(
         100_000_000,
         ge=1_000_000,
-        description="Images with more pixels are not decoded (decompression-bomb limit).",
+        description="Images with more pixels are not decoded (decompression-bomb limit); "
+        "a WebP counts three times, as it takes three times the memory to decode. Such an "
+        "image keeps its file hashes only.",
     )
     image_max_frames: int = Field(
         20,

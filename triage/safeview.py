@@ -46,6 +46,7 @@ from triage.hashing import (
     ANIMATED_FORMATS,
     _with_end_marker,
     _without_broken_optional_parts,
+    decoded_pixels,
     is_page,
     sniff,
     walk_frames,
@@ -246,7 +247,7 @@ def _render_once(data: bytes, mime: str, options: Options) -> tuple[bytes, str |
         with Image.open(io.BytesIO(data), formats=_PIL_FORMATS[mime]) as img:
             opened = True
             width, height = img.size
-            if width * height > options.max_pixels:
+            if decoded_pixels(mime, width, height) > options.max_pixels:
                 reason = "image_too_large"
             elif options.frame:
                 reason = _seek(img, options)

@@ -744,6 +744,17 @@ def test_max_pixels_is_honoured() -> None:
     assert hash_media(data, max_pixels=1_500_000).phash is not None
 
 
+def test_a_webp_counts_three_times_against_max_pixels() -> None:
+    """Decoding a WebP costs 16 bytes a pixel, a PNG about 6: the largest WebP allowed
+    costs about what the largest PNG does."""
+    webp, png = images.webp(47, (1000, 500)), images.png(47, (1000, 500))
+    assert hash_media(png, max_pixels=1_000_000).phash is not None
+    with pytest.raises(HashingError) as caught:
+        hash_media(webp, max_pixels=1_000_000)
+    assert caught.value.reason == "image_too_large"
+    assert hash_media(webp, max_pixels=1_500_000).phash is not None
+
+
 @pytest.mark.parametrize(
     "data",
     [
