@@ -410,6 +410,7 @@ class Fetcher:
         stages = _decoders([c for c in codings if c and c != "identity"], limit)
         sink = _Sink(limit)
         received = 0
+        keeps: bool | None = None  # keep_head's answer, once asked
         deadline.check()
         try:
             for chunk in response.iter_stream():
@@ -417,16 +418,19 @@ class Fetcher:
                 if received > limit:
                     raise FetchError("too_large")
                 _run(stages, chunk, sink)
-                if oversized and len(sink.buffer) >= HEAD_BYTES:
-                    # Said to be too large: read on only if its start is worth keeping.
-                    if keep_head is None or not keep_head(bytes(sink.buffer[:HEAD_BYTES])):
+                if oversized and keeps is None and len(sink.buffer) >= HEAD_BYTES:
+                    # Said to be too large (so keep_head was given): read on only if its
+                    # start is worth keeping.
+                    keeps = keep_head is not None and keep_head(bytes(sink.buffer[:HEAD_BYTES]))
+                    if not keeps:
                         raise FetchError("too_large")
-                    oversized = False
                 deadline.check()
         except FetchError as exc:
             if exc.reason != "too_large" or keep_head is None:
                 raise
-            if not keep_head(bytes(sink.buffer[:HEAD_BYTES])):
+            if keeps is None:
+                keeps = keep_head(bytes(sink.buffer[:HEAD_BYTES]))
+            if not keeps:
                 raise FetchError("too_large") from None
             return sink.value(), True
         return sink.value(), False

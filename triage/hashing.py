@@ -5,7 +5,7 @@ Invariants of this module:
 - Bytes in, hashes out. The bytes are read from the caller's ``bytes`` object and from
   an ``io.BytesIO`` over it, or over one copy in memory (a JPEG's end marker added, or
   an optional part that Pillow refused and browsers skip left out: see
-  :func:`_without_broken_optional_parts`); the file hashes are always of the bytes
+  :func:`decode_as_shown`); the file hashes are always of the bytes
   received. Nothing is written to a file, a log or an exception. Errors carry a fixed
   reason, never a fragment of the content, and are raised outside ``except`` blocks so
   that no library exception (whose text may quote the file) rides along as
@@ -29,9 +29,9 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Final, Literal, cast
+from typing import Final, Literal, Protocol, TypeVar, cast
 
 import imagehash
 import numpy as np
@@ -463,16 +463,8 @@ def _hash_image(
     data: bytes, hashes: MediaHashes, *, max_pixels: int, max_frames: int, hashed_frames: int
 ) -> MediaHashes:
     limits = {"max_pixels": max_pixels, "max_frames": max_frames, "hashed_frames": hashed_frames}
-    out = _decode(_with_end_marker(data, hashes.mime), hashes.mime, **limits)
-    if out.undecodable:
-        # Pillow refuses some files over a broken optional part that browsers skip: then
-        # once more from one copy without it (None when there is nothing to leave out).
-        # The file hashes stay those of the bytes received.
-        repaired = _without_broken_optional_parts(data, hashes.mime, header_read=out.header_read)
-        if repaired is not None:
-            again = _decode(repaired, hashes.mime, **limits)
-            if again.header_read or again.too_large:  # it got at least as far
-                out = again
+    # The file hashes stay those of the bytes received.
+    out = decode_as_shown(data, hashes.mime, lambda bytes_: _decode(bytes_, hashes.mime, **limits))
     if out.too_large:
         raise HashingError(
             "image_too_large",
@@ -505,6 +497,35 @@ _PIXEL_WEIGHT: Final = {"image/webp": 3}
 def decoded_pixels(mime: str, width: int, height: int) -> int:
     """The pixels a picture counts for against ``max_pixels``."""
     return width * height * _PIXEL_WEIGHT.get(mime, 1)
+
+
+class DecodeAttempt(Protocol):
+    """What an attempt at decoding tells: whether Pillow opened the file, and whether it
+    refused its pixels (undecodable) or its size (too large)."""
+
+    @property
+    def header_read(self) -> bool: ...
+    @property
+    def undecodable(self) -> bool: ...
+    @property
+    def too_large(self) -> bool: ...
+
+
+Attempt = TypeVar("Attempt", bound=DecodeAttempt)
+
+
+def decode_as_shown(data: bytes, mime: str, decode: Callable[[bytes], Attempt]) -> Attempt:
+    """``decode`` applied to the file as browsers read it (hashing and the safe view):
+    a JPEG without its end marker with one, and a file Pillow refuses over a broken
+    optional part that browsers skip once more from one copy without it."""
+    out = decode(_with_end_marker(data, mime))
+    if out.undecodable:
+        repaired = _without_broken_optional_parts(data, mime, header_read=out.header_read)
+        if repaired is not None:
+            again = decode(repaired)
+            if again.header_read or again.too_large:  # it got at least as far
+                out = again
+    return out
 
 
 def _decode(

@@ -44,8 +44,7 @@ from triage.hashing import (
     _DECODE_ERRORS,
     _PIL_FORMATS,
     ANIMATED_FORMATS,
-    _with_end_marker,
-    _without_broken_optional_parts,
+    decode_as_shown,
     decoded_pixels,
     is_page,
     sniff,
@@ -223,22 +222,30 @@ def _carried(url: str, digest: str, fetcher: Fetcher) -> tuple[bytes, str | None
 
 
 def _render_image(data: bytes, mime: str, options: Options) -> bytes:
-    # As hashing reads it: a JPEG without its end marker as browsers show it, and a file
-    # Pillow refuses over a broken optional part once more without that part.
-    body, reason, opened = _render_once(_with_end_marker(data, mime), mime, options)
-    if reason == "decode_error":
-        repaired = _without_broken_optional_parts(data, mime, header_read=opened)
-        if repaired is not None:
-            again = _render_once(repaired, mime, options)
-            if again[2] or again[1] == "image_too_large":  # it got at least as far
-                body, reason, _ = again
+    # As hashing reads it (a JPEG without its end marker, a broken optional part).
+    shown = decode_as_shown(data, mime, lambda bytes_: _render_once(bytes_, mime, options))
     # Raised here, outside any except block, so no Pillow exception is attached.
-    if reason is not None:
-        raise MediaUnavailable(reason)
-    return body
+    if shown.reason is not None:
+        raise MediaUnavailable(shown.reason)
+    return shown.body
 
 
-def _render_once(data: bytes, mime: str, options: Options) -> tuple[bytes, str | None, bool]:
+@dataclass(frozen=True)
+class _Rendered:
+    body: bytes
+    reason: str | None
+    header_read: bool
+
+    @property
+    def undecodable(self) -> bool:
+        return self.reason == "decode_error"
+
+    @property
+    def too_large(self) -> bool:
+        return self.reason == "image_too_large"
+
+
+def _render_once(data: bytes, mime: str, options: Options) -> _Rendered:
     """The rendering, or why not; and whether Pillow opened the file at all."""
     reason: str | None = None
     body = b""
@@ -257,7 +264,7 @@ def _render_once(data: bytes, mime: str, options: Options) -> tuple[bytes, str |
         reason = "image_too_large"  # Pillow's own limit (2 x Image.MAX_IMAGE_PIXELS)
     except _DECODE_ERRORS:
         reason = "decode_error"
-    return body, reason, opened
+    return _Rendered(body, reason, opened)
 
 
 def _seek(img: Image.Image, options: Options) -> str | None:

@@ -87,6 +87,17 @@ def process(committed: Engine) -> Callable[..., service.Outcome]:
     return run
 
 
+def sweep(*, now: dt.datetime) -> list[int]:
+    """The sweep as beat runs it: pending 5 minutes, or claimed past a 10-minute lease."""
+    with session_scope() as session:
+        return intake.sweep_pending(
+            session,
+            now=now,
+            older_than=dt.timedelta(minutes=5),
+            stale_after=dt.timedelta(minutes=10),
+        )
+
+
 def shown(target_id: int) -> dict[str, Any]:
     with session_scope() as session:
         target = session.get(Target, target_id)
@@ -1201,13 +1212,7 @@ def test_a_claim_outliving_its_lease_is_taken_over(
     assert process(target_id).status is None
     later = utcnow() + dt.timedelta(minutes=11)
     assert process(target_id, now=lambda: later).status == TargetStatus.queued
-    with session_scope() as session:
-        swept = intake.sweep_pending(
-            session,
-            now=later,
-            older_than=dt.timedelta(minutes=5),
-            stale_after=dt.timedelta(minutes=10),
-        )
+    swept = sweep(now=later)
     assert swept == []
 
 
@@ -1232,13 +1237,7 @@ def test_a_target_whose_attempts_ran_out_is_given_up_unfetched_and_counted_on_it
             target.status, target.status_reason = status, reason
             target.attempts, target.handed_over_at = attempts, when
     later = start + dt.timedelta(minutes=11)
-    with session_scope() as session:
-        swept = intake.sweep_pending(
-            session,
-            now=later,
-            older_than=dt.timedelta(minutes=5),
-            stale_after=dt.timedelta(minutes=10),
-        )
+    swept = sweep(now=later)
     assert sorted(swept) == sorted([killer, waited])
 
     for target_id in (killer, waited):
