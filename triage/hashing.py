@@ -544,6 +544,8 @@ def _decode(
                 count = _count_frames(img, data, limit=max_frames)
                 out.frames, out.frames_capped = min(count, max_frames), count > max_frames
                 out.phash, out.pdq, out.pdq_quality = _perceptual(img)
+                if _orientation(img) in _QUARTER_TURNS:  # the size as shown, as hashed
+                    out.width, out.height = out.height, out.width
                 if img.format in ANIMATED_FORMATS:
                     wanted = frames_to_hash(out.frames, hashed=hashed_frames)
                     if wanted:
@@ -845,6 +847,8 @@ _ORIENTATIONS: Final = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+# The orientations that swap the picture's width and height.
+_QUARTER_TURNS: Final = frozenset({5, 6, 7, 8})
 _ORIENTATION_TAG: Final = 0x0112
 
 

@@ -696,6 +696,7 @@ def test_a_picture_is_hashed_as_shown_whatever_its_exif_orientation(orientation:
     hashed = hash_media(phone)
 
     assert hashed.sha256 == hashlib.sha256(phone).hexdigest()
+    assert (hashed.width, hashed.height) == (600, 800)  # its size as shown, too
     assert distance(hashed.phash, host_copy.phash) <= 2
     assert distance(hashed.pdq, host_copy.pdq) <= 12
 
