@@ -5,10 +5,12 @@ Owns the answer to "what on this page should be fetched and hashed": ``img`` (``
 moves it there, ``data-src``, ``data-lazy-src``, ``data-original`` …; ``<image>`` is
 read as ``<img>``, as browsers do), ``picture``/``video`` ``source``, ``video`` (``src``,
 ``poster``), SVG ``<image>`` (``href``, ``xlink:href``), Open Graph and Twitter card
-images and videos, ``<input type=image>``, ``embed``/``object`` showing an image or a
-video, ``a href`` links to image or video files, and any element's background pictures
-(``url()`` in its ``style`` attribute, or in the attributes of lazy loaders), and the
-backgrounds of the rules of ``<style>`` elements.
+images and videos, schema.org pictures and videos (microdata ``itemprop``, JSON-LD),
+``<link rel=preload as=image>`` and ``rel=image_src``, ``<input type=image>``,
+``embed``/``object`` showing an image or a video, ``a href`` links to image or video
+files, and any element's background pictures (``url()`` in its ``style`` attribute, or
+in the attributes of lazy loaders), and the backgrounds of the rules of ``<style>``
+elements.
 
 Invariants: pure (no network, no logging); every link is an absolute http(s) URL
 without fragment, resolved as a browser would (``<base href>``, then the page URL,
@@ -32,6 +34,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import json
 import re
 import urllib.parse
 from collections.abc import Iterable, Iterator
@@ -67,8 +70,21 @@ _META_NAMES = frozenset(
     }
 )
 _TAGS = frozenset(
-    {"base", "img", "image", "source", "video", "meta", "a", "input", "embed", "object"}
+    {"base", "img", "image", "source", "video", "meta", "link", "a", "input", "embed", "object"}
 )
+# Microdata (schema.org) naming a picture or a video file: <meta itemprop content>,
+# <link itemprop href>.
+_ITEMPROPS = frozenset({"image", "contenturl", "thumbnailurl"})
+# The keys of JSON-LD (schema.org) whose values are pictures or video files, as a URL,
+# a list, or an object (an ImageObject, a VideoObject) with a url or contentUrl. Not
+# "logo" (the publisher's), nor "embedUrl" (a player's page).
+_LINKED_DATA_KEYS = frozenset({"image", "contentUrl", "thumbnailUrl", "thumbnail"})
+_LINKED_DATA_OBJECT_KEYS = frozenset({"url", "contentUrl"})  # of such an object
+_LINKED_DATA_TYPE = "application/ld+json"
+# Characters of JSON-LD read per page (json.loads takes ~10 ms a megabyte), and links
+# taken from it: a page of a hundred thousand products does not make as many candidates.
+_LINKED_DATA_BUDGET = 1_000_000
+_LINKED_DATA_LINKS = 1_000
 _FOREIGN = frozenset({"svg", "math"})
 _WEB_SCHEMES = frozenset({"http:", "https:"})
 _HTML_SPACE = " \t\n\f\r"
@@ -118,9 +134,11 @@ _LAZY_BACKGROUNDS = (
     ("data-bg-multi-hidpi", "css"),
 )
 _DECORATED = frozenset({"style", *(name for name, _ in _LAZY_BACKGROUNDS)})
-# The CSS properties whose url() an element shows: its background, and custom
-# properties (--name), through which themes hand a picture to their stylesheet.
-_BACKGROUND_PROPERTIES = frozenset({"background", "background-image"})
+# The CSS properties whose url() an element shows: its background, its content (a
+# picture in place of the element or of its ::before and ::after, a way of showing
+# pictures without an <img> that scrapers look for), and custom properties (--name),
+# through which themes hand a picture to their stylesheet.
+_BACKGROUND_PROPERTIES = frozenset({"background", "background-image", "content"})
 _IMAGE_SETS = frozenset({"image-set", "-webkit-image-set"})
 # Characters of CSS read per page from style attributes (and lazy attributes holding
 # CSS), and as many from <style> elements: tinycss2 is pure Python, about 0.7 s a
@@ -201,7 +219,7 @@ def media_links(
 class _Collector:
     """An lxml parser target: the candidate links of the page's elements, in document
     order, and its first ``<base href>``. Sees start and end tags, and of the text only
-    that of ``<style>`` elements."""
+    that of ``<style>`` elements and JSON-LD ``<script>`` elements."""
 
     def __init__(self, svg_document: bool) -> None:
         self.candidates: list[Candidate] = []
@@ -217,6 +235,10 @@ class _Collector:
         self._style_size = 0
         self._style_left = _CSS_BUDGET  # of <style> elements
         self._styles: set[str] = set()  # <style> texts read
+        self._json: list[str] | None = None  # the text of the open JSON-LD <script>
+        self._json_size = 0
+        self._json_left = _LINKED_DATA_BUDGET
+        self._json_links = _LINKED_DATA_LINKS
 
     def start(self, tag: str, attrib: dict[str, str]) -> None:
         parent = self._open[-1] if self._open else None
@@ -227,6 +249,8 @@ class _Collector:
             self._videos.append(self._picture())
         elif tag == "style":
             self._style, self._style_size = [], 0
+        elif tag == "script" and _is_linked_data(attrib.get("type")):
+            self._json, self._json_size = [], 0
         if tag not in _TAGS and _DECORATED.isdisjoint(attrib):
             return
         if tag == "video" or parent == "video":  # adding to a picture begun before
@@ -250,13 +274,21 @@ class _Collector:
                 self._videos.pop()
             elif closed == "style":
                 self._stylesheet()
+            elif closed == "script":
+                self._linked_data()
 
     def data(self, text: str) -> None:
-        if self._style is not None and self._open and self._open[-1] == "style":
+        inside = self._open[-1] if self._open else None
+        if self._style is not None and inside == "style":
             self._style.append(text)
             self._style_size += len(text)
             if self._style_size > self._style_left:
                 self._style = None  # too large for what is left: skipped
+        elif self._json is not None and inside == "script":
+            self._json.append(text)
+            self._json_size += len(text)
+            if self._json_size > self._json_left:
+                self._json = None  # too large for what is left: skipped
 
     def close(self) -> None:
         return None
@@ -272,6 +304,18 @@ class _Collector:
         self._styles.add(css)
         for url in _stylesheet_urls(css):
             self._add(url, None)
+
+    def _linked_data(self) -> None:
+        """The pictures and videos of a JSON-LD ``<script>`` (schema.org), each a
+        picture of its own, as an Open Graph image is."""
+        text = "".join(self._json or ())
+        self._json = None
+        if not text or self._json_links <= 0:
+            return
+        self._json_left -= len(text)
+        for url in _linked_data_urls(text, self._json_links):
+            self._add(url, self._picture())
+            self._json_links -= 1
 
     def _picture(self) -> int:
         self._pictures += 1
@@ -352,8 +396,16 @@ class _Collector:
             self._links(attrib, (*_LAZY_POSTER, "poster"), picture, srcset=False)
         elif tag == "meta":
             key = (get("property") or get("name") or "").strip().lower()
-            if key in _META_NAMES:
+            if key in _META_NAMES or _names_media(get("itemprop")):
                 self._add(get("content"), self._picture())
+        elif tag == "link":
+            rel = (get("rel") or "").lower().split()
+            preloaded = "preload" in rel and (get("as") or "").strip().lower() == "image"
+            if preloaded or "image_src" in rel or _names_media(get("itemprop")):
+                picture = self._picture()
+                self._add(get("href"), picture)
+                if preloaded:  # the srcset of the <img> it is preloaded for
+                    self._links(attrib, ("imagesrcset",), picture, srcset=True)
         elif tag == "a":
             if not (self._svg_document and self._foreign):
                 picture = self._picture()
@@ -387,6 +439,43 @@ def _parse(text: str, target: object) -> None:
         parser.close()
     except etree.LxmlError:  # pragma: no cover - recover=True parses anything
         pass
+
+
+def _is_linked_data(kind: str | None) -> bool:
+    return kind is not None and kind.split(";")[0].strip().lower() == _LINKED_DATA_TYPE
+
+
+def _names_media(itemprop: str | None) -> bool:
+    """Whether a microdata ``itemprop`` (names separated by spaces) names a picture."""
+    return itemprop is not None and not _ITEMPROPS.isdisjoint(itemprop.lower().split())
+
+
+def _linked_data_urls(text: str, most: int) -> list[str]:
+    """The picture and video links of JSON-LD text, in document order, at most ``most``:
+    the values of its image keys (a URL, a list of them, or an object with a ``url`` or
+    ``contentUrl``) at any depth, walked without recursion."""
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python goes
+        return []
+    urls: list[str] = []
+    # (a JSON value, whether it is the value of an image key)
+    stack: list[tuple[object, bool]] = [(document, False)]
+    while stack and len(urls) < most:
+        value, is_media = stack.pop()
+        if isinstance(value, str):
+            if is_media:
+                urls.append(value)
+        elif isinstance(value, list):
+            stack.extend((item, is_media) for item in reversed(value))
+        elif isinstance(value, dict):
+            found = [
+                (item, key in _LINKED_DATA_KEYS or (is_media and key in _LINKED_DATA_OBJECT_KEYS))
+                for key, item in value.items()
+                if isinstance(key, str)
+            ]
+            stack.extend(reversed(found))
+    return urls
 
 
 def _may_be_link(value: str) -> bool:

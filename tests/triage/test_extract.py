@@ -572,6 +572,7 @@ def test_backgrounds_of_style_attributes() -> None:
         "http://example.com/media/d.jpg",
         "http://example.com/e).jpg",
         "http://example.com/media/hero.jpg",
+        "http://example.com/media/c.png",  # content: shown in place of the element
         "http://example.com/media/unterminated.jpg",
     ]
 
@@ -740,3 +741,74 @@ def test_a_hostile_data_url_is_read_in_linear_time() -> None:
     assert inline_picture("data:image/png" + ";a=b" * 800_000 + ",x", max_bytes=10**8) is None
     escaped = inline_picture("data:image/jpeg," + "%41" * 4_000_000, max_bytes=10**8)
     assert escaped == b"A" * 4_000_000
+
+
+# -- Pictures a page names for search engines and browsers' preloading
+
+
+def test_schema_org_pictures_preloads_and_css_content() -> None:
+    """Image hosts, galleries and video sites describe their pictures to search engines
+    in JSON-LD and microdata; pages preload their main picture; CSS ``content`` shows a
+    picture with no <img> at all. Logos, players' pages and a page's own URL are not
+    pictures, nor is JSON that is not JSON-LD."""
+    linked = (
+        '{"@context": "https://schema.org", "@graph": ['
+        ' {"@type": "WebPage", "url": "https://example.com/page", "name": "a.jpg",'
+        '  "publisher": {"@type": "Organization", "logo": "/logo.png"}},'
+        ' {"@type": "ImageObject", "contentUrl": "/full.jpg", "url": "/full-page",'
+        '  "thumbnailUrl": ["/thumb-1.jpg", "/thumb-2.jpg"]},'
+        ' {"@type": "VideoObject", "contentUrl": "/clip.mp4", "embedUrl": "/player",'
+        '  "thumbnail": {"@type": "ImageObject", "url": "/poster.jpg"}},'
+        ' {"@type": "Person", "image": {"url": "/face.webp", "width": 200}}]}'
+    )
+    html = (
+        f'<head><script type="application/ld+json">{linked}</script>'
+        '<script type="application/ld+json">{"image": "/broken.jpg"</script>'
+        '<script>var config = {"image": "/script.jpg"};</script>'
+        '<script type="application/json">{"image": "/other-json.jpg"}</script>'
+        '<link rel="preload" as="image" href="/hero.jpg" imagesrcset="/hero-2x.jpg 2x">'
+        '<link rel="preload" as="script" href="/app.js">'
+        '<link rel="image_src" href="/shared.jpg">'
+        '<link rel="stylesheet" href="/site.css"><link rel="icon" href="/favicon.png">'
+        '<meta itemprop="name image" content="/micro.jpg">'
+        '<meta itemprop="name" content="/not-a-picture.jpg">'
+        "<style>.card::before { content: url(/before.jpg) }</style></head>"
+        '<body itemscope><link itemprop="contentUrl" href="/micro-video.mp4">'
+        '<span style="content: url(&quot;/span.png&quot;)"></span></body>'
+    )
+    assert media_links(html, "https://example.com/page", limit=50) == [
+        "https://example.com/full.jpg",
+        "https://example.com/thumb-1.jpg",
+        "https://example.com/thumb-2.jpg",
+        "https://example.com/clip.mp4",
+        "https://example.com/poster.jpg",
+        "https://example.com/face.webp",
+        "https://example.com/hero.jpg",
+        "https://example.com/hero-2x.jpg",
+        "https://example.com/shared.jpg",
+        "https://example.com/micro.jpg",
+        "https://example.com/before.jpg",
+        "https://example.com/micro-video.mp4",
+        "https://example.com/span.png",
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_hostile_json_ld_is_bounded_and_the_page_still_read() -> None:
+    """JSON nested deeper than Python reads gives nothing; a script over the page's
+    budget (1,000,000 characters) is skipped; at most 1,000 links come from JSON-LD."""
+    deep = "[" * 200_000 + "]" * 200_000
+    many = '{"image": [' + ",".join(f'"/p{i}.jpg"' for i in range(5_000)) + "]}"
+    huge = '{"image": "/huge.jpg", "pad": "' + " " * 1_000_000 + '"}'
+    html = (
+        f'<script type="application/ld+json">{deep}</script>'
+        f'<script type="application/ld+json">{huge}</script>'
+        f'<script type="application/ld+json">{many}</script>'
+        f'<script type="application/ld+json">{many.replace("/p", "/q")}</script>'
+        '<img src="/last.jpg">'
+    )
+    links = media_links(html, "http://example.com/", limit=5_000)
+    assert links[:2] == ["http://example.com/p0.jpg", "http://example.com/p1.jpg"]
+    assert len(links) == 1_001
+    assert links[-1] == "http://example.com/last.jpg"
+    assert "http://example.com/huge.jpg" not in links

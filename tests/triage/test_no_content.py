@@ -397,9 +397,9 @@ def test_malformed_answers_become_reason_codes_in_the_database(
 def test_nothing_of_a_page_but_media_urls_is_kept(
     http_server: LocalHTTPServer, committed: Engine, debug_logs: _Records
 ) -> None:
-    """Title, alt and title texts, comments, scripts, inline data: URIs (image bytes
-    themselves, in src, srcset, poster, og:image and a link) and a <base> that is a data:
-    URI are never stored; only the URL of the media fetched is."""
+    """Title, alt and title texts, comments, scripts (JSON-LD too), inline data: URIs
+    (image bytes themselves, in src, srcset, poster, og:image, JSON-LD and a link) and a
+    <base> that is a data: URI are never stored; only the URL of the media fetched is."""
     marker = images.new_marker()
     text = marker.decode()
     inline = base64.b64encode(images.png(9, (16, 16), marker=marker)).decode()
@@ -408,7 +408,9 @@ def test_nothing_of_a_page_but_media_urls_is_kept(
     html = f"""<!doctype html><html><head><title>{text}</title>
 <meta name="description" content="{text}">
 <meta property="og:image" content="{data_uri}">
-<script>var x = "{text}";</script></head><body>
+<script>var x = "{text}";</script>
+<script type="application/ld+json">{{"name": "{text}", "image": "{data_uri}"}}</script>
+</head><body>
 <!-- {text} -->
 <img src="/real.jpg" alt="{text}" title="{text}">
 <img src="{data_uri}" alt="inline">

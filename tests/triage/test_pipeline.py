@@ -405,6 +405,30 @@ def test_pages_that_browsers_show_their_pictures_in_are_read_as_such(
     assert not shown(legacy)["broken_links"]
 
 
+def test_a_gallery_naming_its_pictures_only_for_search_engines_and_in_css_is_hashed(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    """No <img> at all: the full picture named in JSON-LD, a preloaded one, one shown as
+    a pseudo-element's CSS content. Each is fetched and hashed."""
+    pictures = [images.jpeg(230 + i, (320, 240), marker=images.new_marker()) for i in range(3)]
+    for i, picture in enumerate(pictures):
+        http_server.route(f"/g/{i}.jpg", body=picture, headers=JPEG)
+    html = (
+        b'<html><head><script type="application/ld+json">'
+        b'{"@context": "https://schema.org", "@type": "ImageObject",'
+        b' "contentUrl": "/g/0.jpg", "name": "photo"}</script>'
+        b'<link rel="preload" as="image" href="/g/1.jpg">'
+        b"<style>.photo::after { content: url(/g/2.jpg) }</style></head>"
+        b'<body><div class="photo"></div></body></html>'
+    )
+    gallery = report(http_server.route("/gallery", body=html, headers={}))
+
+    assert process(gallery).status == TargetStatus.queued
+    assert {m["sha256"] for m in shown(gallery)["media"]} == {
+        hashlib.sha256(picture).hexdigest() for picture in pictures
+    }
+
+
 def test_the_same_picture_altered_elsewhere_is_a_near_duplicate(
     http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
 ) -> None:
