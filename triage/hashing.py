@@ -517,7 +517,9 @@ Attempt = TypeVar("Attempt", bound=DecodeAttempt)
 def decode_as_shown(data: bytes, mime: str, decode: Callable[[bytes], Attempt]) -> Attempt:
     """``decode`` applied to the file as browsers read it (hashing and the safe view):
     a JPEG without its end marker with one, and a file Pillow refuses over a broken
-    optional part that browsers skip once more from one copy without it."""
+    optional part that browsers skip once more from one copy without it; a file flooded
+    with optional parts read without most of them."""
+    data = _without_flood(data, mime)
     out = decode(_with_end_marker(data, mime))
     if out.undecodable:
         repaired = _without_broken_optional_parts(data, mime, header_read=out.header_read)
@@ -678,6 +680,136 @@ def _jpeg_with_short_segments_renamed(data: bytes) -> bytes | None:
     if not data.endswith(_JPEG_END):
         copy.write(_JPEG_END)
     return copy.getvalue()  # the buffer itself, not a second copy
+
+
+# More optional parts than pictures have (a PNG's text and metadata chunks, a JPEG's
+# comment and application segments: tens at most). Pillow's header parsers read each
+# in Python, and keep a JPEG's: a 25 MB file of millions of empty ones took 4 to 7 s
+# and 230 to 770 MB, where browsers skip them in C. Past this many the file is
+# decoded from a copy without them (``test_a_png_flooded_with_chunks_…`` and
+# ``test_a_jpeg_flooded_with_segments_…``).
+_FLOOD: Final = 1_000
+_PNG_CHUNK: Final = struct.Struct(">I4s")  # length, type
+# The ancillary chunks a flooded PNG keeps, the first of each: transparency (a picture
+# may be drawn in it) and EXIF (its orientation); and APNG's, which carry frames.
+_PNG_KEPT_ONCE: Final = frozenset({b"tRNS", b"eXIf"})
+# The segments a flooded JPEG keeps, the first of each with its identifier: JFIF (APP0)
+# and Adobe (APP14), which tell libjpeg the colour transform, and EXIF (APP1), the
+# orientation. The others (comments, XMP, ICC, Photoshop, maker data …) change no pixel.
+_JPEG_KEPT_ONCE: Final = {0xE0: b"JFIF\x00", 0xE1: b"Exif\x00\x00", 0xEE: b"Adobe"}
+_JPEG_OPTIONAL: Final = frozenset({*range(0xE0, 0xF0), 0xFE})  # APP0 to APP15, COM
+
+
+def _without_flood(data: bytes, mime: str) -> bytes:
+    if mime == "image/png":
+        return _png_without_chunk_flood(data) or data
+    if mime == "image/jpeg":
+        return _jpeg_without_segment_flood(data) or data
+    return data
+
+
+def _png_flooded(data: bytes) -> bool:
+    """Whether the PNG has more than ``_FLOOD`` ancillary chunks (APNG's not counted)."""
+    size, pos, count = len(data), len(_PNG_SIGNATURE), 0
+    while pos + 8 <= size:
+        length, kind = _PNG_CHUNK.unpack_from(data, pos)
+        if not kind.isalpha() or kind == b"IEND":
+            break
+        if kind[0] & 0x20 and kind not in _APNG_CHUNKS:
+            count += 1
+            if count > _FLOOD:
+                return True
+        pos += 12 + length
+    return False
+
+
+def _png_without_chunk_flood(data: bytes) -> bytes | None:
+    """A flooded PNG without its ancillary chunks but the first of ``_PNG_KEPT_ONCE``
+    and APNG's, before and after the image data (Pillow reads both); None if it is not
+    flooded. Walked as ``_png_without_ancillary_chunks`` walks it."""
+    if not _png_flooded(data):
+        return None
+    view = memoryview(data)
+    copy = io.BytesIO()
+    size = len(data)
+    start, pos = 0, len(_PNG_SIGNATURE)
+    kept: set[bytes] = set()
+    while pos + 8 <= size:
+        length, kind = _PNG_CHUNK.unpack_from(data, pos)
+        if not kind.isalpha():
+            break
+        end = pos + 12 + length
+        if kind[0] & 0x20 and kind not in _APNG_CHUNKS:
+            if kind in _PNG_KEPT_ONCE and kind not in kept:
+                kept.add(kind)
+            else:
+                if start < pos:
+                    copy.write(view[start:pos])
+                start = min(end, size)
+        if end >= size or kind == b"IEND":
+            break
+        pos = end
+    copy.write(view[start:])
+    return copy.getvalue()
+
+
+def _jpeg_segments_flooded(data: bytes) -> bool:
+    """Whether the JPEG has more than ``_FLOOD`` optional segments before its first
+    scan, walked as Pillow walks them (see ``_jpeg_with_short_segments_renamed``)."""
+    size, pos, count = len(data), 2, 0
+    while pos + 4 <= size:
+        byte, marker, length = _JPEG_SEGMENT.unpack_from(data, pos)
+        if byte != 0xFF:
+            pos = data.find(b"\xff", pos)
+            if pos < 0:
+                break
+        elif marker == 0xFF or marker in _JPEG_NO_LENGTH:
+            pos += 1 if marker == 0xFF else 2
+        elif marker == 0xDA or length < 2:
+            break
+        else:
+            if marker in _JPEG_OPTIONAL:
+                count += 1
+                if count > _FLOOD:
+                    return True
+            pos += 2 + length
+    return False
+
+
+def _jpeg_without_segment_flood(data: bytes) -> bytes | None:
+    """A flooded JPEG without its optional segments before the first scan but the first
+    of each of ``_JPEG_KEPT_ONCE``; None if it is not flooded. The pixels are libjpeg's
+    decoding of the same tables and scans."""
+    if not _jpeg_segments_flooded(data):
+        return None
+    view = memoryview(data)
+    copy = io.BytesIO()
+    size = len(data)
+    start, pos = 0, 2
+    kept: set[int] = set()
+    while pos + 4 <= size:
+        byte, marker, length = _JPEG_SEGMENT.unpack_from(data, pos)
+        if byte != 0xFF:
+            pos = data.find(b"\xff", pos)
+            if pos < 0:
+                break
+        elif marker == 0xFF or marker in _JPEG_NO_LENGTH:
+            pos += 1 if marker == 0xFF else 2
+        elif marker == 0xDA or length < 2:
+            break
+        else:
+            end = pos + 2 + length
+            if marker in _JPEG_OPTIONAL:
+                ident = _JPEG_KEPT_ONCE.get(marker)
+                if ident and marker not in kept and data.startswith(ident, pos + 4):
+                    kept.add(marker)
+                else:
+                    if start < pos:
+                        copy.write(view[start:pos])
+                    start = min(end, size)
+            pos = end
+    copy.write(view[start:])
+    return copy.getvalue()
 
 
 def frames_to_hash(frames: int, *, hashed: int) -> list[int]:

@@ -26,7 +26,7 @@ import pdqhash
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image, ImageOps, PngImagePlugin
+from PIL import Image, ImageFile, ImageOps, PngImagePlugin
 
 from hotline.errors import HotlineError
 from hotline.settings import Settings
@@ -981,3 +981,86 @@ def test_near_duplicates_are_near_and_unrelated_pictures_far() -> None:
     for a, b in itertools.combinations(originals, 2):
         assert distance(a.phash, b.phash) > 2 * NEAR_PHASH
         assert distance(a.pdq, b.pdq) > 2 * NEAR_PDQ
+
+
+# -- Files flooded with optional parts
+
+
+def _png_chunk(kind: bytes, body: bytes = b"") -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _pillow_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many chunks or segments Pillow's header parsers read the data of, counted."""
+    reads = [0]
+    safe_read = ImageFile._safe_read
+
+    def counted(fp: Any, size: int) -> bytes:
+        reads[0] += 1
+        return safe_read(fp, size)
+
+    monkeypatch.setattr(ImageFile, "_safe_read", counted)
+    return reads
+
+
+@pytest.mark.parametrize("where", ["before the pixels", "after the pixels"])
+def test_a_png_flooded_with_chunks_is_hashed_as_shown_without_reading_them(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pillow reads every chunk in Python (a 25 MB file of empty ones: 4 s and 230 MB);
+    browsers skip them. Past 1,000 the picture is decoded without them, but for its
+    transparency (here the picture is drawn in it) and its EXIF."""
+    grey = images.make_image(51, (320, 240)).convert("L")
+    drawn = Image.frombytes("P", grey.size, grey.tobytes())
+    drawn.putpalette([0, 0, 0] * 256)
+    clean = images.encode(drawn, "PNG", transparency=bytes(255 - i for i in range(256)))
+    flood = _png_chunk(b"zzZz") * 5_000 + _png_chunk(b"tEXt", b"k\x00v") * 100
+    at = clean.index(b"IDAT" if where == "before the pixels" else b"IEND") - 4
+    flooded = clean[:at] + flood + clean[at:]
+    expected = hash_media(clean)
+    assert distance(expected.phash, hash_media(images.encode(grey, "PNG")).phash) <= 2
+
+    reads = _pillow_reads(monkeypatch)
+    hashed = hash_media(flooded)
+
+    assert reads[0] < 20
+    assert_crypto(hashed, flooded)
+    assert (hashed.phash, hashed.pdq) == (expected.phash, expected.pdq)
+
+
+@pytest.mark.parametrize("segment", [b"\xff\xfe\x00\x02", b"\xff\xe1\x00\x06http"])
+def test_a_jpeg_flooded_with_segments_is_hashed_as_shown_without_reading_them(
+    segment: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Comments or XMP-like segments by the thousand before the EXIF block: Pillow kept
+    each (a 25 MB file: up to 7 s and 770 MB). Past 1,000 the picture is decoded
+    without them, but for the first JFIF, EXIF (its orientation) and Adobe segments."""
+    shown = images.make_image(52, (300, 400))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned a quarter: shown 300 wide and 400 high
+    clean = images.encode(shown.transpose(Image.Transpose.ROTATE_90), "JPEG", exif=exif.tobytes())
+    flooded = clean[:2] + segment * 5_000 + clean[2:]
+    expected = hash_media(clean)
+    assert (expected.width, expected.height) == (300, 400)
+
+    reads = _pillow_reads(monkeypatch)
+    hashed = hash_media(flooded)
+
+    assert reads[0] < 20
+    assert_crypto(hashed, flooded)
+    assert (hashed.width, hashed.height) == (300, 400)
+    assert (hashed.phash, hashed.pdq) == (expected.phash, expected.pdq)
+
+
+def test_a_few_optional_parts_are_read_as_they_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Up to 1,000 the file is decoded whole, as before; one more and it is not."""
+    clean = images.encode(images.make_image(53, (320, 240)), "JPEG")
+    padded = clean[:2] + b"\xff\xfe\x00\x02" * 998 + clean[2:]  # its JFIF, its comment
+    reads = _pillow_reads(monkeypatch)
+    assert hash_media(padded).phash == hash_media(clean).phash
+    assert reads[0] >= 1_000
+    reads[0] = 0
+    assert hash_media(padded[:2] + b"\xff\xfe\x00\x02" + padded[2:]).phash == (
+        hash_media(clean).phash
+    )
+    assert reads[0] < 20
