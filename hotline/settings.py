@@ -111,6 +111,13 @@ class Settings(BaseSettings):
         description="Gaussian blur radius of the safe view's default rendering, in pixels "
         "of an image scaled to 1024 pixels on its long side.",
     )
+    safe_view_rate_limit: str = Field(
+        "300/minute;5000/hour",
+        description="Safe views (each fetches a media item afresh and decodes it in the "
+        "API process) allowed per staff account, in `limits` notation separated by `;`, "
+        "or `off`. The default lets an analyst open several pages of 50 media a minute "
+        "and stops a runaway script or a stolen session from tying up the API.",
+    )
     contact_retention_days: int = Field(
         90, ge=1, description="Days after which a reporter's contact details are erased."
     )

@@ -32,6 +32,7 @@ from partners import api as partners_api
 from partners import pages as partners_pages
 from reporting import api as reporting_api
 from reporting import pages as reporting_pages
+from reporting.ratelimit import check_spec
 from triage import api as triage_api
 from triage import pages as triage_pages
 
@@ -314,6 +315,8 @@ def readyz() -> JSONResponse:
 def create_app() -> FastAPI:
     settings = get_settings()
     configure_logging(settings.log_level)
+    check_spec("HOTLINE_RATE_LIMIT", settings.rate_limit)
+    check_spec("HOTLINE_SAFE_VIEW_RATE_LIMIT", settings.safe_view_rate_limit)
     seal_content()  # the safe view fetches and decodes reported media in this process
     app = FastAPI(
         title=f"{settings.site_name} API",

@@ -85,10 +85,67 @@ class SecretSource:
         return bytes.fromhex(value.decode() if isinstance(value, bytes) else str(value))
 
 
+def parse_spec(spec: str) -> list[RateLimitItem] | None:
+    """A rate limit setting: limits in ``limits`` notation separated by ``;``, or None
+    for ``off``. Raises ValueError on anything else."""
+    spec = spec.strip()
+    if spec.lower() == "off":
+        return None
+    return list(parse_many(spec))
+
+
+def check_spec(name: str, spec: str) -> None:
+    """Raise ValueError naming the setting ``name`` if ``spec`` is not a rate limit
+    setting (checked when the API starts: importing ``limits`` costs every other
+    command 60 ms, so the settings themselves do not)."""
+    try:
+        parse_spec(spec)
+    except ValueError:
+        raise ValueError(
+            f"{name}: expected limits such as 20/minute;200/day (separated by ;), or off"
+        ) from None
+
+
+def limit_storage(settings: Settings) -> Storage:
+    """Where counters live: Redis, shared by every API process, or this process."""
+    if settings.redis_url:
+        return RedisStorage(settings.redis_url, socket_connect_timeout=1.0, socket_timeout=1.0)
+    return MemoryStorage()
+
+
 @dataclass
-class SubmissionLimiter:
+class Counter:
+    """Hits of keys in one namespace against limits, by a moving window."""
+
     items: list[RateLimitItem]
     limiter: MovingWindowRateLimiter | None
+    namespace: str
+
+    def wait(self, key: str, now: float) -> int | None:
+        """Count one hit of ``key``: None if allowed, else the seconds until it would
+        be. Fails open (None) when the store is down: a limit must not stop the work."""
+        if self.limiter is None:
+            return None
+        try:
+            for item in self.items:
+                if not self.limiter.hit(item, self.namespace, key):
+                    reset_at, _remaining = self.limiter.get_window_stats(item, self.namespace, key)
+                    return math.ceil(reset_at - now)
+        except Exception as exc:
+            log.warning("rate limit not checked: %s", type(exc).__name__)
+        return None
+
+
+def build_counter(settings: Settings, spec: str, namespace: str) -> Counter:
+    items = parse_spec(spec)
+    if items is None:
+        return Counter([], None, namespace)
+    return Counter(items, MovingWindowRateLimiter(limit_storage(settings)), namespace)
+
+
+@dataclass
+class SubmissionLimiter:
+    counter: Counter
     secrets: SecretSource
 
     def key(self, address: str, now: float) -> str:
@@ -97,20 +154,18 @@ class SubmissionLimiter:
 
     def hit(self, address: str | None) -> None:
         """Count one submission; raise RateLimited when a limit is exhausted."""
-        if self.limiter is None or address is None:
+        if self.counter.limiter is None or address is None:
             return
         now = time.time()
         try:
             key = self.key(address, now)
-            for item in self.items:
-                if not self.limiter.hit(item, "report", key):
-                    reset_at, _remaining = self.limiter.get_window_stats(item, "report", key)
-                    raise RateLimited(math.ceil(reset_at - now))
-        except RateLimited:
-            raise
         except Exception as exc:
             # Redis down must not stop people reporting: the limit fails open.
             log.warning("rate limit not checked: %s", type(exc).__name__)
+            return
+        wait = self.counter.wait(key, now)
+        if wait is not None:
+            raise RateLimited(wait)
 
 
 def build_limiter(settings: Settings) -> SubmissionLimiter:
@@ -120,15 +175,7 @@ def build_limiter(settings: Settings) -> SubmissionLimiter:
         else None
     )
     source = SecretSource(settings.rate_limit_rotation_seconds, client)
-    spec = settings.rate_limit.strip()
-    if spec.lower() == "off":
-        return SubmissionLimiter([], None, source)
-    storage: Storage = (
-        RedisStorage(settings.redis_url, socket_connect_timeout=1.0, socket_timeout=1.0)
-        if settings.redis_url
-        else MemoryStorage()
-    )
-    return SubmissionLimiter(parse_many(spec), MovingWindowRateLimiter(storage), source)
+    return SubmissionLimiter(build_counter(settings, settings.rate_limit, "report"), source)
 
 
 @lru_cache

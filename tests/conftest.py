@@ -59,6 +59,7 @@ def _clear_caches() -> None:
     from hotline.settings import get_settings
     from reporting.contacts import contact_cipher
     from reporting.ratelimit import get_limiter
+    from triage.api import get_view_counter
     from triage.fetcher import get_fetcher
     from triage.hosting import get_hosting_lookup
     from triage.neardup import get_near_duplicates
@@ -67,6 +68,7 @@ def _clear_caches() -> None:
         get_settings,
         producer,
         get_limiter,
+        get_view_counter,
         contact_cipher,
         get_fetcher,
         get_hosting_lookup,
@@ -149,6 +151,7 @@ def backend_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "HOTLINE_BROKER_URL": TEST_REDIS_URL,
         "HOTLINE_REDIS_URL": TEST_REDIS_URL,
         "HOTLINE_RATE_LIMIT": "off",
+        "HOTLINE_SAFE_VIEW_RATE_LIMIT": "off",
         "HOTLINE_LOG_LEVEL": "INFO",
         "HOTLINE_SECURE_COOKIES": "false",
         "HOTLINE_SWEEP_INTERVAL_SECONDS": "1",

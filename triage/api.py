@@ -8,6 +8,8 @@ route template), and every view of an item is audited.
 from __future__ import annotations
 
 import datetime as dt
+import time
+from functools import lru_cache
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Response, status
@@ -19,8 +21,12 @@ from hotline.authz import Forbidden, allowed, authorize
 from hotline.deps import NowDep, SessionDep, SettingsDep
 from hotline.errors import HotlineError, NotFound
 from hotline.models import StaffUser
+from hotline.settings import get_settings
 from reporting.models import Report, Target, TargetStatus
+from reporting.ratelimit import Counter, build_counter
+from reporting.schemas import ErrorBody
 from triage import assessment, review, safeview
+from triage.errors import ViewsRateLimited
 from triage.fetcher import Fetcher, get_fetcher
 from triage.schemas import (
     AssessmentCreate,
@@ -300,7 +306,22 @@ SAFE_VIEW_HEADERS = {
 }
 
 
-@router.get("/targets/{target_id}/media/{media_id}/view")
+@lru_cache
+def get_view_counter() -> Counter:
+    """Safe views per staff account (``HOTLINE_SAFE_VIEW_RATE_LIMIT``)."""
+    settings = get_settings()
+    return build_counter(settings, settings.safe_view_rate_limit, "safe-view")
+
+
+@router.get(
+    "/targets/{target_id}/media/{media_id}/view",
+    responses={
+        429: {
+            "model": ErrorBody,
+            "description": "Too many views from this account (`rate_limited`); see Retry-After.",
+        }
+    },
+)
 def view_media(
     target_id: int,
     media_id: int,
@@ -318,6 +339,11 @@ def view_media(
     animation (a near match's ``frame``). Never stored (docs/safeview.md)."""
     if unblur and not allowed(user.role, "media.unblur"):
         raise Forbidden()
+    # Counted per account before anything is looked up or fetched; a view refused
+    # here costs nothing.
+    wait = get_view_counter().wait(str(user.id), time.time())
+    if wait is not None:
+        raise ViewsRateLimited(wait)
     source = safeview.locate(session, target_id, media_id)
     session.close()  # no connection is held while the site takes its time
     options = safeview.Options.from_settings(settings, size=size, unblur=unblur, frame=frame)

@@ -20,3 +20,15 @@ class FetchError(HotlineError):
         self.reason = reason
         self.ip = ip  # the address that answered, when one did (an HTTP error)
         super().__init__(f"The address could not be fetched ({reason}).")
+
+
+class ViewsRateLimited(HotlineError):
+    """A staff account asked for more safe views than ``HOTLINE_SAFE_VIEW_RATE_LIMIT``."""
+
+    code = "rate_limited"
+    status_code = 429
+    detail = "Too many media views from this account. Please try again shortly."
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = max(1, retry_after)
+        super().__init__()

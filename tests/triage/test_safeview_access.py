@@ -437,3 +437,37 @@ def test_a_later_frame_unblurred_is_audited_with_its_frame_and_a_failed_one_is_n
     assert [(e.actor, e.object_type, json.loads(e.details or "{}")) for e in events] == [
         ("sue@hotline.example", "media", {"target_id": target, "frame": 2})
     ]
+
+
+# -- how many views an account may ask for
+
+
+def test_views_are_limited_per_account_before_anything_is_fetched(
+    client: Any, http_server: LocalHTTPServer, configure: Any, unblurs: Unblurs
+) -> None:
+    """Each view fetches the media afresh and decodes it in the API process: a runaway
+    script or a stolen session is stopped per account, and the refused view costs no
+    fetch. Other accounts go on; ``off`` lifts the limit."""
+    configure(safe_view_rate_limit="3/minute")
+    target, [media] = seen(http_server.route("/many.png", body=images.png(55, (320, 240))))
+    ana = bearer(Role.analyst, "ana@hotline.example")
+    bob = bearer(Role.analyst, "bob@hotline.example")
+    before = fetches(http_server, "/many.png")
+    for _ in range(3):
+        assert client.get(viewed(target, media), headers=ana).status_code == 200
+    limited = client.get(viewed(target, media, "unblur=true"), headers=ana)
+    assert (limited.status_code, limited.json()["code"]) == (429, "rate_limited")
+    assert 1 <= int(limited.headers["retry-after"]) <= 60
+    assert fetches(http_server, "/many.png") == before + 3
+    assert unblurs(media) == []
+    assert client.get(viewed(target, media), headers=bob).status_code == 200
+
+    configure(safe_view_rate_limit="off")
+    for _ in range(5):
+        assert client.get(viewed(target, media), headers=ana).status_code == 200
+
+
+def test_a_rate_limit_that_does_not_parse_stops_the_api_at_start(configure: Any) -> None:
+    configure(safe_view_rate_limit="lots")
+    with pytest.raises(ValueError, match="HOTLINE_SAFE_VIEW_RATE_LIMIT: expected limits"):
+        create_app()
