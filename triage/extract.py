@@ -464,8 +464,8 @@ def _linked_data_urls(text: str, most: int) -> list[str]:
     while stack and len(urls) < most:
         value, is_media = stack.pop()
         if isinstance(value, str):
-            if is_media:
-                urls.append(value)
+            if is_media:  # \uD800 names a surrogate, which URLs take as U+FFFD
+                urls.append(_SURROGATES.sub("\ufffd", value))
         elif isinstance(value, list):
             stack.extend((item, is_media) for item in reversed(value))
         elif isinstance(value, dict):

@@ -693,10 +693,14 @@ _PNG_CHUNK: Final = struct.Struct(">I4s")  # length, type
 # The ancillary chunks a flooded PNG keeps, the first of each: transparency (a picture
 # may be drawn in it) and EXIF (its orientation); and APNG's, which carry frames.
 _PNG_KEPT_ONCE: Final = frozenset({b"tRNS", b"eXIf"})
-# The segments a flooded JPEG keeps, the first of each with its identifier: JFIF (APP0)
-# and Adobe (APP14), which tell libjpeg the colour transform, and EXIF (APP1), the
-# orientation. The others (comments, XMP, ICC, Photoshop, maker data …) change no pixel.
-_JPEG_KEPT_ONCE: Final = {0xE0: b"JFIF\x00", 0xE1: b"Exif\x00\x00", 0xEE: b"Adobe"}
+# The segments a flooded JPEG keeps: the first EXIF (APP1), the orientation, which
+# Pillow and browsers take from the first; and the last whole JFIF (APP0) and Adobe
+# (APP14), which tell libjpeg the colour transform: it takes the last one at least as
+# long as its header (identifier, bytes of data), and a decoy kept in its place before
+# turned the colours (``test_a_flooded_jpeg_keeps_the_adobe_segment_libjpeg_reads``).
+# The others (comments, XMP, ICC, Photoshop, maker data …) change no pixel.
+_JPEG_KEPT_FIRST: Final = {0xE1: b"Exif\x00\x00"}
+_JPEG_KEPT_LAST: Final = {0xE0: (b"JFIF\x00", 14), 0xEE: (b"Adobe", 12)}
 _JPEG_OPTIONAL: Final = frozenset({*range(0xE0, 0xF0), 0xFE})  # APP0 to APP15, COM
 
 
@@ -778,8 +782,10 @@ def _jpeg_segments_flooded(data: bytes) -> bool:
 
 def _jpeg_without_segment_flood(data: bytes) -> bytes | None:
     """A flooded JPEG without its optional segments before the first scan but the first
-    of each of ``_JPEG_KEPT_ONCE``; None if it is not flooded. The pixels are libjpeg's
-    decoding of the same tables and scans."""
+    of ``_JPEG_KEPT_FIRST`` and the last of each of ``_JPEG_KEPT_LAST`` (written where
+    the walk stops, before the scan: libjpeg and Pillow read them anywhere before it);
+    None if it is not flooded. The pixels are libjpeg's decoding of the same tables
+    and scans."""
     if not _jpeg_segments_flooded(data):
         return None
     view = memoryview(data)
@@ -787,6 +793,7 @@ def _jpeg_without_segment_flood(data: bytes) -> bytes | None:
     size = len(data)
     start, pos = 0, 2
     kept: set[int] = set()
+    last: dict[int, memoryview] = {}
     while pos + 4 <= size:
         byte, marker, length = _JPEG_SEGMENT.unpack_from(data, pos)
         if byte != 0xFF:
@@ -800,15 +807,23 @@ def _jpeg_without_segment_flood(data: bytes) -> bytes | None:
         else:
             end = pos + 2 + length
             if marker in _JPEG_OPTIONAL:
-                ident = _JPEG_KEPT_ONCE.get(marker)
+                ident = _JPEG_KEPT_FIRST.get(marker)
+                header = _JPEG_KEPT_LAST.get(marker)
                 if ident and marker not in kept and data.startswith(ident, pos + 4):
                     kept.add(marker)
                 else:
+                    whole = header and length - 2 >= header[1] and end <= size
+                    if header and whole and data.startswith(header[0], pos + 4):
+                        last[marker] = view[pos:end]
                     if start < pos:
                         copy.write(view[start:pos])
                     start = min(end, size)
             pos = end
-    copy.write(view[start:])
+    stop = size if pos < 0 else max(start, min(pos, size))
+    copy.write(view[start:stop])
+    for segment in last.values():
+        copy.write(segment)
+    copy.write(view[stop:])
     return copy.getvalue()
 
 

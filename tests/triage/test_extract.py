@@ -812,3 +812,14 @@ def test_hostile_json_ld_is_bounded_and_the_page_still_read() -> None:
     assert len(links) == 1_001
     assert links[-1] == "http://example.com/last.jpg"
     assert "http://example.com/huge.jpg" not in links
+
+
+def test_json_ld_escapes_of_lone_surrogates_become_replacement_characters() -> None:
+    """JSON's \\uD800 names a lone surrogate, which no URL holds: taken as U+FFFD, as a
+    CSS escape's is, a picture the page carries is read rather than raising in
+    inline_picture (which failed the whole page) and a URL is kept."""
+    linked = '{"image": ["data:image/png,a\\ud800", "/b\\udfff.jpg"]}'
+    html = f'<script type="application/ld+json">{linked}</script>'
+    links = media_links(html, "http://example.com/", limit=10, inline=True)
+    assert links == ["data:image/png,a\ufffd", "http://example.com/b%EF%BF%BD.jpg"]
+    assert inline_picture(links[0], max_bytes=100) == "a\ufffd".encode()

@@ -1064,3 +1064,23 @@ def test_a_few_optional_parts_are_read_as_they_are(monkeypatch: pytest.MonkeyPat
         hash_media(clean).phash
     )
     assert reads[0] < 20
+
+
+def test_a_flooded_jpeg_keeps_the_adobe_segment_libjpeg_reads() -> None:
+    """libjpeg takes the colour transform of the last Adobe segment: a flooded copy that
+    kept the first (a decoy saying YCbCr before the file's own, RGB) hashed a picture
+    of garbled colours, 22 bits of pHash from the one shown."""
+    stored = io.BytesIO()
+    images.make_image(54, (320, 240)).save(stored, "JPEG", quality=90, keep_rgb=True)
+    clean = stored.getvalue()
+    at = clean.index(b"\xff\xee")
+    adobe = clean[at : at + 2 + struct.unpack_from(">H", clean, at + 2)[0]]
+    assert adobe[-1] == 0  # transform: none, the samples are RGB
+    decoy = adobe[:-1] + b"\x01"  # transform: YCbCr
+    expected = hash_media(clean)
+    assert hash_media(clean[:2] + decoy + clean[2:]).phash == expected.phash
+    flooded = clean[:2] + decoy + b"\xff\xfe\x00\x02" * 1_001 + clean[2:]
+
+    hashed = hash_media(flooded)
+
+    assert (hashed.phash, hashed.pdq) == (expected.phash, expected.pdq)
