@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
+import re
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -587,46 +589,9 @@ def _without_broken_optional_parts(data: bytes, mime: str, *, header_read: bool)
 # switch for that per file (ImageFile.LOAD_TRUNCATED_IMAGES is process-wide and also
 # passes cut-short pixel data and IHDR), so the chunks are walked here.
 _PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
+_PNG_CHUNK: Final = struct.Struct(">I4s")  # length, type
 # APNG's chunks are ancillary but carry the later frames and where they go.
 _APNG_CHUNKS: Final = frozenset({b"acTL", b"fcTL", b"fdAT"})
-
-
-def _png_without_ancillary_chunks(data: bytes, *, after_image_data: bool) -> bytes | None:
-    """``data`` without its ancillary chunks but APNG's (only those after the first IDAT
-    if ``after_image_data``: Pillow reads and checks the others while opening), or None
-    when there is none.
-
-    None of them changes the luma hashed here: text, colour space and gamma (not applied),
-    transparency (alpha is dropped), physical size, EXIF (a PNG's orientation tag, rare,
-    is lost with it: the copy hashes unturned).
-    One pass over the chunks, each run of kept chunks written once into the copy (not
-    listed: a file can hold two million chunks); the walk stops at IEND or at anything
-    that is not a whole chunk, and the rest is kept as it is (a broken critical chunk
-    stays for Pillow to refuse), unless it is an ancillary chunk cut short.
-    """
-    view = memoryview(data)
-    copy = io.BytesIO()
-    size = len(data)
-    start, pos = 0, len(_PNG_SIGNATURE)
-    dropped = False
-    dropping = not after_image_data
-    while pos + 8 <= size:
-        length, kind = struct.unpack_from(">I4s", data, pos)
-        if not kind.isalpha():
-            break
-        dropping = dropping or kind == b"IDAT"
-        end = pos + 12 + length
-        if dropping and kind[0] & 0x20 and kind not in _APNG_CHUNKS:
-            copy.write(view[start:pos])
-            start, dropped = min(end, size), True
-        if end >= size or kind == b"IEND":
-            break
-        pos = end
-    if not dropped:
-        return None
-    copy.write(view[start:])
-    return copy.getvalue()  # the buffer itself, not a second copy
-
 
 # JPEG segments with a fixed header of their own (marker: identifier, bytes of data the
 # header takes): libjpeg, which decodes the pixels, ignores one shorter than that
@@ -640,56 +605,28 @@ _JPEG_IGNORED: Final = b"\xef"  # APP15: a segment neither Pillow nor libjpeg re
 # Markers Pillow's header parser takes without a length (0x00 follows a stuffed 0xFF).
 _JPEG_NO_LENGTH: Final = frozenset({0x00, 0xC8, *range(0xD0, 0xDA), *range(0xF0, 0xFE)})
 _JPEG_SEGMENT: Final = struct.Struct(">BBH")  # 0xFF, marker, length
-
-
-def _jpeg_with_short_segments_renamed(data: bytes) -> bytes | None:
-    """``data`` (with an end marker) with each segment of ``_JPEG_FIXED_HEADERS`` that
-    is shorter than its header renamed APP15, or None when there is none.
-
-    The segments before the first scan are walked as Pillow walks them: 0xFF, a marker
-    byte, a 2-byte length counting itself, the data; fill bytes and stray bytes skipped.
-    Renaming keeps every offset and length, and the pixels are libjpeg's decoding of
-    the same bytes. The copy is written as the walk goes (no list of segments: a file
-    can hold millions).
-    """
-    view = memoryview(data)
-    copy = io.BytesIO()
-    size = len(data)
-    start = renamed = 0
-    pos = 2
-    while pos + 4 <= size:
-        byte, marker, length = _JPEG_SEGMENT.unpack_from(data, pos)
-        if byte != 0xFF:
-            pos = data.find(b"\xff", pos)
-            if pos < 0:
-                break
-        elif marker == 0xFF or marker in _JPEG_NO_LENGTH:
-            pos += 1 if marker == 0xFF else 2
-        elif marker == 0xDA or length < 2:  # start of scan: Pillow's parser stops there
-            break
-        else:
-            fixed = _JPEG_FIXED_HEADERS.get(marker)
-            if fixed and length - 2 < fixed[1] and data.startswith(fixed[0], pos + 4):
-                copy.write(view[start : pos + 1])
-                copy.write(_JPEG_IGNORED)
-                start, renamed = pos + 2, renamed + 1
-            pos += 2 + length
-    if not renamed:
-        return None
-    copy.write(view[start:])
-    if not data.endswith(_JPEG_END):
-        copy.write(_JPEG_END)
-    return copy.getvalue()  # the buffer itself, not a second copy
-
+# What Pillow's parser steps over one or two bytes at a time: fill bytes (an 0xFF
+# before another) and markers without a length; a run of them is matched at once
+# (24 MB of fill bytes took the walk 5.7 s a byte at a time). Possessive (++): a
+# plain + kept a backtracking entry per step, 1.4 GB for 12 million of them.
+_JPEG_STEPS: Final = re.compile(
+    rb"(?:\xff(?=\xff)|\xff[" + re.escape(bytes(sorted(_JPEG_NO_LENGTH))) + rb"])++"
+)
+# What libjpeg skips as well before the first scan: stray bytes, fill bytes, a stuffed
+# 0x00, restart markers. (A second SOI, an EOI or a reserved marker stop it: a run
+# holding one is kept.)
+# (A run ends before the 0xFF of a marker: its last fill byte is one before the end.)
+_JPEG_SKIPPED_ALIKE: Final = re.compile(rb"(?:[^\xff]|\xff(?=\xff|\Z)|\xff[\x00\xd0-\xd7])*+")
 
 # More optional parts than pictures have (a PNG's text and metadata chunks, a JPEG's
 # comment and application segments: tens at most). Pillow's header parsers read each
 # in Python, and keep a JPEG's: a 25 MB file of millions of empty ones took 4 to 7 s
-# and 230 to 770 MB, where browsers skip them in C. Past this many the file is
-# decoded from a copy without them (``test_a_png_flooded_with_chunks_…`` and
+# and 230 to 770 MB, where browsers skip them in C. Past this many (or past
+# ``_FLOOD_BYTES`` of what a JPEG's parser steps over) the file is decoded from a copy
+# without them (``test_a_png_flooded_with_chunks_…``,
 # ``test_a_jpeg_flooded_with_segments_…``).
 _FLOOD: Final = 1_000
-_PNG_CHUNK: Final = struct.Struct(">I4s")  # length, type
+_FLOOD_BYTES: Final = 1 << 16
 # The ancillary chunks a flooded PNG keeps, the first of each: transparency (a picture
 # may be drawn in it) and EXIF (its orientation); and APNG's, which carry frames.
 _PNG_KEPT_ONCE: Final = frozenset({b"tRNS", b"eXIf"})
@@ -704,6 +641,119 @@ _JPEG_KEPT_LAST: Final = {0xE0: (b"JFIF\x00", 14), 0xEE: (b"Adobe", 12)}
 _JPEG_OPTIONAL: Final = frozenset({*range(0xE0, 0xF0), 0xFE})  # APP0 to APP15, COM
 
 
+def _png_chunks(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """(start, end, type) of a PNG's chunks, in order, up to ``IEND`` or to anything
+    that is not a whole chunk header (a type of other than letters); ``end`` lies past
+    the end of a chunk cut short."""
+    size, pos = len(data), len(_PNG_SIGNATURE)
+    while pos + 8 <= size:
+        length, kind = _PNG_CHUNK.unpack_from(data, pos)
+        if not kind.isalpha():
+            return
+        end = pos + 12 + length
+        yield pos, end, kind
+        if end >= size or kind == b"IEND":
+            return
+        pos = end
+
+
+def _optional_png_chunk(kind: bytes) -> bool:
+    return bool(kind[0] & 0x20) and kind not in _APNG_CHUNKS
+
+
+def _jpeg_parts(data: bytes) -> Iterator[tuple[int, int, int | None]]:
+    """(start, end, marker) of what precedes a JPEG's first scan, walked as Pillow's
+    header parser walks it: its segments (0xFF, a marker byte, a 2-byte length counting
+    itself, the data), and with a marker of None the runs it steps over (stray bytes up
+    to the next 0xFF, fill bytes, markers without a length). ``end`` lies past the end
+    of a segment cut short. The walk stops at the first scan (Pillow's parser stops
+    there), at a length under 2, or where no 0xFF follows."""
+    size, pos = len(data), 2
+    while pos + 4 <= size:
+        byte, marker, length = _JPEG_SEGMENT.unpack_from(data, pos)
+        if byte != 0xFF:
+            end = data.find(b"\xff", pos)
+            if end < 0:
+                return
+            yield pos, end, None
+        elif marker == 0xFF or marker in _JPEG_NO_LENGTH:
+            steps = _JPEG_STEPS.match(data, pos)
+            end = steps.end() if steps else pos + 1  # (it always matches here)
+            yield pos, end, None
+        elif marker == 0xDA or length < 2:
+            return
+        else:
+            end = pos + 2 + length
+            yield pos, end, marker
+        pos = end
+
+
+class _Edited:
+    """A copy of ``data`` with spans left out or replaced, written as a walk goes from
+    the start to the end (no list of the spans: a file can hold millions)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._view = memoryview(data)
+        self._size = len(data)
+        self._copy = io.BytesIO()
+        self._kept_from = 0
+        self.edited = False
+
+    def replace(self, start: int, end: int, by: bytes = b"") -> None:
+        """``data[start:end]`` (clipped to the file) becomes ``by``."""
+        if self._kept_from < start:
+            self._copy.write(self._view[self._kept_from : start])
+        if by:
+            self._copy.write(by)
+        self._kept_from = max(self._kept_from, min(end, self._size))
+        self.edited = True
+
+    def value(self, tail: bytes = b"") -> bytes:
+        self._copy.write(self._view[self._kept_from :])
+        self._copy.write(tail)
+        return self._copy.getvalue()  # the buffer itself, not a second copy
+
+
+def _png_without_ancillary_chunks(data: bytes, *, after_image_data: bool) -> bytes | None:
+    """``data`` without its ancillary chunks but APNG's (only those after the first IDAT
+    if ``after_image_data``: Pillow reads and checks the others while opening), or None
+    when there is none.
+
+    None of them changes the luma hashed here: text, colour space and gamma (not applied),
+    transparency (alpha is dropped), physical size, EXIF (a PNG's orientation tag, rare,
+    is lost with it: the copy hashes unturned). The walk stops at IEND or at anything
+    that is not a whole chunk, and the rest is kept as it is (a broken critical chunk
+    stays for Pillow to refuse), unless it is an ancillary chunk cut short.
+    """
+    copy = _Edited(data)
+    dropping = not after_image_data
+    for start, end, kind in _png_chunks(data):
+        dropping = dropping or kind == b"IDAT"
+        if dropping and _optional_png_chunk(kind):
+            copy.replace(start, end)
+    return copy.value() if copy.edited else None
+
+
+def _jpeg_with_short_segments_renamed(data: bytes) -> bytes | None:
+    """``data`` (with an end marker) with each segment of ``_JPEG_FIXED_HEADERS`` that
+    is shorter than its header renamed APP15, or None when there is none.
+
+    Renaming keeps every offset and length, and the pixels are libjpeg's decoding of
+    the same bytes.
+    """
+    copy = _Edited(data)
+    for start, _, marker in _jpeg_parts(data):
+        fixed = _JPEG_FIXED_HEADERS.get(marker) if marker is not None else None
+        if fixed is None:
+            continue
+        (length,) = struct.unpack_from(">H", data, start + 2)
+        if length - 2 < fixed[1] and data.startswith(fixed[0], start + 4):
+            copy.replace(start + 1, start + 2, _JPEG_IGNORED)
+    if not copy.edited:
+        return None
+    return copy.value(b"" if data.endswith(_JPEG_END) else _JPEG_END)
+
+
 def _without_flood(data: bytes, mime: str) -> bytes:
     if mime == "image/png":
         return _png_without_chunk_flood(data) or data
@@ -714,117 +764,74 @@ def _without_flood(data: bytes, mime: str) -> bytes:
 
 def _png_flooded(data: bytes) -> bool:
     """Whether the PNG has more than ``_FLOOD`` ancillary chunks (APNG's not counted)."""
-    size, pos, count = len(data), len(_PNG_SIGNATURE), 0
-    while pos + 8 <= size:
-        length, kind = _PNG_CHUNK.unpack_from(data, pos)
-        if not kind.isalpha() or kind == b"IEND":
-            break
-        if kind[0] & 0x20 and kind not in _APNG_CHUNKS:
-            count += 1
-            if count > _FLOOD:
-                return True
-        pos += 12 + length
-    return False
+    optional = (kind for _, _, kind in _png_chunks(data) if _optional_png_chunk(kind))
+    return next(itertools.islice(optional, _FLOOD, None), None) is not None
 
 
 def _png_without_chunk_flood(data: bytes) -> bytes | None:
     """A flooded PNG without its ancillary chunks but the first of ``_PNG_KEPT_ONCE``
     and APNG's, before and after the image data (Pillow reads both); None if it is not
-    flooded. Walked as ``_png_without_ancillary_chunks`` walks it."""
+    flooded."""
     if not _png_flooded(data):
         return None
-    view = memoryview(data)
-    copy = io.BytesIO()
-    size = len(data)
-    start, pos = 0, len(_PNG_SIGNATURE)
+    copy = _Edited(data)
     kept: set[bytes] = set()
-    while pos + 8 <= size:
-        length, kind = _PNG_CHUNK.unpack_from(data, pos)
-        if not kind.isalpha():
-            break
-        end = pos + 12 + length
-        if kind[0] & 0x20 and kind not in _APNG_CHUNKS:
-            if kind in _PNG_KEPT_ONCE and kind not in kept:
-                kept.add(kind)
-            else:
-                if start < pos:
-                    copy.write(view[start:pos])
-                start = min(end, size)
-        if end >= size or kind == b"IEND":
-            break
-        pos = end
-    copy.write(view[start:])
-    return copy.getvalue()
-
-
-def _jpeg_segments_flooded(data: bytes) -> bool:
-    """Whether the JPEG has more than ``_FLOOD`` optional segments before its first
-    scan, walked as Pillow walks them (see ``_jpeg_with_short_segments_renamed``)."""
-    size, pos, count = len(data), 2, 0
-    while pos + 4 <= size:
-        byte, marker, length = _JPEG_SEGMENT.unpack_from(data, pos)
-        if byte != 0xFF:
-            pos = data.find(b"\xff", pos)
-            if pos < 0:
-                break
-        elif marker == 0xFF or marker in _JPEG_NO_LENGTH:
-            pos += 1 if marker == 0xFF else 2
-        elif marker == 0xDA or length < 2:
-            break
+    for start, end, kind in _png_chunks(data):
+        if not _optional_png_chunk(kind):
+            continue
+        if kind in _PNG_KEPT_ONCE and kind not in kept:
+            kept.add(kind)
         else:
-            if marker in _JPEG_OPTIONAL:
-                count += 1
-                if count > _FLOOD:
-                    return True
-            pos += 2 + length
+            copy.replace(start, end)
+    return copy.value()
+
+
+def _jpeg_flooded(data: bytes) -> bool:
+    """Whether more than ``_FLOOD`` optional segments and runs stepped over, or more
+    than ``_FLOOD_BYTES`` stepped over, precede the JPEG's first scan."""
+    count = stepped = 0
+    for start, end, marker in _jpeg_parts(data):
+        if marker is None:
+            stepped += end - start
+        if marker is None or marker in _JPEG_OPTIONAL:
+            count += 1
+        if count > _FLOOD or stepped > _FLOOD_BYTES:
+            return True
     return False
 
 
 def _jpeg_without_segment_flood(data: bytes) -> bytes | None:
-    """A flooded JPEG without its optional segments before the first scan but the first
-    of ``_JPEG_KEPT_FIRST`` and the last of each of ``_JPEG_KEPT_LAST`` (written where
-    the walk stops, before the scan: libjpeg and Pillow read them anywhere before it);
-    None if it is not flooded. The pixels are libjpeg's decoding of the same tables
-    and scans."""
-    if not _jpeg_segments_flooded(data):
+    """A flooded JPEG without what precedes its first scan but its segments that
+    matter: not the runs its parser steps over that libjpeg skips too (fill bytes, stray
+    bytes …), nor its optional segments but the first of ``_JPEG_KEPT_FIRST`` and the
+    last of each of ``_JPEG_KEPT_LAST`` (written where the walk stops, before the scan:
+    libjpeg and Pillow read them anywhere before it); None if it is not flooded. The
+    pixels are libjpeg's decoding of the same tables and scans."""
+    if not _jpeg_flooded(data):
         return None
-    view = memoryview(data)
-    copy = io.BytesIO()
-    size = len(data)
-    start, pos = 0, 2
+    copy = _Edited(data)
     kept: set[int] = set()
-    last: dict[int, memoryview] = {}
-    while pos + 4 <= size:
-        byte, marker, length = _JPEG_SEGMENT.unpack_from(data, pos)
-        if byte != 0xFF:
-            pos = data.find(b"\xff", pos)
-            if pos < 0:
-                break
-        elif marker == 0xFF or marker in _JPEG_NO_LENGTH:
-            pos += 1 if marker == 0xFF else 2
-        elif marker == 0xDA or length < 2:
-            break
-        else:
-            end = pos + 2 + length
-            if marker in _JPEG_OPTIONAL:
-                ident = _JPEG_KEPT_FIRST.get(marker)
-                header = _JPEG_KEPT_LAST.get(marker)
-                if ident and marker not in kept and data.startswith(ident, pos + 4):
-                    kept.add(marker)
-                else:
-                    whole = header and length - 2 >= header[1] and end <= size
-                    if header and whole and data.startswith(header[0], pos + 4):
-                        last[marker] = view[pos:end]
-                    if start < pos:
-                        copy.write(view[start:pos])
-                    start = min(end, size)
-            pos = end
-    stop = size if pos < 0 else max(start, min(pos, size))
-    copy.write(view[start:stop])
-    for segment in last.values():
-        copy.write(segment)
-    copy.write(view[stop:])
-    return copy.getvalue()
+    last: dict[int, bytes] = {}
+    size, stop = len(data), 2
+    for start, stop, marker in _jpeg_parts(data):
+        if marker is None:
+            if _JPEG_SKIPPED_ALIKE.fullmatch(data, start, stop):
+                copy.replace(start, stop)
+            continue
+        if marker not in _JPEG_OPTIONAL:
+            continue
+        if marker in _JPEG_KEPT_FIRST:
+            if marker not in kept and data.startswith(_JPEG_KEPT_FIRST[marker], start + 4):
+                kept.add(marker)
+                continue
+        elif marker in _JPEG_KEPT_LAST and stop <= size:
+            ident, header = _JPEG_KEPT_LAST[marker]
+            if stop - start - 4 >= header and data.startswith(ident, start + 4):
+                last[marker] = data[start:stop]
+        copy.replace(start, stop)
+    stop = min(stop, size)
+    copy.replace(stop, stop, b"".join(last.values()))
+    return copy.value()
 
 
 def frames_to_hash(frames: int, *, hashed: int) -> list[int]:
