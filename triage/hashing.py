@@ -542,14 +542,14 @@ def _decode(
         with Image.open(io.BytesIO(data), formats=_PIL_FORMATS[mime]) as img:
             out.header_read = True
             out.width, out.height = img.size
+            if _orientation(img) in _QUARTER_TURNS:  # the size as shown, as hashed
+                out.width, out.height = out.height, out.width
             if decoded_pixels(mime, out.width, out.height) > max_pixels:
                 out.too_large = True
             else:
                 count = _count_frames(img, data, limit=max_frames)
                 out.frames, out.frames_capped = min(count, max_frames), count > max_frames
                 out.phash, out.pdq, out.pdq_quality = _perceptual(img)
-                if _orientation(img) in _QUARTER_TURNS:  # the size as shown, as hashed
-                    out.width, out.height = out.height, out.width
                 if img.format in ANIMATED_FORMATS:
                     wanted = frames_to_hash(out.frames, hashed=hashed_frames)
                     if wanted:
@@ -1012,12 +1012,29 @@ def _orientation(img: Image.Image) -> int:
     Hashed as shown: browsers turn the picture by it (CSS ``image-orientation:
     from-image``, the default since 2020), analysts see it turned, and an image host
     that re-encodes a phone photo turns its pixels and drops the tag. Unturned, the
-    phone's file and the host's copy were 20 to 36 bits of pHash apart (0 turned)."""
+    phone's file and the host's copy were 20 to 36 bits of pHash apart (0 turned).
+
+    Read from the EXIF block alone (a JPEG's first APP1 ``Exif``, a PNG's ``eXIf``, a
+    WebP's ``EXIF``), as browsers read it: ``Image.getexif`` also takes an orientation
+    from XMP or from a PNG's text chunks, which browsers ignore, so metadata alone
+    could turn the picture hashed away from the picture shown."""
+    raw = img.info.get("exif")
+    if not isinstance(raw, bytes) or not raw:
+        return 1
     try:
-        value = img.getexif().get(_ORIENTATION_TAG, 1)
+        exif = Image.Exif()
+        exif.load(raw)
+        value = exif.get(_ORIENTATION_TAG, 1)
     except _DECODE_ERRORS:  # a broken EXIF block: shown unturned, as browsers do
         return 1
-    return value if isinstance(value, int) else 1
+    return value if isinstance(value, int) and value in range(1, 9) else 1
+
+
+def shown_upright(img: Image.Image) -> Image.Image:
+    """The current frame as browsers show it: turned by its EXIF orientation (the safe
+    view's, as hashing's)."""
+    turn = _ORIENTATIONS.get(_orientation(img))
+    return img.transpose(turn) if turn is not None else img
 
 
 def _span(band: Image.Image) -> int:

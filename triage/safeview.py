@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from sqlalchemy import select
 from sqlmodel import Session, col
 
@@ -47,6 +47,7 @@ from triage.hashing import (
     decode_as_shown,
     decoded_pixels,
     is_page,
+    shown_upright,
     sniff,
     walk_frames,
 )
@@ -296,7 +297,7 @@ def _draw(img: Image.Image, options: Options) -> bytes:
     mode = "RGB" if options.unblur else "L"
     img.draft(mode, out_size)  # JPEG: decoded at 1/2, 1/4 or 1/8 scale when that suffices
     img.load()
-    frame = ImageOps.exif_transpose(img)  # browsers honour the orientation; so do we
+    frame = shown_upright(img)  # browsers honour the orientation; so do we
     out_size = _fit(*frame.size, options.size)
     frame = _flatten(frame, mode)
     if frame.size != out_size:

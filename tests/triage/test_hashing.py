@@ -701,6 +701,43 @@ def test_a_picture_is_hashed_as_shown_whatever_its_exif_orientation(orientation:
     assert distance(hashed.pdq, host_copy.pdq) <= 12
 
 
+XMP_TURNED = (
+    b"http://ns.adobe.com/xap/1.0/\x00"
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF'
+    b' xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description'
+    b' xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/></rdf:RDF>'
+    b"</x:xmpmeta>"
+)
+
+
+def test_an_orientation_in_xmp_alone_leaves_the_picture_unturned() -> None:
+    """Browsers turn a picture by its EXIF block only; Pillow's getexif also reads
+    XMP's tiff:Orientation. Metadata alone must not turn what is hashed."""
+    stored = images.encode(images.make_image(33, (400, 300)), "JPEG", quality=90)
+    with_xmp = images.with_jpeg_segment(stored, 0xE1, XMP_TURNED, instead_of_jfif=False)
+    assert Image.open(io.BytesIO(with_xmp)).getexif().get(0x0112) == 6  # what Pillow says
+    plain, hashed = hash_media(stored), hash_media(with_xmp)
+    assert (hashed.width, hashed.height) == (400, 300)
+    assert (hashed.phash, hashed.pdq) == (plain.phash, plain.pdq)
+
+
+def test_a_turned_picture_has_its_size_as_shown_even_when_not_decoded() -> None:
+    """Pixels that do not decode, or too many of them: the size recorded is still the
+    picture's as shown."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    turned = images.encode(images.make_image(34, (400, 300)), "JPEG", exif=exif.tobytes())
+    scan = turned.index(b"\xff\xda")
+    broken = turned[: scan + 4] + b"\x09" + turned[scan + 5 :]  # a scan of 9 components
+    undecoded = hash_media(broken)
+    assert undecoded.phash is None
+    assert (undecoded.width, undecoded.height) == (300, 400)
+    with pytest.raises(HashingError) as caught:
+        hash_media(turned, max_pixels=100_000)
+    assert caught.value.partial is not None
+    assert (caught.value.partial.width, caught.value.partial.height) == (300, 400)
+
+
 @pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
 def test_a_broken_exif_block_leaves_the_picture_unturned() -> None:
     picture = images.make_image(32, (600, 800))

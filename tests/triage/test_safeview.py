@@ -35,7 +35,7 @@ from tests.triage.test_api import bearer
 from tests.triage.test_hashing import audit_writes  # noqa: F401 - a fixture
 from triage import safeview
 from triage.fetcher import get_fetcher
-from triage.models import Sighting
+from triage.models import Media, Sighting
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 SAFE_HEADERS = {
@@ -268,6 +268,38 @@ def test_pictures_hashed_despite_a_flaw_browsers_skip_are_shown_too(
         response = view(client, analyst, target, media_id)
         assert response.status_code == 200, response.json()
         assert picture(response).size == (400, 300)
+
+
+def test_pictures_are_shown_turned_by_their_exif_orientation_only(
+    client: Any, http_server: LocalHTTPServer
+) -> None:
+    """A phone's photo, stored landscape and turned by its EXIF orientation, is shown
+    portrait, as browsers show it and as its size and hashes are recorded; an
+    orientation in XMP alone, which browsers ignore, turns nothing."""
+    from tests.triage.test_hashing import XMP_TURNED
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored = images.make_image(35, (400, 300))
+    files = {
+        "/phone.jpg": images.encode(stored, "JPEG", exif=exif.tobytes()),
+        "/xmp.jpg": images.with_jpeg_segment(
+            images.jpeg(36, (400, 300)), 0xE1, XMP_TURNED, instead_of_jfif=False
+        ),
+    }
+    target, media = seen(page(http_server, "turned", files))
+    analyst = bearer(Role.analyst, "ana@hotline.example")
+    with session_scope() as session:
+        sizes = {
+            m.id: (m.width, m.height)
+            for m in session.execute(select(Media).where(col(Media.id).in_(media))).scalars()
+        }
+    shown = {
+        media_id: picture(view(client, analyst, target, media_id, unblur=True)).size
+        for media_id in media
+    }
+    assert sorted(shown.values()) == [(300, 400), (400, 300)]
+    assert shown == sizes
 
 
 def test_a_picture_the_page_carries_is_shown_from_the_page_again(
