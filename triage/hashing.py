@@ -31,6 +31,7 @@ import io
 import itertools
 import re
 import struct
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal, Protocol, TypeVar, cast
@@ -715,23 +716,47 @@ class _Edited:
 
 
 def _png_without_ancillary_chunks(data: bytes, *, after_image_data: bool) -> bytes | None:
-    """``data`` without its ancillary chunks but APNG's (only those after the first IDAT
-    if ``after_image_data``: Pillow reads and checks the others while opening), or None
-    when there is none.
+    """``data`` without its ancillary chunks but APNG's and the first sound ``tRNS`` and
+    ``eXIf`` (only those after the first IDAT if ``after_image_data``: Pillow reads and
+    checks the others while opening), or None when there is none.
 
     None of them changes the luma hashed here: text, colour space and gamma (not applied),
-    transparency (alpha is dropped), physical size, EXIF (a PNG's orientation tag, rare,
-    is lost with it: the copy hashes unturned). The walk stops at IEND or at anything
-    that is not a whole chunk, and the rest is kept as it is (a broken critical chunk
-    stays for Pillow to refuse), unless it is an ancillary chunk cut short.
+    physical size. Transparency (a picture may be drawn in it) and EXIF (its orientation)
+    do, so the first of each that Pillow accepts stays. The walk stops at IEND or at
+    anything that is not a whole chunk, and the rest is kept as it is (a broken critical
+    chunk stays for Pillow to refuse), unless it is an ancillary chunk cut short.
     """
     copy = _Edited(data)
     dropping = not after_image_data
+    colour = data[25] if data[12:16] == b"IHDR" and len(data) > 25 else None
+    kept: set[bytes] = set()
     for start, end, kind in _png_chunks(data):
         dropping = dropping or kind == b"IDAT"
-        if dropping and _optional_png_chunk(kind):
+        if not dropping or not _optional_png_chunk(kind):
+            continue
+        if kind in _PNG_KEPT_ONCE and kind not in kept and _sound(data, start, end, kind, colour):
+            kept.add(kind)
+        else:
             copy.replace(start, end)
     return copy.value() if copy.edited else None
+
+
+# The least a tRNS chunk holds for Pillow, by colour type (greyscale: one 16-bit grey,
+# truecolour: three): Pillow refuses a shorter one; one entry for a palette.
+_TRNS_LENGTH: Final = {0: 2, 2: 6}
+
+
+def _sound(data: bytes, start: int, end: int, kind: bytes, colour: int | None) -> bool:
+    """Whether the tRNS or eXIf chunk at ``start`` is one Pillow takes: whole, its CRC
+    right, and a tRNS as long as the colour type needs."""
+    if end > len(data):
+        return False
+    view = memoryview(data)
+    if zlib.crc32(view[start + 4 : end - 4]) != int.from_bytes(view[end - 4 : end], "big"):
+        return False
+    if kind == b"tRNS":
+        return end - start - 12 >= _TRNS_LENGTH.get(colour if colour is not None else 3, 1)
+    return True
 
 
 def _jpeg_with_short_segments_renamed(data: bytes) -> bytes | None:

@@ -1023,10 +1023,6 @@ def test_near_duplicates_are_near_and_unrelated_pictures_far() -> None:
 # -- Files flooded with optional parts
 
 
-def _png_chunk(kind: bytes, body: bytes = b"") -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
 def _pillow_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many chunks or segments Pillow's header parsers read the data of, counted."""
     reads = [0]
@@ -1040,6 +1036,41 @@ def _pillow_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return reads
 
 
+def _drawn_in_transparency(seed: int) -> bytes:
+    """A palette PNG of black entries whose picture is in their transparency (tRNS):
+    browsers show it on the page; without its tRNS it is a blank."""
+    grey = images.make_image(seed, (320, 240)).convert("L")
+    drawn = Image.frombytes("P", grey.size, grey.tobytes())
+    drawn.putpalette([0, 0, 0] * 256)
+    png = images.encode(drawn, "PNG", transparency=bytes(255 - i for i in range(256)))
+    assert distance(hash_media(png).phash, hash_media(images.encode(grey, "PNG")).phash) <= 2
+    return png
+
+
+def test_a_png_repaired_keeps_its_transparency_and_orientation() -> None:
+    """A broken gAMA (of zero length) makes Pillow refuse the file, which is decoded
+    again without its ancillary chunks: but for its first sound tRNS (a picture drawn in
+    its transparency) and eXIf (its orientation), which change the picture shown. A tRNS
+    Pillow refuses (too short for a truecolour picture) goes, as before."""
+    drawn = _drawn_in_transparency(56)
+    broken = images.with_png_chunk(drawn, b"gAMA", b"")
+    assert (hash_media(broken).phash, hash_media(broken).pdq) == (
+        hash_media(drawn).phash,
+        hash_media(drawn).pdq,
+    )
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    turned = images.encode(images.make_image(57, (400, 300)), "PNG", exif=exif.tobytes())
+    hashed = hash_media(images.with_png_chunk(turned, b"gAMA", b""))
+    assert (hashed.width, hashed.height) == (300, 400)
+    assert hashed.phash == hash_media(turned).phash
+
+    rgb = images.png(58, (320, 240))
+    short = images.with_png_chunk(images.with_png_chunk(rgb, b"gAMA", b""), b"tRNS", b"\x00\x01")
+    assert hash_media(short).phash == hash_media(rgb).phash
+
+
 @pytest.mark.parametrize("where", ["before the pixels", "after the pixels"])
 def test_a_png_flooded_with_chunks_is_hashed_as_shown_without_reading_them(
     where: str, monkeypatch: pytest.MonkeyPatch
@@ -1047,15 +1078,11 @@ def test_a_png_flooded_with_chunks_is_hashed_as_shown_without_reading_them(
     """Pillow reads every chunk in Python (a 25 MB file of empty ones: 4 s and 230 MB);
     browsers skip them. Past 1,000 the picture is decoded without them, but for its
     transparency (here the picture is drawn in it) and its EXIF."""
-    grey = images.make_image(51, (320, 240)).convert("L")
-    drawn = Image.frombytes("P", grey.size, grey.tobytes())
-    drawn.putpalette([0, 0, 0] * 256)
-    clean = images.encode(drawn, "PNG", transparency=bytes(255 - i for i in range(256)))
-    flood = _png_chunk(b"zzZz") * 5_000 + _png_chunk(b"tEXt", b"k\x00v") * 100
-    at = clean.index(b"IDAT" if where == "before the pixels" else b"IEND") - 4
-    flooded = clean[:at] + flood + clean[at:]
+    clean = _drawn_in_transparency(51)
+    after = where == "after the pixels"
+    flooded = images.with_png_chunk(clean, b"zzZz", b"", count=5_000, after_image_data=after)
+    flooded = images.with_png_chunk(flooded, b"tEXt", b"k\x00v", count=100, after_image_data=after)
     expected = hash_media(clean)
-    assert distance(expected.phash, hash_media(images.encode(grey, "PNG")).phash) <= 2
 
     reads = _pillow_reads(monkeypatch)
     hashed = hash_media(flooded)
