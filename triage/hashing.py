@@ -722,19 +722,30 @@ def _png_without_ancillary_chunks(data: bytes, *, after_image_data: bool) -> byt
 
     None of them changes the luma hashed here: text, colour space and gamma (not applied),
     physical size. Transparency (a picture may be drawn in it) and EXIF (its orientation)
-    do, so the first of each that Pillow accepts stays. The walk stops at IEND or at
-    anything that is not a whole chunk, and the rest is kept as it is (a broken critical
-    chunk stays for Pillow to refuse), unless it is an ancillary chunk cut short.
+    do, so the first of each that Pillow accepts stays. APNG's chunks stay too, unless
+    one of them is broken: then all go, and the file is the static picture it holds for
+    decoders without APNG, which is what browsers show of an APNG whose animation they
+    cannot read (Pillow refused the whole file over a broken acTL or first fcTL). The
+    walk stops at IEND or at anything that is not a whole chunk, and the rest is kept as
+    it is (a broken critical chunk stays for Pillow to refuse), unless it is an
+    ancillary chunk cut short.
     """
     copy = _Edited(data)
     dropping = not after_image_data
     colour = data[25] if data[12:16] == b"IHDR" and len(data) > 25 else None
+    static = any(
+        kind in _APNG_CHUNKS and not _sound(data, start, end, kind, colour)
+        for start, end, kind in _png_chunks(data)
+    )
     kept: set[bytes] = set()
     for start, end, kind in _png_chunks(data):
         dropping = dropping or kind == b"IDAT"
-        if not dropping or not _optional_png_chunk(kind):
+        if not dropping or not kind[0] & 0x20:  # kept, or critical
             continue
-        if kind in _PNG_KEPT_ONCE and kind not in kept and _sound(data, start, end, kind, colour):
+        if kind in _APNG_CHUNKS:
+            if static:
+                copy.replace(start, end)
+        elif kind in _PNG_KEPT_ONCE and kind not in kept and _sound(data, start, end, kind, colour):
             kept.add(kind)
         else:
             copy.replace(start, end)
@@ -744,19 +755,24 @@ def _png_without_ancillary_chunks(data: bytes, *, after_image_data: bool) -> byt
 # The least a tRNS chunk holds for Pillow, by colour type (greyscale: one 16-bit grey,
 # truecolour: three): Pillow refuses a shorter one; one entry for a palette.
 _TRNS_LENGTH: Final = {0: 2, 2: 6}
+# APNG's chunks: (least, most) bytes of data (acTL: frames, plays; fcTL: sequence,
+# size, offset, delay, disposal, blending; fdAT: sequence, then image data).
+_APNG_LENGTHS: Final = {b"acTL": (8, 8), b"fcTL": (26, 26), b"fdAT": (4, 1 << 31)}
 
 
 def _sound(data: bytes, start: int, end: int, kind: bytes, colour: int | None) -> bool:
-    """Whether the tRNS or eXIf chunk at ``start`` is one Pillow takes: whole, its CRC
-    right, and a tRNS as long as the colour type needs."""
+    """Whether the chunk at ``start`` (tRNS, eXIf, or APNG's) is one Pillow takes:
+    whole, its CRC right, as long as its kind (a tRNS: its colour type) needs."""
     if end > len(data):
         return False
     view = memoryview(data)
     if zlib.crc32(view[start + 4 : end - 4]) != int.from_bytes(view[end - 4 : end], "big"):
         return False
+    length = end - start - 12
     if kind == b"tRNS":
-        return end - start - 12 >= _TRNS_LENGTH.get(colour if colour is not None else 3, 1)
-    return True
+        return length >= _TRNS_LENGTH.get(colour if colour is not None else 3, 1)
+    least, most = _APNG_LENGTHS.get(kind, (0, 1 << 31))
+    return least <= length <= most
 
 
 def _jpeg_with_short_segments_renamed(data: bytes) -> bytes | None:

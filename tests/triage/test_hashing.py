@@ -384,6 +384,33 @@ def test_frames_are_counted_as_the_file_holds_them_not_as_it_claims() -> None:
     assert [f.frame for f in hashed.frame_hashes] == [1]
 
 
+def _broken_chunk(png: bytes, kind: bytes, *, cut: int = 0) -> bytes:
+    """``png`` with its first ``kind`` chunk broken: ``cut`` bytes shorter (its CRC
+    right), or with a wrong CRC when ``cut`` is 0."""
+    start = png.index(kind) - 4
+    (length,) = struct.unpack_from(">I", png, start)
+    end = start + 12 + length
+    if not cut:
+        return png[: end - 4] + bytes(b ^ 0xFF for b in png[end - 4 : end]) + png[end:]
+    return png[:start] + images.png_chunk(kind, png[start + 8 : end - 4][:-cut]) + png[end:]
+
+
+@pytest.mark.parametrize(("kind", "cut"), [(b"acTL", 0), (b"acTL", 1), (b"fcTL", 0), (b"fcTL", 2)])
+def test_an_apng_whose_animation_is_broken_is_hashed_as_its_static_picture(
+    kind: bytes, cut: int
+) -> None:
+    """A broken acTL or first fcTL made Pillow refuse the whole file; browsers show the
+    picture the file holds for decoders without APNG."""
+    buffer = io.BytesIO()
+    first, second = images.make_image(3, (64, 48)), images.make_image(4, (64, 48))
+    first.save(buffer, "PNG", save_all=True, append_images=[second])
+    broken = _broken_chunk(buffer.getvalue(), kind, cut=cut)
+    hashed = hash_media(broken)
+    assert_crypto(hashed, broken)
+    assert hashed.phash == hash_media(images.encode(first, "PNG")).phash
+    assert hashed.frames == 1
+
+
 def test_gif_with_100000_frames_is_hashed_fast_and_capped() -> None:
     data = images.gif_with_frames(100_000)
     start = time.perf_counter()

@@ -177,9 +177,9 @@ def broken_files(marker: bytes) -> dict[str, bytes]:
     pixels = png[idat + 8 : idat_end - 4]
     half = len(pixels) // 2
     split_idat = (
-        images._png_chunk(b"IDAT", pixels[:half])
+        images.png_chunk(b"IDAT", pixels[:half])
         + bad_chunk
-        + images._png_chunk(b"IDAT", pixels[half:])
+        + images.png_chunk(b"IDAT", pixels[half:])
     )
     plain = _plain_jpeg()
     xmp = _segment(b"\xe1", b"http://ns.adobe.com/xap/1.0/\x00\xff\xfe" + marker)
