@@ -1074,6 +1074,7 @@ def _drawn_in_transparency(seed: int) -> bytes:
     return png
 
 
+@pytest.mark.filterwarnings("ignore:Palette images with Transparency")  # Pillow's advice
 def test_a_png_repaired_keeps_its_transparency_and_orientation() -> None:
     """A broken gAMA (of zero length) makes Pillow refuse the file, which is decoded
     again without its ancillary chunks: but for its first sound tRNS (a picture drawn in
@@ -1098,6 +1099,7 @@ def test_a_png_repaired_keeps_its_transparency_and_orientation() -> None:
     assert hash_media(short).phash == hash_media(rgb).phash
 
 
+@pytest.mark.filterwarnings("ignore:Palette images with Transparency")  # Pillow's advice
 @pytest.mark.parametrize("where", ["before the pixels", "after the pixels"])
 def test_a_png_flooded_with_chunks_is_hashed_as_shown_without_reading_them(
     where: str, monkeypatch: pytest.MonkeyPatch
