@@ -10,6 +10,7 @@ import inspect
 import io
 import itertools
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from PIL import Image, ImageFile, ImageOps, JpegImagePlugin, PngImagePlugin
 from hotline.errors import HotlineError
 from hotline.settings import Settings
 from tests.fixtures import images
+from triage import hashing
 from triage.hashing import (
     HashingError,
     MediaHashes,
@@ -873,6 +875,65 @@ def test_mangled_images_never_raise_anything_but_hashing_error(
         reason = "hashed"
         assert result.sha256 == hashlib.sha256(mangled).hexdigest()
     assert reason in ("hashed", "not_media", "image_too_large")
+
+
+# Parts browsers (and libjpeg) skip, padded into a file anywhere before its pixels.
+_JPEG_SKIPPED = [
+    b"\xff\xfe\x00\x05hi!",  # a comment
+    b"\xff\xef\x00\x04\x00\x00",  # APP15
+    b"\xff\xe1\x00\x06http",  # APP1 that is not EXIF
+    b"\xff",  # a fill byte
+    b"\xff\xd3",  # a restart marker outside a scan
+]
+_PNG_SKIPPED = [
+    images.png_chunk(b"zzZz", b""),
+    images.png_chunk(b"tEXt", b"k\x00v"),
+    images.png_chunk(b"pHYs", b"\x00\x00\x0b\x13\x00\x00\x0b\x13\x01"),
+]
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    st.sampled_from(["jpeg", "png"]),
+    st.lists(st.integers(0, 4), min_size=1, max_size=30),
+    st.integers(0, 10),
+    st.booleans(),
+)
+def test_padding_with_parts_browsers_skip_never_changes_what_is_hashed(
+    kind: str, parts: list[int], where: int, flooded: bool
+) -> None:
+    """Whatever mix of skipped parts pads a file, wherever before its pixels, and
+    whether or not it counts as a flood (the limits lowered to a few parts), the
+    picture hashes as the file without them."""
+    clean = CLEAN_FILES[kind]
+    if kind == "jpeg":
+        places = [2] + [m.start() for m in re.finditer(rb"\xff[\xc0\xc4\xdb]", clean)]
+        padding = b"".join(_JPEG_SKIPPED[p] for p in parts)
+    else:
+        places = [33, clean.index(b"IDAT") - 4, clean.index(b"IEND") - 4]
+        padding = b"".join(_PNG_SKIPPED[p % len(_PNG_SKIPPED)] for p in parts)
+    at = places[where % len(places)]
+    padded = clean[:at] + padding + clean[at:]
+    expected = hash_media(clean)
+    with pytest.MonkeyPatch.context() as patch:
+        if flooded:
+            patch.setattr(hashing, "_FLOOD", 2)
+            patch.setattr(hashing, "_FLOOD_BYTES", 2)
+        hashed = hash_media(padded)
+    assert_crypto(hashed, padded)
+    shown = (hashed.phash, hashed.pdq, hashed.width, hashed.height)
+    assert shown == (expected.phash, expected.pdq, expected.width, expected.height)
+
+
+CLEAN_FILES = {
+    "jpeg": images.jpeg(59, (64, 48)),
+    "png": images.png(60, (64, 48)),
+}
 
 
 # ---------------------------------------------------------------- nothing kept
