@@ -18,7 +18,6 @@ from types import FrameType
 from typing import Annotated, Any
 
 import typer
-from sqlalchemy import func, select
 
 from hotline.cli_audit import audit_app
 from hotline.cli_exports import exports_app
@@ -134,6 +133,7 @@ def targets_list(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """List reported targets, most urgent first (priority, then age)."""
+    from sqlalchemy import func, select
     from sqlmodel import col
 
     from hotline.db import session_scope

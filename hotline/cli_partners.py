@@ -16,10 +16,9 @@ from typing import Annotated, Any
 
 import typer
 
-from hotline.audit import console_actor
 from hotline.errors import HotlineError
 from hotline.settings import get_settings
-from partners.models import PartnerKind, SecretPurpose
+from partners.kinds import PartnerKind, SecretPurpose
 
 partners_app = typer.Typer(
     help="Partners: law enforcement, partner hotlines, hosting providers, the fallback.",
@@ -35,6 +34,13 @@ SECRET_LABELS = {
     SecretPurpose.inbound_api_key: "partner's API key (it sends it to our API)",
     SecretPurpose.outbound_api_key: "our API key at the partner",
 }
+
+
+def _actor() -> str:
+    # Imported when a command writes, not for --help: hotline.audit loads the database.
+    from hotline.audit import console_actor
+
+    return console_actor()
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -105,7 +111,7 @@ def add(
                 now=utcnow(),
                 cipher=registry.partner_cipher(),
                 production=_production(),
-                actor=console_actor(),
+                actor=_actor(),
             )
             partner_id = added.partner.id
     except HotlineError as exc:
@@ -152,9 +158,7 @@ def disable(
     try:
         with session_scope() as session:
             row = registry.find_partner(session, partner)
-            registry.disable_partner(
-                session, row, reason=reason, now=utcnow(), actor=console_actor()
-            )
+            registry.disable_partner(session, row, reason=reason, now=utcnow(), actor=_actor())
             name = row.name
     except HotlineError as exc:
         raise fail(exc.detail) from None
@@ -170,7 +174,7 @@ def enable(partner: NameOrId) -> None:
     try:
         with session_scope() as session:
             row = registry.find_partner(session, partner)
-            registry.enable_partner(session, row, now=utcnow(), actor=console_actor())
+            registry.enable_partner(session, row, now=utcnow(), actor=_actor())
             name = row.name
     except HotlineError as exc:
         raise fail(exc.detail) from None
@@ -218,7 +222,7 @@ def rotate_secret(
                 overlap=dt.timedelta(hours=hours),
                 cipher=registry.partner_cipher(),
                 value=value,
-                actor=console_actor(),
+                actor=_actor(),
             )
             name = row.name
     except HotlineError as exc:
@@ -273,7 +277,7 @@ def accept_secrets(
                     overlap=dt.timedelta(hours=hours),
                     cipher=registry.partner_cipher(),
                     value=value,
-                    actor=console_actor(),
+                    actor=_actor(),
                 )
             name = row.name
     except HotlineError as exc:
@@ -310,7 +314,7 @@ def load(
                 now=utcnow(),
                 cipher=registry.partner_cipher(),
                 production=_production(),
-                actor=console_actor(),
+                actor=_actor(),
             )
             shown = [(r.partner.id, r.partner.name, r.created, r.secrets) for r in results]
     except HotlineError as exc:
@@ -371,7 +375,7 @@ def redeliver(
 
     try:
         with session_scope() as session:
-            row = delivery.redeliver(session, delivery_id, now=utcnow(), actor=console_actor())
+            row = delivery.redeliver(session, delivery_id, now=utcnow(), actor=_actor())
             webhook_id = row.webhook_id
     except HotlineError as exc:
         raise fail(exc.detail) from None
@@ -468,7 +472,7 @@ def template_set(
         with session_scope() as session:
             row = registry.find_partner(session, partner) if partner else None
             notices.set_template(
-                session, row, lang, text, now=utcnow(), policy=policy, actor=console_actor()
+                session, row, lang, text, now=utcnow(), policy=policy, actor=_actor()
             )
             name = row.name if row is not None else "the default"
     except HotlineError as exc:

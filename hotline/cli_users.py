@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from hotline.errors import HotlineError
-from hotline.models import Role
+from hotline.roles import Role
 
 users_app = typer.Typer(
     help="Staff accounts (analyst, supervisor, admin, auditor) with a TOTP second factor.",

@@ -8,19 +8,12 @@ reported URL.
 from __future__ import annotations
 
 import datetime as dt
-import enum
 
 from sqlalchemy import BigInteger, Boolean, Column, ForeignKey, Integer, String, Text
 from sqlmodel import Field, SQLModel
 
 from hotline.db import BigIntId, UTCDateTime, str_enum, utcnow
-
-
-class Role(enum.StrEnum):
-    analyst = "analyst"
-    supervisor = "supervisor"
-    admin = "admin"
-    auditor = "auditor"
+from hotline.roles import Role as Role  # re-exported: the tables and their users name it here
 
 
 class StaffUser(SQLModel, table=True):

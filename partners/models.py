@@ -25,13 +25,8 @@ from sqlalchemy import (
 from sqlmodel import Field, SQLModel
 
 from hotline.db import BigIntId, UTCDateTime, str_enum, utcnow
-
-
-class PartnerKind(enum.StrEnum):
-    law_enforcement = "law_enforcement"
-    hotline = "hotline"  # the partner hotline of a country (an INHOPE member, say)
-    hosting_provider = "hosting_provider"  # an abuse contact, matched by ASN or domain
-    fallback = "fallback"  # where reports go when no one serves the country (INTERPOL)
+from partners.kinds import PartnerKind as PartnerKind  # re-exported
+from partners.kinds import SecretPurpose as SecretPurpose  # re-exported
 
 
 class Partner(SQLModel, table=True):
@@ -117,13 +112,6 @@ class PartnerLanguage(SQLModel, table=True):
     language: str = Field(sa_column=Column(String(35), nullable=False))
 
     __table_args__ = (UniqueConstraint("partner_id", "language", name="uq_partner_language"),)
-
-
-class SecretPurpose(enum.StrEnum):
-    outbound_signing = "outbound_signing"  # we sign deliveries to the partner
-    inbound_signing = "inbound_signing"  # the partner signs its API calls to us
-    inbound_api_key = "inbound_api_key"  # the partner's key to our API (digest only)
-    outbound_api_key = "outbound_api_key"  # our key to the partner's API (a hotline peer)
 
 
 class PartnerSecret(SQLModel, table=True):
