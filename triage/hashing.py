@@ -4,7 +4,7 @@ Invariants of this module:
 
 - Bytes in, hashes out. The bytes are read from the caller's ``bytes`` object and from
   an ``io.BytesIO`` over it, or over one copy in memory (a JPEG's end marker added, or
-  an optional part that Pillow refused and browsers skip left out: see
+  an optional part that Pillow refused or reads and browsers skip left out: see
   :func:`decode_as_shown`); the file hashes are always of the bytes
   received. Nothing is written to a file, a log or an exception. Errors carry a fixed
   reason, never a fragment of the content, and are raised outside ``except`` blocks so
@@ -521,7 +521,8 @@ def decode_as_shown(data: bytes, mime: str, decode: Callable[[bytes], Attempt]) 
     """``decode`` applied to the file as browsers read it (hashing and the safe view):
     a JPEG without its end marker with one, and a file Pillow refuses over a broken
     optional part that browsers skip once more from one copy without it; a file flooded
-    with optional parts read without most of them."""
+    with optional parts read without most of them; a PNG without the tRNS and eXIf
+    browsers do not read (``_ReadOnce``)."""
     data = _without_flood(data, mime)
     out = decode(_with_end_marker(data, mime))
     if out.undecodable:
@@ -628,8 +629,9 @@ _JPEG_SKIPPED_ALIKE: Final = re.compile(rb"(?:[^\xff]|\xff(?=\xff|\Z)|\xff[\x00\
 # ``test_a_jpeg_flooded_with_segments_…``).
 _FLOOD: Final = 1_000
 _FLOOD_BYTES: Final = 1 << 16
-# The ancillary chunks a flooded PNG keeps, the first of each: transparency (a picture
-# may be drawn in it) and EXIF (its orientation); and APNG's, which carry frames.
+# The ancillary chunks a flooded PNG keeps, those browsers read (``_ReadOnce``):
+# transparency (a picture may be drawn in it) and EXIF (its orientation); and APNG's,
+# which carry frames.
 _PNG_KEPT_ONCE: Final = frozenset({b"tRNS", b"eXIf"})
 # The segments a flooded JPEG keeps: the first EXIF (APP1), the orientation, which
 # Pillow and browsers take from the first; and the last whole JFIF (APP0) and Adobe
@@ -797,7 +799,8 @@ def _jpeg_with_short_segments_renamed(data: bytes) -> bytes | None:
 
 def _without_flood(data: bytes, mime: str) -> bytes:
     if mime == "image/png":
-        return _png_without_chunk_flood(data) or data
+        # The flood copy leaves out the tRNS and eXIf browsers do not read as well.
+        return _png_without_chunk_flood(data) or _png_without_unread_chunks(data) or data
     if mime == "image/jpeg":
         return _jpeg_without_segment_flood(data) or data
     return data
@@ -810,21 +813,53 @@ def _png_flooded(data: bytes) -> bool:
 
 
 def _png_without_chunk_flood(data: bytes) -> bytes | None:
-    """A flooded PNG without its ancillary chunks but the first of ``_PNG_KEPT_ONCE``
-    and APNG's, before and after the image data (Pillow reads both); None if it is not
-    flooded."""
+    """A flooded PNG without its ancillary chunks but APNG's and the ``tRNS`` and
+    ``eXIf`` browsers read (``_ReadOnce``), before and after the image data (Pillow
+    reads both); None if it is not flooded."""
     if not _png_flooded(data):
         return None
     copy = _Edited(data)
-    kept: set[bytes] = set()
+    read = _ReadOnce(data)
     for start, end, kind in _png_chunks(data):
-        if not _optional_png_chunk(kind):
-            continue
-        if kind in _PNG_KEPT_ONCE and kind not in kept:
-            kept.add(kind)
-        else:
+        if not read(start, end, kind) and _optional_png_chunk(kind):
             copy.replace(start, end)
     return copy.value()
+
+
+class _ReadOnce:
+    """Asked of every chunk of a PNG in order, whether it is a ``tRNS`` or ``eXIf`` that
+    browsers read: the first sound one of each before the image data (libpng skips a
+    broken one, ignores a second, and one after the pixels). Pillow reads every one, the
+    last winning, those after the pixels too once it has decoded them: a second tRNS
+    made a picture drawn in transparency hash as a blank, a second eXIf turned it."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._colour = data[25] if data[12:16] == b"IHDR" and len(data) > 25 else None
+        self._found: set[bytes] = set()
+        self._image_data = False
+
+    def __call__(self, start: int, end: int, kind: bytes) -> bool:
+        self._image_data = self._image_data or kind == b"IDAT"
+        if self._image_data or kind not in _PNG_KEPT_ONCE or kind in self._found:
+            return False
+        if not _sound(self._data, start, end, kind, self._colour):
+            return False
+        self._found.add(kind)
+        return True
+
+
+def _png_without_unread_chunks(data: bytes) -> bytes | None:
+    """``data`` without the ``tRNS`` and ``eXIf`` chunks browsers do not read
+    (``_ReadOnce``), or None when there is none."""
+    if b"tRNS" not in data and b"eXIf" not in data:  # most files, found at C speed
+        return None
+    copy = _Edited(data)
+    read = _ReadOnce(data)
+    for start, end, kind in _png_chunks(data):
+        if not read(start, end, kind) and kind in _PNG_KEPT_ONCE:
+            copy.replace(start, end)
+    return copy.value() if copy.edited else None
 
 
 def _jpeg_flooded(data: bytes) -> bool:

@@ -1160,6 +1160,59 @@ def test_a_png_repaired_keeps_its_transparency_and_orientation() -> None:
     assert hash_media(short).phash == hash_media(rgb).phash
 
 
+def _before_image_data(png: bytes, *chunks: bytes) -> bytes:
+    at = png.index(b"IDAT") - 4
+    return png[:at] + b"".join(chunks) + png[at:]
+
+
+def _exif_chunk(orientation: int, *, right_crc: bool = True) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    chunk = images.png_chunk(b"eXIf", exif.tobytes()[6:])  # without "Exif\0\0"
+    return chunk if right_crc else chunk[:-4] + bytes(b ^ 0xFF for b in chunk[-4:])
+
+
+@pytest.mark.filterwarnings("ignore:Palette images with Transparency")  # Pillow's advice
+@pytest.mark.parametrize("flooded", [False, True])
+def test_a_png_is_hashed_with_the_transparency_and_orientation_browsers_read(
+    flooded: bool,
+) -> None:
+    """Browsers (libpng) read a PNG's first sound tRNS and eXIf before the pixels: they
+    skip a broken one and ignore a second one and one after the pixels. Pillow read
+    the last, those after the pixels too: an opaque second tRNS hashed a picture drawn
+    in its transparency as a blank (32 bits of pHash), a second eXIf turned the picture
+    (26); and a flooded file kept a broken first one, leaving out the sound one after."""
+
+    def flood(png: bytes) -> bytes:
+        return images.with_png_chunk(png, b"tEXt", b"k\x00v", count=1_100) if flooded else png
+
+    drawn = _drawn_in_transparency(59)
+    expected = hash_media(drawn)
+    opaque = images.png_chunk(b"tRNS", b"\xff" * 256)
+    broken = opaque[:-4] + bytes(b ^ 0xFF for b in opaque[-4:])
+    at = drawn.index(b"tRNS") - 4
+    for png in (
+        _before_image_data(drawn, opaque),
+        images.with_png_chunk(drawn, b"tRNS", b"\xff" * 256, after_image_data=True),
+        drawn[:at] + broken + drawn[at:],
+    ):
+        hashed = hash_media(flood(png))
+        assert (hashed.phash, hashed.pdq) == (expected.phash, expected.pdq)
+
+    plain = images.png(60, (400, 300))
+    upright, turned = hash_media(plain), hash_media(_before_image_data(plain, _exif_chunk(6)))
+    assert (turned.width, turned.height) == (300, 400)
+    trailing = images.with_png_chunk(plain, b"eXIf", _exif_chunk(6)[8:-4], after_image_data=True)
+    for png, shown in (
+        (_before_image_data(plain, _exif_chunk(1), _exif_chunk(6)), upright),
+        (trailing, upright),
+        (_before_image_data(plain, _exif_chunk(1, right_crc=False), _exif_chunk(6)), turned),
+    ):
+        hashed = hash_media(flood(png))
+        assert (hashed.width, hashed.height) == (shown.width, shown.height)
+        assert hashed.phash == shown.phash
+
+
 @pytest.mark.filterwarnings("ignore:Palette images with Transparency")  # Pillow's advice
 @pytest.mark.parametrize("where", ["before the pixels", "after the pixels"])
 def test_a_png_flooded_with_chunks_is_hashed_as_shown_without_reading_them(
