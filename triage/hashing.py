@@ -607,18 +607,19 @@ _JPEG_IGNORED: Final = b"\xef"  # APP15: a segment neither Pillow nor libjpeg re
 # Markers Pillow's header parser takes without a length (0x00 follows a stuffed 0xFF).
 _JPEG_NO_LENGTH: Final = frozenset({0x00, 0xC8, *range(0xD0, 0xDA), *range(0xF0, 0xFE)})
 _JPEG_SEGMENT: Final = struct.Struct(">BBH")  # 0xFF, marker, length
-# What Pillow's parser steps over one or two bytes at a time: fill bytes (an 0xFF
-# before another) and markers without a length; a run of them is matched at once
-# (24 MB of fill bytes took the walk 5.7 s a byte at a time). Possessive (++): a
-# plain + kept a backtracking entry per step, 1.4 GB for 12 million of them.
+# What Pillow's parser steps over between segments: stray bytes, fill bytes (an 0xFF
+# before another) and markers without a length. A run of any mix of them is matched at
+# once (24 MB of fill bytes took the walk 5.7 s a byte at a time, and 25 MB of
+# alternating stray bytes and stuffed zeros 13 s a run at a time). Possessive: a plain
+# + kept a backtracking entry per step, 1.4 GB for 12 million of them.
 _JPEG_STEPS: Final = re.compile(
-    rb"(?:\xff(?=\xff)|\xff[" + re.escape(bytes(sorted(_JPEG_NO_LENGTH))) + rb"])++"
+    rb"(?:[^\xff]++|\xff(?=\xff)|\xff[" + re.escape(bytes(sorted(_JPEG_NO_LENGTH))) + rb"])++"
 )
 # What libjpeg skips as well before the first scan: stray bytes, fill bytes, a stuffed
-# 0x00, restart markers. (A second SOI, an EOI or a reserved marker stop it: a run
-# holding one is kept.)
-# (A run ends before the 0xFF of a marker: its last fill byte is one before the end.)
-_JPEG_SKIPPED_ALIKE: Final = re.compile(rb"(?:[^\xff]|\xff(?=\xff|\Z)|\xff[\x00\xd0-\xd7])*+")
+# 0x00, restart markers. (A run ends before the 0xFF of a marker: its last fill byte is
+# one before the end.) A second SOI, an EOI or a reserved marker stop libjpeg: a run
+# holding one is kept up to the first of them, which the file then fails at as before.
+_JPEG_SKIPPED_ALIKE: Final = re.compile(rb"(?:[^\xff]++|\xff(?=\xff|\Z)|\xff[\x00\xd0-\xd7])*+")
 
 # More optional parts than pictures have (a PNG's text and metadata chunks, a JPEG's
 # comment and application segments: tens at most). Pillow's header parsers read each
@@ -667,21 +668,18 @@ def _optional_png_chunk(kind: bytes) -> bool:
 def _jpeg_parts(data: bytes) -> Iterator[tuple[int, int, int | None]]:
     """(start, end, marker) of what precedes a JPEG's first scan, walked as Pillow's
     header parser walks it: its segments (0xFF, a marker byte, a 2-byte length counting
-    itself, the data), and with a marker of None the runs it steps over (stray bytes up
-    to the next 0xFF, fill bytes, markers without a length). ``end`` lies past the end
-    of a segment cut short. The walk stops at the first scan (Pillow's parser stops
-    there), at a length under 2, or where no 0xFF follows."""
+    itself, the data), and with a marker of None the runs it steps over (any mix of
+    stray bytes, fill bytes and markers without a length). ``end`` lies past the end of
+    a segment cut short. The walk stops at the first scan (Pillow's parser stops there),
+    at a length under 2, or where no segment follows."""
     size, pos = len(data), 2
     while pos + 4 <= size:
         byte, marker, length = _JPEG_SEGMENT.unpack_from(data, pos)
-        if byte != 0xFF:
-            end = data.find(b"\xff", pos)
-            if end < 0:
-                return
-            yield pos, end, None
-        elif marker == 0xFF or marker in _JPEG_NO_LENGTH:
+        if byte != 0xFF or marker == 0xFF or marker in _JPEG_NO_LENGTH:
             steps = _JPEG_STEPS.match(data, pos)
             end = steps.end() if steps else pos + 1  # (it always matches here)
+            if end >= size:
+                return
             yield pos, end, None
         elif marker == 0xDA or length < 2:
             return
@@ -891,8 +889,11 @@ def _jpeg_without_segment_flood(data: bytes) -> bytes | None:
     size, stop = len(data), 2
     for start, stop, marker in _jpeg_parts(data):
         if marker is None:
-            if _JPEG_SKIPPED_ALIKE.fullmatch(data, start, stop):
-                copy.replace(start, stop)
+            alike = _JPEG_SKIPPED_ALIKE.match(data, start, stop)
+            skipped = alike.end() if alike else start
+            copy.replace(start, skipped)
+            if skipped < stop:  # a marker that stops libjpeg: kept, the rest not read
+                copy.replace(skipped + 2, stop)
             continue
         if marker not in _JPEG_OPTIONAL:
             continue

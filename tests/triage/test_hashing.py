@@ -1256,6 +1256,7 @@ def _pillow_jpeg_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         (b"\xff\xe1\x00\x06http", 5_000),  # APP1 segments that are not EXIF
         (b"\xff", 70_000),  # fill bytes, which may precede any marker
         (b"\xff\x00", 35_000),  # stuffed zeros outside a scan, which both parsers skip
+        (b"\xff\x00\x01", 30_000),  # and stray bytes between them, one run
     ],
 )
 def test_a_jpeg_flooded_with_segments_is_hashed_as_shown_without_reading_them(
@@ -1292,6 +1293,10 @@ def test_a_flooded_jpeg_keeps_the_markers_that_stop_libjpeg(marker: bytes) -> No
     for comments in (0, 1_200):
         data = clean[:2] + b"\xff\xfe\x00\x02" * comments + marker + clean[2:]
         assert hash_media(data).phash is None
+    # Within a run of stray bytes and stuffed zeros that makes the file a flood.
+    run = b"\xff\x00\x01" * 30_000
+    assert hash_media(clean[:2] + run + marker + run + clean[2:]).phash is None
+    assert hash_media(clean[:2] + run + run + clean[2:]).phash == hash_media(clean).phash
 
 
 def test_a_few_optional_parts_are_read_as_they_are(monkeypatch: pytest.MonkeyPatch) -> None:
