@@ -4,6 +4,9 @@ The key is an HMAC of the client address (IPv6 by its /64) under a random secret
 that lives only in Redis (or this process's memory) and expires after one
 rotation period. Counters are kept by the ``limits`` library under that key, so
 neither Redis nor any log ever holds an address.
+
+``Counter`` is the counting itself, shared with other limits (the safe view's, per
+staff account, in ``triage.api``).
 """
 
 from __future__ import annotations
