@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hotline.errors import HotlineError
+from reporting.errors import RateLimited
 
 
 class FetchError(HotlineError):
@@ -22,13 +23,7 @@ class FetchError(HotlineError):
         super().__init__(f"The address could not be fetched ({reason}).")
 
 
-class ViewsRateLimited(HotlineError):
+class ViewsRateLimited(RateLimited):
     """A staff account asked for more safe views than ``HOTLINE_SAFE_VIEW_RATE_LIMIT``."""
 
-    code = "rate_limited"
-    status_code = 429
     detail = "Too many media views from this account. Please try again shortly."
-
-    def __init__(self, retry_after: int) -> None:
-        self.retry_after = max(1, retry_after)
-        super().__init__()

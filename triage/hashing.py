@@ -460,6 +460,8 @@ class _Decoded:
     pdq: str | None = None
     pdq_quality: int | None = None
     later: list[FrameHashes] = field(default_factory=list)
+    # What turns the stored pixels into the picture as shown (its EXIF orientation).
+    turn: Image.Transpose | None = None
 
 
 def _hash_image(
@@ -544,14 +546,16 @@ def _decode(
         with Image.open(io.BytesIO(data), formats=_PIL_FORMATS[mime]) as img:
             out.header_read = True
             out.width, out.height = img.size
-            if _orientation(img) in _QUARTER_TURNS:  # the size as shown, as hashed
+            orientation = _orientation(img)
+            out.turn = _ORIENTATIONS.get(orientation)
+            if orientation in _QUARTER_TURNS:  # the size as shown, as hashed
                 out.width, out.height = out.height, out.width
             if decoded_pixels(mime, out.width, out.height) > max_pixels:
                 out.too_large = True
             else:
                 count = _count_frames(img, data, limit=max_frames)
                 out.frames, out.frames_capped = min(count, max_frames), count > max_frames
-                out.phash, out.pdq, out.pdq_quality = _perceptual(img)
+                out.phash, out.pdq, out.pdq_quality = _perceptual(img, out.turn)
                 if img.format in ANIMATED_FORMATS:
                     wanted = frames_to_hash(out.frames, hashed=hashed_frames)
                     if wanted:
@@ -716,9 +720,10 @@ class _Edited:
 
 
 def _png_without_ancillary_chunks(data: bytes, *, after_image_data: bool) -> bytes | None:
-    """``data`` without its ancillary chunks but APNG's and the first sound ``tRNS`` and
-    ``eXIf`` (only those after the first IDAT if ``after_image_data``: Pillow reads and
-    checks the others while opening), or None when there is none.
+    """``data`` without its ancillary chunks but APNG's and the ``tRNS`` and ``eXIf``
+    browsers read (``_ReadOnce``) (only those after the first IDAT if
+    ``after_image_data``: Pillow reads and checks the others while opening), or None
+    when there is none.
 
     None of them changes the luma hashed here: text, colour space and gamma (not applied),
     physical size. Transparency (a picture may be drawn in it) and EXIF (its orientation)
@@ -732,22 +737,18 @@ def _png_without_ancillary_chunks(data: bytes, *, after_image_data: bool) -> byt
     """
     copy = _Edited(data)
     dropping = not after_image_data
-    colour = data[25] if data[12:16] == b"IHDR" and len(data) > 25 else None
+    colour = _png_colour(data)
     static = any(
         kind in _APNG_CHUNKS and not _sound(data, start, end, kind, colour)
         for start, end, kind in _png_chunks(data)
     )
-    kept: set[bytes] = set()
+    read = _ReadOnce(data)
     for start, end, kind in _png_chunks(data):
+        kept = read(start, end, kind)  # asked of every chunk: it follows the order
         dropping = dropping or kind == b"IDAT"
-        if not dropping or not kind[0] & 0x20:  # kept, or critical
+        if kept or not dropping or not kind[0] & 0x20:  # read, before the drop, or critical
             continue
-        if kind in _APNG_CHUNKS:
-            if static:
-                copy.replace(start, end)
-        elif kind in _PNG_KEPT_ONCE and kind not in kept and _sound(data, start, end, kind, colour):
-            kept.add(kind)
-        else:
+        if kind not in _APNG_CHUNKS or static:
             copy.replace(start, end)
     return copy.value() if copy.edited else None
 
@@ -758,6 +759,11 @@ _TRNS_LENGTH: Final = {0: 2, 2: 6}
 # APNG's chunks: (least, most) bytes of data (acTL: frames, plays; fcTL: sequence,
 # size, offset, delay, disposal, blending; fdAT: sequence, then image data).
 _APNG_LENGTHS: Final = {b"acTL": (8, 8), b"fcTL": (26, 26), b"fdAT": (4, 1 << 31)}
+
+
+def _png_colour(data: bytes) -> int | None:
+    """The colour type of a PNG (its IHDR's tenth byte), None without an IHDR first."""
+    return data[25] if data[12:16] == b"IHDR" and len(data) > 25 else None
 
 
 def _sound(data: bytes, start: int, end: int, kind: bytes, colour: int | None) -> bool:
@@ -833,7 +839,7 @@ class _ReadOnce:
 
     def __init__(self, data: bytes) -> None:
         self._data = data
-        self._colour = data[25] if data[12:16] == b"IHDR" and len(data) > 25 else None
+        self._colour = _png_colour(data)
         self._found: set[bytes] = set()
         self._image_data = False
 
@@ -959,7 +965,7 @@ def _hash_later_frames(
         for frame in walk_frames(img, wanted[-1], budget):
             if frame not in chosen:
                 continue
-            phash, pdq, quality = _perceptual(img)
+            phash, pdq, quality = _perceptual(img, out.turn)
             if (phash, pdq) not in seen:
                 seen.add((phash, pdq))
                 out.later.append(FrameHashes(frame, phash, pdq, quality))
@@ -1035,7 +1041,7 @@ def _skip_sub_blocks(data: bytes, pos: int) -> int:
     return pos
 
 
-def _perceptual(img: ImageFile.ImageFile) -> tuple[str, str, int]:
+def _perceptual(img: ImageFile.ImageFile, turn: Image.Transpose | None) -> tuple[str, str, int]:
     """pHash, PDQ and PDQ quality of the current frame, from one greyscale working image.
 
     Both hashes depend on luma only (ITU-R 601: 0.299 R + 0.587 G + 0.114 B, which is
@@ -1056,7 +1062,6 @@ def _perceptual(img: ImageFile.ImageFile) -> tuple[str, str, int]:
     width, height = luma.size
     if max(width, height) > _LONGEST:
         luma = luma.reduce((-(-width // _LONGEST), -(-height // _LONGEST)))
-    turn = _ORIENTATIONS.get(_orientation(img))
     if turn is not None:
         luma = luma.transpose(turn)
     phash = str(imagehash.phash(luma))
