@@ -243,7 +243,7 @@ class SecurityHeadersMiddleware:
         (b"x-frame-options", b"DENY"),
         (
             b"content-security-policy",
-            b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            b"default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
             b"frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
         ),
         (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), interest-cohort=()"),

@@ -86,6 +86,8 @@ class MediaUnavailable(HotlineError):
         self.reason = reason
         if reason in _GONE:
             self.status_code = 404
+        # Also on its own, for the item page to say why (the detail is prose).
+        self.headers = {"X-Hotline-Reason": reason}
         super().__init__(f"The media could not be fetched or shown again ({reason}).")
 
 

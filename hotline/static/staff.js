@@ -1,5 +1,6 @@
 /* Staff pages. Everything works without this file; it adds the copy button, the claim
-   heartbeat, unblur and zoom in the safe view, and the keyboard for assessing.
+   heartbeat, the safe view's messages (a changed file, why a view failed), unblur and
+   zoom in the safe view, and the keyboard for assessing.
    No request goes anywhere but this site. */
 (function () {
   "use strict";
@@ -36,7 +37,133 @@
     window.setInterval(renew, Math.max(30, lease / 3) * 1000);
   }
 
-  // Safe view: unblur one item on request (the server audits it), zoom on click.
+  // Safe view: the page fetches each view itself, so that it can say what the server
+  // said of it: the file changed since it was hashed (X-Hotline-Content), or why it
+  // cannot be shown (X-Hotline-Reason). The picture lives in this page's memory only.
+  var texts = document.getElementById("media-list");
+  function text(name) {
+    return (texts && texts.getAttribute("data-" + name)) || "";
+  }
+  function whyNot(status, reason) {
+    if (status === 401) {
+      return text("signed-out");
+    }
+    if (status === 429) {
+      return text("limited");
+    }
+    if (!status) {
+      return text("offline");
+    }
+    var kind = "failed";
+    if (/^(http_error_404|http_error_410|inline_gone)$/.test(reason)) {
+      kind = "gone";
+    } else if (/^(timeout|connect_error|dns_error|tls_error|http_error_5\d\d)$/.test(reason)) {
+      kind = "unreachable";
+    } else if (/^(not_media|decode_error|image_too_large|too_large|no_such_frame)$/.test(reason)) {
+      kind = "unviewable";
+    }
+    return text(kind) + (reason ? " (" + reason + ")" : "");
+  }
+  function say(img, message, retry) {
+    var status = img.parentNode.querySelector(".view-status");
+    if (!status) {
+      return;
+    }
+    status.textContent = message;
+    status.classList.toggle("shown", Boolean(message));
+    if (retry) {
+      var again = document.createElement("button");
+      again.type = "button";
+      again.className = "secondary small";
+      again.textContent = text("retry");
+      again.addEventListener("click", function () {
+        show(img, retry);
+      });
+      status.appendChild(document.createTextNode(" "));
+      status.appendChild(again);
+    }
+  }
+  // Of two requests for one image (a blurred view still coming when the analyst
+  // unblurs), only the later one's answer is shown.
+  function nextRequest(img) {
+    var number = (parseInt(img.getAttribute("data-request"), 10) || 0) + 1;
+    img.setAttribute("data-request", String(number));
+    return String(number);
+  }
+  function show(img, url) {
+    var mine = nextRequest(img);
+    var current = function () {
+      return img.getAttribute("data-request") === mine;
+    };
+    say(img, "");
+    img.setAttribute("aria-busy", "true");
+    fetch(url, { credentials: "same-origin", cache: "no-store" })
+      .then(function (response) {
+        if (!current()) {
+          return null;
+        }
+        if (!response.ok) {
+          var reason = response.headers.get("X-Hotline-Reason") || "";
+          img.setAttribute("data-failed", reason || String(response.status));
+          img.removeAttribute("aria-busy");
+          img.hidden = true;
+          // Gone is gone; anything else may work another time.
+          var gone = /^(http_error_404|http_error_410|inline_gone)$/.test(reason);
+          say(img, whyNot(response.status, reason), gone ? "" : url);
+          return null;
+        }
+        var changed = response.headers.get("X-Hotline-Content") === "changed";
+        var view = response.headers.get("X-Hotline-View") || "";
+        return response.blob().then(function (blob) {
+          if (!current()) {
+            return;
+          }
+          var address = URL.createObjectURL(blob);
+          img.addEventListener("load", function () {
+            URL.revokeObjectURL(address);
+            img.setAttribute("data-view", view); // what is shown now
+          }, { once: true });
+          img.src = address;
+          img.hidden = false;
+          img.removeAttribute("data-failed");
+          img.removeAttribute("aria-busy");
+          img.setAttribute("data-content", changed ? "changed" : "same");
+          say(img, changed ? text("changed") : "");
+        });
+      })
+      .catch(function () {
+        if (current()) {
+          img.removeAttribute("aria-busy");
+          say(img, whyNot(0, ""), url);
+        }
+      });
+  }
+  var waiting = Array.prototype.slice.call(
+    document.querySelectorAll(".safe-view img[data-src]:not([data-deferred])")
+  );
+  if ("IntersectionObserver" in window) {
+    // Fetched when near the screen, as the browser's own lazy loading would.
+    var watcher = new IntersectionObserver(function (entries) {
+      entries.forEach(function (entry) {
+        if (entry.isIntersecting) {
+          watcher.unobserve(entry.target);
+          // (Unless the analyst unblurred it before it came into view.)
+          if (!entry.target.hasAttribute("data-request")) {
+            show(entry.target, entry.target.getAttribute("data-src"));
+          }
+        }
+      });
+    }, { rootMargin: "400px" });
+    waiting.forEach(function (img) {
+      watcher.observe(img);
+    });
+  } else {
+    waiting.forEach(function (img) {
+      show(img, img.getAttribute("data-src"));
+    });
+  }
+
+  // Unblur one item on request (the server audits it), zoom on click.
   function unblur(card) {
     var img = card && card.querySelector(".safe-view img");
     if (!img || img.getAttribute("data-state") === "unblurred") {
@@ -51,12 +178,15 @@
       video.src = img.getAttribute("data-unblurred");
       video.setAttribute("data-state", "unblurred");
       img.setAttribute("data-state", "unblurred");
+      nextRequest(img); // a placeholder still coming is not shown
+      img.removeAttribute("aria-busy");
+      say(img, "");
       img.hidden = true;
       img.parentNode.insertBefore(video, img);
       return;
     }
-    img.src = img.getAttribute("data-unblurred");
     img.setAttribute("data-state", "unblurred");
+    show(img, img.getAttribute("data-unblurred"));
   }
   document.querySelectorAll("[data-unblur]").forEach(function (button) {
     button.addEventListener("click", function () {
@@ -66,8 +196,8 @@
   document.querySelectorAll("[data-show]").forEach(function (button) {
     button.addEventListener("click", function () {
       var img = document.querySelector("#media-" + button.getAttribute("data-show") + " .safe-view img");
-      if (img && img.getAttribute("data-src")) {
-        img.src = img.getAttribute("data-src");
+      if (img) {
+        show(img, img.getAttribute("data-src"));
         button.hidden = true;
       }
     });

@@ -407,6 +407,7 @@ def test_media_that_cannot_be_fetched_again_is_unavailable_without_its_address(
         body = response.json()
         assert (response.status_code, body["code"]) == (status, "media_unavailable")
         assert f"({reason})" in body["detail"]
+        assert response.headers["x-hotline-reason"] == reason  # for the item page to say
         for part in (url, "127.0.0.1", str(http_server.port), "/g.png"):
             assert part not in response.text
         assert response.headers["content-type"] == "application/json"  # an error only

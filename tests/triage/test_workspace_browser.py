@@ -11,10 +11,12 @@ the test, so no staff page touches the reported site (served on another port).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
 import pytest
+from sqlmodel import col, select
 
 from hotline.auth import configured_staff_cipher, create_user, totp_code, totp_step
 from hotline.db import session_scope, utcnow
@@ -28,6 +30,7 @@ from tests.reporting.test_pages_browser import (  # noqa: F401 - fixtures
 )
 from tests.triage.test_safeview import page as media_page
 from tests.triage.test_safeview import seen
+from triage.models import Media
 
 pytestmark = pytest.mark.browser
 PASSWORD = "correct horse battery"
@@ -51,6 +54,25 @@ def sign_in_first_time(visit: Visit, base: str, email: str) -> None:
     visit.navigate(lambda: page.press("#totp", "Enter"))
 
 
+def analyst_on_next_item(chromium: Any, base: str, axe: str, target_id: int) -> Visit:
+    """A new analyst signs in for the first time and takes the next item, ``target_id``."""
+    with session_scope() as session:
+        create_user(
+            session,
+            "ana@hotline.example",
+            Role.analyst,
+            PASSWORD,
+            now=utcnow(),
+            cipher=configured_staff_cipher(),
+        )
+    ana = Visit(chromium, base, axe, locale="en-GB")
+    ana.page.set_viewport_size({"width": 1280, "height": 3000})  # every picture in view
+    sign_in_first_time(ana, base, "ana@hotline.example")
+    ana.navigate(lambda: ana.page.keyboard.press("n"))
+    assert ana.page.url.endswith(f"/staff/targets/{target_id}")
+    return ana
+
+
 def blurred_and_grey(visit: Visit) -> list[dict[str, Any]]:
     """What the item page's safe-view images are: loaded, and their pixels' colour."""
     return list(
@@ -67,7 +89,9 @@ def blurred_and_grey(visit: Visit) -> list[dict[str, Any]]:
                                       Math.abs(data[i + 1] - data[i + 2]));
                 }
                 return {width: img.naturalWidth, complete: img.complete, colour: colour,
-                        src: img.getAttribute('src')};
+                        view: img.getAttribute('data-view'),
+                        content: img.getAttribute('data-content'),
+                        status: img.parentNode.querySelector('.view-status').textContent};
             })"""
         )
     )
@@ -141,11 +165,12 @@ def test_from_new_analyst_to_confirmed_report(
         assert ana.page.url.endswith(f"/staff/targets/{target_id}")
         ana.page.wait_for_function(
             "() => Array.from(document.querySelectorAll('.safe-view img'))"
-            ".every(img => img.complete && img.naturalWidth > 0)"
+            ".every(img => img.getAttribute('data-view') && img.complete)"
         )
         shown = blurred_and_grey(ana)
         assert len(shown) == 2
-        assert all(s["colour"] <= 2 and "unblur" not in s["src"] for s in shown), shown
+        assert all(s["colour"] <= 2 and s["view"] == "blurred" for s in shown), shown
+        assert all(s["content"] == "same" and s["status"] == "" for s in shown), shown
         assert url not in ana.page.content().replace("&amp;", "&").split('id="canonical-url"')[0]
         ana.check_accessibility("item")
 
@@ -155,8 +180,9 @@ def test_from_new_analyst_to_confirmed_report(
         keyboard.press("u")
         ana.page.wait_for_function(
             "() => document.querySelector('.media-card.current .safe-view img')"
-            ".getAttribute('src').includes('unblur=true')"
+            ".getAttribute('data-view') === 'unblurred'"
         )
+        assert blurred_and_grey(ana)[0]["colour"] > 2  # the picture itself, in colour
         keyboard.press("j")
         keyboard.press("5")
         ana.navigate(lambda: keyboard.press("s"))
@@ -189,24 +215,75 @@ def test_a_video_plays_muted_only_when_unblurred(
 ) -> None:
     with LocalHTTPServer() as site:
         target_id, _ = seen(site.route("/clip.mp4", body=images.fake_mp4()))
-        with session_scope() as session:
-            create_user(
-                session,
-                "ana@hotline.example",
-                Role.analyst,
-                PASSWORD,
-                now=utcnow(),
-                cipher=configured_staff_cipher(),
-            )
-        ana = Visit(browser, live_server, axe_source, locale="en-GB")
-        sign_in_first_time(ana, live_server, "ana@hotline.example")
-        ana.navigate(lambda: ana.page.keyboard.press("n"))
-        assert ana.page.url.endswith(f"/staff/targets/{target_id}")
+        ana = analyst_on_next_item(browser, live_server, axe_source, target_id)
         assert ana.page.locator(".safe-view video").count() == 0  # a still placeholder first
         ana.page.keyboard.press("u")
         video = ana.page.locator(".safe-view video")
         video.wait_for()
         assert video.evaluate("v => v.muted") is True
         assert "unblur=true" in (video.get_attribute("src") or "")
+        assert ana.page.locator(".safe-view img").is_hidden()  # the player replaces it
         assert ana.outside == []
+        ana.close()
+
+
+def test_the_item_page_says_when_a_file_changed_or_cannot_be_shown(
+    browser: Any,  # noqa: F811
+    axe_source: str,  # noqa: F811
+    live_server: str,
+) -> None:
+    with LocalHTTPServer() as site:
+        files = {
+            "/same.png": images.png(31, (320, 240)),
+            "/changed.png": images.png(32, (320, 240)),
+            "/gone.png": images.png(33, (320, 240)),
+            "/down.png": images.png(34, (320, 240)),
+        }
+        target_id, media_ids = seen(media_page(site, "four.html", files))
+        assert len(media_ids) == 4
+        # Since they were hashed: one file replaced, one removed, one site erring.
+        site.route("/changed.png", body=images.png(35, (200, 100)))
+        site.route("/gone.png", status=404, body=b"gone")
+        site.route("/down.png", status=503, body=b"busy")
+        ana = analyst_on_next_item(browser, live_server, axe_source, target_id)
+        ana.page.wait_for_function(
+            "() => Array.from(document.querySelectorAll('.safe-view img'))"
+            ".every(img => img.getAttribute('data-view') || img.getAttribute('data-failed'))"
+        )
+
+        with session_scope() as session:
+            rows = session.execute(select(col(Media.sha256), col(Media.id))).all()
+        ids = {str(sha256): int(media_id) for sha256, media_id in rows}
+        media_of = {name: ids[hashlib.sha256(body).hexdigest()] for name, body in files.items()}
+
+        def card(name: str) -> Any:
+            return ana.page.locator(f"#media-{media_of[name]}")
+
+        def status(name: str) -> str:
+            return str(card(name).locator(".view-status").inner_text()).strip()
+
+        assert status("/same.png") == ""
+        assert status("/changed.png").startswith("This file has changed since it was hashed")
+        assert card("/changed.png").locator("img").get_attribute("data-content") == "changed"
+        assert status("/gone.png") == (
+            "The site no longer serves this file. Its hashes stay on record. (http_error_404)"
+        )
+        assert card("/gone.png").locator("button", has_text="Try again").count() == 0
+        assert status("/down.png").startswith("The site did not answer. Try again later.")
+        assert "(http_error_503)" in status("/down.png")
+        for name in ("/gone.png", "/down.png"):
+            assert card(name).locator("img").is_hidden()
+        ana.check_accessibility("item with a changed file and two failed views")
+
+        # The site is back: trying again shows the picture and clears the message.
+        site.route("/down.png", body=files["/down.png"])
+        card("/down.png").locator("button", has_text="Try again").click()
+        card("/down.png").locator("img[data-view='blurred']").wait_for()
+        assert status("/down.png") == ""
+        assert card("/down.png").locator("img").is_visible()
+        # A view that failed is an answer the page reads, not a broken image.
+        failed = sorted(a.split("/")[-2] for a in ana.failed_assets)
+        assert failed == sorted(str(media_of[n]) for n in ("/gone.png", "/down.png")), failed
+        assert ana.outside == []
+        assert ana.console_errors == []
         ana.close()
