@@ -91,9 +91,8 @@ class Sighting(SQLModel, table=True):
     __tablename__ = "sighting"
 
     id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True))
-    target_id: int = Field(
-        sa_column=Column(BigInteger, ForeignKey("target.id"), nullable=False, index=True)
-    )
+    # Looked up by target through uq_sighting_target_media, which starts with it.
+    target_id: int = Field(sa_column=Column(BigInteger, ForeignKey("target.id"), nullable=False))
     media_id: int = Field(
         sa_column=Column(BigInteger, ForeignKey("media.id"), nullable=False, index=True)
     )
@@ -189,9 +188,8 @@ class MediaMatch(SQLModel, table=True):
     __tablename__ = "media_match"
 
     id: int | None = Field(default=None, sa_column=Column(BigIntId, primary_key=True))
-    media_id: int = Field(
-        sa_column=Column(BigInteger, ForeignKey("media.id"), nullable=False, index=True)
-    )
+    # Looked up by media item through uq_media_match, which starts with it.
+    media_id: int = Field(sa_column=Column(BigInteger, ForeignKey("media.id"), nullable=False))
     kind: MatchKind = Field(sa_column=Column(str_enum(MatchKind), nullable=False))
     hash_type: HashType = Field(sa_column=Column(str_enum(HashType), nullable=False))
     distance: int = 0
