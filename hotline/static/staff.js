@@ -142,20 +142,22 @@
     document.querySelectorAll(".safe-view img[data-src]:not([data-deferred])")
   );
   if ("IntersectionObserver" in window) {
-    // Fetched when near the screen, as the browser's own lazy loading would.
+    // Fetched when near the screen, as the browser's own lazy loading would. The
+    // figure is watched: the picture takes no room until it is asked for.
     var watcher = new IntersectionObserver(function (entries) {
       entries.forEach(function (entry) {
         if (entry.isIntersecting) {
           watcher.unobserve(entry.target);
+          var img = entry.target.querySelector("img[data-src]");
           // (Unless the analyst unblurred it before it came into view.)
-          if (!entry.target.hasAttribute("data-request")) {
-            show(entry.target, entry.target.getAttribute("data-src"));
+          if (img && !img.hasAttribute("data-request")) {
+            show(img, img.getAttribute("data-src"));
           }
         }
       });
     }, { rootMargin: "400px" });
     waiting.forEach(function (img) {
-      watcher.observe(img);
+      watcher.observe(img.parentNode);
     });
   } else {
     waiting.forEach(function (img) {

@@ -287,3 +287,37 @@ def test_the_item_page_says_when_a_file_changed_or_cannot_be_shown(
         assert ana.outside == []
         assert ana.console_errors == []
         ana.close()
+
+
+def test_without_javascript_each_picture_still_shows_once(
+    browser: Any,  # noqa: F811
+    axe_source: str,  # noqa: F811
+    live_server: str,
+) -> None:
+    with LocalHTTPServer() as site:
+        files = {"/p.png": images.png(41, (320, 240)), "/q.jpg": images.jpeg(42, (400, 300))}
+        target_id, _ = seen(media_page(site, "two.html", files))
+        with session_scope() as session:
+            create_user(
+                session,
+                "ana@hotline.example",
+                Role.analyst,
+                PASSWORD,
+                now=utcnow(),
+                cipher=configured_staff_cipher(),
+            )
+        ana = Visit(browser, live_server, axe_source, locale="en-GB", javascript=False)
+        ana.page.set_viewport_size({"width": 1280, "height": 3000})
+        sign_in_first_time(ana, live_server, "ana@hotline.example")
+        ana.page.goto(f"{live_server}/staff/targets/{target_id}")
+        visible = ana.page.locator(".safe-view img:visible")
+        assert visible.count() == 2  # the noscript pictures, not the script's empty ones
+        for n in range(2):
+            picture = visible.nth(n)
+            picture.scroll_into_view_if_needed()
+            ana.page.wait_for_function(
+                "img => img.complete && img.naturalWidth > 0", arg=picture.element_handle()
+            )
+        assert ana.outside == []
+        assert ana.failed_assets == []
+        ana.close()
