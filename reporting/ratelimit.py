@@ -11,6 +11,7 @@ staff account, in ``triage.api``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -113,7 +114,26 @@ def limit_storage(settings: Settings) -> Storage:
     """Where counters live: Redis, shared by every API process, or this process."""
     if settings.redis_url:
         return RedisStorage(settings.redis_url, socket_connect_timeout=1.0, socket_timeout=1.0)
-    return MemoryStorage()
+    return memory_storage()
+
+
+# Counters without Redis live in one store per process. limits' MemoryStorage makes a
+# key's lock on its first hit, unlocked: threads hitting a new key at once each got a
+# lock of their own and all went through. So the store is made once, under this lock,
+# and its hits are taken under it one at a time (Redis counts atomically by itself).
+_MEMORY_LOCK = threading.Lock()
+_memory: list[MemoryStorage] = []
+
+
+def memory_storage() -> MemoryStorage:
+    """This process's one store of counters without Redis. One, not one per counter:
+    the first requests after start, served at once by several threads, each built the
+    counter anew, and each counted only its own hits (three views went through a limit
+    of two)."""
+    with _MEMORY_LOCK:
+        if not _memory:
+            _memory.append(MemoryStorage())
+        return _memory[0]
 
 
 @dataclass
@@ -123,6 +143,7 @@ class Counter:
     items: list[RateLimitItem]
     limiter: MovingWindowRateLimiter | None
     namespace: str
+    serial: threading.Lock | None = None  # for a store that does not count atomically
 
     def wait(self, key: str, now: float) -> int | None:
         """Count one hit of ``key``: None if allowed, else the seconds until it would
@@ -130,10 +151,11 @@ class Counter:
         if self.limiter is None:
             return None
         try:
-            for item in self.items:
-                if not self.limiter.hit(item, self.namespace, key):
-                    reset_at, _remaining = self.limiter.get_window_stats(item, self.namespace, key)
-                    return math.ceil(reset_at - now)
+            with self.serial or contextlib.nullcontext():
+                for item in self.items:
+                    if not self.limiter.hit(item, self.namespace, key):
+                        reset_at, _ = self.limiter.get_window_stats(item, self.namespace, key)
+                        return math.ceil(reset_at - now)
         except Exception as exc:
             log.warning("rate limit not checked: %s", type(exc).__name__)
         return None
@@ -143,7 +165,9 @@ def build_counter(settings: Settings, spec: str, namespace: str) -> Counter:
     items = parse_spec(spec)
     if items is None:
         return Counter([], None, namespace)
-    return Counter(items, MovingWindowRateLimiter(limit_storage(settings)), namespace)
+    storage = limit_storage(settings)
+    serial = _MEMORY_LOCK if isinstance(storage, MemoryStorage) else None
+    return Counter(items, MovingWindowRateLimiter(storage), namespace, serial)
 
 
 @dataclass

@@ -58,7 +58,7 @@ def _clear_caches() -> None:
     from hotline.queue import producer
     from hotline.settings import get_settings
     from reporting.contacts import contact_cipher
-    from reporting.ratelimit import get_limiter
+    from reporting.ratelimit import get_limiter, memory_storage
     from triage.api import get_view_counter
     from triage.fetcher import get_fetcher
     from triage.hosting import get_hosting_lookup
@@ -75,6 +75,7 @@ def _clear_caches() -> None:
         get_near_duplicates,
     ):
         cached.cache_clear()
+    memory_storage().reset()  # no count of one test's limits carries into the next
     if get_engine.cache_info().currsize:
         get_engine().dispose()
     get_engine.cache_clear()

@@ -44,9 +44,13 @@
   function text(name) {
     return (texts && texts.getAttribute("data-" + name)) || "";
   }
+  var GONE = /^(http_error_404|http_error_410|inline_gone|no_such_frame)$/;
   function whyNot(status, reason) {
     if (status === 401) {
       return text("signed-out");
+    }
+    if (status === 403) {
+      return text("forbidden");
     }
     if (status === 429) {
       return text("limited");
@@ -55,11 +59,11 @@
       return text("offline");
     }
     var kind = "failed";
-    if (/^(http_error_404|http_error_410|inline_gone)$/.test(reason)) {
+    if (GONE.test(reason)) {
       kind = "gone";
     } else if (/^(timeout|connect_error|dns_error|tls_error|http_error_5\d\d)$/.test(reason)) {
       kind = "unreachable";
-    } else if (/^(not_media|decode_error|image_too_large|too_large|no_such_frame)$/.test(reason)) {
+    } else if (/^(not_media|decode_error|image_too_large|too_large)$/.test(reason)) {
       kind = "unviewable";
     }
     return text(kind) + (reason ? " (" + reason + ")" : "");
@@ -77,11 +81,28 @@
       again.className = "secondary small";
       again.textContent = text("retry");
       again.addEventListener("click", function () {
+        // The button goes with the message: the card keeps the focus meanwhile.
+        var index = cards.indexOf(img.closest(".media-card"));
+        if (index >= 0) {
+          focusCard(index);
+        }
         show(img, retry);
       });
       status.appendChild(document.createTextNode(" "));
       status.appendChild(again);
     }
+  }
+  function busy(img, on) {
+    img.parentNode.setAttribute("aria-busy", on ? "true" : "false");
+  }
+  // Nothing shown, and why; "Try again" unless trying again cannot help.
+  function failed(img, status, reason, url) {
+    busy(img, false);
+    img.setAttribute("data-failed", reason || String(status));
+    img.removeAttribute("data-view");
+    img.hidden = true;
+    var hopeless = GONE.test(reason) || reason === "decode_error" || status === 401 || status === 403;
+    say(img, whyNot(status, reason), hopeless ? "" : url);
   }
   // Of two requests for one image (a blurred view still coming when the analyst
   // unblurs), only the later one's answer is shown.
@@ -96,20 +117,14 @@
       return img.getAttribute("data-request") === mine;
     };
     say(img, "");
-    img.setAttribute("aria-busy", "true");
+    busy(img, true);
     fetch(url, { credentials: "same-origin", cache: "no-store" })
       .then(function (response) {
         if (!current()) {
           return null;
         }
         if (!response.ok) {
-          var reason = response.headers.get("X-Hotline-Reason") || "";
-          img.setAttribute("data-failed", reason || String(response.status));
-          img.removeAttribute("aria-busy");
-          img.hidden = true;
-          // Gone is gone; anything else may work another time.
-          var gone = /^(http_error_404|http_error_410|inline_gone)$/.test(reason);
-          say(img, whyNot(response.status, reason), gone ? "" : url);
+          failed(img, response.status, response.headers.get("X-Hotline-Reason") || "", url);
           return null;
         }
         var changed = response.headers.get("X-Hotline-Content") === "changed";
@@ -119,22 +134,29 @@
             return;
           }
           var address = URL.createObjectURL(blob);
-          img.addEventListener("load", function () {
+          img.onload = function () {
             URL.revokeObjectURL(address);
-            img.setAttribute("data-view", view); // what is shown now
-          }, { once: true });
+            if (current()) {
+              busy(img, false);
+              img.setAttribute("data-view", view); // what is shown now
+            }
+          };
+          img.onerror = function () {
+            URL.revokeObjectURL(address);
+            if (current()) {
+              failed(img, 200, "decode_error", url);
+            }
+          };
           img.src = address;
           img.hidden = false;
           img.removeAttribute("data-failed");
-          img.removeAttribute("aria-busy");
           img.setAttribute("data-content", changed ? "changed" : "same");
           say(img, changed ? text("changed") : "");
         });
       })
       .catch(function () {
         if (current()) {
-          img.removeAttribute("aria-busy");
-          say(img, whyNot(0, ""), url);
+          failed(img, 0, "", url);
         }
       });
   }
@@ -168,8 +190,13 @@
   // Unblur one item on request (the server audits it), zoom on click.
   function unblur(card) {
     var img = card && card.querySelector(".safe-view img");
-    if (!img || img.getAttribute("data-state") === "unblurred") {
+    // Only where the page offers it (the role may unblur), and once.
+    if (!img || !card.querySelector("[data-unblur]") || img.getAttribute("data-state") === "unblurred") {
       return;
+    }
+    var blurred = card.querySelector("[data-show]");
+    if (blurred) {
+      blurred.hidden = true; // asking for the blurred view now would undo the unblur
     }
     if (img.getAttribute("data-kind") === "video") {
       // A video plays in a player, never with sound unless the analyst turns it on.
@@ -181,8 +208,10 @@
       video.setAttribute("data-state", "unblurred");
       img.setAttribute("data-state", "unblurred");
       nextRequest(img); // a placeholder still coming is not shown
-      img.removeAttribute("aria-busy");
-      say(img, "");
+      busy(img, false);
+      if (img.getAttribute("data-content") !== "changed") {
+        say(img, ""); // but a changed file stays said: the player shows it
+      }
       img.hidden = true;
       img.parentNode.insertBefore(video, img);
       return;

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import func, select
@@ -148,6 +151,28 @@ def test_refused_reports_do_not_count_against_the_limit(client: Any, configure: 
     assert mistyped == [422] * 5  # each says what is wrong, none is counted
     codes = [post(client, url=f"http://example.org/{i}").status_code for i in range(4)]
     assert codes == [202, 202, 202, 429]
+
+
+def test_a_burst_at_once_is_limited_as_hits_one_by_one(configure: Any) -> None:
+    """Without Redis, counters live in the process: threads hitting a new key at the
+    same moment (the first views of a page, first reports after a start) still count
+    together, so no more get through than the limit."""
+    from hotline.settings import get_settings
+    from reporting.ratelimit import build_counter
+
+    configure(redis_url="")
+    counter = build_counter(get_settings(), "5/minute", "burst")
+    start = threading.Barrier(16)
+
+    def hit(_: int) -> int | None:
+        start.wait()
+        return counter.wait("one account", time.time())
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(hit, range(16)))
+    assert answers.count(None) == 5
+    # (About a minute: "now" was read before each thread's turn at the counter.)
+    assert all(isinstance(wait, int) and 1 <= wait <= 61 for wait in answers if wait is not None)
 
 
 def test_health_and_readiness(client: Any) -> None:

@@ -54,23 +54,25 @@ def sign_in_first_time(visit: Visit, base: str, email: str) -> None:
     visit.navigate(lambda: page.press("#totp", "Enter"))
 
 
+def new_staff(email: str, role: Role) -> None:
+    """A staff account with the initial password, its second factor not yet enrolled."""
+    with session_scope() as session:
+        create_user(session, email, role, PASSWORD, now=utcnow(), cipher=configured_staff_cipher())
+
+
 def analyst_on_next_item(chromium: Any, base: str, axe: str, target_id: int) -> Visit:
     """A new analyst signs in for the first time and takes the next item, ``target_id``."""
-    with session_scope() as session:
-        create_user(
-            session,
-            "ana@hotline.example",
-            Role.analyst,
-            PASSWORD,
-            now=utcnow(),
-            cipher=configured_staff_cipher(),
-        )
+    new_staff("ana@hotline.example", Role.analyst)
     ana = Visit(chromium, base, axe, locale="en-GB")
     ana.page.set_viewport_size({"width": 1280, "height": 3000})  # every picture in view
     sign_in_first_time(ana, base, "ana@hotline.example")
     ana.navigate(lambda: ana.page.keyboard.press("n"))
     assert ana.page.url.endswith(f"/staff/targets/{target_id}")
     return ana
+
+
+def visit_focus(visit: Visit) -> str:
+    return str(visit.page.evaluate("() => document.activeElement.id"))
 
 
 def blurred_and_grey(visit: Visit) -> list[dict[str, Any]]:
@@ -121,15 +123,7 @@ def test_from_new_analyst_to_confirmed_report(
         ).json()["receipt"]
         target_id, media_ids = seen(url)
         assert len(media_ids) == 2
-        with session_scope() as session:
-            create_user(
-                session,
-                "admin@hotline.example",
-                Role.admin,
-                PASSWORD,
-                now=utcnow(),
-                cipher=configured_staff_cipher(),
-            )
+        new_staff("admin@hotline.example", Role.admin)
 
         def status_text(visit: Visit) -> str:
             page = visit.page
@@ -215,14 +209,21 @@ def test_a_video_plays_muted_only_when_unblurred(
 ) -> None:
     with LocalHTTPServer() as site:
         target_id, _ = seen(site.route("/clip.mp4", body=images.fake_mp4()))
+        site.route("/clip.mp4", body=images.fake_mp4(b"another clip"))  # changed since
         ana = analyst_on_next_item(browser, live_server, axe_source, target_id)
-        assert ana.page.locator(".safe-view video").count() == 0  # a still placeholder first
+        placeholder = ana.page.locator(".safe-view img[data-view='placeholder']")
+        placeholder.wait_for()  # a still placeholder first
+        assert ana.page.locator(".safe-view video").count() == 0
+        status = ana.page.locator(".view-status")
+        assert status.inner_text().startswith("This file has changed since it was hashed")
         ana.page.keyboard.press("u")
         video = ana.page.locator(".safe-view video")
         video.wait_for()
         assert video.evaluate("v => v.muted") is True
         assert "unblur=true" in (video.get_attribute("src") or "")
         assert ana.page.locator(".safe-view img").is_hidden()  # the player replaces it
+        # The player shows the changed file: the page still says so.
+        assert status.inner_text().startswith("This file has changed since it was hashed")
         assert ana.outside == []
         ana.close()
 
@@ -275,10 +276,12 @@ def test_the_item_page_says_when_a_file_changed_or_cannot_be_shown(
             assert card(name).locator("img").is_hidden()
         ana.check_accessibility("item with a changed file and two failed views")
 
-        # The site is back: trying again shows the picture and clears the message.
+        # The site is back: trying again shows the picture and clears the message; the
+        # focus stays on the card (the button goes with the message).
         site.route("/down.png", body=files["/down.png"])
         card("/down.png").locator("button", has_text="Try again").click()
         card("/down.png").locator("img[data-view='blurred']").wait_for()
+        assert visit_focus(ana) == f"media-{media_of['/down.png']}"
         assert status("/down.png") == ""
         assert card("/down.png").locator("img").is_visible()
         # A view that failed is an answer the page reads, not a broken image.
@@ -297,15 +300,7 @@ def test_without_javascript_each_picture_still_shows_once(
     with LocalHTTPServer() as site:
         files = {"/p.png": images.png(41, (320, 240)), "/q.jpg": images.jpeg(42, (400, 300))}
         target_id, _ = seen(media_page(site, "two.html", files))
-        with session_scope() as session:
-            create_user(
-                session,
-                "ana@hotline.example",
-                Role.analyst,
-                PASSWORD,
-                now=utcnow(),
-                cipher=configured_staff_cipher(),
-            )
+        new_staff("ana@hotline.example", Role.analyst)
         ana = Visit(browser, live_server, axe_source, locale="en-GB", javascript=False)
         ana.page.set_viewport_size({"width": 1280, "height": 3000})
         sign_in_first_time(ana, live_server, "ana@hotline.example")
@@ -321,3 +316,42 @@ def test_without_javascript_each_picture_still_shows_once(
         assert ana.outside == []
         assert ana.failed_assets == []
         ana.close()
+
+
+def test_views_past_the_limit_and_keys_the_role_lacks_leave_what_is_shown(
+    browser: Any,  # noqa: F811
+    axe_source: str,  # noqa: F811
+    live_server: str,
+    configure: Any,
+) -> None:
+    configure(safe_view_rate_limit="2/minute")
+    with LocalHTTPServer() as site:
+        files = {f"/{n}.png": images.png(50 + n, (320, 240)) for n in range(3)}
+        target_id, _ = seen(media_page(site, "three.html", files))
+        new_staff("admin@hotline.example", Role.admin)
+        admin = Visit(browser, live_server, axe_source, locale="en-GB")
+        admin.page.set_viewport_size({"width": 1280, "height": 3000})
+        sign_in_first_time(admin, live_server, "admin@hotline.example")
+        admin.page.goto(f"{live_server}/staff/targets/{target_id}")
+        admin.page.wait_for_function(
+            "() => Array.from(document.querySelectorAll('.safe-view img'))"
+            ".every(img => img.getAttribute('data-view') || img.getAttribute('data-failed'))"
+        )
+        # Two views a minute: the third picture says why it is missing, and can be
+        # asked for again.
+        shown = admin.page.locator(".safe-view img[data-view='blurred']")
+        assert shown.count() == 2
+        limited = admin.page.locator(".safe-view img[data-failed='429'] + noscript + p")
+        assert limited.inner_text().startswith(
+            "Too many views from your account just now. Try again in a minute."
+        )
+        assert limited.locator("button", has_text="Try again").count() == 1
+
+        # An admin may look but not unblur: "u" leaves the blurred pictures as they are.
+        assert admin.page.locator("[data-unblur]").count() == 0
+        admin.page.keyboard.press("u")
+        admin.page.wait_for_timeout(500)  # what a request would have changed by now
+        assert shown.count() == 2
+        assert admin.page.locator(".safe-view img[data-state='unblurred']").count() == 0
+        assert admin.outside == []
+        admin.close()
