@@ -164,22 +164,21 @@
     document.querySelectorAll(".safe-view img[data-src]:not([data-deferred])")
   );
   if ("IntersectionObserver" in window) {
-    // Fetched when near the screen, as the browser's own lazy loading would. The
-    // figure is watched: the picture takes no room until it is asked for.
+    // Fetched when near the screen, as the browser's own lazy loading would.
     var watcher = new IntersectionObserver(function (entries) {
       entries.forEach(function (entry) {
+        var img = entry.target;
+        // (Unless the analyst unblurred it before it came into view.)
         if (entry.isIntersecting) {
-          watcher.unobserve(entry.target);
-          var img = entry.target.querySelector("img[data-src]");
-          // (Unless the analyst unblurred it before it came into view.)
-          if (img && !img.hasAttribute("data-request")) {
+          watcher.unobserve(img);
+          if (!img.hasAttribute("data-request")) {
             show(img, img.getAttribute("data-src"));
           }
         }
       });
     }, { rootMargin: "400px" });
     waiting.forEach(function (img) {
-      watcher.observe(img.parentNode);
+      watcher.observe(img);
     });
   } else {
     waiting.forEach(function (img) {

@@ -60,12 +60,29 @@ def new_staff(email: str, role: Role) -> None:
         create_user(session, email, role, PASSWORD, now=utcnow(), cipher=configured_staff_cipher())
 
 
+def signed_in(
+    chromium: Any, base: str, axe: str, email: str, role: Role, *, javascript: bool = True
+) -> Visit:
+    """A new staff account, signed in for the first time, in a window tall enough that
+    every picture of an item page is in view."""
+    new_staff(email, role)
+    visit = Visit(chromium, base, axe, locale="en-GB", javascript=javascript)
+    visit.page.set_viewport_size({"width": 1280, "height": 3000})
+    sign_in_first_time(visit, base, email)
+    return visit
+
+
+def every_view_answered(visit: Visit) -> None:
+    """Wait until each safe view of the page is shown or has said why not."""
+    visit.page.wait_for_function(
+        "() => Array.from(document.querySelectorAll('.safe-view img'))"
+        ".every(img => img.getAttribute('data-view') || img.getAttribute('data-failed'))"
+    )
+
+
 def analyst_on_next_item(chromium: Any, base: str, axe: str, target_id: int) -> Visit:
     """A new analyst signs in for the first time and takes the next item, ``target_id``."""
-    new_staff("ana@hotline.example", Role.analyst)
-    ana = Visit(chromium, base, axe, locale="en-GB")
-    ana.page.set_viewport_size({"width": 1280, "height": 3000})  # every picture in view
-    sign_in_first_time(ana, base, "ana@hotline.example")
+    ana = signed_in(chromium, base, axe, "ana@hotline.example", Role.analyst)
     ana.navigate(lambda: ana.page.keyboard.press("n"))
     assert ana.page.url.endswith(f"/staff/targets/{target_id}")
     return ana
@@ -247,10 +264,7 @@ def test_the_item_page_says_when_a_file_changed_or_cannot_be_shown(
         site.route("/gone.png", status=404, body=b"gone")
         site.route("/down.png", status=503, body=b"busy")
         ana = analyst_on_next_item(browser, live_server, axe_source, target_id)
-        ana.page.wait_for_function(
-            "() => Array.from(document.querySelectorAll('.safe-view img'))"
-            ".every(img => img.getAttribute('data-view') || img.getAttribute('data-failed'))"
-        )
+        every_view_answered(ana)
 
         with session_scope() as session:
             rows = session.execute(select(col(Media.sha256), col(Media.id))).all()
@@ -300,10 +314,9 @@ def test_without_javascript_each_picture_still_shows_once(
     with LocalHTTPServer() as site:
         files = {"/p.png": images.png(41, (320, 240)), "/q.jpg": images.jpeg(42, (400, 300))}
         target_id, _ = seen(media_page(site, "two.html", files))
-        new_staff("ana@hotline.example", Role.analyst)
-        ana = Visit(browser, live_server, axe_source, locale="en-GB", javascript=False)
-        ana.page.set_viewport_size({"width": 1280, "height": 3000})
-        sign_in_first_time(ana, live_server, "ana@hotline.example")
+        ana = signed_in(
+            browser, live_server, axe_source, "ana@hotline.example", Role.analyst, javascript=False
+        )
         ana.page.goto(f"{live_server}/staff/targets/{target_id}")
         visible = ana.page.locator(".safe-view img:visible")
         assert visible.count() == 2  # the noscript pictures, not the script's empty ones
@@ -328,15 +341,9 @@ def test_views_past_the_limit_and_keys_the_role_lacks_leave_what_is_shown(
     with LocalHTTPServer() as site:
         files = {f"/{n}.png": images.png(50 + n, (320, 240)) for n in range(3)}
         target_id, _ = seen(media_page(site, "three.html", files))
-        new_staff("admin@hotline.example", Role.admin)
-        admin = Visit(browser, live_server, axe_source, locale="en-GB")
-        admin.page.set_viewport_size({"width": 1280, "height": 3000})
-        sign_in_first_time(admin, live_server, "admin@hotline.example")
+        admin = signed_in(browser, live_server, axe_source, "admin@hotline.example", Role.admin)
         admin.page.goto(f"{live_server}/staff/targets/{target_id}")
-        admin.page.wait_for_function(
-            "() => Array.from(document.querySelectorAll('.safe-view img'))"
-            ".every(img => img.getAttribute('data-view') || img.getAttribute('data-failed'))"
-        )
+        every_view_answered(admin)
         # Two views a minute: the third picture says why it is missing, and can be
         # asked for again.
         shown = admin.page.locator(".safe-view img[data-view='blurred']")
