@@ -214,6 +214,16 @@ class Settings(BaseSettings):
     pdq_min_quality: int = Field(
         50, ge=0, le=100, description="PDQ hashes of lower quality are stored but not matched."
     )
+    near_match_limit: int = Field(
+        20,
+        ge=1,
+        le=10_000,
+        description="Near matches a media item records, at most, per hash type: to media "
+        "seen here before, and to the entries of each list but the hotline's own. The "
+        "nearest are kept (the earliest first among equals); all are searched. A picture "
+        "seen N times would otherwise add N matches for each further copy (10,000 copies: "
+        "10,000 rows and about a second per copy).",
+    )
     neardup_refresh_seconds: float = Field(
         2,
         gt=0,

@@ -46,13 +46,23 @@ def error_response(code: str, detail: str, status_code: int, **extra: Any) -> JS
 
 async def hotline_error_handler(request: Request, exc: Exception) -> Response:
     exc = cast(HotlineError, exc)
-    if is_staff_page(request.url.path):
+    if is_staff_page(request.url.path) or (exc.page_when_opened and opened_in_tab(request)):
         return staff_error_page(request, exc)
+    return error_response(exc.code, exc.detail, exc.status_code, headers=_headers(exc) or None)
+
+
+def _headers(exc: HotlineError) -> dict[str, str]:
     headers = dict(getattr(exc, "headers", None) or {})  # e.g. WWW-Authenticate
     retry_after = getattr(exc, "retry_after", None)  # rate limits, account lockout
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
-    return error_response(exc.code, exc.detail, exc.status_code, headers=headers or None)
+    return headers
+
+
+def opened_in_tab(request: Request) -> bool:
+    """The browser navigates to this address (a link opened in a tab), rather than a
+    script or an image asking for it."""
+    return request.headers.get("sec-fetch-dest") == "document"
 
 
 async def validation_error_handler(request: Request, exc: Exception) -> Response:
@@ -100,8 +110,9 @@ def staff_error_page(request: Request, exc: HotlineError) -> Response:
     return page.render(
         "staff/error.html",
         exc.status_code,
-        headers=dict(getattr(exc, "headers", None) or {}),
+        headers=_headers(exc),
         error=exc.code,
+        reason=getattr(exc, "reason", None),  # a safe view's: why it cannot be shown
     )
 
 
@@ -236,17 +247,26 @@ class AccessLogMiddleware:
 _STATIC = ("/static/", "/staff/static/")
 
 
+def _csp(images: bytes) -> bytes:
+    return (
+        b"default-src 'self'; img-src " + images + b"; style-src 'self'; script-src 'self'; "
+        b"frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    )
+
+
 class SecurityHeadersMiddleware:
     HEADERS = [
         (b"x-content-type-options", b"nosniff"),
         (b"referrer-policy", b"no-referrer"),
         (b"x-frame-options", b"DENY"),
-        (
-            b"content-security-policy",
-            b"default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
-            b"frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
-        ),
+        (b"content-security-policy", _csp(b"'self' data:")),
         (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), interest-cohort=()"),
+    ]
+    # The staff pages' script shows the safe views it fetched from this site as blob:
+    # addresses; no other page needs them.
+    STAFF_HEADERS = [
+        (name, _csp(b"'self' data: blob:") if name == b"content-security-policy" else value)
+        for name, value in HEADERS
     ]
 
     def __init__(self, app: ASGIApp) -> None:
@@ -261,8 +281,10 @@ class SecurityHeadersMiddleware:
         # Nothing but the stylesheets, scripts and images of the pages is kept by a
         # browser or a proxy: not the staff API's reported URLs, descriptions and hashes,
         # nor a reporter's pages. (A route that sets its own Cache-Control keeps it.)
-        static = str(scope.get("path", "")).startswith(_STATIC)
-        defaults = self.HEADERS if static else [*self.HEADERS, (b"cache-control", b"no-store")]
+        path = str(scope.get("path", ""))
+        page = self.STAFF_HEADERS if path.startswith("/staff/") else self.HEADERS
+        static = path.startswith(_STATIC)
+        defaults = page if static else [*page, (b"cache-control", b"no-store")]
 
         async def add_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -11,14 +11,17 @@ before it). ``catch_up``, run by beat every quarter of ``neardup_catchup_seconds
 matches the media first seen within that window again:
 
 - Near copies among them: the later one (higher id) gets the ``seen`` match to the
-  earlier one, as ``triage.service.match_media`` records it, unless both were first
+  earlier one, as ``triage.service.match_media`` records it (of the earlier ones, with
+  those recorded, the nearest: ``matches.nearest_near``), unless both were first
   recorded by one target in one record step (not seen before each other, as
   ``match_media(fresh=...)`` has it), or the earlier one records a match to the later
-  one (its worker saw it: the two were recorded in the other order).
-- Exact and near matches to the enabled lists, when this process's index read list
-  rows within the window (``NearDuplicates.known_loaded``: a list imported, enabled or
-  added to). An entry of the hotline's own list matches only media first seen after
-  it was added: a confirmation does not match the media seen before it.
+  one (its worker saw it: the two were recorded in the other order; a worker that saw
+  it but kept only nearer ones leaves no trace, and the later one gets the match).
+- Exact and near matches to the enabled lists (of each list's entries, with those
+  recorded, the nearest), when this process's index read list rows within the window
+  (``NearDuplicates.known_loaded``: a list imported, enabled or added to). An entry
+  of the hotline's own list matches only media first seen after it was added: a
+  confirmation does not match the media seen before it.
 
 Each media item is compared through all its pictures: its own hashes and those of the
 later frames of an animation (``MediaFrame``), as the workers' lookups do.
@@ -45,7 +48,14 @@ from sqlmodel import Session, col
 
 from hotline.settings import get_settings
 from triage.hashlists import exact_matches
-from triage.matches import FRAME_KEY, _near_pairs, add_matches, match_row
+from triage.matches import (
+    FRAME_KEY,
+    _near_pairs,
+    add_matches,
+    match_row,
+    nearest_near,
+    recorded_near,
+)
 from triage.models import (
     HashList,
     HashType,
@@ -96,10 +106,14 @@ def catch_up(
     if not recent:
         return CaughtUp(0, 0, [])
     pictures = _pictures(session, recent)
-    rows = _seen_rows(session, recent, pictures, now=now)
+    rows = _seen_rows(session, recent, pictures, now=now, limit=near.near_limit)
     loaded = near.known_loaded(window.total_seconds())
     if loaded.everything or loaded.rows:
-        rows += _listed_rows(session, recent, pictures, near=near, loaded=loaded, now=now)
+        listed = _listed_rows(session, recent, pictures, near=near, loaded=loaded, now=now)
+        # Of each list, the nearest entries, with those recorded; all of the own list.
+        lists = {int(row["list_id"]) for row in listed}
+        recorded = recorded_near(session, {row["media_id"] for row in listed}, lists=lists)
+        rows += nearest_near(listed, near.near_limit, recorded, every_entry_of=near.own_lists)
     matched = add_matches(session, rows)
     # Also the media matched late within the last half window, by an earlier run (whose
     # rerank passes over a target another transaction holds) or by a worker showing
@@ -209,10 +223,16 @@ def _within(
 
 
 def _seen_rows(
-    session: Session, recent: Sequence[Row[Any]], pictures: Pictures, *, now: dt.datetime
+    session: Session,
+    recent: Sequence[Row[Any]],
+    pictures: Pictures,
+    *,
+    now: dt.datetime,
+    limit: int,
 ) -> list[dict[str, Any]]:
     """The ``seen`` near matches among the recent media: later to earlier, through any
-    of their pictures (the closest; the later item's frame is recorded)."""
+    of their pictures (the closest; the later item's frame is recorded); of each item's,
+    those among the ``limit`` nearest, with those recorded (``nearest_near``)."""
     settings = get_settings()
     radii = {HashType.phash: settings.phash_radius, HashType.pdq: settings.pdq_radius}
     pairs: dict[tuple[int, int, HashType], tuple[int, int]] = {}
@@ -229,7 +249,13 @@ def _seen_rows(
     if not pairs:
         return []
     involved = sorted({m for later, earlier, _ in pairs for m in (later, earlier)})
-    reverse = _seen_matches(session, involved)
+    recorded = recorded_near(session, involved)
+    reverse = {
+        (media, matched)
+        for (media, _, group), found in recorded.items()
+        if group == "seen"
+        for _, matched in found
+    }
     first_seen = {int(row.id): row.first_seen_at for row in recent}
     together = {
         (later, earlier) for later, earlier, _ in pairs if first_seen[later] == first_seen[earlier]
@@ -256,19 +282,7 @@ def _seen_rows(
                 found_at=now,
             )
         )
-    return rows
-
-
-def _seen_matches(session: Session, media_ids: list[int]) -> set[tuple[int, int]]:
-    """(media, matched media) of the ``seen`` matches recorded for these media."""
-    found: set[tuple[int, int]] = set()
-    for start in range(0, len(media_ids), _CHUNK):
-        statement = select(col(MediaMatch.media_id), col(MediaMatch.matched_media_id)).where(
-            col(MediaMatch.media_id).in_(media_ids[start : start + _CHUNK]),
-            col(MediaMatch.matched_media_id).is_not(None),
-        )
-        found |= {(int(a), int(b)) for a, b in session.execute(statement)}
-    return found
+    return nearest_near(rows, limit, recorded)
 
 
 def _first_sightings(
@@ -332,7 +346,7 @@ def _listed_rows(
         rows.append(match_row(media_id=media_id, list_id=entry.list_id, found_at=now, **match))
 
     # Exact: not for rows of the own list alone, keyed by SHA-256 of media seen before.
-    exact_too = loaded.everything or bool(loaded.lists - _own_lists(session))
+    exact_too = loaded.everything or bool(loaded.lists - near.own_lists)
     holders: dict[str, list[tuple[int, HashType]]] = {}
     for row in recent if exact_too else ():
         for hash_type in (HashType.sha256, HashType.sha1, HashType.md5):
@@ -374,11 +388,6 @@ def _listed_rows(
                     frame=key % FRAME_KEY or None,  # (add_matches keeps the closest frame)
                 )
     return rows
-
-
-def _own_lists(session: Session) -> set[int]:
-    lists = HashList.__table__  # type: ignore[attr-defined]
-    return {int(i) for i in session.execute(select(lists.c.id).where(lists.c.own)).scalars()}
 
 
 def _near_listed(

@@ -27,3 +27,4 @@ class ViewsRateLimited(RateLimited):
     """A staff account asked for more safe views than ``HOTLINE_SAFE_VIEW_RATE_LIMIT``."""
 
     detail = "Too many media views from this account. Please try again shortly."
+    page_when_opened = True

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -50,6 +50,97 @@ def match_row(**values: Any) -> dict[str, Any]:
     }
 
 
+# (media, hash type, what it matched: "seen", or a list's id) -> (distance, media or
+# entry matched) of its near matches.
+Recorded = dict[tuple[int, str, str], list[tuple[int, int]]]
+
+
+def _near_group(row: dict[str, Any]) -> tuple[tuple[int, str, str], int] | None:
+    """(group, reference) of a near match row: the media seen here it matched, or the
+    entry of a list; None for an exact match."""
+    if str(row["kind"]) != MatchKind.near.value:
+        return None
+    key = (int(row["media_id"]), str(row["hash_type"]))
+    if row.get("matched_media_id") is not None:
+        return (*key, "seen"), int(row["matched_media_id"])
+    return (*key, f"list {row['list_id']}"), int(row["known_entry_id"])
+
+
+def recorded_near(
+    session: Session, media_ids: Iterable[int], *, lists: Collection[int] | None = None
+) -> Recorded:
+    """The near matches recorded for these media, grouped as ``nearest_near`` counts
+    them; ``lists``: only those to these lists' entries."""
+    found: Recorded = {}
+    ids = sorted(set(media_ids))
+    match = MediaMatch.__table__  # type: ignore[attr-defined]
+    columns = (
+        match.c.media_id,
+        match.c.hash_type,
+        match.c.distance,
+        match.c.matched_media_id,
+        match.c.known_entry_id,
+        match.c.list_id,
+    )
+    for start in range(0, len(ids), 500):
+        statement = select(*columns).where(
+            match.c.media_id.in_(ids[start : start + 500]), match.c.kind == MatchKind.near
+        )
+        if lists is not None:
+            statement = statement.where(match.c.list_id.in_(sorted(lists)))
+        for row in session.execute(statement).mappings():
+            grouped = _near_group({**row, "kind": MatchKind.near})
+            if grouped is not None:
+                found.setdefault(grouped[0], []).append((int(row["distance"]), grouped[1]))
+    return found
+
+
+def nearest_near(
+    rows: list[dict[str, Any]],
+    limit: int,
+    recorded: Recorded | None = None,
+    *,
+    every_entry_of: Collection[int] = (),
+) -> list[dict[str, Any]]:
+    """The rows, but of the near matches of a media item per hash type, to media seen
+    here and to the entries of each list, only those among the ``limit`` nearest (the
+    lowest id first among equals: the earliest seen, the first listed), counting those
+    already recorded (``recorded_near``). A picture seen 10,000 times would otherwise
+    add 10,000 rows for each further copy. ``every_entry_of``: lists whose near matches
+    are all kept (the hotline's own: a reversal removes entries from it, and the farther
+    ones would not be matched again)."""
+    kept: list[dict[str, Any]] = []
+    groups: dict[tuple[int, str, str], dict[int, dict[str, Any]]] = {}
+    for row in rows:
+        grouped = _near_group(row)
+        if grouped is None or (
+            row.get("matched_media_id") is None and row.get("list_id") in every_entry_of
+        ):
+            kept.append(row)
+            continue
+        closest = groups.setdefault(grouped[0], {})
+        reference = grouped[1]
+        # (As add_matches chooses among the rows of several frames.)
+        if reference not in closest or _closeness(row) < _closeness(closest[reference]):
+            closest[reference] = row
+    for key, closest in groups.items():
+        candidates: list[tuple[int, int, dict[str, Any] | None]] = [
+            (row["distance"], reference, row) for reference, row in closest.items()
+        ]
+        candidates += [
+            (distance, reference, None)
+            for distance, reference in (recorded or {}).get(key, ())
+            if reference not in closest
+        ]
+        candidates.sort(key=lambda candidate: candidate[:2])
+        kept += [row for _, _, row in candidates[:limit] if row is not None]
+    return kept
+
+
+def _closeness(row: dict[str, Any]) -> tuple[int, int]:
+    return row["distance"], row["frame"] or 0
+
+
 def add_matches(session: Session, rows: list[dict[str, Any]]) -> set[int]:
     """Record matches; one found before is kept as it was. Returns the media that got a
     match recorded now. One statement, executed for many rows: SQLAlchemy sends them in
@@ -67,7 +158,7 @@ def add_matches(session: Session, rows: list[dict[str, Any]]) -> set[int]:
     if not rows:
         return set()
     closest: dict[tuple[int, str, str], dict[str, Any]] = {}
-    for row in sorted(rows, key=lambda row: (row["distance"], row["frame"] or 0)):
+    for row in sorted(rows, key=_closeness):
         closest.setdefault((row["media_id"], str(row["hash_type"]), row["ref"]), row)
     rows = [closest[key] for key in sorted(closest)]
     insert = dialect_insert(session)
@@ -291,6 +382,14 @@ def match_seen_media(
         for media_id, entry_id in session.execute(statement):
             found.setdefault((int(media_id), column.name), int(entry_id))
     near = near_seen_media(session, list_id, media_above=media_above, types=hashes.perceptual)
+    # Of the list's entries, the nearest to each media item (with those it recorded
+    # before, when the list was enabled before); all of the hotline's own list.
+    near_media = {media_id for _, media_id, _, _, _ in near}
+    recorded_before = (
+        recorded_near(session, near_media, lists=[list_id])
+        if near_media and not hash_list.own
+        else None
+    )
     recorded = add_matches(
         session,
         [
@@ -305,19 +404,24 @@ def match_seen_media(
             )
             for (media_id, hash_type), entry_id in sorted(found.items())
         ]
-        + [
-            match_row(
-                media_id=media_id,
-                kind=MatchKind.near,
-                hash_type=hash_type,
-                distance=distance,
-                list_id=list_id,
-                known_entry_id=entry_id,
-                frame=frame,
-                found_at=now,
-            )
-            for hash_type, media_id, entry_id, distance, frame in sorted(near)
-        ],
+        + nearest_near(
+            [
+                match_row(
+                    media_id=media_id,
+                    kind=MatchKind.near,
+                    hash_type=hash_type,
+                    distance=distance,
+                    list_id=list_id,
+                    known_entry_id=entry_id,
+                    frame=frame,
+                    found_at=now,
+                )
+                for hash_type, media_id, entry_id, distance, frame in near
+            ],
+            get_settings().near_match_limit,
+            recorded_before,
+            every_entry_of=[list_id] if hash_list.own else (),
+        ),
     )
     exact_ids = {media_id for media_id, _ in found}
     only_near = len(recorded - exact_ids)

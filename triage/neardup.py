@@ -33,10 +33,10 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -532,8 +532,11 @@ class HammingIndex:
         positions = np.repeat(starts - (ends - lengths), lengths) + np.arange(total)
         return self._order[positions].astype(np.intp)
 
-    def search(self, code: npt.ArrayLike | int, radius: int) -> list[tuple[int, int]]:
-        """Every ``(id, distance)`` within ``radius`` of ``code``, by distance then id."""
+    def search(
+        self, code: npt.ArrayLike | int, radius: int, *, limit: int | None = None
+    ) -> list[tuple[int, int]]:
+        """Every ``(id, distance)`` within ``radius`` of ``code``, by distance then id.
+        ``limit``: only the first ``limit`` ids, each once (at its nearest)."""
         if radius < 0:
             raise ValueError("radius >= 0")
         query = _query_words(code, self.words)
@@ -557,6 +560,10 @@ class HammingIndex:
         ids = np.concatenate([self._ids[rows], self._delta_ids[delta_rows]])
         found = np.concatenate([main_distances, delta[delta_rows]])
         order = np.lexsort((ids, found))
+        if limit is not None:
+            # The first row of each id in that order is its nearest.
+            _, first = np.unique(ids[order], return_index=True)
+            order = order[np.sort(first)[:limit]]
         return [(int(ids[i]), int(found[i])) for i in order]
 
 
@@ -574,6 +581,14 @@ _BATCH = 50_000
 # "everything changed", not row by row: the catch-up then searches the whole index.
 _RECENT_KNOWN_ROWS = 100_000
 _MEDIA, _KNOWN = "media", "known"
+
+
+class _ListRow(NamedTuple):
+    """A hash list as a refresh read it."""
+
+    created_at: dt.datetime
+    enabled: bool
+    own: bool
 
 
 @dataclass(frozen=True)
@@ -812,8 +827,12 @@ class NearDuplicates:
         settle_seconds: float = 600.0,
         settled_ids: int = 100_000,
         recent_seconds: float = 0.0,
+        near_limit: int = 20,
     ) -> None:
         self.phash_radius = phash_radius
+        # Near matches per query and hash type, to media seen before and to each list's
+        # entries: the nearest.
+        self.near_limit = near_limit
         self.pdq_radius = pdq_radius
         self.pdq_min_quality = pdq_min_quality
         self.refresh_seconds = refresh_seconds
@@ -835,7 +854,7 @@ class NearDuplicates:
             for hash_type in (HashType.phash, HashType.pdq)
         }
         self._cursors = {_MEDIA: _Cursor(), _KNOWN: _Cursor()}
-        self._lists: dict[int, tuple[dt.datetime, bool]] | None = None  # id -> created, enabled
+        self._lists: dict[int, _ListRow] | None = None  # as the last refresh read them
         self._refreshed_at: float | None = None
         self._lock = threading.RLock()
 
@@ -892,24 +911,36 @@ class NearDuplicates:
             self._index[(kind, hash_type)] = HammingIndex(old.bits, radius=old.radius)
         return cursor
 
+    @property
+    def own_lists(self) -> frozenset[int]:
+        """The hotline's own list(s): all their near entries are returned
+        (``near_limit``)."""
+        return frozenset(i for i, row in (self._lists or {}).items() if row.own)
+
     def _check_lists(self, session: Session) -> bool:
         """Start the known hashes afresh when a list was removed: its entries go, and on
         SQLite the next rows may take their ids again (max(id) + 1). Returns whether
         they were, or a list was enabled since the last refresh: either way the rows
         matched from now on are not only the ones read now (``known_loaded``)."""
-        statement = select(col(HashList.id), col(HashList.created_at), col(HashList.enabled))
+        statement = select(
+            col(HashList.id), col(HashList.created_at), col(HashList.enabled), col(HashList.own)
+        )
         lists = {
-            int(i or 0): (at, bool(enabled))
-            for i, at, enabled in session.connection().execute(statement)
+            int(i or 0): _ListRow(at, bool(enabled), bool(own))
+            for i, at, enabled, own in session.connection().execute(statement)
         }
         before, self._lists = self._lists, lists
         if before is None:
             return False
-        if any(lists.get(i, (None, False))[0] != at for i, (at, _) in before.items()):
+        if any(
+            i not in lists or lists[i].created_at != row.created_at for i, row in before.items()
+        ):
             log.info("a hash list was removed: reloading the known hashes")
             self._start_over(_KNOWN)
             return True
-        return any(on and i in before and not before[i][1] for i, (_, on) in lists.items())
+        return any(
+            row.enabled and i in before and not before[i].enabled for i, row in lists.items()
+        )
 
     def _note_known(self, now: float, table: _Table, *, everything: bool) -> None:
         """Remember what this refresh read of the known lists, for ``known_loaded``."""
@@ -1029,18 +1060,28 @@ class NearDuplicates:
         """Media seen here and enabled known-list entries near these hashes: pHash matches
         then PDQ, each nearest first, list entries before media. Refreshes first
         (rate-limited). A PDQ hash below ``pdq_min_quality`` is not matched, nor a pHash
-        that says nothing of its picture (``informative_phash``). Reads only."""
+        that says nothing of its picture (``informative_phash``). Per hash type, of the
+        media and of each list's entries, the ``near_limit`` nearest (the lowest ids
+        among equals); all of the hotline's own list (``own_lists``). Reads only."""
         query = NearQuery(phash, pdq, pdq_quality, exclude_media_id)
         return self.lookup_many(session, [query])[0]
 
-    def lookup_many(self, session: Session, queries: Sequence[NearQuery]) -> list[list[NearMatch]]:
+    def lookup_many(
+        self, session: Session, queries: Sequence[NearQuery], *, skip: Collection[int] = ()
+    ) -> list[list[NearMatch]]:
         """``lookup`` of each query, in order. The index's hits of all of them are checked
         in the database together: one statement per table and hash type (per 500 hits),
         however many queries have hits, not one per query (a page of thirty copies of
-        known pictures made up to 120)."""
+        known pictures made up to 120). ``skip``: media never returned (those the page
+        being recorded shows for the first time), so they take none of the
+        ``near_limit`` nearest places."""
         if not queries:
             return []
+        # Of the media, the nearest, with a margin for rows changed since, the item
+        # itself and those skipped.
+        nearest = 2 * self.near_limit + 1 + len(skip)
         self.refresh(session)
+        own_lists = self.own_lists
         searches: list[tuple[int, HashType, Codes, int, list[int], list[int]]] = []
         for n, query in enumerate(queries):
             wanted: list[tuple[HashType, Codes, int]] = []
@@ -1052,11 +1093,9 @@ class NearDuplicates:
                 wanted.append((HashType.pdq, pdq_to_code(query.pdq), self.pdq_radius))
             for hash_type, code, radius in wanted:
                 with self._lock:
-                    media = self._index[(_MEDIA, hash_type)].search(code, radius)
+                    media = self._index[(_MEDIA, hash_type)].search(code, radius, limit=nearest)
                     known = self._index[(_KNOWN, hash_type)].search(code, radius)
-                media_ids = [
-                    i for i in dict.fromkeys(i for i, _ in media) if i != query.exclude_media_id
-                ]
+                media_ids = [i for i, _ in media if i != query.exclude_media_id and i not in skip]
                 known_ids = list(dict.fromkeys(i for i, _ in known))
                 if media_ids or known_ids:
                     searches.append((n, hash_type, code, radius, media_ids, known_ids))
@@ -1068,6 +1107,7 @@ class NearDuplicates:
             media_rows = self._media_rows(session, hash_type, [i for m in mine for i in m[4]])
             known_rows = self._known_rows(session, hash_type, [i for m in mine for i in m[5]])
             for n, _, code, radius, media_ids, known_ids in mine:
+                seen: list[NearMatch] = []
                 for media_id in media_ids:
                     # The item's own hash and those of its later frames: the nearest.
                     distances = [
@@ -1077,9 +1117,10 @@ class NearDuplicates:
                     ]
                     distance = min(distances, default=None)
                     if distance is not None and distance <= radius:
-                        results[n].append(
-                            NearMatch("seen", hash_type, distance, media_id, None, None)
-                        )
+                        seen.append(NearMatch("seen", hash_type, distance, media_id, None, None))
+                seen.sort(key=lambda match: (match.distance, match.media_id or 0))
+                results[n] += seen[: self.near_limit]
+                listed: dict[int, list[NearMatch]] = {}
                 for known_id in known_ids:
                     found = known_rows.get(known_id)
                     if found is None:
@@ -1087,9 +1128,13 @@ class NearDuplicates:
                     list_id, value, name = found
                     distance = _distance_to(value, hash_type, code)
                     if distance is not None and distance <= radius:
-                        results[n].append(
+                        listed.setdefault(list_id, []).append(
                             NearMatch(name, hash_type, distance, None, known_id, list_id)
                         )
+                for list_id, entries in listed.items():  # of each list, the nearest
+                    entries.sort(key=lambda match: (match.distance, match.known_entry_id or 0))
+                    own = list_id in own_lists
+                    results[n] += entries if own else entries[: self.near_limit]
         for matches in results:
             matches.sort(key=_match_order)
         return results
@@ -1405,4 +1450,5 @@ def get_near_duplicates() -> NearDuplicates:
         pdq_min_quality=settings.pdq_min_quality,
         refresh_seconds=settings.neardup_refresh_seconds,
         recent_seconds=settings.neardup_catchup_seconds,
+        near_limit=settings.near_match_limit,
     )

@@ -72,6 +72,7 @@ _GONE: Final = frozenset({"http_error_404", "http_error_410", "no_such_frame", "
 
 class MediaNotFound(NotFound):
     detail = "This target has no media item with this id."
+    page_when_opened = True
 
 
 class MediaUnavailable(HotlineError):
@@ -81,6 +82,7 @@ class MediaUnavailable(HotlineError):
 
     code = "media_unavailable"
     status_code = 502
+    page_when_opened = True
 
     def __init__(self, reason: str) -> None:
         self.reason = reason

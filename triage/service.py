@@ -51,7 +51,7 @@ from triage.hashing import (
 )
 from triage.hashlists import exact_matches
 from triage.hosting import Hosting, HostingLookup
-from triage.matches import add_matches, match_row
+from triage.matches import add_matches, match_row, nearest_near, recorded_near
 from triage.models import (
     HashList,
     HashType,
@@ -671,7 +671,7 @@ def match_media(
         for f in hashes.frame_hashes:
             asked.append((media_id, f.frame))
             queries.append(NearQuery(f.phash, f.pdq, f.pdq_quality, exclude_media_id=media_id))
-    nearby = near.lookup_many(session, queries)
+    nearby = near.lookup_many(session, queries, skip=fresh)
     rows = []
     for media_id, hashes in media.items():
         for known_id, list_id, value, list_name in exact.get(media_id, ()):
@@ -688,9 +688,7 @@ def match_media(
                 )
             )
     for (media_id, frame), near_matches in zip(asked, nearby, strict=True):
-        for found in near_matches:
-            if found.media_id in fresh:
-                continue
+        for found in near_matches:  # (none of the fresh media)
             if found.media_id is not None:
                 facts.near_seen.add(media_id)
             else:
@@ -709,7 +707,13 @@ def match_media(
                     found_at=now,
                 )
             )
-    add_matches(session, rows)
+    # Of the media seen before and of each list's entries, the nearest; what media seen
+    # before recorded before counts.
+    again = [media_id for media_id in media if media_id not in fresh]
+    recorded = recorded_near(session, again) if again else {}
+    add_matches(
+        session, nearest_near(rows, near.near_limit, recorded, every_entry_of=near.own_lists)
+    )
 
 
 def _count_site(insert: Any) -> Any:

@@ -204,6 +204,7 @@
       video.controls = true;
       video.preload = "metadata";
       video.src = img.getAttribute("data-unblurred");
+      video.setAttribute("aria-label", img.getAttribute("data-alt-unblurred") || "");
       video.setAttribute("data-state", "unblurred");
       img.setAttribute("data-state", "unblurred");
       nextRequest(img); // a placeholder still coming is not shown
@@ -216,6 +217,7 @@
       return;
     }
     img.setAttribute("data-state", "unblurred");
+    img.alt = img.getAttribute("data-alt-unblurred") || img.alt;
     show(img, img.getAttribute("data-unblurred"));
   }
   document.querySelectorAll("[data-unblur]").forEach(function (button) {

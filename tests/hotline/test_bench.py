@@ -52,6 +52,18 @@ def test_the_hash_import_bench_runs_with_media_seen_before() -> None:
     assert re.search(r"ratio \d+\.\d\dx \(target <= 3x\)", out), out
 
 
+def test_the_popular_picture_bench_runs() -> None:
+    _needs_postgres()
+    out = _bench(
+        "bench/popular.py",
+        *("--copies", "5,40", "--limit", "10", "--repeat", "1"),
+        *("--database", TEST_DATABASE_URL),
+    )
+    # The bench checked the rows each records: the limit's, and one per copy without.
+    assert re.search(r"^ +5 +\d+\.\d +5 +\d+\.\d +5 ", out, re.M), out
+    assert re.search(r"^ +40 +\d+\.\d +10 +\d+\.\d +40 +\d+\.\dx$", out, re.M), out
+
+
 def test_the_end_to_end_bench_runs_on_postgresql_and_redis() -> None:
     _needs_postgres()
     if not _REDIS_BASE:

@@ -286,7 +286,7 @@ def header_problems(headers: Any, *, html: bool) -> list[str]:
     for directive, sources in directives.items():
         for source in sources:
             keyword = source.startswith("'") and source.endswith("'")
-            # data: pictures in the page, blob: those its script fetched from this site
+            # data: pictures in the page; blob: on staff pages, those the script fetched here
             image_data = source in ("data:", "blob:") and directive == "img-src"
             if not (keyword or image_data):
                 problems.append(f"the CSP allows {source!r} in {directive}")

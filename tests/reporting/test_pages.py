@@ -148,6 +148,14 @@ def test_pages_have_no_inline_code_and_no_third_party_assets(client: Any, path: 
         assert url.startswith(("/", "#", "data:")) or url == "https://www.google.com/", url
 
 
+@pytest.mark.parametrize("path", PUBLIC_PAGES)
+def test_public_pages_allow_no_pictures_made_by_scripts(client: Any, path: str) -> None:
+    # Only the staff item page's script shows pictures from blob: addresses.
+    policy = client.get(path).headers["content-security-policy"]
+    assert "img-src 'self' data:;" in policy
+    assert "blob:" not in policy
+
+
 def test_quick_exit_is_at_the_top_and_sends_no_referrer(client: Any, configure: Any) -> None:
     configure(quick_exit_url="https://weather.example/")
     html = client.get("/").text

@@ -24,14 +24,22 @@ from reporting.models import Target, TargetStatus
 from tests.conftest import wait_for
 from tests.fixtures import images
 from tests.fixtures.servers import LocalHTTPServer
-from tests.triage.test_pipeline import JPEG, _flip, loaded_near_duplicates, report, shown
+from tests.triage.test_pipeline import (
+    JPEG,
+    _flip,
+    loaded_near_duplicates,
+    report,
+    seen_before,
+    shown,
+)
 from tests.triage.test_pipeline import process as process  # the fixture
 from triage import service
 from triage.assessment import apply_outcome, own_list
 from triage.catchup import CaughtUp, catch_up
 from triage.hashing import hash_media
 from triage.hashlists import add_entries, import_list
-from triage.models import Media, Outcome
+from triage.matches import add_matches, match_row
+from triage.models import HashType, MatchKind, Media, MediaMatch, Outcome
 from triage.neardup import NearDuplicates
 from triage.priority import NEAR_SEEN, NEW_CONTENT
 
@@ -47,7 +55,7 @@ class Clock:
         return self.now
 
 
-def catch_up_index(clock: Clock | None = None) -> NearDuplicates:
+def catch_up_index(clock: Clock | None = None, *, near_limit: int = 20) -> NearDuplicates:
     """The index of the process that runs the catch-up, remembering what it read as
     long as the window."""
     return NearDuplicates(
@@ -56,6 +64,7 @@ def catch_up_index(clock: Clock | None = None) -> NearDuplicates:
         pdq_min_quality=50,
         refresh_seconds=3600,
         recent_seconds=WINDOW.total_seconds(),
+        near_limit=near_limit,
         **({"clock": clock} if clock else {}),
     )
 
@@ -161,6 +170,91 @@ def test_pictures_without_structure_recorded_at_once_stay_unmatched(
 
 
 @pytest.mark.postgres
+def test_many_copies_recorded_at_once_get_their_nearest_earlier_copies_only(
+    committed: Engine,
+) -> None:
+    """Six copies of a picture recorded by workers that missed each other: each gets
+    matches to the nearest earlier copies, at most the limit (here 2) with those its
+    worker recorded, the earliest first among equals."""
+    base = "8f373714acfcf4d0"
+    copies = seen_before([_flip(base, bits) for bits in (0, 1, 2, 3, 4, 1)])
+    with session_scope() as session:
+        ids = {
+            sha256: int(media_id)
+            for media_id, sha256 in session.execute(select(col(Media.id), col(Media.sha256)))
+        }
+        m = [ids[sha256] for sha256 in copies]
+        # The last copy's worker saw the second one.
+        add_matches(
+            session,
+            [
+                match_row(
+                    media_id=m[5],
+                    kind=MatchKind.near,
+                    hash_type=HashType.phash,
+                    distance=0,
+                    matched_media_id=m[1],
+                    found_at=utcnow(),
+                )
+            ],
+        )
+
+    assert run_catch_up(catch_up_index(near_limit=2)).matched == 5
+
+    with session_scope() as session:
+        recorded = session.execute(
+            select(col(MediaMatch.media_id), col(MediaMatch.matched_media_id))
+        ).all()
+    earlier = {media: sorted(m.index(b) for a, b in recorded if a == media) for media in m}
+    assert [earlier[media] for media in m] == [
+        [],
+        [0],
+        [0, 1],  # distances 2 and 1
+        [1, 2],  # 3, 2, 1: the two nearest
+        [2, 3],
+        [0, 1],  # distance 1 to both the first and the third: the first; 0 to the second
+    ]
+    # Nothing more on a second run.
+    assert run_catch_up(catch_up_index(near_limit=2)).matched == 0
+
+
+def test_the_catch_up_counts_the_nearer_copies_a_worker_recorded_before_the_window(
+    committed: Engine,
+) -> None:
+    """A copy whose worker recorded the limit (2) of nearer copies seen long before gets
+    no match to a farther one it missed within the window."""
+    base = "8f373714acfcf4d0"
+    old = seen_before([_flip(base, 1), _flip(base, 1)], at=utcnow() - 3 * WINDOW)
+    farther, copy = seen_before([_flip(base, 3), base])
+    with session_scope() as session:
+        ids = {sha256: int(i) for sha256, i in session.execute(select(Media.sha256, Media.id))}
+        add_matches(
+            session,
+            [
+                match_row(
+                    media_id=ids[copy],
+                    kind=MatchKind.near,
+                    hash_type=HashType.phash,
+                    distance=1,
+                    matched_media_id=ids[sha256],
+                    found_at=utcnow(),
+                )
+                for sha256 in old
+            ],
+        )
+
+    def matched() -> list[int]:
+        with session_scope() as session:
+            found = session.execute(select(col(MediaMatch.matched_media_id))).scalars()
+            return sorted(int(i) for i in found)
+
+    assert run_catch_up(catch_up_index(near_limit=2)) == CaughtUp(media=2, matched=0, raised=[])
+    assert matched() == sorted(ids[sha256] for sha256 in old)
+    # With room for a third, the farther one is added.
+    assert run_catch_up(catch_up_index(near_limit=3)).matched == 1
+    assert matched() == sorted(ids[sha256] for sha256 in [*old, farther])
+
+
 def test_near_copies_recorded_in_overlapping_transactions_are_matched_later(
     http_server: LocalHTTPServer,
     process: Callable[..., service.Outcome],
@@ -298,6 +392,31 @@ def test_a_list_committed_while_a_worker_recorded_is_matched_later(
     assert matches(targets[1]) == [("committed-meanwhile", "exact", "md5", 0, None)]
     assert ranked(targets[0])[1][0] == "near match to confirmed media: committed-meanwhile"
     assert ranked(targets[1])[1][0] == "exact match to known list: committed-meanwhile"
+    assert run_catch_up(index).matched == 0
+
+
+def test_a_dense_list_committed_meanwhile_gives_its_nearest_entries(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    """Four entries near one picture, committed while its worker recorded it: the
+    catch-up records the nearest two (the limit), as the worker would have."""
+    picture = images.jpeg(87, (320, 240), marker=images.new_marker())
+    phash = hash_media(picture).phash
+    assert phash
+    clock = Clock()
+    index = catch_up_index(clock, near_limit=2)
+    with session_scope() as session:
+        index.refresh(session, force=True)
+    clock.now = 1000.0
+    stale = loaded_near_duplicates()
+    target_id = report(http_server.route("/dense-meanwhile.jpg", body=picture, headers=JPEG))
+    process(target_id, near=stale)
+    listing = "phash\n" + "".join(f"{_flip(phash, bits)}\n" for bits in (4, 1, 3, 2))
+    with session_scope() as session:
+        import_list(session, io.BytesIO(listing.encode()), list_name="dense-meanwhile")
+
+    assert run_catch_up(index).matched == 1
+    assert [m[3] for m in matches(target_id)] == [1, 2]
     assert run_catch_up(index).matched == 0
 
 

@@ -193,6 +193,9 @@ def check_against_brute_force(bits: int, case: dict[str, object]) -> None:
         index.add(ids[start:end], flat(codes[start:end], bits))
     assert len(index) == len(ids)
     assert index.search(query, radius) == brute_force(ids, codes, query, radius)
+    for limit in (0, 1, 3):  # the nearest, the lowest ids among equals
+        expected = brute_force(ids, codes, query, radius)[:limit]
+        assert index.search(query, radius, limit=limit) == expected
     # The radius the layout was chosen for, and one beyond it.
     for r in (8, 9) if bits == 64 else (31, 32):
         assert index.search(query, r) == brute_force(ids, codes, query, r)
@@ -247,6 +250,20 @@ def test_delta_merges_into_the_tables_and_removals_are_not_found(bits: int) -> N
     index.add([ids[5]], flat(codes[5:6], bits))  # back again
     alive[5] = True
     assert index.search(query, radius) == brute_force(ids[alive], codes[alive], query, radius)
+
+
+def test_a_limited_search_gives_each_id_once_at_its_nearest() -> None:
+    """An animation's frames are rows of one id: the limit counts ids, not rows."""
+    index = HammingIndex(64, radius=8)
+    query = 0x8F373714ACFCF4D0
+    rows = [(7, 5), (7, 1), (3, 2), (3, 2), (9, 1), (4, 8), (5, 9), (6, 0)]  # (id, distance)
+    index.add(
+        np.array([i for i, _ in rows], dtype=np.int64),
+        np.array([query ^ ((1 << d) - 1) for _, d in rows], dtype=np.uint64),
+    )
+    assert index.search(query, 8, limit=3) == [(6, 0), (7, 1), (9, 1)]
+    assert index.search(query, 8, limit=10) == [(6, 0), (7, 1), (9, 1), (3, 2), (4, 8)]
+    assert len(index.search(query, 8)) == 7  # unlimited: every row
 
 
 def test_search_takes_ints_and_rejects_bad_codes() -> None:

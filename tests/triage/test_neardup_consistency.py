@@ -62,6 +62,7 @@ def view(clock: FakeClock | None = None, **options: float) -> NearDuplicates:
         refresh_seconds=options.get("refresh_seconds", 0),
         settled_ids=int(options.get("settled_ids", 100_000)),
         settle_seconds=options.get("settle_seconds", 600.0),
+        near_limit=int(options.get("near_limit", 20)),
         **({"clock": clock} if clock else {}),
     )
 
@@ -492,7 +493,7 @@ def test_lookups_while_another_thread_refreshes_stay_exact(committed: Engine) ->
     radius."""
     rng = np.random.default_rng(9)
     base = random_phashes(rng, 1)[0]
-    near = view()
+    near = view(near_limit=30)  # every one of them, not the nearest 20
     added: list[int] = []
     errors: list[str] = []
     stop = threading.Event()

@@ -37,18 +37,20 @@ from tests.fixtures.asn import asn_database
 from tests.fixtures.servers import LocalHTTPServer
 from tests.fixtures.staff import enrol
 from triage import service
+from triage.assessment import own_list
 from triage.fetcher import Fetcher, FetchPolicy
 from triage.hashing import hash_media
-from triage.hashlists import import_list
+from triage.hashlists import add_entries, import_list, remove_entries
 from triage.hosting import Hosting, HostingLookup, get_hosting_lookup
 from triage.matches import match_seen_media
-from triage.models import HashList, Media, Sighting, Site
+from triage.models import HashList, Media, MediaFrame, MediaKind, MediaMatch, Sighting, Site
 from triage.neardup import NearDuplicates
 from triage.rerank import facts_of as rerank_facts
 from triage.rerank import rerank
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 JPEG = {"content-type": "image/jpeg"}
+PAGE = {"content-type": "text/html"}
 
 
 def report(url: str, *, max_url_length: int = 4096) -> int:
@@ -448,6 +450,211 @@ def test_the_same_picture_altered_elsewhere_is_a_near_duplicate(
         # Earlier variants are near duplicates too; the original must be among them.
         assert original_sha in {m["media_sha256"] for m in near}
         assert "1 media item(s) near to media seen before" in target["priority_reasons"]
+
+
+def seen_before(phashes: list[str], *, at: dt.datetime | None = None) -> list[str]:
+    """Media seen here before (pHash only; first seen ``at``, or now), in this order of
+    ids: their SHA-256s."""
+    rows = []
+    with session_scope() as session:
+        for n, phash in enumerate(phashes):
+            seed = f"seen-before-{n}-{phash}".encode()
+            rows.append(
+                Media(
+                    sha256=hashlib.sha256(seed).hexdigest(),
+                    sha1=hashlib.sha1(seed).hexdigest(),  # noqa: S324 - a list key, not security
+                    md5=hashlib.md5(seed).hexdigest(),  # noqa: S324
+                    phash=phash,
+                    mime="image/jpeg",
+                    kind=MediaKind.image,
+                    size=1000,
+                    width=64,
+                    height=48,
+                    **({"first_seen_at": at, "last_seen_at": at} if at else {}),
+                )
+            )
+            session.add(rows[-1])
+            session.flush()
+        return [row.sha256 for row in rows]
+
+
+def test_a_picture_seen_many_times_records_its_nearest_copies_only(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    """Each copy of a picture seen N times would add N rows: only the nearest are kept
+    (HOTLINE_NEAR_MATCH_LIMIT, here 3), the earliest first among equals, and showing the
+    picture again adds none unless a nearer copy came meanwhile."""
+    picture = images.jpeg(31, (320, 240), marker=images.new_marker())
+    phash = hash_media(picture).phash
+    assert phash is not None
+    copies = seen_before([_flip(phash, d) for d in (6, 2, 5, 2, 7, 1, 2)])
+    near = NearDuplicates(
+        phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=0, near_limit=3
+    )
+
+    def seen_matches(target_id: int) -> list[tuple[int, str]]:
+        [media] = shown(target_id)["media"]
+        return sorted(
+            (m["distance"], m["media_sha256"])
+            for m in media["matches"]
+            if (m["source"], m["kind"]) == ("seen", "near")
+        )
+
+    first = report(http_server.route("/popular/1.jpg", body=picture, headers=JPEG))
+    process(first, near=near)
+    # Distance 1, and the first two of the three at distance 2.
+    nearest = [(1, copies[5]), (2, copies[1]), (2, copies[3])]
+    assert seen_matches(first) == sorted(nearest)
+    assert "1 media item(s) near to media seen before" in shown(first)["priority_reasons"]
+
+    # Shown again elsewhere, with more copies, none nearer: nothing more is recorded.
+    seen_before([_flip(phash, 2), _flip(phash, 4)])
+    again = report(http_server.route("/popular/2.jpg", body=picture, headers=JPEG))
+    process(again, near=near)
+    assert seen_matches(again) == sorted(nearest)
+    # A nearer copy is: it is among the nearest now.
+    [exact_copy] = seen_before([phash])
+    third = report(http_server.route("/popular/3.jpg", body=picture, headers=JPEG))
+    process(third, near=near)
+    assert seen_matches(third) == sorted([(0, exact_copy), *nearest])
+
+
+def test_copies_new_on_one_page_leave_room_for_a_copy_seen_before(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    """Three re-encodings of a picture on one page are nearer to each other than to a
+    copy seen before; they do not match each other (not seen before), and must not take
+    the places (HOTLINE_NEAR_MATCH_LIMIT, here 2) of the one seen before either."""
+    bodies = [
+        images.jpeg(32, (320, 240), quality=70 + 10 * n, marker=images.new_marker())
+        for n in range(3)
+    ]
+    phash = hash_media(bodies[0]).phash
+    assert phash is not None
+    [older] = seen_before([_flip(phash, 5)])
+    tags = "".join(
+        f'<img src="{http_server.route(f"/crowd/{n}.jpg", body=body, headers=JPEG)}">'
+        for n, body in enumerate(bodies)
+    )
+    target_id = report(
+        http_server.route(
+            "/crowd/", body=f"<html><body>{tags}</body></html>".encode(), headers=PAGE
+        )
+    )
+    near = NearDuplicates(
+        phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=0, near_limit=2
+    )
+    process(target_id, near=near)
+    target = shown(target_id)
+    assert len(target["media"]) == 3
+    for media in target["media"]:
+        seen = {m["media_sha256"] for m in media["matches"] if m["source"] == "seen"}
+        assert seen == {older}
+    assert "3 media item(s) near to media seen before" in target["priority_reasons"]
+
+
+def test_a_list_with_many_entries_near_a_picture_gives_its_nearest(
+    http_server: LocalHTTPServer,
+    process: Callable[..., service.Outcome],
+    backend_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """A list (or the hotline's own, after many confirmations) holding many entries near
+    one picture: a copy records the nearest of each list (HOTLINE_NEAR_MATCH_LIMIT,
+    here 2), whether the list came first or the copy did; every list is still named."""
+    seen, new = (images.jpeg(seed, (320, 240), marker=images.new_marker()) for seed in (33, 34))
+    seen_phash, new_phash = hash_media(seen).phash, hash_media(new).phash
+    assert seen_phash
+    assert new_phash
+    limited = {**backend_env, "HOTLINE_NEAR_MATCH_LIMIT": "2"}
+    near = NearDuplicates(
+        phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=0, near_limit=2
+    )
+    seen_first = report(http_server.route("/dense/seen.jpg", body=seen, headers=JPEG))
+    process(seen_first, near=near)
+
+    def dense_list(name: str, phashes: list[str]) -> None:
+        path = tmp_path / f"{name}.csv"
+        path.write_text("phash\n" + "".join(f"{value}\n" for value in phashes))
+        hashes_cli(limited, "import", str(path), "--list", name)
+
+    # Four entries near each picture on one list, one on another.
+    dense_list("dense", [_flip(p, bits) for p in (seen_phash, new_phash) for bits in (4, 1, 3, 2)])
+    dense_list("sparse", [_flip(p, 6) for p in (seen_phash, new_phash)])
+    new_later = report(http_server.route("/dense/new.jpg", body=new, headers=JPEG))
+    process(new_later, near=near)
+
+    for target_id in (seen_first, new_later):  # matched by the import, by the worker
+        target = shown(target_id)
+        [media] = target["media"]
+        assert sorted((m["source"], m["distance"]) for m in media["matches"]) == [
+            ("dense", 1),
+            ("dense", 2),
+            ("sparse", 6),
+        ]
+        assert any(
+            "dense" in reason and "sparse" in reason for reason in target["priority_reasons"]
+        )
+
+
+def test_every_near_entry_of_the_own_list_is_kept_for_when_a_reversal_removes_some(
+    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+) -> None:
+    """The hotline's own list is not cut to the nearest (here 2): a reversal takes a
+    verdict's entries off it, and a copy must still match the confirmed copies left."""
+    picture = images.jpeg(35, (320, 240), marker=images.new_marker())
+    phash = hash_media(picture).phash
+    assert phash
+    keys = [hashlib.sha256(f"confirmed-{bits}".encode()).hexdigest() for bits in (1, 2, 4)]
+    with session_scope() as session:
+        own = int(own_list(session, now=utcnow()).id or 0)
+        entries = [
+            {"sha256": key, "phash": _flip(phash, bits), "category": "csam", "added_at": utcnow()}
+            for key, bits in zip(keys, (1, 2, 4), strict=True)
+        ]
+        add_entries(session, own, entries)
+    near = NearDuplicates(
+        phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=0, near_limit=2
+    )
+    target_id = report(http_server.route("/reversed/a.jpg", body=picture, headers=JPEG))
+    process(target_id, near=near)
+
+    def own_matches() -> list[int]:
+        [media] = shown(target_id)["media"]
+        return sorted(m["distance"] for m in media["matches"] if m["source"] != "seen")
+
+    assert own_matches() == [1, 2, 4]
+    with session_scope() as session:  # as a reversal of the two nearest copies' verdicts
+        assert remove_entries(session, own, keys[:2]) == 2
+    assert own_matches() == [4]
+
+
+def test_a_list_near_a_picture_and_a_frame_of_it_alike_is_matched_once(
+    committed: Engine,
+) -> None:
+    """An animation whose later frame has the item's own pHash, one entry near both at
+    one distance: the import records one match, to the item's own hash."""
+    phash = "8f373714acfcf4d0"
+    with session_scope() as session:
+        media = Media(
+            sha256=hashlib.sha256(b"frames alike").hexdigest(),
+            sha1=hashlib.sha1(b"frames alike").hexdigest(),  # noqa: S324 - a list key
+            md5=hashlib.md5(b"frames alike").hexdigest(),  # noqa: S324
+            phash=phash,
+            mime="image/gif",
+            kind=MediaKind.image,
+            size=1,
+        )
+        session.add(media)
+        session.flush()
+        session.add(
+            MediaFrame(media_id=media.id, frame=2, phash=phash, pdq="ab" * 32, pdq_quality=90)
+        )
+        import_list(session, io.BytesIO(f"phash\n{_flip(phash, 3)}\n".encode()), list_name="alike")
+        seen = match_seen_media(session, _list_id(session, "alike"), now=utcnow())
+        assert (seen.media, seen.near) == (1, 1)
+        [match] = session.execute(select(MediaMatch)).scalars().all()
+        assert (match.distance, match.frame) == (3, None)
 
 
 def test_pages_without_pictures_are_queued_as_such_whatever_they_start_with(

@@ -414,6 +414,34 @@ def test_media_that_cannot_be_fetched_again_is_unavailable_without_its_address(
     assert unblurs(media) == []  # nothing was shown, nothing to audit
 
 
+def test_a_frame_opened_in_a_tab_of_its_own_says_why_it_cannot_be_shown(
+    client: Any, http_server: LocalHTTPServer
+) -> None:
+    """The item page's links to a frame open the view in a new tab: a browser there gets
+    a page saying why, not the JSON a script reads; a script still gets the JSON."""
+    url = http_server.route("/frames.gif", body=images.animated_gif(19, marker=images.new_marker()))
+    target, [media] = seen(url)
+    analyst = bearer(Role.analyst, "ana@hotline.example")
+    tab = {**analyst, "sec-fetch-dest": "document"}
+    http_server.route("/frames.gif", status=404, body=b"gone")
+    for headers, frame in ((tab, 2), (tab, 0)):
+        opened = view(client, headers, target, media, frame=frame)
+        assert opened.status_code == 404
+        assert opened.headers["content-type"].startswith("text/html")
+        assert opened.headers["x-hotline-reason"] == "http_error_404"
+        assert "The site no longer serves this file" in opened.text
+        assert "(http_error_404)" in opened.text
+        assert url not in opened.text
+    http_server.route("/frames.gif", status=503, body=b"busy")
+    opened = view(client, tab, target, media, frame=2)
+    assert opened.status_code == 502
+    assert "The site did not answer" in opened.text
+    fetched = view(client, {**analyst, "sec-fetch-dest": "empty"}, target, media, frame=2)
+    assert fetched.json()["code"] == "media_unavailable"
+    missing = view(client, tab, target, media + 1000)
+    assert (missing.status_code, "Nothing is here." in missing.text) == (404, True)
+
+
 def test_vector_images_are_never_decoded(client: Any, http_server: LocalHTTPServer) -> None:
     files = {
         "/h.svg": images.svg(images.new_marker()),

@@ -194,6 +194,9 @@ def test_from_new_analyst_to_confirmed_report(
             ".getAttribute('data-view') === 'unblurred'"
         )
         assert blurred_and_grey(ana)[0]["colour"] > 2  # the picture itself, in colour
+        # A screen reader hears which of the two it is.
+        alts = ana.page.eval_on_selector_all(".safe-view img[data-src]", "l => l.map(i => i.alt)")
+        assert alts == ["Media 1, unblurred", "Media 2, blurred"]
         keyboard.press("j")
         keyboard.press("5")
         ana.navigate(lambda: keyboard.press("s"))
@@ -237,6 +240,7 @@ def test_a_video_plays_muted_only_when_unblurred(
         video = ana.page.locator(".safe-view video")
         video.wait_for()
         assert video.evaluate("v => v.muted") is True
+        assert video.get_attribute("aria-label") == "Media 1, unblurred"
         assert "unblur=true" in (video.get_attribute("src") or "")
         assert ana.page.locator(".safe-view img").is_hidden()  # the player replaces it
         # The player shows the changed file: the page still says so.
