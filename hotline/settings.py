@@ -219,10 +219,11 @@ class Settings(BaseSettings):
         ge=1,
         le=10_000,
         description="Near matches a media item records, at most, per hash type: to media "
-        "seen here before, and to the entries of each list but the hotline's own. The "
-        "nearest are kept (the earliest first among equals); all are searched. A picture "
-        "seen N times would otherwise add N matches for each further copy (10,000 copies: "
-        "10,000 rows and about a second per copy).",
+        "seen here before, and to the entries of each list (the hotline's own too: a "
+        "reversal gives the copies that lose one the next nearest). The nearest are kept "
+        "(the earliest first among equals); all are searched. A picture seen N times "
+        "would otherwise add N matches for each further copy (10,000 copies: 10,000 rows "
+        "and about a second per copy).",
     )
     neardup_refresh_seconds: float = Field(
         2,

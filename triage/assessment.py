@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 from babel import Locale
 from sqlalchemy import exists, func, literal, or_, select, update
@@ -36,6 +36,7 @@ from triage.hashlists import (
     entry_key,
     remove_entries,
 )
+from triage.matches import match_again
 from triage.models import (
     ILLEGAL,
     AgeGroup,
@@ -60,7 +61,7 @@ from triage.models import (
     Site,
 )
 from triage.neardup import informative_phashes
-from triage.rerank import on_site, rerank
+from triage.rerank import on_site, rerank, showing_media
 from triage.schemas import (
     AssessmentCreate,
     AssessmentRead,
@@ -895,15 +896,22 @@ def _held_elsewhere(
     return held, values
 
 
+class LeftOwnList(NamedTuple):
+    entries: int  # entries removed
+    kept: list[int]  # media kept on the list (another confirmed target holds them)
+    near_media: list[int]  # media that lost a near match through the removed entries
+
+
 def _leave_own_list(
     session: Session, target_id: int, media: Collection[Media], *, now: dt.datetime
-) -> tuple[int, list[int]]:
+) -> LeftOwnList:
     """Take the hashes of ``media`` off the own list, except those another confirmed target
     still holds; the matches found through the removed entries go with them (exact
     matching and the near-duplicate index read the table, so neither finds them again).
-    Returns (entries removed, media kept on the list)."""
+    The media that lost a near match get the next nearest entries instead: each records
+    only the nearest (``HOTLINE_NEAR_MATCH_LIMIT``), so farther ones were left out."""
     if not media:
-        return 0, []
+        return LeftOwnList(0, [], [])
     held, held_values = _held_elsewhere(session, target_id, media)
     list_id = own_list(session, now=now).id
     going = [m for m in media if int(m.id or 0) not in held]
@@ -920,8 +928,9 @@ def _leave_own_list(
     # An entry's key is one of its media's hashes (SHA-256 for entries made here, the
     # PDQ of a later frame's).
     removed = remove_entries(session, cast(int, list_id), leaving - staying)
+    match_again(session, cast(int, list_id), removed.near_media, now=now)
     session.flush()
-    return removed, sorted(held)
+    return LeftOwnList(removed.entries, sorted(held), removed.near_media)
 
 
 def reverse(
@@ -971,7 +980,7 @@ def reverse(
     if not changed.rowcount:  # type: ignore[attr-defined]
         raise StatusChanged()
     session.refresh(target)
-    removed, kept = _leave_own_list(session, target_id, [media[m] for m in illegal], now=now)
+    left = _leave_own_list(session, target_id, [media[m] for m in illegal], now=now)
     session.execute(
         update(Site)
         .where(
@@ -980,7 +989,14 @@ def reverse(
         .values(confirmed_count=col(Site.confirmed_count) - 1)
         .execution_options(synchronize_session=False)
     )
-    rerank(session, on_site(session, target.registered_domain))
+    # The site's targets, and those elsewhere whose media were near the verdict's.
+    rerank(
+        session,
+        sorted(
+            set(on_site(session, target.registered_domain))
+            | set(showing_media(session, left.near_media))
+        ),
+    )
     queue.enqueue(session, RETRACT_TASK, target_id=target_id)
     _audit(
         session,
@@ -991,8 +1007,8 @@ def reverse(
         details={
             "previous_status": previous.value,
             "media": illegal,
-            "entries_removed": removed,
-            "media_kept_on_list": kept,
+            "entries_removed": left.entries,
+            "media_kept_on_list": left.kept,
         },
     )
     return ReversalResult(
@@ -1001,8 +1017,8 @@ def reverse(
         status_reason=target.status_reason,
         previous_status=previous.value,
         media_reversed=illegal,
-        entries_removed=removed,
-        media_kept_on_list=kept,
+        entries_removed=left.entries,
+        media_kept_on_list=left.kept,
     )
 
 

@@ -110,10 +110,10 @@ def catch_up(
     loaded = near.known_loaded(window.total_seconds())
     if loaded.everything or loaded.rows:
         listed = _listed_rows(session, recent, pictures, near=near, loaded=loaded, now=now)
-        # Of each list, the nearest entries, with those recorded; all of the own list.
+        # Of each list, the nearest entries, with those recorded.
         lists = {int(row["list_id"]) for row in listed}
         recorded = recorded_near(session, {row["media_id"] for row in listed}, lists=lists)
-        rows += nearest_near(listed, near.near_limit, recorded, every_entry_of=near.own_lists)
+        rows += nearest_near(listed, near.near_limit, recorded)
     matched = add_matches(session, rows)
     # Also the media matched late within the last half window, by an earlier run (whose
     # rerank passes over a target another transaction holds) or by a worker showing

@@ -46,7 +46,7 @@ from sqlmodel import Session, col
 
 from hotline.db import built, utcnow
 from hotline.errors import HotlineError
-from triage.models import HashList, HashType, KnownEntry, MediaMatch
+from triage.models import HashList, HashType, KnownEntry, MatchKind, MediaMatch
 
 if TYPE_CHECKING:
     import psycopg
@@ -1504,20 +1504,31 @@ def add_entries(session: Session, list_id: int, entries: list[dict[str, Any]]) -
     return added
 
 
-def remove_entries(session: Session, list_id: int, keys: Iterable[str]) -> int:
-    """Remove a list's entries with these keys and the matches found through them;
-    returns how many entries went."""
+class Removed(NamedTuple):
+    """What ``remove_entries`` took off a list."""
+
+    entries: int
+    near_media: list[int]  # media that lost a near match through them
+
+
+def remove_entries(session: Session, list_id: int, keys: Iterable[str]) -> Removed:
+    """Remove a list's entries with these keys and the matches found through them."""
     wanted = sorted(set(keys))
     if not wanted:
-        return 0
+        return Removed(0, [])
     where = (col(KnownEntry.list_id) == list_id, entry_key().in_(wanted))
     ids = list(session.execute(select(col(KnownEntry.id)).where(*where)).scalars())
     if not ids:
-        return 0
+        return Removed(0, [])
     # Explicit: matches have no foreign key to the entries.
-    session.execute(delete(MediaMatch).where(col(MediaMatch.known_entry_id).in_(ids)))
+    lost = session.execute(
+        delete(MediaMatch)
+        .where(col(MediaMatch.known_entry_id).in_(ids))
+        .returning(col(MediaMatch.media_id), col(MediaMatch.kind))
+    ).all()
     session.execute(delete(KnownEntry).where(col(KnownEntry.id).in_(ids)))
-    return len(ids)
+    near = sorted({int(media_id) for media_id, kind in lost if kind == MatchKind.near})
+    return Removed(len(ids), near)
 
 
 def _count_lines(stream: IO[bytes]) -> int | None:

@@ -96,26 +96,19 @@ def recorded_near(
 
 
 def nearest_near(
-    rows: list[dict[str, Any]],
-    limit: int,
-    recorded: Recorded | None = None,
-    *,
-    every_entry_of: Collection[int] = (),
+    rows: list[dict[str, Any]], limit: int, recorded: Recorded | None = None
 ) -> list[dict[str, Any]]:
     """The rows, but of the near matches of a media item per hash type, to media seen
     here and to the entries of each list, only those among the ``limit`` nearest (the
     lowest id first among equals: the earliest seen, the first listed), counting those
     already recorded (``recorded_near``). A picture seen 10,000 times would otherwise
-    add 10,000 rows for each further copy. ``every_entry_of``: lists whose near matches
-    are all kept (the hotline's own: a reversal removes entries from it, and the farther
-    ones would not be matched again)."""
+    add 10,000 rows for each further copy, and one confirmed 10,000 times as many rows
+    to the own list."""
     kept: list[dict[str, Any]] = []
     groups: dict[tuple[int, str, str], dict[int, dict[str, Any]]] = {}
     for row in rows:
         grouped = _near_group(row)
-        if grouped is None or (
-            row.get("matched_media_id") is None and row.get("list_id") in every_entry_of
-        ):
+        if grouped is None:
             kept.append(row)
             continue
         closest = groups.setdefault(grouped[0], {})
@@ -277,14 +270,16 @@ def near_seen_media(
     list_id: int,
     *,
     media_above: int = 0,
+    media_ids: Collection[int] | None = None,
     types: Iterable[HashType] = _PERCEPTUAL,
 ) -> list[tuple[HashType, int, int, int, int | None]]:
     """(hash type, media id, entry id, distance, frame) of every media item seen here
-    (with an id above ``media_above``) whose pHash or PDQ, or that of one of its later
-    frames (``frame``; None for the item's own), is within the configured radius of one
-    of the list's entries, as the workers' near lookups would have found it: PDQ hashes
-    below ``pdq_min_quality`` are not matched (a missing quality counts as 0).
-    ``types``: the perceptual types to look at (those the list has, when known)."""
+    (with an id above ``media_above``; ``media_ids``: only these) whose pHash or PDQ, or
+    that of one of its later frames (``frame``; None for the item's own), is within the
+    configured radius of one of the list's entries, as the workers' near lookups would
+    have found it: PDQ hashes below ``pdq_min_quality`` are not matched (a missing
+    quality counts as 0). ``types``: the perceptual types to look at (those the list
+    has, when known)."""
     settings = get_settings()
     media, entry = Media.__table__, KnownEntry.__table__  # type: ignore[attr-defined]
     frame = MediaFrame.__table__  # type: ignore[attr-defined]
@@ -302,6 +297,9 @@ def near_seen_media(
         frames_here = select(
             frame.c.media_id * FRAME_KEY + frame.c.frame, frame.c[hash_type.value]
         ).where(frame.c.media_id > media_above, frame.c.frame < FRAME_KEY)
+        if media_ids is not None:
+            seen_here = seen_here.where(media.c.id.in_(sorted(media_ids)))
+            frames_here = frames_here.where(frame.c.media_id.in_(sorted(media_ids)))
         if hash_type == HashType.pdq:
             seen_here = seen_here.where(
                 func.coalesce(media.c.pdq_quality, 0) >= settings.pdq_min_quality
@@ -382,14 +380,6 @@ def match_seen_media(
         for media_id, entry_id in session.execute(statement):
             found.setdefault((int(media_id), column.name), int(entry_id))
     near = near_seen_media(session, list_id, media_above=media_above, types=hashes.perceptual)
-    # Of the list's entries, the nearest to each media item (with those it recorded
-    # before, when the list was enabled before); all of the hotline's own list.
-    near_media = {media_id for _, media_id, _, _, _ in near}
-    recorded_before = (
-        recorded_near(session, near_media, lists=[list_id])
-        if near_media and not hash_list.own
-        else None
-    )
     recorded = add_matches(
         session,
         [
@@ -404,24 +394,7 @@ def match_seen_media(
             )
             for (media_id, hash_type), entry_id in sorted(found.items())
         ]
-        + nearest_near(
-            [
-                match_row(
-                    media_id=media_id,
-                    kind=MatchKind.near,
-                    hash_type=hash_type,
-                    distance=distance,
-                    list_id=list_id,
-                    known_entry_id=entry_id,
-                    frame=frame,
-                    found_at=now,
-                )
-                for hash_type, media_id, entry_id, distance, frame in near
-            ],
-            get_settings().near_match_limit,
-            recorded_before,
-            every_entry_of=[list_id] if hash_list.own else (),
-        ),
+        + _nearest_of_list(session, list_id, near, now=now),
     )
     exact_ids = {media_id for media_id, _ in found}
     only_near = len(recorded - exact_ids)
@@ -434,3 +407,53 @@ def match_seen_media(
         len(raised),
     )
     return SeenOnList(len(recorded), sorted(raised), near=only_near, hashes=hashes)
+
+
+def _nearest_of_list(
+    session: Session,
+    list_id: int,
+    near: list[tuple[HashType, int, int, int, int | None]],
+    *,
+    now: dt.datetime,
+) -> list[dict[str, Any]]:
+    """Match rows of ``near_seen_media``'s pairs: of the list's entries, the nearest to
+    each media item, with those it recorded before (a list enabled again, entries that
+    stayed after a reversal)."""
+    if not near:
+        return []
+    recorded = recorded_near(session, {media_id for _, media_id, _, _, _ in near}, lists=[list_id])
+    rows = [
+        match_row(
+            media_id=media_id,
+            kind=MatchKind.near,
+            hash_type=hash_type,
+            distance=distance,
+            list_id=list_id,
+            known_entry_id=entry_id,
+            frame=frame,
+            found_at=now,
+        )
+        for hash_type, media_id, entry_id, distance, frame in near
+    ]
+    return nearest_near(rows, get_settings().near_match_limit, recorded)
+
+
+def match_again(
+    session: Session, list_id: int, media_ids: Collection[int], *, now: dt.datetime
+) -> set[int]:
+    """Near matches of these media to the list's entries as they are now, as a worker
+    records them when the media turn up again: of each list's entries, the nearest,
+    counting those recorded. For media that lost near matches to entries taken off the
+    list (a reversal): they recorded only the nearest, and the next nearest take the
+    freed places. Returns the media that got a match now; the caller ranks again."""
+    if not media_ids:
+        return set()
+    near = []
+    ordered = sorted(set(media_ids))
+    for start in range(0, len(ordered), _AGAIN_CHUNK):
+        near += near_seen_media(session, list_id, media_ids=ordered[start : start + _AGAIN_CHUNK])
+    return add_matches(session, _nearest_of_list(session, list_id, near, now=now))
+
+
+# Media ids per statement of ``match_again`` (bound parameters: SQLite allows 32,766).
+_AGAIN_CHUNK = 10_000

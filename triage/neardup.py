@@ -913,8 +913,8 @@ class NearDuplicates:
 
     @property
     def own_lists(self) -> frozenset[int]:
-        """The hotline's own list(s): all their near entries are returned
-        (``near_limit``)."""
+        """The hotline's own list(s), whose entries are keyed by the SHA-256 of media
+        seen here (the catch-up matches them exactly only when other lists changed)."""
         return frozenset(i for i, row in (self._lists or {}).items() if row.own)
 
     def _check_lists(self, session: Session) -> bool:
@@ -1062,7 +1062,7 @@ class NearDuplicates:
         (rate-limited). A PDQ hash below ``pdq_min_quality`` is not matched, nor a pHash
         that says nothing of its picture (``informative_phash``). Per hash type, of the
         media and of each list's entries, the ``near_limit`` nearest (the lowest ids
-        among equals); all of the hotline's own list (``own_lists``). Reads only."""
+        among equals). Reads only."""
         query = NearQuery(phash, pdq, pdq_quality, exclude_media_id)
         return self.lookup_many(session, [query])[0]
 
@@ -1081,7 +1081,6 @@ class NearDuplicates:
         # itself and those skipped.
         nearest = 2 * self.near_limit + 1 + len(skip)
         self.refresh(session)
-        own_lists = self.own_lists
         searches: list[tuple[int, HashType, Codes, int, list[int], list[int]]] = []
         for n, query in enumerate(queries):
             wanted: list[tuple[HashType, Codes, int]] = []
@@ -1131,10 +1130,9 @@ class NearDuplicates:
                         listed.setdefault(list_id, []).append(
                             NearMatch(name, hash_type, distance, None, known_id, list_id)
                         )
-                for list_id, entries in listed.items():  # of each list, the nearest
+                for entries in listed.values():  # of each list, the nearest
                     entries.sort(key=lambda match: (match.distance, match.known_entry_id or 0))
-                    own = list_id in own_lists
-                    results[n] += entries if own else entries[: self.near_limit]
+                    results[n] += entries[: self.near_limit]
         for matches in results:
             matches.sort(key=_match_order)
         return results

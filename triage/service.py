@@ -711,9 +711,7 @@ def match_media(
     # before recorded before counts.
     again = [media_id for media_id in media if media_id not in fresh]
     recorded = recorded_near(session, again) if again else {}
-    add_matches(
-        session, nearest_near(rows, near.near_limit, recorded, every_entry_of=near.own_lists)
-    )
+    add_matches(session, nearest_near(rows, near.near_limit, recorded))
 
 
 def _count_site(insert: Any) -> Any:

@@ -796,9 +796,8 @@ def arrives(
     session: Session, url: str, picture: bytes, *, near: NearDuplicates | None = None
 ) -> tuple[Case, service.Outcome]:
     """A report of ``url`` processed by a worker that found ``picture`` there."""
-    near = near or NearDuplicates(
-        phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=0
-    )
+    if near is None:  # (not ``near or``: an index holding nothing yet is falsy)
+        near = NearDuplicates(phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=0)
     case = Case(session, url)
     target = case.target
     target.status = TargetStatus.pending
@@ -911,6 +910,58 @@ def test_the_later_frames_of_a_confirmed_animation_join_the_own_list_and_leave_w
     # The near match found through the frame's entry went with it.
     matches = service.describe_target(session, alone.target)["media"][0]["matches"]
     assert all(m["source"] != "hotline" for m in matches)
+
+
+def test_a_reversal_gives_near_copies_the_next_nearest_confirmed_media(
+    session: Session, configure: Any
+) -> None:
+    """A copy records the nearest confirmed media only (here 2 of 3). When a supervisor
+    reverses one of them, the copy gets the next nearest in its place; when none is
+    left, its target, on another site, is ranked again without the near-match tier."""
+    configure(near_match_limit=2)
+    ana = staff(session, "ana@again.example")
+    sue = staff(session, "sue@again.example", Role.supervisor)
+    near = NearDuplicates(
+        phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=0, near_limit=2
+    )
+    pictures = images.variants(7501)
+    confirmed: dict[str, Case] = {}
+    for name in ("original", "resized", "png"):
+        case, _ = arrives(session, f"http://{name}.example.net/p", pictures[name], near=near)
+        [item] = assessment.target_media(session, case.id)
+        assess(session, case, ana, items((item, B)), policy="none")
+        confirmed[hash_media(pictures[name]).sha256] = case
+    copy, outcome = arrives(session, "http://copy.example.org/p", pictures["reencoded"], near=near)
+    assert outcome.status == TargetStatus.queued
+
+    def named() -> set[str]:
+        """The confirmed media the copy's pHash matches through the own list."""
+        matches = service.describe_target(session, copy.target)["media"][0]["matches"]
+        return {
+            m["media_sha256"]
+            for m in matches
+            if (m["source"], m["kind"], m["hash_type"]) == ("hotline", "near", "phash")
+        }
+
+    def reasons() -> list[str]:
+        return list(json.loads(copy.target.priority_reasons or "[]"))
+
+    nearest = named()
+    assert len(nearest) == 2
+    [left_out] = set(confirmed) - nearest
+    assert reasons()[0] == "near match to confirmed media: hotline"
+
+    gone = min(nearest)
+    assessment.reverse(session, confirmed[gone].id, note="a holiday photo", user=sue, now=utcnow())
+    assert named() == nearest - {gone} | {left_out}
+    assert reasons()[0] == "near match to confirmed media: hotline"
+
+    for sha256 in sorted(set(confirmed) - {gone}):
+        assessment.reverse(
+            session, confirmed[sha256].id, note="a holiday photo", user=sue, now=utcnow()
+        )
+    assert named() == set()
+    assert not [reason for reason in reasons() if "confirmed media" in reason]
 
 
 # -- hosting ---------------------------------------------------------------------------------

@@ -277,7 +277,7 @@ def test_own_list_entries_under_reused_ids_are_read(committed: Engine) -> None:
     assert [m.source for m in lookup(near, committed, phash=reversed_value)] == ["hotline-own"]
     # While this process is idle: a supervisor reverses, an analyst confirms another.
     with session_scope(committed) as session:
-        assert remove_entries(session, own_id, ["a" * 64]) == 1
+        assert remove_entries(session, own_id, ["a" * 64]).entries == 1
     with session_scope(committed) as session:
         add_entries(
             session, own_id, [{"sha256": "b" * 64, "phash": confirmed_value, "added_at": utcnow()}]

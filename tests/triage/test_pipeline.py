@@ -42,7 +42,7 @@ from triage.fetcher import Fetcher, FetchPolicy
 from triage.hashing import hash_media
 from triage.hashlists import add_entries, import_list, remove_entries
 from triage.hosting import Hosting, HostingLookup, get_hosting_lookup
-from triage.matches import match_seen_media
+from triage.matches import match_again, match_seen_media
 from triage.models import HashList, Media, MediaFrame, MediaKind, MediaMatch, Sighting, Site
 from triage.neardup import NearDuplicates
 from triage.rerank import facts_of as rerank_facts
@@ -597,20 +597,23 @@ def test_a_list_with_many_entries_near_a_picture_gives_its_nearest(
         )
 
 
-def test_every_near_entry_of_the_own_list_is_kept_for_when_a_reversal_removes_some(
-    http_server: LocalHTTPServer, process: Callable[..., service.Outcome]
+def test_the_own_list_gives_its_nearest_entries_and_the_next_ones_when_some_go(
+    http_server: LocalHTTPServer,
+    process: Callable[..., service.Outcome],
+    configure: Callable[..., None],
 ) -> None:
-    """The hotline's own list is not cut to the nearest (here 2): a reversal takes a
-    verdict's entries off it, and a copy must still match the confirmed copies left."""
+    """The hotline's own list is cut to the nearest (here 2) as any list is; when entries
+    go (a reversal), the media that lost a near match to them get the next nearest."""
+    configure(near_match_limit=2)
     picture = images.jpeg(35, (320, 240), marker=images.new_marker())
     phash = hash_media(picture).phash
     assert phash
-    keys = [hashlib.sha256(f"confirmed-{bits}".encode()).hexdigest() for bits in (1, 2, 4)]
+    keys = [hashlib.sha256(f"confirmed-{bits}".encode()).hexdigest() for bits in (1, 2, 4, 5)]
     with session_scope() as session:
         own = int(own_list(session, now=utcnow()).id or 0)
         entries = [
             {"sha256": key, "phash": _flip(phash, bits), "category": "csam", "added_at": utcnow()}
-            for key, bits in zip(keys, (1, 2, 4), strict=True)
+            for key, bits in zip(keys, (1, 2, 4, 5), strict=True)
         ]
         add_entries(session, own, entries)
     near = NearDuplicates(
@@ -618,15 +621,22 @@ def test_every_near_entry_of_the_own_list_is_kept_for_when_a_reversal_removes_so
     )
     target_id = report(http_server.route("/reversed/a.jpg", body=picture, headers=JPEG))
     process(target_id, near=near)
+    [media_id] = [m["id"] for m in shown(target_id)["media"]]
 
     def own_matches() -> list[int]:
         [media] = shown(target_id)["media"]
         return sorted(m["distance"] for m in media["matches"] if m["source"] != "seen")
 
-    assert own_matches() == [1, 2, 4]
-    with session_scope() as session:  # as a reversal of the two nearest copies' verdicts
-        assert remove_entries(session, own, keys[:2]) == 2
-    assert own_matches() == [4]
+    assert own_matches() == [1, 2]
+    with session_scope() as session:  # as a reversal of the nearest copy's verdict
+        removed = remove_entries(session, own, keys[:1])
+        assert removed == (1, [media_id])
+        assert match_again(session, own, removed.near_media, now=utcnow()) == {media_id}
+    assert own_matches() == [2, 4]
+    with session_scope() as session:  # an entry that no media item matched: no change
+        assert remove_entries(session, own, keys[3:]) == (1, [])
+        assert match_again(session, own, [media_id], now=utcnow()) == set()
+    assert own_matches() == [2, 4]
 
 
 def test_a_list_near_a_picture_and_a_frame_of_it_alike_is_matched_once(
