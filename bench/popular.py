@@ -68,9 +68,10 @@ def main() -> None:
 def run(args: argparse.Namespace, sizes: list[int]) -> None:
     from hotline.db import session_scope, utcnow
     from hotline.migrate import upgrade
-    from triage.matches import add_matches, match_row, nearest_near
-    from triage.models import HashType, MatchKind, Media, MediaKind
+    from triage.matches import add_matches, nearest_near
+    from triage.models import Media, MediaKind
     from triage.neardup import NearDuplicates, NearQuery
+    from triage.service import near_rows
 
     upgrade()
     rng = random.Random(7)
@@ -94,21 +95,10 @@ def run(args: argparse.Namespace, sizes: list[int]) -> None:
         with session_scope() as session:
             near.refresh(session)
             start = time.perf_counter()
-            (found,) = near.lookup_many(
+            found = near.lookup_many(
                 session, [NearQuery(new_phash, None, None, exclude_media_id=new_id)]
             )
-            now = utcnow()
-            rows = [
-                match_row(
-                    media_id=new_id,
-                    kind=MatchKind.near,
-                    hash_type=HashType(match.hash_type),
-                    distance=match.distance,
-                    matched_media_id=match.media_id,
-                    found_at=now,
-                )
-                for match in found
-            ]
+            rows = near_rows([(new_id, None)], found, now=utcnow())
             kept = nearest_near(rows, near.near_limit)
             add_matches(session, kept)
             took = time.perf_counter() - start

@@ -36,7 +36,6 @@ from triage.hashlists import (
     entry_key,
     remove_entries,
 )
-from triage.matches import match_again
 from triage.models import (
     ILLEGAL,
     AgeGroup,
@@ -81,6 +80,10 @@ REROUTE_TASK = "partners.reroute_target"
 # A target closed otherwise: a peer hotline that sent it hears the outcome.
 CLOSED_TASK = "partners.tell_sources"
 RETRACT_TASK = "partners.retract_target"
+# Copies that lost near matches to the own list get the next nearest entries: in a
+# worker, whose near-duplicate index holds the list (reading a large own list here, in
+# the supervisor's request, took seconds).
+MATCH_AGAIN_TASK = "triage.match_own_list_again"
 # Targets whose verdict stands confirmed (their media on the own list); a reversal
 # takes a target out of them.
 CONFIRMED = frozenset({TargetStatus.confirmed, TargetStatus.forwarded, TargetStatus.removed})
@@ -412,6 +415,21 @@ def own_list(session: Session, *, now: dt.datetime) -> HashList:
     return found
 
 
+def hold_own_list(session: Session, *, now: dt.datetime) -> int:
+    """The own list's id, its row held for update until the commit (PostgreSQL; SQLite
+    has one writer at a time anyway): confirmations and reversals change the list one at
+    a time, each seeing what the one before committed (two reversals of targets showing
+    the same media would each keep the entries for the other's sake, or both remove
+    them), and the matching that gives copies the next nearest entries
+    (``service.match_own_list_again``, in share mode) waits for them. ``FOR NO KEY
+    UPDATE``: the workers' key-share locks (rows referring to the list) pass."""
+    list_id = cast(int, own_list(session, now=now).id)
+    session.execute(
+        select(col(HashList.id)).where(col(HashList.id) == list_id).with_for_update(key_share=True)
+    )
+    return list_id
+
+
 def _frame_entries(
     session: Session, categories: dict[int, str], *, now: dt.datetime
 ) -> list[dict[str, Any]]:
@@ -450,7 +468,7 @@ def _join_own_list(session: Session, target_id: int, *, now: dt.datetime) -> int
     ).all()
     if not rows:
         return 0
-    list_id = cast(int, own_list(session, now=now).id)
+    list_id = hold_own_list(session, now=now)
     add_entries(
         session,
         list_id,
@@ -899,7 +917,8 @@ def _held_elsewhere(
 class LeftOwnList(NamedTuple):
     entries: int  # entries removed
     kept: list[int]  # media kept on the list (another confirmed target holds them)
-    near_media: list[int]  # media that lost a near match through the removed entries
+    media: list[int]  # media that lost a match through the removed entries
+    near: list[tuple[int, str]]  # (media, hash type) that lost a near match
 
 
 def _leave_own_list(
@@ -908,12 +927,13 @@ def _leave_own_list(
     """Take the hashes of ``media`` off the own list, except those another confirmed target
     still holds; the matches found through the removed entries go with them (exact
     matching and the near-duplicate index read the table, so neither finds them again).
-    The media that lost a near match get the next nearest entries instead: each records
-    only the nearest (``HOTLINE_NEAR_MATCH_LIMIT``), so farther ones were left out."""
+    Which media lost a near match is returned: they recorded only the nearest entries
+    (``HOTLINE_NEAR_MATCH_LIMIT``), and get the next nearest instead
+    (``MATCH_AGAIN_TASK``)."""
     if not media:
-        return LeftOwnList(0, [], [])
+        return LeftOwnList(0, [], [], [])
+    list_id = hold_own_list(session, now=now)
     held, held_values = _held_elsewhere(session, target_id, media)
-    list_id = own_list(session, now=now).id
     going = [m for m in media if int(m.id or 0) not in held]
     leaving = {
         str(getattr(m, hash_type.value))
@@ -927,10 +947,9 @@ def _leave_own_list(
     staying |= _frame_values(session, _confirmed_elsewhere(target_id), among=leaving)
     # An entry's key is one of its media's hashes (SHA-256 for entries made here, the
     # PDQ of a later frame's).
-    removed = remove_entries(session, cast(int, list_id), leaving - staying)
-    match_again(session, cast(int, list_id), removed.near_media, now=now)
+    removed = remove_entries(session, list_id, leaving - staying)
     session.flush()
-    return LeftOwnList(removed.entries, sorted(held), removed.near_media)
+    return LeftOwnList(removed.entries, sorted(held), removed.media, removed.near)
 
 
 def reverse(
@@ -989,14 +1008,16 @@ def reverse(
         .values(confirmed_count=col(Site.confirmed_count) - 1)
         .execution_options(synchronize_session=False)
     )
-    # The site's targets, and those elsewhere whose media were near the verdict's.
+    # The site's targets, and those elsewhere showing media that matched the entries.
     rerank(
         session,
         sorted(
             set(on_site(session, target.registered_domain))
-            | set(showing_media(session, left.near_media))
+            | set(showing_media(session, left.media))
         ),
     )
+    for start in range(0, len(left.near), 1000):
+        queue.enqueue(session, MATCH_AGAIN_TASK, lost=left.near[start : start + 1000])
     queue.enqueue(session, RETRACT_TASK, target_id=target_id)
     _audit(
         session,

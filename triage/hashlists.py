@@ -1508,27 +1508,28 @@ class Removed(NamedTuple):
     """What ``remove_entries`` took off a list."""
 
     entries: int
-    near_media: list[int]  # media that lost a near match through them
+    media: list[int]  # media that lost a match through them
+    near: list[tuple[int, str]]  # (media, hash type) that lost a near match
 
 
 def remove_entries(session: Session, list_id: int, keys: Iterable[str]) -> Removed:
     """Remove a list's entries with these keys and the matches found through them."""
     wanted = sorted(set(keys))
     if not wanted:
-        return Removed(0, [])
+        return Removed(0, [], [])
     where = (col(KnownEntry.list_id) == list_id, entry_key().in_(wanted))
     ids = list(session.execute(select(col(KnownEntry.id)).where(*where)).scalars())
     if not ids:
-        return Removed(0, [])
+        return Removed(0, [], [])
     # Explicit: matches have no foreign key to the entries.
     lost = session.execute(
         delete(MediaMatch)
         .where(col(MediaMatch.known_entry_id).in_(ids))
-        .returning(col(MediaMatch.media_id), col(MediaMatch.kind))
+        .returning(col(MediaMatch.media_id), col(MediaMatch.kind), col(MediaMatch.hash_type))
     ).all()
     session.execute(delete(KnownEntry).where(col(KnownEntry.id).in_(ids)))
-    near = sorted({int(media_id) for media_id, kind in lost if kind == MatchKind.near})
-    return Removed(len(ids), near)
+    near = {(int(m), HashType(t).value) for m, kind, t in lost if kind == MatchKind.near}
+    return Removed(len(ids), sorted({int(m) for m, _, _ in lost}), sorted(near))
 
 
 def _count_lines(stream: IO[bytes]) -> int | None:

@@ -270,16 +270,14 @@ def near_seen_media(
     list_id: int,
     *,
     media_above: int = 0,
-    media_ids: Collection[int] | None = None,
     types: Iterable[HashType] = _PERCEPTUAL,
 ) -> list[tuple[HashType, int, int, int, int | None]]:
     """(hash type, media id, entry id, distance, frame) of every media item seen here
-    (with an id above ``media_above``; ``media_ids``: only these) whose pHash or PDQ, or
-    that of one of its later frames (``frame``; None for the item's own), is within the
-    configured radius of one of the list's entries, as the workers' near lookups would
-    have found it: PDQ hashes below ``pdq_min_quality`` are not matched (a missing
-    quality counts as 0). ``types``: the perceptual types to look at (those the list
-    has, when known)."""
+    (with an id above ``media_above``) whose pHash or PDQ, or that of one of its later
+    frames (``frame``; None for the item's own), is within the configured radius of one
+    of the list's entries, as the workers' near lookups would have found it: PDQ hashes
+    below ``pdq_min_quality`` are not matched (a missing quality counts as 0).
+    ``types``: the perceptual types to look at (those the list has, when known)."""
     settings = get_settings()
     media, entry = Media.__table__, KnownEntry.__table__  # type: ignore[attr-defined]
     frame = MediaFrame.__table__  # type: ignore[attr-defined]
@@ -297,9 +295,6 @@ def near_seen_media(
         frames_here = select(
             frame.c.media_id * FRAME_KEY + frame.c.frame, frame.c[hash_type.value]
         ).where(frame.c.media_id > media_above, frame.c.frame < FRAME_KEY)
-        if media_ids is not None:
-            seen_here = seen_here.where(media.c.id.in_(sorted(media_ids)))
-            frames_here = frames_here.where(frame.c.media_id.in_(sorted(media_ids)))
         if hash_type == HashType.pdq:
             seen_here = seen_here.where(
                 func.coalesce(media.c.pdq_quality, 0) >= settings.pdq_min_quality
@@ -436,24 +431,3 @@ def _nearest_of_list(
         for hash_type, media_id, entry_id, distance, frame in near
     ]
     return nearest_near(rows, get_settings().near_match_limit, recorded)
-
-
-def match_again(
-    session: Session, list_id: int, media_ids: Collection[int], *, now: dt.datetime
-) -> set[int]:
-    """Near matches of these media to the list's entries as they are now, as a worker
-    records them when the media turn up again: of each list's entries, the nearest,
-    counting those recorded. For media that lost near matches to entries taken off the
-    list (a reversal): they recorded only the nearest, and the next nearest take the
-    freed places. Returns the media that got a match now; the caller ranks again."""
-    if not media_ids:
-        return set()
-    near = []
-    ordered = sorted(set(media_ids))
-    for start in range(0, len(ordered), _AGAIN_CHUNK):
-        near += near_seen_media(session, list_id, media_ids=ordered[start : start + _AGAIN_CHUNK])
-    return add_matches(session, _nearest_of_list(session, list_id, near, now=now))
-
-
-# Media ids per statement of ``match_again`` (bound parameters: SQLite allows 32,766).
-_AGAIN_CHUNK = 10_000

@@ -63,7 +63,8 @@ from triage.models import (
     Sighting,
     Site,
 )
-from triage.neardup import NearDuplicates, NearQuery
+from triage.neardup import NearDuplicates, NearMatch, NearQuery
+from triage.rerank import rerank, showing_media
 
 log = logging.getLogger("hotline.triage")
 
@@ -661,16 +662,14 @@ def match_media(
         for media_id in holders[match[2]]:
             exact.setdefault(media_id, []).append(match)
     # Near: each media item's hashes, and those of the later frames of an animation.
-    asked: list[tuple[int, int | None]] = []
-    queries: list[NearQuery] = []
-    for media_id, hashes in media.items():
-        asked.append((media_id, None))
-        queries.append(
-            NearQuery(hashes.phash, hashes.pdq, hashes.pdq_quality, exclude_media_id=media_id)
-        )
-        for f in hashes.frame_hashes:
-            asked.append((media_id, f.frame))
-            queries.append(NearQuery(f.phash, f.pdq, f.pdq_quality, exclude_media_id=media_id))
+    asked, queries = _near_queries(
+        picture
+        for media_id, hashes in media.items()
+        for picture in [
+            (media_id, None, hashes.phash, hashes.pdq, hashes.pdq_quality),
+            *((media_id, f.frame, f.phash, f.pdq, f.pdq_quality) for f in hashes.frame_hashes),
+        ]
+    )
     nearby = near.lookup_many(session, queries, skip=fresh)
     rows = []
     for media_id, hashes in media.items():
@@ -687,31 +686,128 @@ def match_media(
                     found_at=now,
                 )
             )
-    for (media_id, frame), near_matches in zip(asked, nearby, strict=True):
+    for (media_id, _), near_matches in zip(asked, nearby, strict=True):
         for found in near_matches:  # (none of the fresh media)
             if found.media_id is not None:
                 facts.near_seen.add(media_id)
             else:
                 facts.near_confirmed_lists.add(found.source)
-            # (Found through several frames: add_matches keeps the closest.)
-            rows.append(
-                match_row(
-                    media_id=media_id,
-                    kind=MatchKind.near,
-                    hash_type=HashType(found.hash_type),
-                    distance=found.distance,
-                    list_id=found.list_id,
-                    known_entry_id=found.known_entry_id,
-                    matched_media_id=found.media_id,
-                    frame=frame,
-                    found_at=now,
-                )
-            )
+    rows += near_rows(asked, nearby, now=now)
     # Of the media seen before and of each list's entries, the nearest; what media seen
     # before recorded before counts.
     again = [media_id for media_id in media if media_id not in fresh]
     recorded = recorded_near(session, again) if again else {}
     add_matches(session, nearest_near(rows, near.near_limit, recorded))
+
+
+# A picture of a media item to look up: (media, frame: None for the item's own hashes,
+# pHash, PDQ, PDQ quality).
+Picture = tuple[int, int | None, str | None, str | None, int | None]
+
+
+def _near_queries(
+    pictures: Iterable[Picture],
+) -> tuple[list[tuple[int, int | None]], list[NearQuery]]:
+    """(media, frame) of each picture, and its near-duplicate lookup (not of itself)."""
+    asked: list[tuple[int, int | None]] = []
+    queries: list[NearQuery] = []
+    for media_id, frame, phash, pdq, quality in pictures:
+        asked.append((media_id, frame))
+        queries.append(NearQuery(phash, pdq, quality, exclude_media_id=media_id))
+    return asked, queries
+
+
+def near_rows(
+    asked: list[tuple[int, int | None]], nearby: list[list[NearMatch]], *, now: dt.datetime
+) -> list[dict[str, Any]]:
+    """Match rows of the near matches found for each (media, frame) asked. (Found through
+    several frames: add_matches keeps the closest.)"""
+    return [
+        match_row(
+            media_id=media_id,
+            kind=MatchKind.near,
+            hash_type=HashType(found.hash_type),
+            distance=found.distance,
+            list_id=found.list_id,
+            known_entry_id=found.known_entry_id,
+            matched_media_id=found.media_id,
+            frame=frame,
+            found_at=now,
+        )
+        for (media_id, frame), near_matches in zip(asked, nearby, strict=True)
+        for found in near_matches
+    ]
+
+
+def match_own_list_again(
+    session: Session,
+    lost: Iterable[tuple[int, str]],
+    *,
+    near: NearDuplicates,
+    now: dt.datetime,
+) -> list[int]:
+    """Media that lost near matches to the hotline's own list ((media, hash type): a
+    reversal took entries off it) get the next nearest entries: a media item records
+    only the nearest (``near_limit``), so farther ones were left out. As a worker
+    records matches for media that turn up again: of the list as it is now, the nearest,
+    counting those still recorded, for the hash types that lost one. Ranks again the
+    queued targets showing the media matched now; returns those whose priority changed.
+
+    Holds the own list's row in share mode first: a reversal (or confirmation) still
+    running, which holds it for update, is waited for, and what it removed is not
+    matched again."""
+    types: dict[int, set[str]] = {}
+    for media_id, hash_type in lost:
+        types.setdefault(int(media_id), set()).add(HashType(hash_type).value)
+    own = session.execute(
+        select(col(HashList.id))
+        .where(col(HashList.own).is_(True))
+        .order_by(col(HashList.id))
+        .limit(1)
+        .with_for_update(read=True)
+    ).scalar()
+    if not types or own is None:
+        return []
+    media_ids = sorted(types)
+    asked, queries = _near_queries(_pictures(session, media_ids))
+    nearby = near.lookup_many(session, queries)
+    rows = [
+        row
+        for row in near_rows(asked, nearby, now=now)
+        if row["list_id"] == own and str(row["hash_type"]) in types[row["media_id"]]
+    ]
+    recorded = recorded_near(session, media_ids, lists=[own])
+    matched = add_matches(session, nearest_near(rows, near.near_limit, recorded))
+    return rerank(session, showing_media(session, sorted(matched)))
+
+
+def _pictures(session: Session, media_ids: list[int]) -> list[Picture]:
+    """The media items' pictures as stored: each item's own hashes, then those of its
+    later frames."""
+    found: list[Picture] = []
+    for start in range(0, len(media_ids), 500):
+        chunk = media_ids[start : start + 500]
+        found += [
+            (int(media_id), None, phash, pdq, quality)
+            for media_id, phash, pdq, quality in session.execute(
+                select(
+                    col(Media.id), col(Media.phash), col(Media.pdq), col(Media.pdq_quality)
+                ).where(col(Media.id).in_(chunk))
+            )
+        ]
+        found += [
+            (int(media_id), int(frame), phash, pdq, quality)
+            for media_id, frame, phash, pdq, quality in session.execute(
+                select(
+                    col(MediaFrame.media_id),
+                    col(MediaFrame.frame),
+                    col(MediaFrame.phash),
+                    col(MediaFrame.pdq),
+                    col(MediaFrame.pdq_quality),
+                ).where(col(MediaFrame.media_id).in_(chunk))
+            )
+        ]
+    return found
 
 
 def _count_site(insert: Any) -> Any:

@@ -56,3 +56,15 @@ def catch_up_matches() -> int:
             window=dt.timedelta(seconds=settings.neardup_catchup_seconds),
         )
     return caught.matched
+
+
+@shared_task(name="triage.match_own_list_again", acks_late=True, ignore_result=True)
+def match_own_list_again(lost: list[tuple[int, str]]) -> int:
+    """Give media that lost near matches to the own list (a reversal) the next nearest
+    entries; ranks again the queued targets showing them. Idempotent: matches recorded
+    before are kept, and the nearest are counted with them."""
+    with session_scope() as session:
+        raised = service.match_own_list_again(
+            session, [(int(m), str(t)) for m, t in lost], near=get_near_duplicates(), now=utcnow()
+        )
+    return len(raised)

@@ -793,9 +793,14 @@ def test_bulk_confirm_takes_only_targets_whose_media_all_match_a_trusted_list(
 
 
 def arrives(
-    session: Session, url: str, picture: bytes, *, near: NearDuplicates | None = None
+    session: Session,
+    url: str,
+    picture: bytes,
+    *also: bytes,
+    near: NearDuplicates | None = None,
 ) -> tuple[Case, service.Outcome]:
-    """A report of ``url`` processed by a worker that found ``picture`` there."""
+    """A report of ``url`` processed by a worker that found ``picture`` there (a page
+    with ``also`` pictures after it)."""
     if near is None:  # (not ``near or``: an index holding nothing yet is falsy)
         near = NearDuplicates(phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=0)
     case = Case(session, url)
@@ -807,8 +812,11 @@ def arrives(
     gathered = service.Gathered(
         "http://cdn.example/p.jpg",
         "127.0.0.1",
-        page=False,
-        media=[service.Found("http://cdn.example/p.jpg", "127.0.0.1", hash_media(picture))],
+        page=bool(also),
+        media=[
+            service.Found(f"http://cdn.example/{n}.jpg", "127.0.0.1", hash_media(shown))
+            for n, shown in enumerate((picture, *also))
+        ],
     )
     outcome = service.record_gathered(
         session, claim, gathered, now=utcnow(), near=near, hosting=get_hosting_lookup()
@@ -916,8 +924,9 @@ def test_a_reversal_gives_near_copies_the_next_nearest_confirmed_media(
     session: Session, configure: Any
 ) -> None:
     """A copy records the nearest confirmed media only (here 2 of 3). When a supervisor
-    reverses one of them, the copy gets the next nearest in its place; when none is
-    left, its target, on another site, is ranked again without the near-match tier."""
+    reverses one of them, the copy gets the next nearest in its place (the task the
+    reversal sends); when none is left, the targets elsewhere showing a copy or the same
+    file are ranked again without the tiers they had from the own list."""
     configure(near_match_limit=2)
     ana = staff(session, "ana@again.example")
     sue = staff(session, "sue@again.example", Role.supervisor)
@@ -933,6 +942,10 @@ def test_a_reversal_gives_near_copies_the_next_nearest_confirmed_media(
         confirmed[hash_media(pictures[name]).sha256] = case
     copy, outcome = arrives(session, "http://copy.example.org/p", pictures["reencoded"], near=near)
     assert outcome.status == TargetStatus.queued
+    # The same file as a confirmed one, beside a picture no one has assessed: queued.
+    other = images.jpeg(7502, (320, 240))
+    same, outcome = arrives(session, "http://same.example.com/p", pictures["png"], other, near=near)
+    assert outcome.status == TargetStatus.queued
 
     def named() -> set[str]:
         """The confirmed media the copy's pHash matches through the own list."""
@@ -943,25 +956,36 @@ def test_a_reversal_gives_near_copies_the_next_nearest_confirmed_media(
             if (m["source"], m["kind"], m["hash_type"]) == ("hotline", "near", "phash")
         }
 
-    def reasons() -> list[str]:
-        return list(json.loads(copy.target.priority_reasons or "[]"))
+    def reasons(case: Case) -> list[str]:
+        return list(json.loads(case.target.priority_reasons or "[]"))
+
+    def reverse(sha256: str) -> None:
+        """A supervisor reverses the verdict; a worker runs the tasks it sent."""
+        sent_before = len(queue.buffered(session))
+        assessment.reverse(
+            session, confirmed[sha256].id, note="a holiday photo", user=sue, now=utcnow()
+        )
+        for message in queue.buffered(session)[sent_before:]:
+            if message.name == assessment.MATCH_AGAIN_TASK:
+                lost = [(int(m), str(t)) for m, t in message.kwargs["lost"]]
+                service.match_own_list_again(session, lost, near=near, now=utcnow())
 
     nearest = named()
     assert len(nearest) == 2
     [left_out] = set(confirmed) - nearest
-    assert reasons()[0] == "near match to confirmed media: hotline"
+    assert reasons(copy)[0] == "near match to confirmed media: hotline"
+    assert reasons(same)[0] == "exact match to known list: hotline"
 
     gone = min(nearest)
-    assessment.reverse(session, confirmed[gone].id, note="a holiday photo", user=sue, now=utcnow())
+    reverse(gone)
     assert named() == nearest - {gone} | {left_out}
-    assert reasons()[0] == "near match to confirmed media: hotline"
+    assert reasons(copy)[0] == "near match to confirmed media: hotline"
 
     for sha256 in sorted(set(confirmed) - {gone}):
-        assessment.reverse(
-            session, confirmed[sha256].id, note="a holiday photo", user=sue, now=utcnow()
-        )
+        reverse(sha256)
     assert named() == set()
-    assert not [reason for reason in reasons() if "confirmed media" in reason]
+    for case in (copy, same):
+        assert not [r for r in reasons(case) if "hotline" in r or "confirmed" in r]
 
 
 # -- hosting ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import ipaddress
 import os
 import subprocess
 import sys
+import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from selectolax.lexbor import LexborHTMLParser
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
@@ -31,18 +32,18 @@ from hotline.web import create_app
 from reporting import service as intake
 from reporting.models import ReportCategory, ReportSource, Target, TargetStatus
 from reporting.schemas import ReportCreate
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_for
 from tests.fixtures import images
 from tests.fixtures.asn import asn_database
 from tests.fixtures.servers import LocalHTTPServer
 from tests.fixtures.staff import enrol
 from triage import service
-from triage.assessment import own_list
+from triage.assessment import hold_own_list, own_list
 from triage.fetcher import Fetcher, FetchPolicy
 from triage.hashing import hash_media
 from triage.hashlists import add_entries, import_list, remove_entries
 from triage.hosting import Hosting, HostingLookup, get_hosting_lookup
-from triage.matches import match_again, match_seen_media
+from triage.matches import match_seen_media
 from triage.models import HashList, Media, MediaFrame, MediaKind, MediaMatch, Sighting, Site
 from triage.neardup import NearDuplicates
 from triage.rerank import facts_of as rerank_facts
@@ -597,6 +598,42 @@ def test_a_list_with_many_entries_near_a_picture_gives_its_nearest(
         )
 
 
+class NearOwnEntries:
+    """A picture reported after the own list got entries near it, at these distances
+    (pHash bits), and processed with a near-match limit of 2."""
+
+    def __init__(
+        self, http_server: LocalHTTPServer, process: Callable[..., Any], bits: list[int]
+    ) -> None:
+        picture = images.jpeg(35, (320, 240), marker=images.new_marker())
+        phash = hash_media(picture).phash
+        assert phash
+        self.keys = [hashlib.sha256(f"confirmed-{n}".encode()).hexdigest() for n in bits]
+        with session_scope() as session:
+            self.own = int(own_list(session, now=utcnow()).id or 0)
+            entries = [
+                {"sha256": key, "phash": _flip(phash, n), "category": "csam", "added_at": utcnow()}
+                for key, n in zip(self.keys, bits, strict=True)
+            ]
+            add_entries(session, self.own, entries)
+        self.near = NearDuplicates(
+            phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=0, near_limit=2
+        )
+        self.target_id = report(http_server.route("/own/a.jpg", body=picture, headers=JPEG))
+        process(self.target_id, near=self.near)
+        [self.media_id] = [m["id"] for m in shown(self.target_id)["media"]]
+
+    def matched(self) -> list[int]:
+        """The distances of the picture's matches to the own list, as the item shows."""
+        [media] = shown(self.target_id)["media"]
+        return sorted(m["distance"] for m in media["matches"] if m["source"] != "seen")
+
+    def match_again(self, lost: list[tuple[int, str]]) -> None:
+        """What the task a reversal sends does."""
+        with session_scope() as session:
+            service.match_own_list_again(session, lost, near=self.near, now=utcnow())
+
+
 def test_the_own_list_gives_its_nearest_entries_and_the_next_ones_when_some_go(
     http_server: LocalHTTPServer,
     process: Callable[..., service.Outcome],
@@ -605,38 +642,57 @@ def test_the_own_list_gives_its_nearest_entries_and_the_next_ones_when_some_go(
     """The hotline's own list is cut to the nearest (here 2) as any list is; when entries
     go (a reversal), the media that lost a near match to them get the next nearest."""
     configure(near_match_limit=2)
-    picture = images.jpeg(35, (320, 240), marker=images.new_marker())
-    phash = hash_media(picture).phash
-    assert phash
-    keys = [hashlib.sha256(f"confirmed-{bits}".encode()).hexdigest() for bits in (1, 2, 4, 5)]
-    with session_scope() as session:
-        own = int(own_list(session, now=utcnow()).id or 0)
-        entries = [
-            {"sha256": key, "phash": _flip(phash, bits), "category": "csam", "added_at": utcnow()}
-            for key, bits in zip(keys, (1, 2, 4, 5), strict=True)
-        ]
-        add_entries(session, own, entries)
-    near = NearDuplicates(
-        phash_radius=8, pdq_radius=31, pdq_min_quality=50, refresh_seconds=0, near_limit=2
-    )
-    target_id = report(http_server.route("/reversed/a.jpg", body=picture, headers=JPEG))
-    process(target_id, near=near)
-    [media_id] = [m["id"] for m in shown(target_id)["media"]]
-
-    def own_matches() -> list[int]:
-        [media] = shown(target_id)["media"]
-        return sorted(m["distance"] for m in media["matches"] if m["source"] != "seen")
-
-    assert own_matches() == [1, 2]
+    copy = NearOwnEntries(http_server, process, [1, 2, 4, 5])
+    assert copy.matched() == [1, 2]
     with session_scope() as session:  # as a reversal of the nearest copy's verdict
-        removed = remove_entries(session, own, keys[:1])
-        assert removed == (1, [media_id])
-        assert match_again(session, own, removed.near_media, now=utcnow()) == {media_id}
-    assert own_matches() == [2, 4]
+        removed = remove_entries(session, copy.own, copy.keys[:1])
+        assert removed == (1, [copy.media_id], [(copy.media_id, "phash")])
+    copy.match_again(removed.near)
+    assert copy.matched() == [2, 4]
+    copy.match_again(removed.near)  # a message delivered twice: nothing more
+    assert copy.matched() == [2, 4]
     with session_scope() as session:  # an entry that no media item matched: no change
-        assert remove_entries(session, own, keys[3:]) == (1, [])
-        assert match_again(session, own, [media_id], now=utcnow()) == set()
-    assert own_matches() == [2, 4]
+        assert remove_entries(session, copy.own, copy.keys[3:]) == (1, [], [])
+
+
+def test_the_next_nearest_wait_for_a_reversal_still_running(
+    http_server: LocalHTTPServer,
+    process: Callable[..., service.Outcome],
+    configure: Callable[..., None],
+    committed: Engine,
+) -> None:
+    """Two reversals close together: the first one's task runs while the second still
+    removes the next nearest entry. The task waits for it, and does not match the entry
+    it removed (a match to an entry no longer there would keep the tier of a reversed
+    picture)."""
+    if committed.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: nothing runs beside a reversal")
+    configure(near_match_limit=2)
+    copy = NearOwnEntries(http_server, process, [1, 2, 3, 4])
+    assert copy.matched() == [1, 2]
+    with session_scope() as session:
+        hold_own_list(session, now=utcnow())
+        lost = remove_entries(session, copy.own, copy.keys[:1]).near
+    task = threading.Thread(target=copy.match_again, args=(lost,))
+    with session_scope() as second:
+        hold_own_list(second, now=utcnow())
+        remove_entries(second, copy.own, copy.keys[1:2])
+        task.start()
+        wait_for(lambda: waiting_for_a_lock(committed))
+    task.join(timeout=60)
+    assert copy.matched() == [3, 4]
+
+
+def waiting_for_a_lock(engine: Engine) -> bool:
+    with engine.connect() as connection:
+        return bool(
+            connection.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+        )
 
 
 def test_a_list_near_a_picture_and_a_frame_of_it_alike_is_matched_once(
