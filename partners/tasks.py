@@ -4,31 +4,21 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import random
 from typing import Any
 
 from celery import shared_task
-from sqlalchemy.exc import OperationalError
 
 from hotline.db import session_scope, utcnow
 from hotline.settings import get_settings
 from partners import delivery, inbound, notices, peers, rechecks, retractions, routing
 from triage.fetcher import get_fetcher
 from triage.service import Limits
+from triage.tasks import contended_task
 
 _rng = random.SystemRandom()
-# Routing again and retracting lock rows a delivery or the notice sweep may hold in
-# another order: a deadlock the database breaks is tried again, by Celery.
-_contended_task = functools.partial(
-    shared_task,
-    acks_late=True,
-    ignore_result=True,
-    autoretry_for=(OperationalError,),
-    retry_backoff=2,
-    retry_jitter=True,
-    max_retries=8,
-)
+# (Routing again and retracting lock rows a delivery or the notice sweep may hold in
+# another order.)
 
 
 @shared_task(name="partners.route_target", acks_late=True, ignore_result=True)
@@ -43,7 +33,7 @@ def route_target(target_id: int) -> int:
         return len(made)
 
 
-@_contended_task(name="partners.reroute_target")
+@contended_task(name="partners.reroute_target")
 def reroute_target(target_id: int) -> int:
     """An analyst corrected the hosting of a confirmed target: route it again."""
     policy = routing.RoutingPolicy.from_settings(get_settings())
@@ -133,7 +123,7 @@ def tell_sources(target_id: int) -> int:
         return len(peers.tell_sources(session, target_id, now=utcnow()))
 
 
-@_contended_task(name="partners.retract_target")
+@contended_task(name="partners.retract_target")
 def retract_target(target_id: int) -> int:
     """A reversed verdict: retract the target's forwardings and tell who received them."""
     language = get_settings().default_language

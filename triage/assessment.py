@@ -415,21 +415,6 @@ def own_list(session: Session, *, now: dt.datetime) -> HashList:
     return found
 
 
-def hold_own_list(session: Session, *, now: dt.datetime) -> int:
-    """The own list's id, its row held for update until the commit (PostgreSQL; SQLite
-    has one writer at a time anyway): confirmations and reversals change the list one at
-    a time, each seeing what the one before committed (two reversals of targets showing
-    the same media would each keep the entries for the other's sake, or both remove
-    them), and the matching that gives copies the next nearest entries
-    (``service.match_own_list_again``, in share mode) waits for them. ``FOR NO KEY
-    UPDATE``: the workers' key-share locks (rows referring to the list) pass."""
-    list_id = cast(int, own_list(session, now=now).id)
-    session.execute(
-        select(col(HashList.id)).where(col(HashList.id) == list_id).with_for_update(key_share=True)
-    )
-    return list_id
-
-
 def _frame_entries(
     session: Session, categories: dict[int, str], *, now: dt.datetime
 ) -> list[dict[str, Any]]:
@@ -468,7 +453,7 @@ def _join_own_list(session: Session, target_id: int, *, now: dt.datetime) -> int
     ).all()
     if not rows:
         return 0
-    list_id = hold_own_list(session, now=now)
+    list_id = cast(int, own_list(session, now=now).id)
     add_entries(
         session,
         list_id,
@@ -932,8 +917,8 @@ def _leave_own_list(
     (``MATCH_AGAIN_TASK``)."""
     if not media:
         return LeftOwnList(0, [], [], [])
-    list_id = hold_own_list(session, now=now)
     held, held_values = _held_elsewhere(session, target_id, media)
+    list_id = cast(int, own_list(session, now=now).id)
     going = [m for m in media if int(m.id or 0) not in held]
     leaving = {
         str(getattr(m, hash_type.value))

@@ -753,18 +753,15 @@ def match_own_list_again(
     counting those still recorded, for the hash types that lost one. Ranks again the
     queued targets showing the media matched now; returns those whose priority changed.
 
-    Holds the own list's row in share mode first: a reversal (or confirmation) still
-    running, which holds it for update, is waited for, and what it removed is not
-    matched again."""
+    Takes no lock: holding the own list for the time of the lookups made workers that
+    confirm by earlier verdicts wait, and a lock order with the site rows they hold
+    deadlocked. An entry a second reversal removes while this runs can be matched once
+    more (as by a worker recording then), until a later matching of the media."""
     types: dict[int, set[str]] = {}
     for media_id, hash_type in lost:
         types.setdefault(int(media_id), set()).add(HashType(hash_type).value)
     own = session.execute(
-        select(col(HashList.id))
-        .where(col(HashList.own).is_(True))
-        .order_by(col(HashList.id))
-        .limit(1)
-        .with_for_update(read=True)
+        select(col(HashList.id)).where(col(HashList.own).is_(True)).order_by(col(HashList.id))
     ).scalar()
     if not types or own is None:
         return []

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from functools import partial
 from typing import Any
 
 from celery import shared_task
+from sqlalchemy.exc import OperationalError
 
 from hotline.db import session_scope, utcnow
 from hotline.settings import get_settings
@@ -58,7 +60,20 @@ def catch_up_matches() -> int:
     return caught.matched
 
 
-@shared_task(name="triage.match_own_list_again", acks_late=True, ignore_result=True)
+# Tasks that change rows other transactions may hold in another order: a deadlock (or
+# a lost connection) the database breaks is tried again, by Celery.
+contended_task = functools.partial(
+    shared_task,
+    acks_late=True,
+    ignore_result=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=2,
+    retry_jitter=True,
+    max_retries=8,
+)
+
+
+@contended_task(name="triage.match_own_list_again")
 def match_own_list_again(lost: list[tuple[int, str]]) -> int:
     """Give media that lost near matches to the own list (a reversal) the next nearest
     entries; ranks again the queued targets showing them. Idempotent: matches recorded

@@ -12,7 +12,6 @@ import ipaddress
 import os
 import subprocess
 import sys
-import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from selectolax.lexbor import LexborHTMLParser
-from sqlalchemy import event, func, select, text
+from sqlalchemy import event, func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
@@ -32,13 +31,13 @@ from hotline.web import create_app
 from reporting import service as intake
 from reporting.models import ReportCategory, ReportSource, Target, TargetStatus
 from reporting.schemas import ReportCreate
-from tests.conftest import REPO, wait_for
+from tests.conftest import REPO
 from tests.fixtures import images
 from tests.fixtures.asn import asn_database
 from tests.fixtures.servers import LocalHTTPServer
 from tests.fixtures.staff import enrol
 from triage import service
-from triage.assessment import hold_own_list, own_list
+from triage.assessment import own_list
 from triage.fetcher import Fetcher, FetchPolicy
 from triage.hashing import hash_media
 from triage.hashlists import add_entries, import_list, remove_entries
@@ -653,46 +652,6 @@ def test_the_own_list_gives_its_nearest_entries_and_the_next_ones_when_some_go(
     assert copy.matched() == [2, 4]
     with session_scope() as session:  # an entry that no media item matched: no change
         assert remove_entries(session, copy.own, copy.keys[3:]) == (1, [], [])
-
-
-def test_the_next_nearest_wait_for_a_reversal_still_running(
-    http_server: LocalHTTPServer,
-    process: Callable[..., service.Outcome],
-    configure: Callable[..., None],
-    committed: Engine,
-) -> None:
-    """Two reversals close together: the first one's task runs while the second still
-    removes the next nearest entry. The task waits for it, and does not match the entry
-    it removed (a match to an entry no longer there would keep the tier of a reversed
-    picture)."""
-    if committed.dialect.name != "postgresql":
-        pytest.skip("SQLite has one writer at a time: nothing runs beside a reversal")
-    configure(near_match_limit=2)
-    copy = NearOwnEntries(http_server, process, [1, 2, 3, 4])
-    assert copy.matched() == [1, 2]
-    with session_scope() as session:
-        hold_own_list(session, now=utcnow())
-        lost = remove_entries(session, copy.own, copy.keys[:1]).near
-    task = threading.Thread(target=copy.match_again, args=(lost,))
-    with session_scope() as second:
-        hold_own_list(second, now=utcnow())
-        remove_entries(second, copy.own, copy.keys[1:2])
-        task.start()
-        wait_for(lambda: waiting_for_a_lock(committed))
-    task.join(timeout=60)
-    assert copy.matched() == [3, 4]
-
-
-def waiting_for_a_lock(engine: Engine) -> bool:
-    with engine.connect() as connection:
-        return bool(
-            connection.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-            ).scalar_one()
-        )
 
 
 def test_a_list_near_a_picture_and_a_frame_of_it_alike_is_matched_once(
