@@ -103,6 +103,12 @@ def producer() -> Celery:
     return make_celery(get_settings(), main="hotline-producer")
 
 
+def _loggable(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The arguments as a log line shows them: a list by its length (a reversal sends up
+    to 1,000 pairs of ids in one)."""
+    return {k: f"<{len(v)} items>" if isinstance(v, list) else v for k, v in kwargs.items()}
+
+
 def send_messages(messages: list[Message], app: Celery | None = None) -> int:
     """Publish messages without retrying; returns how many were sent."""
     if not messages:
@@ -120,7 +126,7 @@ def send_messages(messages: list[Message], app: Celery | None = None) -> int:
         log.warning(
             "broker unavailable, %d message(s) left for the sweep: %s (%s)",
             len(unsent),
-            ", ".join(f"{m.name}{sorted(m.kwargs.items())}" for m in unsent),
+            ", ".join(f"{m.name}{sorted(_loggable(m.kwargs).items())}" for m in unsent),
             type(exc).__name__,
         )
     return sent

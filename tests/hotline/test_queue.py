@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import pytest
 from kombu import Connection
 
 import hotline.queue_fs  # noqa: F401  (a spawned consumer needs the transport's name)
-from hotline.queue import celery_config
+from hotline.queue import Message, celery_config, make_celery, send_messages
 from hotline.settings import Settings
 
 COUNT = 300
@@ -67,3 +68,24 @@ def test_redis_never_hands_a_waiting_retry_to_a_second_worker(tmp_path: Path) ->
     timeout = celery_config(settings)["broker_transport_options"]["visibility_timeout"]
     # The longest countdown a delivery retry can get, jitter included, fits inside it.
     assert timeout > settings.delivery_retry_max_delay_seconds * 1.25  # jitter is +-25 %
+
+
+def test_messages_left_for_the_sweep_are_logged_without_their_id_lists(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reversal sends up to 1,000 (media, hash type) pairs in one message: with the
+    broker down, the log line names the message and counts the pairs."""
+    settings = Settings(
+        data_dir=tmp_path,
+        broker_url="redis://127.0.0.1:9/0",  # nothing listens on port 9
+        broker_publish_timeout_seconds=1,
+    )
+    lost = [[media_id, "phash"] for media_id in range(1000)]
+    with caplog.at_level(logging.WARNING, logger="hotline.queue"):
+        sent = send_messages(
+            [Message("triage.match_own_list_again", {"lost": lost})], make_celery(settings)
+        )
+    assert sent == 0
+    [record] = [r for r in caplog.records if "left for the sweep" in r.getMessage()]
+    assert "triage.match_own_list_again[('lost', '<1000 items>')]" in record.getMessage()
+    assert "phash" not in record.getMessage()
