@@ -50,6 +50,9 @@ class NotAuthenticated(HotlineError):
     status_code = 401
     detail = "Sign in: send a staff bearer token from POST /api/v1/auth/token."
     headers = {"WWW-Authenticate": "Bearer"}
+    # A browser opening an address of the API in a tab (the item page's links to a
+    # frame) is sent to the sign-in page; scripts get the JSON.
+    page_when_opened = True
 
 
 class Forbidden(HotlineError):

@@ -10,6 +10,7 @@ import io
 import ipaddress
 import json
 import subprocess
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -440,6 +441,16 @@ def test_a_frame_opened_in_a_tab_of_its_own_says_why_it_cannot_be_shown(
     assert fetched.json()["code"] == "media_unavailable"
     missing = view(client, tab, target, media + 1000)
     assert (missing.status_code, "Nothing is here." in missing.text) == (404, True)
+    # Signed out (the session ended since the item page was opened): the sign-in page.
+    address = f"/api/v1/targets/{target}/media/{media}/view"
+    opened = client.get(
+        address, params={"frame": 2}, headers={"sec-fetch-dest": "document"}, follow_redirects=False
+    )
+    assert (opened.status_code, opened.headers["location"]) == (
+        303,
+        "/staff/login?next=" + urllib.parse.quote(address),
+    )
+    assert client.get(address, params={"frame": 2}).json()["code"] == "not_authenticated"
 
 
 def test_vector_images_are_never_decoded(client: Any, http_server: LocalHTTPServer) -> None:
