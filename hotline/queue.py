@@ -30,11 +30,12 @@ log = logging.getLogger("hotline.queue")
 class Message:
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
+    countdown: float | None = None  # seconds the worker waits before running it
 
 
-def enqueue(session: Session, name: str, **kwargs: Any) -> None:
+def enqueue(session: Session, name: str, *, countdown: float | None = None, **kwargs: Any) -> None:
     """Buffer a task message; it is sent only if the session's unit of work commits."""
-    session.info.setdefault(OUTBOX_KEY, []).append(Message(name, kwargs))
+    session.info.setdefault(OUTBOX_KEY, []).append(Message(name, kwargs, countdown))
 
 
 def buffered(session: Session) -> list[Message]:
@@ -119,7 +120,13 @@ def send_messages(messages: list[Message], app: Celery | None = None) -> int:
         # The producer pool keeps broker connections open across requests.
         with app.producer_or_acquire() as publisher:
             for message in messages:
-                app.send_task(message.name, kwargs=message.kwargs, producer=publisher, retry=False)
+                app.send_task(
+                    message.name,
+                    kwargs=message.kwargs,
+                    countdown=message.countdown,
+                    producer=publisher,
+                    retry=False,
+                )
                 sent += 1
     except Exception as exc:  # the sweeps re-send whatever is still pending
         unsent = messages[sent:]

@@ -84,6 +84,9 @@ RETRACT_TASK = "partners.retract_target"
 # worker, whose near-duplicate index holds the list (reading a large own list here, in
 # the supervisor's request, took seconds).
 MATCH_AGAIN_TASK = "triage.match_own_list_again"
+# Seconds after the reversal: a worker that read a removed entry before the commit has
+# recorded its match through it by then, and the task drops it.
+MATCH_AGAIN_DELAY = 10.0
 # Targets whose verdict stands confirmed (their media on the own list); a reversal
 # takes a target out of them.
 CONFIRMED = frozenset({TargetStatus.confirmed, TargetStatus.forwarded, TargetStatus.removed})
@@ -904,6 +907,7 @@ class LeftOwnList(NamedTuple):
     kept: list[int]  # media kept on the list (another confirmed target holds them)
     media: list[int]  # media that lost a match through the removed entries
     near: list[tuple[int, str]]  # (media, hash type) that lost a near match
+    ids: list[int]  # of the removed entries
 
 
 def _leave_own_list(
@@ -916,7 +920,7 @@ def _leave_own_list(
     (``HOTLINE_NEAR_MATCH_LIMIT``), and get the next nearest instead
     (``MATCH_AGAIN_TASK``)."""
     if not media:
-        return LeftOwnList(0, [], [], [])
+        return LeftOwnList(0, [], [], [], [])
     held, held_values = _held_elsewhere(session, target_id, media)
     list_id = cast(int, own_list(session, now=now).id)
     going = [m for m in media if int(m.id or 0) not in held]
@@ -934,7 +938,7 @@ def _leave_own_list(
     # PDQ of a later frame's).
     removed = remove_entries(session, list_id, leaving - staying)
     session.flush()
-    return LeftOwnList(removed.entries, sorted(held), removed.media, removed.near)
+    return LeftOwnList(removed.entries, sorted(held), removed.media, removed.near, removed.ids)
 
 
 def reverse(
@@ -1001,8 +1005,14 @@ def reverse(
             | set(showing_media(session, left.media))
         ),
     )
-    for start in range(0, len(left.near), 1000):
-        queue.enqueue(session, MATCH_AGAIN_TASK, lost=left.near[start : start + 1000])
+    for start in range(0, max(len(left.near), len(left.ids)), 1000):
+        queue.enqueue(
+            session,
+            MATCH_AGAIN_TASK,
+            countdown=MATCH_AGAIN_DELAY,
+            lost=left.near[start : start + 1000],
+            removed=left.ids[start : start + 1000],
+        )
     queue.enqueue(session, RETRACT_TASK, target_id=target_id)
     _audit(
         session,

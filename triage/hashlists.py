@@ -1510,26 +1510,38 @@ class Removed(NamedTuple):
     entries: int
     media: list[int]  # media that lost a match through them
     near: list[tuple[int, str]]  # (media, hash type) that lost a near match
+    ids: list[int]  # of the entries
 
 
 def remove_entries(session: Session, list_id: int, keys: Iterable[str]) -> Removed:
     """Remove a list's entries with these keys and the matches found through them."""
     wanted = sorted(set(keys))
     if not wanted:
-        return Removed(0, [], [])
+        return Removed(0, [], [], [])
     where = (col(KnownEntry.list_id) == list_id, entry_key().in_(wanted))
-    ids = list(session.execute(select(col(KnownEntry.id)).where(*where)).scalars())
+    ids = sorted(session.execute(select(col(KnownEntry.id)).where(*where)).scalars())
     if not ids:
-        return Removed(0, [], [])
-    # Explicit: matches have no foreign key to the entries.
-    lost = session.execute(
-        delete(MediaMatch)
-        .where(col(MediaMatch.known_entry_id).in_(ids))
-        .returning(col(MediaMatch.media_id), col(MediaMatch.kind), col(MediaMatch.hash_type))
-    ).all()
+        return Removed(0, [], [], [])
+    media, near = drop_matches_through(session, ids)
     session.execute(delete(KnownEntry).where(col(KnownEntry.id).in_(ids)))
+    return Removed(len(ids), media, near, ids)
+
+
+def drop_matches_through(
+    session: Session, entry_ids: list[int]
+) -> tuple[list[int], list[tuple[int, str]]]:
+    """Delete the matches found through these entries (explicitly: matches have no
+    foreign key to the entries); returns the media that lost one, and the (media, hash
+    type) that lost a near one."""
+    lost: list[Any] = []
+    for start in range(0, len(entry_ids), 1000):
+        lost += session.execute(
+            delete(MediaMatch)
+            .where(col(MediaMatch.known_entry_id).in_(entry_ids[start : start + 1000]))
+            .returning(col(MediaMatch.media_id), col(MediaMatch.kind), col(MediaMatch.hash_type))
+        ).all()
     near = {(int(m), HashType(t).value) for m, kind, t in lost if kind == MatchKind.near}
-    return Removed(len(ids), sorted({int(m) for m, _, _ in lost}), sorted(near))
+    return sorted({int(m) for m, _, _ in lost}), sorted(near)
 
 
 def _count_lines(stream: IO[bytes]) -> int | None:

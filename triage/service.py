@@ -49,7 +49,7 @@ from triage.hashing import (
     is_page,
     sniff,
 )
-from triage.hashlists import exact_matches
+from triage.hashlists import drop_matches_through, exact_matches
 from triage.hosting import Hosting, HostingLookup
 from triage.matches import add_matches, match_row, nearest_near, recorded_near
 from triage.models import (
@@ -745,25 +745,35 @@ def match_own_list_again(
     *,
     near: NearDuplicates,
     now: dt.datetime,
+    removed: Collection[int] = (),
 ) -> list[int]:
-    """Media that lost near matches to the hotline's own list ((media, hash type): a
-    reversal took entries off it) get the next nearest entries: a media item records
+    """After a reversal took entries off the hotline's own list (their ids:
+    ``removed``), with the matches found through them.
+
+    First the matches a worker recorded through those entries while the reversal
+    committed (it read an entry before, and recorded after) go too: they would keep a
+    reversed picture's tier. (Ids no entry holds now only: SQLite hands the ids of the
+    newest rows out again.) Then the media that lost near matches ((media, hash type),
+    ``lost``, and those just found) get the next nearest entries: a media item records
     only the nearest (``near_limit``), so farther ones were left out. As a worker
     records matches for media that turn up again: of the list as it is now, the nearest,
     counting those still recorded, for the hash types that lost one. Ranks again the
-    queued targets showing the media matched now; returns those whose priority changed.
+    queued targets showing the media that lost or got a match now; returns those whose
+    priority changed.
 
     Takes no lock: holding the own list for the time of the lookups made workers that
     confirm by earlier verdicts wait, and a lock order with the site rows they hold
-    deadlocked. An entry a second reversal removes while this runs can be matched once
-    more (as by a worker recording then), until a later matching of the media."""
+    deadlocked. The task runs a while after the reversal (``assessment.MATCH_AGAIN_DELAY``), when
+    the workers recording then have committed."""
+    gone = sorted(set(removed) - _existing_entries(session, removed))
+    stale_media, stale_near = drop_matches_through(session, gone) if gone else ([], [])
     types: dict[int, set[str]] = {}
-    for media_id, hash_type in lost:
+    for media_id, hash_type in [*lost, *stale_near]:
         types.setdefault(int(media_id), set()).add(HashType(hash_type).value)
     own = session.execute(
         select(col(HashList.id)).where(col(HashList.own).is_(True)).order_by(col(HashList.id))
     ).scalar()
-    if not types or own is None:
+    if own is None or not (types or stale_media):
         return []
     media_ids = sorted(types)
     asked, queries = _near_queries(_pictures(session, media_ids))
@@ -775,7 +785,21 @@ def match_own_list_again(
     ]
     recorded = recorded_near(session, media_ids, lists=[own])
     matched = add_matches(session, nearest_near(rows, near.near_limit, recorded))
-    return rerank(session, showing_media(session, sorted(matched)))
+    return rerank(session, showing_media(session, sorted(matched | set(stale_media))))
+
+
+def _existing_entries(session: Session, ids: Collection[int]) -> set[int]:
+    ordered = sorted(set(ids))
+    found: set[int] = set()
+    for start in range(0, len(ordered), 1000):
+        chunk = ordered[start : start + 1000]
+        found.update(
+            int(i)
+            for i in session.execute(
+                select(col(KnownEntry.id)).where(col(KnownEntry.id).in_(chunk))
+            ).scalars()
+        )
+    return found
 
 
 def _pictures(session: Session, media_ids: list[int]) -> list[Picture]:

@@ -74,12 +74,17 @@ contended_task = functools.partial(
 
 
 @contended_task(name="triage.match_own_list_again")
-def match_own_list_again(lost: list[tuple[int, str]]) -> int:
-    """Give media that lost near matches to the own list (a reversal) the next nearest
-    entries; ranks again the queued targets showing them. Idempotent: matches recorded
-    before are kept, and the nearest are counted with them."""
+def match_own_list_again(lost: list[tuple[int, str]], removed: list[int] | None = None) -> int:
+    """After a reversal: drop the matches recorded meanwhile through the entries it
+    removed, give the media that lost near matches to the own list the next nearest
+    entries, and rank their queued targets again. Idempotent: matches recorded before
+    are kept, and the nearest are counted with them."""
     with session_scope() as session:
         raised = service.match_own_list_again(
-            session, [(int(m), str(t)) for m, t in lost], near=get_near_duplicates(), now=utcnow()
+            session,
+            [(int(m), str(t)) for m, t in lost],
+            near=get_near_duplicates(),
+            now=utcnow(),
+            removed=[int(i) for i in removed or ()],
         )
     return len(raised)

@@ -967,8 +967,11 @@ def test_a_reversal_gives_near_copies_the_next_nearest_confirmed_media(
         )
         for message in queue.buffered(session)[sent_before:]:
             if message.name == assessment.MATCH_AGAIN_TASK:
+                assert message.countdown == assessment.MATCH_AGAIN_DELAY
                 lost = [(int(m), str(t)) for m, t in message.kwargs["lost"]]
-                service.match_own_list_again(session, lost, near=near, now=utcnow())
+                service.match_own_list_again(
+                    session, lost, near=near, now=utcnow(), removed=message.kwargs["removed"]
+                )
 
     nearest = named()
     assert len(nearest) == 2

@@ -42,7 +42,7 @@ from triage.fetcher import Fetcher, FetchPolicy
 from triage.hashing import hash_media
 from triage.hashlists import add_entries, import_list, remove_entries
 from triage.hosting import Hosting, HostingLookup, get_hosting_lookup
-from triage.matches import match_seen_media
+from triage.matches import add_matches, match_row, match_seen_media
 from triage.models import HashList, Media, MediaFrame, MediaKind, MediaMatch, Sighting, Site
 from triage.neardup import NearDuplicates
 from triage.rerank import facts_of as rerank_facts
@@ -627,10 +627,12 @@ class NearOwnEntries:
         [media] = shown(self.target_id)["media"]
         return sorted(m["distance"] for m in media["matches"] if m["source"] != "seen")
 
-    def match_again(self, lost: list[tuple[int, str]]) -> None:
+    def match_again(self, lost: list[tuple[int, str]], removed: list[int]) -> None:
         """What the task a reversal sends does."""
         with session_scope() as session:
-            service.match_own_list_again(session, lost, near=self.near, now=utcnow())
+            service.match_own_list_again(
+                session, lost, near=self.near, now=utcnow(), removed=removed
+            )
 
 
 def test_the_own_list_gives_its_nearest_entries_and_the_next_ones_when_some_go(
@@ -645,13 +647,61 @@ def test_the_own_list_gives_its_nearest_entries_and_the_next_ones_when_some_go(
     assert copy.matched() == [1, 2]
     with session_scope() as session:  # as a reversal of the nearest copy's verdict
         removed = remove_entries(session, copy.own, copy.keys[:1])
-        assert removed == (1, [copy.media_id], [(copy.media_id, "phash")])
-    copy.match_again(removed.near)
+        assert removed[:3] == (1, [copy.media_id], [(copy.media_id, "phash")])
+    copy.match_again(removed.near, removed.ids)
     assert copy.matched() == [2, 4]
-    copy.match_again(removed.near)  # a message delivered twice: nothing more
+    copy.match_again(removed.near, removed.ids)  # a message delivered twice: nothing more
     assert copy.matched() == [2, 4]
+
+    # An id an entry holds again (SQLite hands out the newest rows' ids again): its
+    # matches are no leftovers of the reversal.
+    def rows() -> list[int]:
+        with session_scope() as session:
+            return sorted(
+                session.execute(
+                    select(col(MediaMatch.id)).where(col(MediaMatch.media_id) == copy.media_id)
+                ).scalars()
+            )
+
+    with session_scope() as session:  # the entry at distance 2, still on the list
+        held = session.execute(
+            select(col(MediaMatch.known_entry_id)).where(
+                col(MediaMatch.media_id) == copy.media_id, col(MediaMatch.distance) == 2
+            )
+        ).scalar_one()
+    before = rows()
+    copy.match_again([], [held])
+    assert rows() == before  # (not dropped and found again: an exact match would not be)
     with session_scope() as session:  # an entry that no media item matched: no change
-        assert remove_entries(session, copy.own, copy.keys[3:]) == (1, [], [])
+        assert remove_entries(session, copy.own, copy.keys[3:])[:3] == (1, [], [])
+
+
+def test_a_match_recorded_while_a_reversal_committed_goes_with_the_entry(
+    http_server: LocalHTTPServer,
+    process: Callable[..., service.Outcome],
+    configure: Callable[..., None],
+) -> None:
+    """A worker read the nearest entry before a reversal removed it, and recorded its
+    match after the reversal had dropped the entry's matches: the task the reversal
+    sends, a while later, drops that match too and gives the next nearest."""
+    configure(near_match_limit=2)
+    copy = NearOwnEntries(http_server, process, [1, 2, 4])
+    with session_scope() as session:
+        [entry_id] = remove_entries(session, copy.own, copy.keys[:1]).ids
+    with session_scope() as session:  # the worker's match, committed after the reversal
+        late = match_row(
+            media_id=copy.media_id,
+            kind="near",
+            hash_type="phash",
+            distance=1,
+            list_id=copy.own,
+            known_entry_id=entry_id,
+            found_at=utcnow(),
+        )
+        add_matches(session, [late])
+    assert copy.matched() == [1, 2]  # a reversed picture still named
+    copy.match_again([], [entry_id])
+    assert copy.matched() == [2, 4]
 
 
 def test_a_list_near_a_picture_and_a_frame_of_it_alike_is_matched_once(
