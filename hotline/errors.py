@@ -10,8 +10,8 @@ class HotlineError(Exception):
     code = "error"
     status_code = 400
     detail = "The request could not be processed."
-    # Shown as a staff page, not as JSON, to a browser that opened the address in a tab
-    # of its own (the safe view's links to a frame).
+    # Shown as a staff page (signed out: the sign-in page), not as JSON, to a browser
+    # that opened the address in a tab of its own (the safe view's links to a frame).
     page_when_opened = False
 
     def __init__(self, detail: str | None = None) -> None:

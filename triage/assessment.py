@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, cast
 
 from babel import Locale
 from sqlalchemy import exists, func, literal, or_, select, update
@@ -31,6 +31,7 @@ from hotline.settings import get_settings
 from reporting.models import Target, TargetStatus
 from triage.hashlists import (
     KEY_COLUMNS,
+    Removed,
     add_entries,
     create_list,
     entry_key,
@@ -902,25 +903,17 @@ def _held_elsewhere(
     return held, values
 
 
-class LeftOwnList(NamedTuple):
-    entries: int  # entries removed
-    kept: list[int]  # media kept on the list (another confirmed target holds them)
-    media: list[int]  # media that lost a match through the removed entries
-    near: list[tuple[int, str]]  # (media, hash type) that lost a near match
-    ids: list[int]  # of the removed entries
-
-
 def _leave_own_list(
     session: Session, target_id: int, media: Collection[Media], *, now: dt.datetime
-) -> LeftOwnList:
+) -> tuple[Removed, list[int]]:
     """Take the hashes of ``media`` off the own list, except those another confirmed target
     still holds; the matches found through the removed entries go with them (exact
     matching and the near-duplicate index read the table, so neither finds them again).
-    Which media lost a near match is returned: they recorded only the nearest entries
-    (``HOTLINE_NEAR_MATCH_LIMIT``), and get the next nearest instead
-    (``MATCH_AGAIN_TASK``)."""
+    Returns what went (the media that lost a near match recorded only the nearest
+    entries, ``HOTLINE_NEAR_MATCH_LIMIT``, and get the next nearest instead:
+    ``MATCH_AGAIN_TASK``), and the media kept on the list."""
     if not media:
-        return LeftOwnList(0, [], [], [], [])
+        return Removed(0, [], [], []), []
     held, held_values = _held_elsewhere(session, target_id, media)
     list_id = cast(int, own_list(session, now=now).id)
     going = [m for m in media if int(m.id or 0) not in held]
@@ -938,7 +931,7 @@ def _leave_own_list(
     # PDQ of a later frame's).
     removed = remove_entries(session, list_id, leaving - staying)
     session.flush()
-    return LeftOwnList(removed.entries, sorted(held), removed.media, removed.near, removed.ids)
+    return removed, sorted(held)
 
 
 def reverse(
@@ -988,7 +981,7 @@ def reverse(
     if not changed.rowcount:  # type: ignore[attr-defined]
         raise StatusChanged()
     session.refresh(target)
-    left = _leave_own_list(session, target_id, [media[m] for m in illegal], now=now)
+    left, kept = _leave_own_list(session, target_id, [media[m] for m in illegal], now=now)
     session.execute(
         update(Site)
         .where(
@@ -1024,7 +1017,7 @@ def reverse(
             "previous_status": previous.value,
             "media": illegal,
             "entries_removed": left.entries,
-            "media_kept_on_list": left.kept,
+            "media_kept_on_list": kept,
         },
     )
     return ReversalResult(
@@ -1034,7 +1027,7 @@ def reverse(
         previous_status=previous.value,
         media_reversed=illegal,
         entries_removed=left.entries,
-        media_kept_on_list=left.kept,
+        media_kept_on_list=kept,
     )
 
 

@@ -1533,13 +1533,11 @@ def drop_matches_through(
     """Delete the matches found through these entries (explicitly: matches have no
     foreign key to the entries); returns the media that lost one, and the (media, hash
     type) that lost a near one."""
-    lost: list[Any] = []
-    for start in range(0, len(entry_ids), 1000):
-        lost += session.execute(
-            delete(MediaMatch)
-            .where(col(MediaMatch.known_entry_id).in_(entry_ids[start : start + 1000]))
-            .returning(col(MediaMatch.media_id), col(MediaMatch.kind), col(MediaMatch.hash_type))
-        ).all()
+    lost = session.execute(
+        delete(MediaMatch)
+        .where(col(MediaMatch.known_entry_id).in_(entry_ids))
+        .returning(col(MediaMatch.media_id), col(MediaMatch.kind), col(MediaMatch.hash_type))
+    ).all()
     near = {(int(m), HashType(t).value) for m, kind, t in lost if kind == MatchKind.near}
     return sorted({int(m) for m, _, _ in lost}), sorted(near)
 

@@ -375,6 +375,10 @@ def match_seen_media(
         for media_id, entry_id in session.execute(statement):
             found.setdefault((int(media_id), column.name), int(entry_id))
     near = near_seen_media(session, list_id, media_above=media_above, types=hashes.perceptual)
+    # Of the list's entries, the nearest to each media item, with those it recorded
+    # before (the list enabled before).
+    near_media = {media_id for _, media_id, _, _, _ in near}
+    recorded_before = recorded_near(session, near_media, lists=[list_id]) if near_media else None
     recorded = add_matches(
         session,
         [
@@ -389,7 +393,23 @@ def match_seen_media(
             )
             for (media_id, hash_type), entry_id in sorted(found.items())
         ]
-        + _nearest_of_list(session, list_id, near, now=now),
+        + nearest_near(
+            [
+                match_row(
+                    media_id=media_id,
+                    kind=MatchKind.near,
+                    hash_type=hash_type,
+                    distance=distance,
+                    list_id=list_id,
+                    known_entry_id=entry_id,
+                    frame=frame,
+                    found_at=now,
+                )
+                for hash_type, media_id, entry_id, distance, frame in near
+            ],
+            get_settings().near_match_limit,
+            recorded_before,
+        ),
     )
     exact_ids = {media_id for media_id, _ in found}
     only_near = len(recorded - exact_ids)
@@ -402,32 +422,3 @@ def match_seen_media(
         len(raised),
     )
     return SeenOnList(len(recorded), sorted(raised), near=only_near, hashes=hashes)
-
-
-def _nearest_of_list(
-    session: Session,
-    list_id: int,
-    near: list[tuple[HashType, int, int, int, int | None]],
-    *,
-    now: dt.datetime,
-) -> list[dict[str, Any]]:
-    """Match rows of ``near_seen_media``'s pairs: of the list's entries, the nearest to
-    each media item, with those it recorded before (a list enabled again, entries that
-    stayed after a reversal)."""
-    if not near:
-        return []
-    recorded = recorded_near(session, {media_id for _, media_id, _, _, _ in near}, lists=[list_id])
-    rows = [
-        match_row(
-            media_id=media_id,
-            kind=MatchKind.near,
-            hash_type=hash_type,
-            distance=distance,
-            list_id=list_id,
-            known_entry_id=entry_id,
-            frame=frame,
-            found_at=now,
-        )
-        for hash_type, media_id, entry_id, distance, frame in near
-    ]
-    return nearest_near(rows, get_settings().near_match_limit, recorded)

@@ -913,8 +913,7 @@ class NearDuplicates:
 
     @property
     def own_lists(self) -> frozenset[int]:
-        """The hotline's own list(s), whose entries are keyed by the SHA-256 of media
-        seen here (the catch-up matches them exactly only when other lists changed)."""
+        """The hotline's own list(s), as the last refresh read the lists."""
         return frozenset(i for i, row in (self._lists or {}).items() if row.own)
 
     def _check_lists(self, session: Session) -> bool:

@@ -770,63 +770,38 @@ def match_own_list_again(
     types: dict[int, set[str]] = {}
     for media_id, hash_type in [*lost, *stale_near]:
         types.setdefault(int(media_id), set()).add(HashType(hash_type).value)
-    own = session.execute(
-        select(col(HashList.id)).where(col(HashList.own).is_(True)).order_by(col(HashList.id))
-    ).scalar()
-    if own is None or not (types or stale_media):
+    if not (types or stale_media):
         return []
     media_ids = sorted(types)
     asked, queries = _near_queries(_pictures(session, media_ids))
     nearby = near.lookup_many(session, queries)
+    own = near.own_lists  # (as the lookup's refresh read them)
     rows = [
         row
         for row in near_rows(asked, nearby, now=now)
-        if row["list_id"] == own and str(row["hash_type"]) in types[row["media_id"]]
+        if row["list_id"] in own and str(row["hash_type"]) in types[row["media_id"]]
     ]
-    recorded = recorded_near(session, media_ids, lists=[own])
+    recorded = recorded_near(session, media_ids, lists=own)
     matched = add_matches(session, nearest_near(rows, near.near_limit, recorded))
     return rerank(session, showing_media(session, sorted(matched | set(stale_media))))
 
 
 def _existing_entries(session: Session, ids: Collection[int]) -> set[int]:
-    ordered = sorted(set(ids))
-    found: set[int] = set()
-    for start in range(0, len(ordered), 1000):
-        chunk = ordered[start : start + 1000]
-        found.update(
-            int(i)
-            for i in session.execute(
-                select(col(KnownEntry.id)).where(col(KnownEntry.id).in_(chunk))
-            ).scalars()
-        )
-    return found
+    found = session.execute(select(col(KnownEntry.id)).where(col(KnownEntry.id).in_(sorted(ids))))
+    return {int(i) for i in found.scalars()}
 
 
 def _pictures(session: Session, media_ids: list[int]) -> list[Picture]:
     """The media items' pictures as stored: each item's own hashes, then those of its
     later frames."""
+    frames = frame_hashes(session, media_ids)
     found: list[Picture] = []
-    for start in range(0, len(media_ids), 500):
-        chunk = media_ids[start : start + 500]
+    own = select(col(Media.id), col(Media.phash), col(Media.pdq), col(Media.pdq_quality))
+    for media_id, phash, pdq, quality in session.execute(own.where(col(Media.id).in_(media_ids))):
+        found.append((int(media_id), None, phash, pdq, quality))
         found += [
-            (int(media_id), None, phash, pdq, quality)
-            for media_id, phash, pdq, quality in session.execute(
-                select(
-                    col(Media.id), col(Media.phash), col(Media.pdq), col(Media.pdq_quality)
-                ).where(col(Media.id).in_(chunk))
-            )
-        ]
-        found += [
-            (int(media_id), int(frame), phash, pdq, quality)
-            for media_id, frame, phash, pdq, quality in session.execute(
-                select(
-                    col(MediaFrame.media_id),
-                    col(MediaFrame.frame),
-                    col(MediaFrame.phash),
-                    col(MediaFrame.pdq),
-                    col(MediaFrame.pdq_quality),
-                ).where(col(MediaFrame.media_id).in_(chunk))
-            )
+            (int(media_id), f["frame"], f["phash"], f["pdq"], f["pdq_quality"])
+            for f in frames.get(media_id, ())
         ]
     return found
 

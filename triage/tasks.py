@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
 from functools import partial
 from typing import Any
 
@@ -62,7 +61,7 @@ def catch_up_matches() -> int:
 
 # Tasks that change rows other transactions may hold in another order: a deadlock (or
 # a lost connection) the database breaks is tried again, by Celery.
-contended_task = functools.partial(
+contended_task = partial(
     shared_task,
     acks_late=True,
     ignore_result=True,
